@@ -1,0 +1,18 @@
+//! Shared between the groundzero XDP program (kernel, `no_std`) and user space.
+//!
+//! Everything that both sides must agree on lives here, exactly once:
+//! - [`maps`]: map names and the `#[repr(C)]` keys and values stored in them;
+//! - [`reason`]: why a packet got its verdict, which doubles as the counter index;
+//! - [`parse`]: the packet parser, generic over how bytes are read, so the kernel and the
+//!   host model run the same parsing code;
+//! - [`verdict`]: the decision rules as a pure function over parsed fields and list lookups.
+#![no_std]
+
+pub mod maps;
+pub mod parse;
+pub mod reason;
+pub mod verdict;
+
+pub use parse::{parse, PacketBytes, Parsed};
+pub use reason::{Action, Reason};
+pub use verdict::{decide, Lists};

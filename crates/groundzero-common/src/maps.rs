@@ -1,0 +1,77 @@
+//! Map names and the `#[repr(C)]` values stored in them.
+//!
+//! Keys are plain byte arrays in network byte order (`[u8; 4]`, `[u8; 16]`), which is also what
+//! the LPM trie needs: its prefix is matched from the first byte on.
+
+/// Allowlist prefixes, IPv4 (LPM trie; a single host is a /32).
+pub const ALLOW_V4: &str = "allow_v4";
+/// Allowlist prefixes, IPv6 (LPM trie; a single host is a /128).
+pub const ALLOW_V6: &str = "allow_v6";
+/// Blocked single IPv4 addresses (hash, O(1)).
+pub const BLOCK_V4: &str = "block_v4";
+/// Blocked single IPv6 addresses (hash, O(1)).
+pub const BLOCK_V6: &str = "block_v6";
+/// Blocked IPv4 prefixes (LPM trie).
+pub const BLOCK_NET_V4: &str = "block_net_v4";
+/// Blocked IPv6 prefixes (LPM trie).
+pub const BLOCK_NET_V6: &str = "block_net_v6";
+/// Per-CPU array of [`Counter`], indexed by [`crate::Reason`].
+pub const COUNTERS: &str = "counters";
+/// Array of one [`Config`] at index 0, written by user space at runtime.
+pub const CONFIG: &str = "config";
+
+/// The XDP program's function name, as user space finds it in the object.
+pub const XDP_PROGRAM: &str = "groundzero_xdp";
+
+/// Room in the counters map. Larger than the number of reasons so that new reasons can be added
+/// without changing the map's shape under a pinned, running program.
+pub const COUNTER_SLOTS: u32 = 16;
+
+/// Default capacities; user space may override them at load time.
+pub const DEFAULT_EXACT_ENTRIES: u32 = 1 << 20;
+pub const DEFAULT_CIDR_ENTRIES: u32 = 1 << 18;
+pub const DEFAULT_ALLOW_ENTRIES: u32 = 1 << 14;
+
+/// Packets and bytes counted under one reason on one CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    /// Bytes of the whole frame as XDP sees it (Ethernet header included).
+    pub bytes: u64,
+}
+
+/// The value of every list entry: how often the kernel matched it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EntryStats {
+    pub hits: u64,
+    /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC_COARSE) of the last hit, 0 if never hit.
+    pub last_hit_ns: u64,
+}
+
+/// Runtime switches. A `u32` of flags rather than `bool`s: no implicit padding, stable layout.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub flags: u32,
+    pub _reserved: u32,
+}
+
+impl Config {
+    /// Dry run: every packet passes; matches are counted as `monitor_*`.
+    pub const MONITOR: u32 = 1 << 0;
+
+    pub const fn monitor(&self) -> bool {
+        self.flags & Self::MONITOR != 0
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all three are #[repr(C)], made only of u64/u32 fields with no padding, and every
+    // bit pattern is a valid value.
+    unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for super::EntryStats {}
+    unsafe impl aya::Pod for super::Config {}
+}

@@ -1,0 +1,175 @@
+//! The packet parser, written once for both sides.
+//!
+//! It is generic over [`PacketBytes`]: the XDP program implements it with bounds-checked reads
+//! between `data` and `data_end` (the check the verifier wants to see), the host implements it
+//! for `[u8]`. So the differential test compares the kernel and the model on the *same* parsing
+//! code, compiled twice, and any disagreement points at maps or the BPF toolchain, not at two
+//! parsers drifting apart.
+//!
+//! Only what the verdict needs is parsed: Ethernet, up to two VLAN tags (802.1Q, 802.1ad), and the
+//! IPv4 or IPv6 header with its source address. IPv4 options are allowed (IHL 5..=15); every
+//! fragment carries the source address, so fragments get the same verdict as whole packets.
+
+pub const ETH_HLEN: usize = 14;
+pub const VLAN_HLEN: usize = 4;
+pub const IPV4_MIN_HLEN: usize = 20;
+pub const IPV6_HLEN: usize = 40;
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86DD;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88A8;
+
+/// How many VLAN tags we look through. A third tag is treated as non-IP, like xdp-filter does.
+pub const MAX_VLAN_TAGS: usize = 2;
+
+/// Read access to a packet. `load` returns `None` when `offset + N` runs past the end.
+pub trait PacketBytes {
+    fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]>;
+}
+
+impl PacketBytes for [u8] {
+    #[inline(always)]
+    fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        let end = offset.checked_add(N)?;
+        self.get(offset..end)?.try_into().ok()
+    }
+}
+
+/// What the parser learned about a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// Not IP (ARP, LLDP, 802.3 length frames, a third VLAN tag, ...).
+    NonIp { ethertype: u16 },
+    /// A header was cut short or is inconsistent; `at` names which.
+    Malformed { at: MalformedAt },
+    V4 {
+        src: [u8; 4],
+        protocol: u8,
+        l4_offset: usize,
+    },
+    V6 {
+        src: [u8; 16],
+        next_header: u8,
+        l4_offset: usize,
+    },
+}
+
+/// Where parsing stopped, for diagnostics and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MalformedAt {
+    /// Shorter than an Ethernet header.
+    Ethernet,
+    /// A VLAN tag was announced but is cut short.
+    Vlan,
+    /// IPv4: cut short, wrong version, IHL < 5, or total length shorter than the header.
+    Ipv4,
+    /// IPv6: cut short or wrong version.
+    Ipv6,
+}
+
+#[inline(always)]
+fn be16(b: [u8; 2]) -> u16 {
+    u16::from_be_bytes(b)
+}
+
+/// Parses the headers the verdict needs. Never panics, whatever the input.
+#[inline(always)]
+pub fn parse<P: PacketBytes + ?Sized>(pkt: &P) -> Parsed {
+    let Some(eth_type) = pkt.load::<2>(12) else {
+        return Parsed::Malformed {
+            at: MalformedAt::Ethernet,
+        };
+    };
+    let mut ethertype = be16(eth_type);
+    let mut l3 = ETH_HLEN;
+
+    // Unrolled on purpose: a bounded, constant number of steps keeps the verifier's work small.
+    if is_vlan(ethertype) {
+        let Some(tag) = pkt.load::<VLAN_HLEN>(l3) else {
+            return Parsed::Malformed {
+                at: MalformedAt::Vlan,
+            };
+        };
+        ethertype = be16([tag[2], tag[3]]);
+        l3 += VLAN_HLEN;
+        if is_vlan(ethertype) {
+            let Some(tag) = pkt.load::<VLAN_HLEN>(l3) else {
+                return Parsed::Malformed {
+                    at: MalformedAt::Vlan,
+                };
+            };
+            ethertype = be16([tag[2], tag[3]]);
+            l3 += VLAN_HLEN;
+        }
+    }
+
+    match ethertype {
+        ETH_P_IP => parse_ipv4(pkt, l3),
+        ETH_P_IPV6 => parse_ipv6(pkt, l3),
+        other => Parsed::NonIp { ethertype: other },
+    }
+}
+
+#[inline(always)]
+fn is_vlan(ethertype: u16) -> bool {
+    ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD
+}
+
+#[inline(always)]
+fn parse_ipv4<P: PacketBytes + ?Sized>(pkt: &P, l3: usize) -> Parsed {
+    const MALFORMED: Parsed = Parsed::Malformed {
+        at: MalformedAt::Ipv4,
+    };
+    // Read only the fields we use: fewer, smaller loads are cheaper in the kernel.
+    // One early return per load, not a tuple of Options: LLVM evaluates a tuple eagerly and may
+    // carry an undefined register into a path the verifier then rejects (`R9 !read_ok`).
+    let Some(first) = pkt.load::<4>(l3) else {
+        return MALFORMED;
+    };
+    let Some(proto) = pkt.load::<1>(l3 + 9) else {
+        return MALFORMED;
+    };
+    let Some(src) = pkt.load::<4>(l3 + 12) else {
+        return MALFORMED;
+    };
+    let version = first[0] >> 4;
+    let header_len = ((first[0] & 0x0f) as usize) * 4;
+    let total_len = be16([first[2], first[3]]) as usize;
+    if version != 4 || header_len < IPV4_MIN_HLEN || total_len < header_len {
+        return MALFORMED;
+    }
+    // The whole header, options included, must be present: reading its last byte proves it.
+    if pkt.load::<1>(l3 + header_len - 1).is_none() {
+        return MALFORMED;
+    }
+    Parsed::V4 {
+        src,
+        protocol: proto[0],
+        l4_offset: l3 + header_len,
+    }
+}
+
+#[inline(always)]
+fn parse_ipv6<P: PacketBytes + ?Sized>(pkt: &P, l3: usize) -> Parsed {
+    const MALFORMED: Parsed = Parsed::Malformed {
+        at: MalformedAt::Ipv6,
+    };
+    let Some(first) = pkt.load::<8>(l3) else {
+        return MALFORMED;
+    };
+    let Some(src) = pkt.load::<16>(l3 + 8) else {
+        return MALFORMED;
+    };
+    if pkt.load::<1>(l3 + IPV6_HLEN - 1).is_none() {
+        return MALFORMED;
+    }
+    if first[0] >> 4 != 6 {
+        return MALFORMED;
+    }
+    Parsed::V6 {
+        src,
+        next_header: first[6],
+        l4_offset: l3 + IPV6_HLEN,
+    }
+}

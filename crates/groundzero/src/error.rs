@@ -1,0 +1,88 @@
+//! The library's error type. Every variant says what failed and, where there is one, what to do.
+
+use std::fmt;
+
+use ipnet::IpNet;
+
+use crate::entry::EntryError;
+
+/// Which list map an operation touched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListKind {
+    /// Blocked single addresses (hash).
+    BlockExact,
+    /// Blocked prefixes (LPM trie).
+    BlockCidr,
+    /// Allowed prefixes and addresses (LPM trie).
+    Allow,
+}
+
+impl fmt::Display for ListKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ListKind::BlockExact => "blocklist (exact addresses)",
+            ListKind::BlockCidr => "blocklist (prefixes)",
+            ListKind::Allow => "allowlist",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "loading the XDP program into the kernel failed; groundzero needs root \
+         (CAP_BPF, CAP_NET_ADMIN) and a kernel with BTF"
+    )]
+    Load(#[source] aya::EbpfError),
+
+    #[error("preparing the XDP program failed")]
+    Program(#[source] aya::programs::ProgramError),
+
+    #[error("interface `{interface}` does not exist here (list them with `ip link`)")]
+    NoSuchInterface { interface: String },
+
+    #[error("attaching XDP to `{interface}` in {mode} mode failed")]
+    Attach {
+        interface: String,
+        mode: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+
+    #[error("`{interface}` is already attached")]
+    AlreadyAttached { interface: String },
+
+    #[error("`{interface}` is not attached")]
+    NotAttached { interface: String },
+
+    #[error(
+        "the {list} is full ({capacity} entries): {entry} was not added; \
+         remove entries or load with a larger capacity"
+    )]
+    MapFull {
+        list: ListKind,
+        capacity: u32,
+        entry: IpNet,
+    },
+
+    #[error("updating the {list} for {entry} failed")]
+    MapUpdate {
+        list: ListKind,
+        entry: IpNet,
+        #[source]
+        source: aya::maps::MapError,
+    },
+
+    #[error("reading the `{map}` map failed")]
+    MapRead {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+
+    #[error(transparent)]
+    Entry(#[from] EntryError),
+
+    #[error("BPF_PROG_TEST_RUN failed")]
+    TestRun(#[source] aya::programs::ProgramError),
+}

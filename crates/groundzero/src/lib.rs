@@ -1,0 +1,27 @@
+//! groundzero: drop traffic from blocked sources in XDP, before the kernel spends anything on it.
+//!
+//! - [`Shield`] loads the XDP verdict program, attaches it to interfaces, and edits its lists.
+//! - [`entry`] parses addresses, prefixes and list files, with errors that name what is wrong.
+//! - [`Counters`] is a snapshot of the per-reason packet and byte counters.
+//! - [`model`] is the host-side twin of the kernel program (same parser, same rules), for tests,
+//!   for explaining verdicts, and for the differential test against the kernel.
+//! - [`craft`] builds test packets; [`netns`] makes throw-away network namespaces and veth pairs.
+//!
+//! The library never initialises a logger, never exits the process and never builds an async
+//! runtime: those belong to the binary.
+
+pub mod counters;
+pub mod craft;
+pub mod entry;
+pub mod error;
+pub mod model;
+pub mod netns;
+mod program;
+pub mod shield;
+
+pub use counters::Counters;
+pub use entry::{parse_entry, parse_list, EntryError, ListFileError};
+pub use error::{Error, ListKind};
+pub use groundzero_common::{Action, Reason};
+pub use ipnet::IpNet;
+pub use shield::{ActiveMode, AttachMode, ListEntry, Shield, ShieldOptions};

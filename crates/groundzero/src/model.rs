@@ -1,0 +1,78 @@
+//! The host-side model of the XDP program: the same parser and the same decision function from
+//! `groundzero-common`, over plain collections instead of BPF maps.
+//!
+//! Used to explain verdicts, and by the differential test, which runs packets through the kernel
+//! program and through this model and requires identical answers.
+
+use std::collections::HashSet;
+
+use groundzero_common::{decide, parse, Lists, Reason};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+/// The three lists, as the kernel program sees them. Host entries (/32, /128) in the blocklist
+/// go to the exact set, like [`crate::Shield::block`] puts them in the hash map.
+#[derive(Clone, Debug, Default)]
+pub struct ModelLists {
+    allow: Vec<IpNet>,
+    block_exact: HashSet<IpNet>,
+    block_cidr: Vec<IpNet>,
+}
+
+impl ModelLists {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn allow(&mut self, net: IpNet) {
+        self.allow.push(net);
+    }
+
+    pub fn block(&mut self, net: IpNet) {
+        if net.prefix_len() == net.max_prefix_len() {
+            self.block_exact.insert(net);
+        } else {
+            self.block_cidr.push(net);
+        }
+    }
+
+    /// The verdict the XDP program gives `packet` (a whole Ethernet frame).
+    pub fn verdict(&self, packet: &[u8], monitor: bool) -> Reason {
+        decide(&parse(packet), self, monitor)
+    }
+}
+
+fn v4(a: &[u8; 4]) -> IpNet {
+    IpNet::V4(Ipv4Net::new((*a).into(), 32).expect("32 is a valid prefix"))
+}
+
+fn v6(a: &[u8; 16]) -> IpNet {
+    IpNet::V6(Ipv6Net::new((*a).into(), 128).expect("128 is a valid prefix"))
+}
+
+fn covered(list: &[IpNet], host: &IpNet) -> bool {
+    list.iter().any(|net| net.contains(host))
+}
+
+impl Lists<[u8; 4]> for ModelLists {
+    fn allowed(&self, src: &[u8; 4]) -> bool {
+        covered(&self.allow, &v4(src))
+    }
+    fn blocked_exact(&self, src: &[u8; 4]) -> bool {
+        self.block_exact.contains(&v4(src))
+    }
+    fn blocked_cidr(&self, src: &[u8; 4]) -> bool {
+        covered(&self.block_cidr, &v4(src))
+    }
+}
+
+impl Lists<[u8; 16]> for ModelLists {
+    fn allowed(&self, src: &[u8; 16]) -> bool {
+        covered(&self.allow, &v6(src))
+    }
+    fn blocked_exact(&self, src: &[u8; 16]) -> bool {
+        self.block_exact.contains(&v6(src))
+    }
+    fn blocked_cidr(&self, src: &[u8; 16]) -> bool {
+        covered(&self.block_cidr, &v6(src))
+    }
+}

@@ -1,0 +1,519 @@
+//! [`Shield`]: the loaded XDP verdict program, its lists, its counters and its attachments.
+
+use std::{fmt, time::Duration};
+
+use aya::{
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray},
+    programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode},
+    Ebpf, EbpfLoader,
+};
+use groundzero_common::{
+    maps::{self as names, Config, Counter, EntryStats},
+    Action, Reason,
+};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use crate::{counters::Counters, error::Error, program::XDP_OBJECT, ListKind};
+
+/// Map capacities, fixed when the program is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShieldOptions {
+    /// Blocked single addresses, per address family.
+    pub exact_capacity: u32,
+    /// Blocked prefixes, per address family.
+    pub cidr_capacity: u32,
+    /// Allowed prefixes and addresses, per address family.
+    pub allow_capacity: u32,
+}
+
+impl Default for ShieldOptions {
+    fn default() -> Self {
+        Self {
+            exact_capacity: names::DEFAULT_EXACT_ENTRIES,
+            cidr_capacity: names::DEFAULT_CIDR_ENTRIES,
+            allow_capacity: names::DEFAULT_ALLOW_ENTRIES,
+        }
+    }
+}
+
+/// How to attach.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Native (driver) mode if the driver supports it, else generic.
+    #[default]
+    Auto,
+    /// Native only: fail rather than fall back.
+    Native,
+    /// Generic (skb) mode: works on every interface, runs after the skb is allocated.
+    Generic,
+}
+
+/// The mode an attachment actually got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActiveMode {
+    Native,
+    Generic,
+}
+
+impl fmt::Display for ActiveMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ActiveMode::Native => "native",
+            ActiveMode::Generic => "generic",
+        })
+    }
+}
+
+/// One interface the program is attached to.
+#[derive(Debug)]
+pub struct Attachment {
+    pub interface: String,
+    pub mode: ActiveMode,
+    link: aya::programs::xdp::XdpLinkId,
+}
+
+/// A list entry with the kernel's hit statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListEntry {
+    pub net: IpNet,
+    pub hits: u64,
+    /// CLOCK_MONOTONIC_COARSE nanoseconds of the last hit; 0 if never hit.
+    pub last_hit_ns: u64,
+}
+
+/// The loaded XDP verdict program.
+///
+/// Dropping a `Shield` detaches it from every interface and frees its maps.
+pub struct Shield {
+    bpf: Ebpf,
+    options: ShieldOptions,
+    attachments: Vec<Attachment>,
+}
+
+impl fmt::Debug for Shield {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shield")
+            .field("options", &self.options)
+            .field("attachments", &self.attachments)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shield {
+    /// Loads the embedded XDP program and creates its maps. Needs root (CAP_BPF, CAP_NET_ADMIN).
+    pub fn load(options: ShieldOptions) -> Result<Self, Error> {
+        let mut bpf = EbpfLoader::new()
+            .map_max_entries(names::BLOCK_V4, options.exact_capacity)
+            .map_max_entries(names::BLOCK_V6, options.exact_capacity)
+            .map_max_entries(names::BLOCK_NET_V4, options.cidr_capacity)
+            .map_max_entries(names::BLOCK_NET_V6, options.cidr_capacity)
+            .map_max_entries(names::ALLOW_V4, options.allow_capacity)
+            .map_max_entries(names::ALLOW_V6, options.allow_capacity)
+            .load(XDP_OBJECT)
+            .map_err(Error::Load)?;
+        xdp_mut(&mut bpf)?.load().map_err(Error::Program)?;
+        Ok(Self {
+            bpf,
+            options,
+            attachments: Vec::new(),
+        })
+    }
+
+    pub fn options(&self) -> ShieldOptions {
+        self.options
+    }
+
+    /// Attaches to `interface` (in the caller's network namespace) and returns the mode it got.
+    pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<ActiveMode, Error> {
+        if self.attachments.iter().any(|a| a.interface == interface) {
+            return Err(Error::AlreadyAttached {
+                interface: interface.to_string(),
+            });
+        }
+        let program = xdp_mut(&mut self.bpf)?;
+        let attempt = |program: &mut Xdp, active: ActiveMode| {
+            let xdp_mode = match active {
+                ActiveMode::Native => XdpMode::Driver,
+                ActiveMode::Generic => XdpMode::Skb,
+            };
+            program
+                .attach(interface, xdp_mode)
+                .map_err(|source| match source {
+                    ProgramError::UnknownInterface { .. } => Error::NoSuchInterface {
+                        interface: interface.to_string(),
+                    },
+                    source => Error::Attach {
+                        interface: interface.to_string(),
+                        mode: match active {
+                            ActiveMode::Native => "native",
+                            ActiveMode::Generic => "generic",
+                        },
+                        source,
+                    },
+                })
+        };
+        let (link, active) = match mode {
+            AttachMode::Native => (attempt(program, ActiveMode::Native)?, ActiveMode::Native),
+            AttachMode::Generic => (attempt(program, ActiveMode::Generic)?, ActiveMode::Generic),
+            AttachMode::Auto => match attempt(program, ActiveMode::Native) {
+                Ok(link) => (link, ActiveMode::Native),
+                Err(e @ Error::NoSuchInterface { .. }) => return Err(e),
+                Err(native_error) => {
+                    log::info!("native XDP on {interface} failed ({native_error}); using generic");
+                    (attempt(program, ActiveMode::Generic)?, ActiveMode::Generic)
+                }
+            },
+        };
+        self.attachments.push(Attachment {
+            interface: interface.to_string(),
+            mode: active,
+            link,
+        });
+        Ok(active)
+    }
+
+    /// Detaches from `interface`.
+    pub fn detach(&mut self, interface: &str) -> Result<(), Error> {
+        let index = self
+            .attachments
+            .iter()
+            .position(|a| a.interface == interface)
+            .ok_or_else(|| Error::NotAttached {
+                interface: interface.to_string(),
+            })?;
+        let attachment = self.attachments.remove(index);
+        xdp_mut(&mut self.bpf)?
+            .detach(attachment.link)
+            .map_err(Error::Program)
+    }
+
+    /// The interfaces the program is attached to, with the mode each got.
+    pub fn attachments(&self) -> &[Attachment] {
+        &self.attachments
+    }
+
+    /// Blocks a source address (exact, O(1) hash) or prefix (LPM trie). Idempotent: blocking an
+    /// entry twice keeps its hit count.
+    pub fn block(&mut self, net: IpNet) -> Result<(), Error> {
+        self.insert(list_for_block(&net), net).map(drop)
+    }
+
+    /// Blocks every entry or none: if one fails (a full map), those already added are removed.
+    pub fn block_all(&mut self, nets: &[IpNet]) -> Result<(), Error> {
+        self.insert_all(nets, list_for_block)
+    }
+
+    /// Removes a block. Returns whether it was there.
+    pub fn unblock(&mut self, net: IpNet) -> Result<bool, Error> {
+        self.remove(list_for_block(&net), net)
+    }
+
+    /// Allows a source address or prefix: the allowlist wins over every block.
+    pub fn allow(&mut self, net: IpNet) -> Result<(), Error> {
+        self.insert(ListKind::Allow, net).map(drop)
+    }
+
+    /// Allows every entry or none.
+    pub fn allow_all(&mut self, nets: &[IpNet]) -> Result<(), Error> {
+        self.insert_all(nets, |_| ListKind::Allow)
+    }
+
+    /// Removes an allowlist entry. Returns whether it was there.
+    pub fn unallow(&mut self, net: IpNet) -> Result<bool, Error> {
+        self.remove(ListKind::Allow, net)
+    }
+
+    /// Every blocked address and prefix with its hits.
+    pub fn blocked(&self) -> Result<Vec<ListEntry>, Error> {
+        let mut entries = self.list(ListKind::BlockExact)?;
+        entries.extend(self.list(ListKind::BlockCidr)?);
+        Ok(entries)
+    }
+
+    /// Every allowed address and prefix with its hits.
+    pub fn allowed(&self) -> Result<Vec<ListEntry>, Error> {
+        self.list(ListKind::Allow)
+    }
+
+    /// Per-reason packet and byte counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Counters, Error> {
+        let read_err = |source| Error::MapRead {
+            map: names::COUNTERS,
+            source,
+        };
+        let map: PerCpuArray<&MapData, Counter> =
+            PerCpuArray::try_from(self.map(names::COUNTERS)?).map_err(read_err)?;
+        let mut slots = Vec::with_capacity(Reason::ALL.len() * 2);
+        for reason in Reason::ALL {
+            let per_cpu = map.get(&(reason as u32), 0).map_err(read_err)?;
+            slots.extend(per_cpu.iter().map(|c| (reason, *c)));
+        }
+        Ok(Counters::from_slots(slots))
+    }
+
+    /// Monitor (dry-run) mode: every packet passes; block matches count as `monitor_*`.
+    pub fn set_monitor(&mut self, on: bool) -> Result<(), Error> {
+        let err = |source| Error::MapRead {
+            map: names::CONFIG,
+            source,
+        };
+        let mut map: Array<&mut MapData, Config> =
+            Array::try_from(self.map_mut(names::CONFIG)?).map_err(err)?;
+        let mut config = map.get(&0, 0).map_err(err)?;
+        config.flags = if on {
+            config.flags | Config::MONITOR
+        } else {
+            config.flags & !Config::MONITOR
+        };
+        map.set(0, config, 0).map_err(err)
+    }
+
+    pub fn monitor(&self) -> Result<bool, Error> {
+        let err = |source| Error::MapRead {
+            map: names::CONFIG,
+            source,
+        };
+        let map: Array<&MapData, Config> =
+            Array::try_from(self.map(names::CONFIG)?).map_err(err)?;
+        Ok(map.get(&0, 0).map_err(err)?.monitor())
+    }
+
+    /// Runs the program once on `packet` (a whole Ethernet frame) with BPF_PROG_TEST_RUN, as if
+    /// it had arrived on an interface. Counters and hit statistics are updated as for real traffic.
+    pub fn test_run(&self, packet: &[u8]) -> Result<Action, Error> {
+        Ok(self.test_run_repeat(packet, 1)?.0)
+    }
+
+    /// Runs the program `repeat` times on `packet`; returns the action and the kernel's mean
+    /// time per run.
+    pub fn test_run_repeat(&self, packet: &[u8], repeat: u32) -> Result<(Action, Duration), Error> {
+        let program: &Xdp = self
+            .bpf
+            .program(names::XDP_PROGRAM)
+            .expect("the embedded object has the XDP program")
+            .try_into()
+            .map_err(Error::Program)?;
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(packet),
+                repeat,
+                ..Default::default()
+            })
+            .map_err(Error::TestRun)?;
+        let action = match result.return_value {
+            1 => Action::Drop,
+            2 => Action::Pass,
+            other => panic!("the XDP program returned {other}, which it has no code path for"),
+        };
+        Ok((action, result.duration))
+    }
+
+    fn map(&self, name: &'static str) -> Result<&aya::maps::Map, Error> {
+        Ok(self
+            .bpf
+            .map(name)
+            .unwrap_or_else(|| panic!("the embedded object has map {name}")))
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, Error> {
+        Ok(self
+            .bpf
+            .map_mut(name)
+            .unwrap_or_else(|| panic!("the embedded object has map {name}")))
+    }
+
+    fn capacity(&self, list: ListKind) -> u32 {
+        match list {
+            ListKind::BlockExact => self.options.exact_capacity,
+            ListKind::BlockCidr => self.options.cidr_capacity,
+            ListKind::Allow => self.options.allow_capacity,
+        }
+    }
+
+    fn insert_all(
+        &mut self,
+        nets: &[IpNet],
+        list_of: impl Fn(&IpNet) -> ListKind,
+    ) -> Result<(), Error> {
+        let mut added = Vec::new();
+        for &net in nets {
+            let list = list_of(&net);
+            match self.insert(list, net) {
+                Ok(true) => added.push((list, net)),
+                Ok(false) => {}
+                Err(e) => {
+                    // Undo what this call added (not what was there before): nothing half applied.
+                    for (list, net) in added {
+                        let _ = self.remove(list, net);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds `net`; `Ok(false)` if it was already there.
+    fn insert(&mut self, list: ListKind, net: IpNet) -> Result<bool, Error> {
+        let capacity = self.capacity(list);
+        let map_name = map_name(list, &net);
+        let map = self.map_mut(map_name)?;
+        // BPF_NOEXIST keeps an existing entry (and its hits) when the same entry is added again.
+        let result = match (list, net) {
+            (ListKind::BlockExact, IpNet::V4(n)) => {
+                HashMap::<_, [u8; 4], EntryStats>::try_from(map)
+                    .and_then(|mut m| m.insert(n.addr().octets(), EntryStats::default(), NOEXIST))
+            }
+            (ListKind::BlockExact, IpNet::V6(n)) => {
+                HashMap::<_, [u8; 16], EntryStats>::try_from(map)
+                    .and_then(|mut m| m.insert(n.addr().octets(), EntryStats::default(), NOEXIST))
+            }
+            (_, IpNet::V4(n)) => {
+                LpmTrie::<_, [u8; 4], EntryStats>::try_from(map).and_then(|mut m| {
+                    m.insert(
+                        &Key::new(n.prefix_len().into(), n.addr().octets()),
+                        EntryStats::default(),
+                        NOEXIST,
+                    )
+                })
+            }
+            (_, IpNet::V6(n)) => {
+                LpmTrie::<_, [u8; 16], EntryStats>::try_from(map).and_then(|mut m| {
+                    let key = Key::new(n.prefix_len().into(), n.addr().octets());
+                    m.insert(&key, EntryStats::default(), NOEXIST)
+                })
+            }
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err(e) => match errno(&e) {
+                Some(libc::EEXIST) => Ok(false),
+                // Hash maps say E2BIG when full, LPM tries ENOSPC.
+                Some(libc::E2BIG) | Some(libc::ENOSPC) => Err(Error::MapFull {
+                    list,
+                    capacity,
+                    entry: net,
+                }),
+                _ => Err(Error::MapUpdate {
+                    list,
+                    entry: net,
+                    source: e,
+                }),
+            },
+        }
+    }
+
+    fn remove(&mut self, list: ListKind, net: IpNet) -> Result<bool, Error> {
+        let map = self.map_mut(map_name(list, &net))?;
+        let result = match (list, net) {
+            (ListKind::BlockExact, IpNet::V4(n)) => {
+                HashMap::<_, [u8; 4], EntryStats>::try_from(map)
+                    .and_then(|mut m| m.remove(&n.addr().octets()))
+            }
+            (ListKind::BlockExact, IpNet::V6(n)) => {
+                HashMap::<_, [u8; 16], EntryStats>::try_from(map)
+                    .and_then(|mut m| m.remove(&n.addr().octets()))
+            }
+            (_, IpNet::V4(n)) => LpmTrie::<_, [u8; 4], EntryStats>::try_from(map)
+                .and_then(|mut m| m.remove(&Key::new(n.prefix_len().into(), n.addr().octets()))),
+            (_, IpNet::V6(n)) => LpmTrie::<_, [u8; 16], EntryStats>::try_from(map)
+                .and_then(|mut m| m.remove(&Key::new(n.prefix_len().into(), n.addr().octets()))),
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err(e) if matches!(e, MapError::KeyNotFound | MapError::ElementNotFound) => Ok(false),
+            Err(e) if errno(&e) == Some(libc::ENOENT) => Ok(false),
+            Err(source) => Err(Error::MapUpdate {
+                list,
+                entry: net,
+                source,
+            }),
+        }
+    }
+
+    fn list(&self, list: ListKind) -> Result<Vec<ListEntry>, Error> {
+        let (v4_name, v6_name) = match list {
+            ListKind::BlockExact => (names::BLOCK_V4, names::BLOCK_V6),
+            ListKind::BlockCidr => (names::BLOCK_NET_V4, names::BLOCK_NET_V6),
+            ListKind::Allow => (names::ALLOW_V4, names::ALLOW_V6),
+        };
+        let read = |map: &'static str| move |source| Error::MapRead { map, source };
+        let entry = |net: IpNet, stats: EntryStats| ListEntry {
+            net,
+            hits: stats.hits,
+            last_hit_ns: stats.last_hit_ns,
+        };
+        let mut out = Vec::new();
+        if list == ListKind::BlockExact {
+            let m4 = HashMap::<_, [u8; 4], EntryStats>::try_from(self.map(v4_name)?)
+                .map_err(read(v4_name))?;
+            for item in m4.iter() {
+                let (k, v) = item.map_err(read(v4_name))?;
+                out.push(entry(Ipv4Net::new(k.into(), 32).expect("valid").into(), v));
+            }
+            let m6 = HashMap::<_, [u8; 16], EntryStats>::try_from(self.map(v6_name)?)
+                .map_err(read(v6_name))?;
+            for item in m6.iter() {
+                let (k, v) = item.map_err(read(v6_name))?;
+                out.push(entry(Ipv6Net::new(k.into(), 128).expect("valid").into(), v));
+            }
+        } else {
+            let m4 = LpmTrie::<_, [u8; 4], EntryStats>::try_from(self.map(v4_name)?)
+                .map_err(read(v4_name))?;
+            for item in m4.iter() {
+                let (k, v) = item.map_err(read(v4_name))?;
+                let net = Ipv4Net::new(k.data().into(), k.prefix_len() as u8)
+                    .expect("kernel keys are valid");
+                out.push(entry(net.into(), v));
+            }
+            let m6 = LpmTrie::<_, [u8; 16], EntryStats>::try_from(self.map(v6_name)?)
+                .map_err(read(v6_name))?;
+            for item in m6.iter() {
+                let (k, v) = item.map_err(read(v6_name))?;
+                let net = Ipv6Net::new(k.data().into(), k.prefix_len() as u8)
+                    .expect("kernel keys are valid");
+                out.push(entry(net.into(), v));
+            }
+        }
+        out.sort_by_key(|e| e.net);
+        Ok(out)
+    }
+}
+
+/// BPF_NOEXIST from the kernel UAPI (include/uapi/linux/bpf.h): create, never overwrite.
+const NOEXIST: u64 = 1;
+
+/// Host entries go to the O(1) hash; real prefixes to the LPM trie.
+fn list_for_block(net: &IpNet) -> ListKind {
+    if net.prefix_len() == net.max_prefix_len() {
+        ListKind::BlockExact
+    } else {
+        ListKind::BlockCidr
+    }
+}
+
+fn map_name(list: ListKind, net: &IpNet) -> &'static str {
+    match (list, net) {
+        (ListKind::BlockExact, IpNet::V4(_)) => names::BLOCK_V4,
+        (ListKind::BlockExact, IpNet::V6(_)) => names::BLOCK_V6,
+        (ListKind::BlockCidr, IpNet::V4(_)) => names::BLOCK_NET_V4,
+        (ListKind::BlockCidr, IpNet::V6(_)) => names::BLOCK_NET_V6,
+        (ListKind::Allow, IpNet::V4(_)) => names::ALLOW_V4,
+        (ListKind::Allow, IpNet::V6(_)) => names::ALLOW_V6,
+    }
+}
+
+fn errno(e: &MapError) -> Option<i32> {
+    match e {
+        MapError::SyscallError(s) => s.io_error.raw_os_error(),
+        MapError::IoError(io) => io.raw_os_error(),
+        _ => None,
+    }
+}
+
+fn xdp_mut(bpf: &mut Ebpf) -> Result<&mut Xdp, Error> {
+    bpf.program_mut(names::XDP_PROGRAM)
+        .expect("the embedded object has the XDP program")
+        .try_into()
+        .map_err(Error::Program)
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs everything groundzero needs to build and test on a fresh Debian machine of this kind.
+# Idempotent: every step checks first, so a second run is a fast no-op.
+# Recipe: ../shared/docs/toolchain.md (Debian's rustc-web for the BPF target, bpf-linker against LLVM 22).
+set -euo pipefail
+
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup.sh installs Debian packages and must run as root (try: sudo $0)" >&2
+  exit 1
+fi
+
+# Debian packages. Each line says why it is here.
+PKGS=(
+  rustc-web                 # /usr/bin/rustc 1.96 (LLVM 22): the only compiler here with a BPF core
+  libstd-rust-web-dev-bpf   # prebuilt core/alloc for bpfel-unknown-none, so no -Z build-std
+  llvm-22-dev libpolly-22-dev zlib1g-dev libzstd-dev libxml2-dev   # to build bpf-linker against LLVM 22
+  iproute2                  # ip netns / veth for the test hosts
+  xdp-tools                 # xdp-filter: the reference we benchmark against
+  nftables iptables ipset   # benchmark peers
+  prometheus                # a real Prometheus server and promtool for the metrics tests
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The prometheus package starts a system service on :9090; our tests run their own instance.
+  if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
+    systemctl stop prometheus || true
+  fi
+else
+  log "Debian packages: all present"
+fi
+
+# bpf-linker built against Debian's LLVM 22 (the default feature wants LLVM 23, which Debian lacks).
+BPF_LINKER_VERSION=0.13.0
+if command -v bpf-linker >/dev/null && bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
+  log "bpf-linker $BPF_LINKER_VERSION: present"
+else
+  log "building bpf-linker $BPF_LINKER_VERSION against LLVM 22 (about 2 minutes)"
+  LLVM_PREFIX=/usr/lib/llvm-22 cargo install --locked bpf-linker --version "$BPF_LINKER_VERSION" \
+    --no-default-features --features llvm-22 --quiet
+fi
+
+# bpffs and tracefs: not mounted by default on this kernel; pinning and tracepoints need them.
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
+
+log "ready"
