@@ -421,7 +421,7 @@ impl Shield {
         };
         match result {
             Ok(()) => Ok(true),
-            Err(e) if matches!(e, MapError::KeyNotFound | MapError::ElementNotFound) => Ok(false),
+            Err(MapError::KeyNotFound | MapError::ElementNotFound) => Ok(false),
             Err(e) if errno(&e) == Some(libc::ENOENT) => Ok(false),
             Err(source) => Err(Error::MapUpdate {
                 list,
