@@ -17,6 +17,8 @@ pub const BLOCK_NET_V4: &str = "block_net_v4";
 pub const BLOCK_NET_V6: &str = "block_net_v6";
 /// Per-CPU array of [`Counter`], indexed by [`crate::Reason`].
 pub const COUNTERS: &str = "counters";
+/// Per-CPU array of [`InterfaceCounters`], indexed by ingress ifindex (see [`interface_slot`]).
+pub const INTERFACE_COUNTERS: &str = "iface_counters";
 /// Array of one [`Config`] at index 0, written by user space at runtime.
 pub const CONFIG: &str = "config";
 
@@ -26,6 +28,20 @@ pub const XDP_PROGRAM: &str = "groundzero_xdp";
 /// Room in the counters map. Larger than the number of reasons so that new reasons can be added
 /// without changing the map's shape under a pinned, running program.
 pub const COUNTER_SLOTS: u32 = 16;
+
+/// Interfaces with an ifindex below this get their own counters; the rest share slot 0
+/// (ifindex 0 is never a real device).
+pub const INTERFACE_SLOTS: u32 = 256;
+
+/// The [`INTERFACE_COUNTERS`] slot of an interface.
+#[inline(always)]
+pub const fn interface_slot(ifindex: u32) -> u32 {
+    if ifindex < INTERFACE_SLOTS {
+        ifindex
+    } else {
+        0
+    }
+}
 
 /// Default capacities; user space may override them at load time.
 pub const DEFAULT_EXACT_ENTRIES: u32 = 1 << 20;
@@ -39,6 +55,13 @@ pub struct Counter {
     pub packets: u64,
     /// Bytes of the whole frame as XDP sees it (Ethernet header included).
     pub bytes: u64,
+}
+
+/// One interface's counters, one [`Counter`] per reason slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InterfaceCounters {
+    pub by_reason: [Counter; COUNTER_SLOTS as usize],
 }
 
 /// The value of every list entry: how often the kernel matched it.
@@ -69,9 +92,10 @@ impl Config {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all three are #[repr(C)], made only of u64/u32 fields with no padding, and every
+    // SAFETY: all are #[repr(C)], made only of u64/u32 fields (or arrays of them) with no padding, and every
     // bit pattern is a valid value.
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::EntryStats {}
     unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::InterfaceCounters {}
 }

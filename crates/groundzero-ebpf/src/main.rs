@@ -20,8 +20,8 @@ use aya_ebpf::{
 use groundzero_common::{
     decide,
     maps::{
-        Config, Counter, EntryStats, COUNTER_SLOTS, DEFAULT_ALLOW_ENTRIES, DEFAULT_CIDR_ENTRIES,
-        DEFAULT_EXACT_ENTRIES,
+        interface_slot, Config, Counter, EntryStats, InterfaceCounters, COUNTER_SLOTS,
+        DEFAULT_ALLOW_ENTRIES, DEFAULT_CIDR_ENTRIES, DEFAULT_EXACT_ENTRIES, INTERFACE_SLOTS,
     },
     parse, Lists, PacketBytes,
 };
@@ -45,6 +45,9 @@ static BLOCK_NET_V6: LpmTrie<[u8; 16], EntryStats> =
     LpmTrie::with_max_entries(DEFAULT_CIDR_ENTRIES, 0);
 #[map(name = "counters")]
 static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+#[map(name = "iface_counters")]
+static IFACE_COUNTERS: PerCpuArray<InterfaceCounters> =
+    PerCpuArray::with_max_entries(INTERFACE_SLOTS, 0);
 #[map(name = "config")]
 static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
@@ -134,14 +137,29 @@ pub fn groundzero_xdp(ctx: XdpContext) -> u32 {
         None => false,
     };
     let reason = decide(&parse(&pkt), &KernelLists, monitor);
+    let bytes = (pkt.end - pkt.start) as u64;
+    // Totals and per-interface: two per-CPU slots, no atomics (only this CPU writes them).
     if let Some(counter) = COUNTERS.get_ptr_mut(reason as u32) {
-        // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
-        unsafe {
-            (*counter).packets += 1;
-            (*counter).bytes += (pkt.end - pkt.start) as u64;
-        }
+        // SAFETY: a live per-CPU map value; only this CPU writes it while this program runs.
+        unsafe { count(counter, bytes) };
+    }
+    let slot = interface_slot(ctx.ingress_ifindex() as u32);
+    if let Some(iface) = IFACE_COUNTERS.get_ptr_mut(slot) {
+        // The mask proves the index in bounds to the verifier; reasons are < COUNTER_SLOTS.
+        let index = (reason as usize) & (COUNTER_SLOTS as usize - 1);
+        // SAFETY: as above.
+        unsafe { count(core::ptr::addr_of_mut!((*iface).by_reason[index]), bytes) };
     }
     reason.action() as u32
+}
+
+#[inline(always)]
+unsafe fn count(counter: *mut Counter, bytes: u64) {
+    // SAFETY: the caller passes a live per-CPU map value.
+    unsafe {
+        (*counter).packets += 1;
+        (*counter).bytes += bytes;
+    }
 }
 
 #[cfg(not(test))]

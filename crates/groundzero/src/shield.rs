@@ -8,7 +8,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use groundzero_common::{
-    maps::{self as names, Config, Counter, EntryStats},
+    maps::{self as names, Config, Counter, EntryStats, InterfaceCounters},
     Action, Reason,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -68,6 +68,8 @@ impl fmt::Display for ActiveMode {
 #[derive(Debug)]
 pub struct Attachment {
     pub interface: String,
+    /// The interface's index in the namespace it was attached in.
+    pub ifindex: u32,
     pub mode: ActiveMode,
     link: aya::programs::xdp::XdpLinkId,
 }
@@ -164,8 +166,11 @@ impl Shield {
                 }
             },
         };
+        // Looked up after attaching, in the same (caller's) namespace that attach used.
+        let ifindex = nix::net::if_::if_nametoindex(interface).unwrap_or(0);
         self.attachments.push(Attachment {
             interface: interface.to_string(),
+            ifindex,
             mode: active,
             link,
         });
@@ -249,6 +254,23 @@ impl Shield {
             slots.extend(per_cpu.iter().map(|c| (reason, *c)));
         }
         Ok(Counters::from_slots(slots))
+    }
+
+    /// Per-reason counters of one interface (by ifindex), summed over CPUs. Interfaces with an
+    /// ifindex of 256 or more share the counters of ifindex 0.
+    pub fn interface_counters(&self, ifindex: u32) -> Result<Counters, Error> {
+        let read_err = |source| Error::MapRead {
+            map: names::INTERFACE_COUNTERS,
+            source,
+        };
+        let map: PerCpuArray<&MapData, InterfaceCounters> =
+            PerCpuArray::try_from(self.map(names::INTERFACE_COUNTERS)?).map_err(read_err)?;
+        let per_cpu = map
+            .get(&names::interface_slot(ifindex), 0)
+            .map_err(read_err)?;
+        Ok(Counters::from_slots(per_cpu.iter().flat_map(|cpu| {
+            Reason::ALL.iter().map(|&r| (r, cpu.by_reason[r as usize]))
+        })))
     }
 
     /// Monitor (dry-run) mode: every packet passes; block matches count as `monitor_*`.

@@ -1,0 +1,70 @@
+//! Per-interface counters: traffic on one attached veth is counted under its ifindex, and the
+//! per-interface counters add up to the totals.
+mod common;
+
+use std::{net::UdpSocket, time::Duration};
+
+use groundzero::{
+    netns::{veth, Netns},
+    parse_entry, ActiveMode, AttachMode, Reason,
+};
+
+#[test]
+fn traffic_is_counted_under_the_ingress_interface() {
+    let mut shield = common::shield();
+    let peer = Netns::create("ifc-p").unwrap();
+    let target = Netns::create("ifc-t").unwrap();
+    veth(&peer, "gzifc-p", &target, "gzifc-t").unwrap();
+    peer.ip(&["addr", "add", "198.18.1.2/24", "dev", "gzifc-p"])
+        .unwrap();
+    target
+        .ip(&["addr", "add", "198.18.1.1/24", "dev", "gzifc-t"])
+        .unwrap();
+    // Static neighbours: no ARP, so the only packets the program sees are the ones sent here.
+    peer.ip(&[
+        "neigh",
+        "add",
+        "198.18.1.1",
+        "lladdr",
+        "02:00:00:00:01:01",
+        "dev",
+        "gzifc-p",
+        "nud",
+        "permanent",
+    ])
+    .unwrap();
+    target
+        .ip(&["link", "set", "gzifc-t", "address", "02:00:00:00:01:01"])
+        .unwrap();
+
+    shield.block(parse_entry("198.18.1.2").unwrap()).unwrap();
+    let mode = target
+        .run(|| shield.attach("gzifc-t", AttachMode::Auto))
+        .unwrap();
+    assert_eq!(mode, ActiveMode::Native);
+    let ifindex = shield.attachments()[0].ifindex;
+    assert!(ifindex > 0);
+
+    let before_if = shield.interface_counters(ifindex).unwrap();
+    let before_total = shield.counters().unwrap();
+    const N: u64 = 25;
+    peer.run(|| {
+        let socket = UdpSocket::bind("198.18.1.2:0").unwrap();
+        for _ in 0..N {
+            socket.send_to(&[7u8; 32], "198.18.1.1:9").unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let on_if = shield
+        .interface_counters(ifindex)
+        .unwrap()
+        .since(&before_if);
+    let total = shield.counters().unwrap().since(&before_total);
+    let frame = (14 + 20 + 8 + 32) as u64;
+    assert_eq!(on_if.get(Reason::BlockedExact).packets, N);
+    assert_eq!(on_if.get(Reason::BlockedExact).bytes, N * frame);
+    assert_eq!(
+        on_if, total,
+        "one attached interface: its counters are the totals"
+    );
+}
