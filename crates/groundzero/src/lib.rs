@@ -24,4 +24,6 @@ pub use entry::{parse_entry, parse_list, EntryError, ListFileError};
 pub use error::{Error, ListKind};
 pub use groundzero_common::{Action, Reason};
 pub use ipnet::IpNet;
-pub use shield::{ActiveMode, AttachMode, ListEntry, Shield, ShieldOptions};
+pub use shield::{
+    ActiveMode, AttachMode, Attachment, ListEntry, ProgramStats, Shield, ShieldOptions,
+};

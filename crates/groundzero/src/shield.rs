@@ -90,6 +90,20 @@ pub struct Shield {
     bpf: Ebpf,
     options: ShieldOptions,
     attachments: Vec<Attachment>,
+    /// Inserts refused because a map was full, since load.
+    failed_inserts: u64,
+    /// Holds BPF_ENABLE_STATS(RUN_TIME) open while wanted; the kernel counts run time and run
+    /// count of every BPF program while any such fd exists.
+    stats_fd: Option<std::os::fd::OwnedFd>,
+}
+
+/// The kernel's own accounting of the XDP program (needs [`Shield::enable_run_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProgramStats {
+    /// Total time spent in the program, in nanoseconds.
+    pub run_time_ns: u64,
+    /// Number of runs.
+    pub run_count: u64,
 }
 
 impl fmt::Debug for Shield {
@@ -118,11 +132,44 @@ impl Shield {
             bpf,
             options,
             attachments: Vec::new(),
+            failed_inserts: 0,
+            stats_fd: None,
         })
     }
 
     pub fn options(&self) -> ShieldOptions {
         self.options
+    }
+
+    /// Inserts refused because a map was full, since this shield was loaded.
+    pub fn failed_inserts(&self) -> u64 {
+        self.failed_inserts
+    }
+
+    /// Asks the kernel to account run time and run count for BPF programs (a small cost on every
+    /// run of every program, which is why the kernel keeps it off by default).
+    pub fn enable_run_stats(&mut self) -> Result<(), Error> {
+        if self.stats_fd.is_none() {
+            let fd = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                .map_err(|e| Error::Program(ProgramError::SyscallError(e)))?;
+            self.stats_fd = Some(fd);
+        }
+        Ok(())
+    }
+
+    /// The kernel's run time and run count of the XDP program (zero unless run stats are on).
+    pub fn program_stats(&self) -> Result<ProgramStats, Error> {
+        let program: &Xdp = self
+            .bpf
+            .program(names::XDP_PROGRAM)
+            .expect("the embedded object has the XDP program")
+            .try_into()
+            .map_err(Error::Program)?;
+        let info = program.info().map_err(Error::Program)?;
+        Ok(ProgramStats {
+            run_time_ns: info.run_time().as_nanos() as u64,
+            run_count: info.run_count(),
+        })
     }
 
     /// Attaches to `interface` (in the caller's network namespace) and returns the mode it got.
