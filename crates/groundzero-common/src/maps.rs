@@ -22,6 +22,19 @@ pub const INTERFACE_COUNTERS: &str = "iface_counters";
 /// Array of one [`Config`] at index 0, written by user space at runtime.
 pub const CONFIG: &str = "config";
 
+/// Every map, for pinning.
+pub const ALL_MAPS: [&str; 9] = [
+    ALLOW_V4,
+    ALLOW_V6,
+    BLOCK_V4,
+    BLOCK_V6,
+    BLOCK_NET_V4,
+    BLOCK_NET_V6,
+    COUNTERS,
+    INTERFACE_COUNTERS,
+    CONFIG,
+];
+
 /// The XDP program's function name, as user space finds it in the object.
 pub const XDP_PROGRAM: &str = "groundzero_xdp";
 

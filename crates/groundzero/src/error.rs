@@ -80,6 +80,12 @@ pub enum Error {
         source: aya::maps::MapError,
     },
 
+    #[error("pinning at {path}: {message}")]
+    Pin {
+        path: std::path::PathBuf,
+        message: String,
+    },
+
     #[error(transparent)]
     Entry(#[from] EntryError),
 

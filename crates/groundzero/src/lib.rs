@@ -16,6 +16,7 @@ pub mod entry;
 pub mod error;
 pub mod model;
 pub mod netns;
+pub mod pins;
 mod program;
 pub mod shield;
 

@@ -15,8 +15,8 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::{counters::Counters, error::Error, program::XDP_OBJECT, ListKind};
 
-/// Map capacities, fixed when the program is loaded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Map capacities, fixed when the program is loaded, and where to pin.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShieldOptions {
     /// Blocked single addresses, per address family.
     pub exact_capacity: u32,
@@ -24,6 +24,10 @@ pub struct ShieldOptions {
     pub cidr_capacity: u32,
     /// Allowed prefixes and addresses, per address family.
     pub allow_capacity: u32,
+    /// Pin maps and XDP links under this bpffs directory (e.g. `/sys/fs/bpf/groundzero`), so
+    /// filtering and lists outlive this process, and adopt whatever is already pinned there.
+    /// `None`: everything lives and dies with the [`Shield`].
+    pub pin_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ShieldOptions {
@@ -32,6 +36,7 @@ impl Default for ShieldOptions {
             exact_capacity: names::DEFAULT_EXACT_ENTRIES,
             cidr_capacity: names::DEFAULT_CIDR_ENTRIES,
             allow_capacity: names::DEFAULT_ALLOW_ENTRIES,
+            pin_dir: None,
         }
     }
 }
@@ -71,7 +76,19 @@ pub struct Attachment {
     /// The interface's index in the namespace it was attached in.
     pub ifindex: u32,
     pub mode: ActiveMode,
-    link: aya::programs::xdp::XdpLinkId,
+    /// True if an attachment pinned by an earlier process was taken over (its program replaced
+    /// atomically by this one) rather than made anew.
+    pub adopted: bool,
+    link: LinkHandle,
+}
+
+#[derive(Debug)]
+enum LinkHandle {
+    /// Managed by aya: detached when the shield is dropped (or, if it is also pinned, kept by
+    /// the pin).
+    Managed(aya::programs::xdp::XdpLinkId),
+    /// Made and pinned by this shield; outlives it.
+    Pinned(aya::programs::links::PinnedLink),
 }
 
 /// A list entry with the kernel's hit statistics.
@@ -118,7 +135,15 @@ impl fmt::Debug for Shield {
 impl Shield {
     /// Loads the embedded XDP program and creates its maps. Needs root (CAP_BPF, CAP_NET_ADMIN).
     pub fn load(options: ShieldOptions) -> Result<Self, Error> {
-        let mut bpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        if let Some(dir) = &options.pin_dir {
+            let maps_dir = dir.join("maps");
+            crate::pins::ensure_dir(&maps_dir)?;
+            for name in names::ALL_MAPS {
+                loader.map_pin_path(name, maps_dir.join(name));
+            }
+        }
+        let mut bpf = loader
             .map_max_entries(names::BLOCK_V4, options.exact_capacity)
             .map_max_entries(names::BLOCK_V6, options.exact_capacity)
             .map_max_entries(names::BLOCK_NET_V4, options.cidr_capacity)
@@ -127,6 +152,10 @@ impl Shield {
             .map_max_entries(names::ALLOW_V6, options.allow_capacity)
             .load(XDP_OBJECT)
             .map_err(Error::Load)?;
+        let mut options = options;
+        if options.pin_dir.is_some() {
+            crate::pins::adopt_capacities(&bpf, &mut options)?;
+        }
         xdp_mut(&mut bpf)?.load().map_err(Error::Program)?;
         Ok(Self {
             bpf,
@@ -137,8 +166,8 @@ impl Shield {
         })
     }
 
-    pub fn options(&self) -> ShieldOptions {
-        self.options
+    pub fn options(&self) -> &ShieldOptions {
+        &self.options
     }
 
     /// Inserts refused because a map was full, since this shield was loaded.
@@ -179,6 +208,11 @@ impl Shield {
                 interface: interface.to_string(),
             });
         }
+        if let Some(dir) = self.options.pin_dir.clone() {
+            if let Some(active) = self.adopt_pinned(interface, &dir)? {
+                return Ok(active);
+            }
+        }
         let program = xdp_mut(&mut self.bpf)?;
         let attempt = |program: &mut Xdp, active: ActiveMode| {
             let xdp_mode = match active {
@@ -213,15 +247,55 @@ impl Shield {
                 }
             },
         };
+        let link = match &self.options.pin_dir {
+            None => LinkHandle::Managed(link),
+            Some(dir) => {
+                let path = crate::pins::link_path(dir, interface, active);
+                let pinned = crate::pins::pin_link(xdp_mut(&mut self.bpf)?, link, &path)?;
+                LinkHandle::Pinned(pinned)
+            }
+        };
+        self.record(interface, active, false, link);
+        Ok(active)
+    }
+
+    fn record(&mut self, interface: &str, mode: ActiveMode, adopted: bool, link: LinkHandle) {
         // Looked up after attaching, in the same (caller's) namespace that attach used.
         let ifindex = nix::net::if_::if_nametoindex(interface).unwrap_or(0);
         self.attachments.push(Attachment {
             interface: interface.to_string(),
             ifindex,
-            mode: active,
+            mode,
+            adopted,
             link,
         });
-        Ok(active)
+    }
+
+    /// Takes over an XDP link pinned by an earlier process: the kernel swaps the program in the
+    /// link atomically (bpf_link_update), so there is no moment without filtering.
+    fn adopt_pinned(
+        &mut self,
+        interface: &str,
+        dir: &std::path::Path,
+    ) -> Result<Option<ActiveMode>, Error> {
+        let Some((path, mode)) = crate::pins::find_link(dir, interface) else {
+            return Ok(None);
+        };
+        let program = xdp_mut(&mut self.bpf)?;
+        match crate::pins::adopt_link(program, &path)? {
+            Some(id) => {
+                self.record(interface, mode, true, LinkHandle::Managed(id));
+                Ok(Some(mode))
+            }
+            None => {
+                log::warn!(
+                    "{}: pinned link is defunct (interface gone?); re-attaching",
+                    path.display()
+                );
+                let _ = std::fs::remove_file(&path);
+                Ok(None)
+            }
+        }
     }
 
     /// Detaches from `interface`.
@@ -234,9 +308,17 @@ impl Shield {
                 interface: interface.to_string(),
             })?;
         let attachment = self.attachments.remove(index);
-        xdp_mut(&mut self.bpf)?
-            .detach(attachment.link)
-            .map_err(Error::Program)
+        if let Some(dir) = &self.options.pin_dir {
+            // Unpinning is what really detaches a pinned link once our fd is closed too.
+            let _ = std::fs::remove_file(crate::pins::link_path(dir, interface, attachment.mode));
+        }
+        match attachment.link {
+            LinkHandle::Managed(id) => xdp_mut(&mut self.bpf)?.detach(id).map_err(Error::Program),
+            LinkHandle::Pinned(pinned) => {
+                drop(pinned);
+                Ok(())
+            }
+        }
     }
 
     /// The interfaces the program is attached to, with the mode each got.

@@ -1,0 +1,190 @@
+//! Pinning maps and XDP links in bpffs, so filtering outlives the process that set it up.
+//!
+//! Layout under the pin directory (default `/sys/fs/bpf/groundzero`):
+//! - `maps/<map name>`: every map (lists, counters, config), reused by the next load;
+//! - `links/<native|generic>/<interface>`: the XDP link of each interface; the directory records
+//!   the mode the kernel gave, so a process that adopts the link can report it truthfully.
+//!
+//! bpffs refuses names with a dot (reserved for the kernel: EPERM), and interface names may
+//! have one (`eth0.100`), so a `.` in an interface name is stored as `:`, which interface names
+//! can never contain.
+
+use std::path::{Path, PathBuf};
+
+use aya::{
+    maps::MapData,
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+        Xdp,
+    },
+    Ebpf,
+};
+use groundzero_common::maps as names;
+
+use crate::{shield::ActiveMode, Error, ShieldOptions};
+
+/// The conventional pin directory.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/groundzero";
+
+/// Mounts bpffs at /sys/fs/bpf if nothing is mounted there (this kernel does not by default).
+pub fn ensure_bpffs() -> Result<(), Error> {
+    let mounted = std::fs::read_to_string("/proc/self/mounts")
+        .map(|m| {
+            m.lines()
+                .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf "))
+        })
+        .unwrap_or(false);
+    if mounted {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("bpf"),
+        "/sys/fs/bpf",
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| Error::Pin {
+        path: "/sys/fs/bpf".into(),
+        message: format!("mounting bpffs: {e}"),
+    })
+}
+
+pub(crate) fn ensure_dir(dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::Pin {
+        path: dir.to_path_buf(),
+        message: format!("{e} (is bpffs mounted at /sys/fs/bpf? `mount -t bpf bpf /sys/fs/bpf`)"),
+    })
+}
+
+pub(crate) fn link_path(dir: &Path, interface: &str, mode: ActiveMode) -> PathBuf {
+    dir.join("links")
+        .join(mode.to_string())
+        .join(interface.replace('.', ":"))
+}
+
+/// The pinned link of `interface`, if any, with the mode it was made in.
+pub(crate) fn find_link(dir: &Path, interface: &str) -> Option<(PathBuf, ActiveMode)> {
+    [ActiveMode::Native, ActiveMode::Generic]
+        .into_iter()
+        .map(|mode| (link_path(dir, interface, mode), mode))
+        .find(|(path, _)| path.exists())
+}
+
+/// Interfaces with a pinned link under `dir`.
+pub fn pinned_interfaces(dir: &Path) -> Vec<(String, ActiveMode)> {
+    let mut out = Vec::new();
+    for mode in [ActiveMode::Native, ActiveMode::Generic] {
+        let Ok(entries) = std::fs::read_dir(dir.join("links").join(mode.to_string())) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            out.push((entry.file_name().to_string_lossy().replace(':', "."), mode));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+pub(crate) fn pin_link(program: &mut Xdp, id: XdpLinkId, path: &Path) -> Result<PinnedLink, Error> {
+    ensure_dir(path.parent().expect("link paths have a parent"))?;
+    let pin_err = |message: String| Error::Pin {
+        path: path.to_path_buf(),
+        message,
+    };
+    let link = program.take_link(id).map_err(Error::Program)?;
+    let fd_link = FdLink::try_from(link).map_err(|e| {
+        pin_err(format!(
+            "this kernel attached XDP without a bpf_link, which cannot be pinned: {e}"
+        ))
+    })?;
+    fd_link.pin(path).map_err(|e| pin_err(error_chain(&e)))
+}
+
+/// Swaps `program` into the pinned link at `path`. `Ok(None)` if the link is defunct (its
+/// interface is gone), so the caller can attach anew.
+pub(crate) fn adopt_link(program: &mut Xdp, path: &Path) -> Result<Option<XdpLinkId>, Error> {
+    let pin_err = |message: String| Error::Pin {
+        path: path.to_path_buf(),
+        message,
+    };
+    let pinned = PinnedLink::from_pin(path).map_err(|e| pin_err(error_chain(&e)))?;
+    let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| pin_err(e.to_string()))?;
+    match program.attach_to_link(link) {
+        Ok(id) => Ok(Some(id)),
+        Err(aya::programs::ProgramError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOLINK) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(Error::Program(e)),
+    }
+}
+
+/// When pinned maps are reused, their sizes are the ones they were created with: take those
+/// (and say so) rather than pretend the requested ones are in force.
+pub(crate) fn adopt_capacities(bpf: &Ebpf, options: &mut ShieldOptions) -> Result<(), Error> {
+    let size = |name: &'static str| -> Result<u32, Error> {
+        let map = bpf.map(name).expect("the embedded object has every map");
+        let data: &MapData = match map {
+            aya::maps::Map::HashMap(d) | aya::maps::Map::LpmTrie(d) => d,
+            _ => unreachable!("list maps are hashes and LPM tries"),
+        };
+        Ok(data
+            .info()
+            .map_err(|source| Error::MapRead { map: name, source })?
+            .max_entries())
+    };
+    for (name, wanted) in [
+        (names::BLOCK_V4, &mut options.exact_capacity),
+        (names::BLOCK_NET_V4, &mut options.cidr_capacity),
+        (names::ALLOW_V4, &mut options.allow_capacity),
+    ] {
+        let actual = size(name)?;
+        if actual != *wanted {
+            log::warn!(
+                "pinned map {name} has {actual} slots, not the {wanted} asked for; keeping the pinned \
+                 map and its entries (remove the pins with `groundzero cleanup` to resize)"
+            );
+            *wanted = actual;
+        }
+    }
+    Ok(())
+}
+
+/// Removes every pin under `dir`: unpinning the links detaches XDP from their interfaces (once
+/// no process holds them), unpinning the maps frees them. Returns what was removed.
+pub fn remove_all(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let mut removed = Vec::new();
+    for sub in ["links/native", "links/generic", "maps"] {
+        let sub_dir = dir.join(sub);
+        let Ok(entries) = std::fs::read_dir(&sub_dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(|e| Error::Pin {
+                path: path.clone(),
+                message: format!("unpinning: {e}"),
+            })?;
+            removed.push(path);
+        }
+        let _ = std::fs::remove_dir(&sub_dir);
+    }
+    let _ = std::fs::remove_dir(dir.join("links"));
+    let _ = std::fs::remove_dir(dir);
+    Ok(removed)
+}
+
+/// aya's pin errors put the errno in `source()`; a pin error is useless without it.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,121 @@
+//! Pinned maps and links: filtering and lists outlive the Shield that set them up, the next
+//! Shield adopts them (swapping its program in atomically), and `pins::remove_all` undoes it all.
+mod common;
+
+use std::{net::UdpSocket, path::PathBuf, time::Duration};
+
+use groundzero::{
+    netns::{veth, Netns},
+    parse_entry, pins, ActiveMode, AttachMode, Reason, Shield, ShieldOptions,
+};
+
+fn options(dir: &PathBuf) -> ShieldOptions {
+    ShieldOptions {
+        pin_dir: Some(dir.clone()),
+        ..ShieldOptions::default()
+    }
+}
+
+/// Sends `n` datagrams from 198.18.2.2 to 198.18.2.1 and returns how many arrived.
+fn udp_through(peer: &Netns, target: &Netns, n: usize) -> usize {
+    let receiver = target.run(|| UdpSocket::bind("198.18.2.1:9000").unwrap());
+    receiver
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    peer.run(|| {
+        let s = UdpSocket::bind("198.18.2.2:0").unwrap();
+        for _ in 0..n {
+            s.send_to(b"ping-ping-ping", "198.18.2.1:9000").unwrap();
+        }
+    });
+    let mut buf = [0u8; 64];
+    let mut got = 0;
+    while got < n && receiver.recv_from(&mut buf).is_ok() {
+        got += 1;
+    }
+    got
+}
+
+#[test]
+fn pins_outlive_the_shield_and_are_adopted() {
+    common::require_root();
+    pins::ensure_bpffs().unwrap();
+    let dir = PathBuf::from(format!("/sys/fs/bpf/gz-test-pin-{}", std::process::id()));
+    let peer = Netns::create("pin-p").unwrap();
+    let target = Netns::create("pin-t").unwrap();
+    veth(&peer, "gzpin-p", &target, "gzpin-t").unwrap();
+    peer.ip(&["addr", "add", "198.18.2.2/24", "dev", "gzpin-p"])
+        .unwrap();
+    target
+        .ip(&["addr", "add", "198.18.2.1/24", "dev", "gzpin-t"])
+        .unwrap();
+    assert_eq!(
+        udp_through(&peer, &target, 5),
+        5,
+        "no shield yet: traffic flows"
+    );
+
+    let blocked = parse_entry("198.18.2.2").unwrap();
+    {
+        let mut first = Shield::load(options(&dir)).unwrap();
+        first.block(blocked).unwrap();
+        let mode = target
+            .run(|| first.attach("gzpin-t", AttachMode::Auto))
+            .unwrap();
+        assert_eq!(mode, ActiveMode::Native);
+        assert!(!first.attachments()[0].adopted);
+        assert_eq!(udp_through(&peer, &target, 5), 0);
+    } // dropped: the process that set things up is gone
+
+    assert_eq!(
+        udp_through(&peer, &target, 5),
+        0,
+        "still filtering with no Shield alive"
+    );
+
+    let mut second = Shield::load(options(&dir)).unwrap();
+    assert_eq!(
+        second
+            .blocked()
+            .unwrap()
+            .iter()
+            .map(|e| e.net)
+            .collect::<Vec<_>>(),
+        [blocked]
+    );
+    assert!(
+        second.blocked().unwrap()[0].hits >= 10,
+        "hits survived in the pinned map"
+    );
+    assert!(
+        second.counters().unwrap().get(Reason::BlockedExact).packets >= 10,
+        "counters too"
+    );
+    let mode = target
+        .run(|| second.attach("gzpin-t", AttachMode::Auto))
+        .unwrap();
+    assert_eq!(mode, ActiveMode::Native);
+    assert!(second.attachments()[0].adopted);
+    assert_eq!(
+        pins::pinned_interfaces(&dir),
+        [("gzpin-t".to_string(), ActiveMode::Native)]
+    );
+    second.unblock(blocked).unwrap();
+    assert_eq!(
+        udp_through(&peer, &target, 5),
+        5,
+        "the adopted program reads the same maps"
+    );
+    second.block(blocked).unwrap();
+    assert_eq!(udp_through(&peer, &target, 5), 0);
+    drop(second);
+
+    let removed = pins::remove_all(&dir).unwrap();
+    assert!(removed.len() >= 10, "{removed:?}");
+    assert!(!dir.exists());
+    assert_eq!(
+        udp_through(&peer, &target, 5),
+        5,
+        "unpinned: XDP is gone from the interface"
+    );
+}
