@@ -9,7 +9,7 @@ use groundzero::{
     parse_entry, pins, ActiveMode, AttachMode, Reason, Shield, ShieldOptions,
 };
 
-fn options(dir: &PathBuf) -> ShieldOptions {
+fn options(dir: &std::path::Path) -> ShieldOptions {
     ShieldOptions {
         pin_dir: Some(dir.clone()),
         ..ShieldOptions::default()
