@@ -11,7 +11,7 @@ use groundzero::{
 
 fn options(dir: &std::path::Path) -> ShieldOptions {
     ShieldOptions {
-        pin_dir: Some(dir.clone()),
+        pin_dir: Some(dir.to_path_buf()),
         ..ShieldOptions::default()
     }
 }
