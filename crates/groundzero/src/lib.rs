@@ -10,8 +10,10 @@
 //! The library never initialises a logger, never exits the process and never builds an async
 //! runtime: those belong to the binary.
 
+pub mod client;
 pub mod counters;
 pub mod craft;
+pub mod daemon;
 pub mod entry;
 pub mod error;
 pub mod model;

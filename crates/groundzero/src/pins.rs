@@ -153,6 +153,17 @@ pub(crate) fn adopt_capacities(bpf: &Ebpf, options: &mut ShieldOptions) -> Resul
     Ok(())
 }
 
+/// Unpins `interface`'s link: XDP leaves the interface once no process holds the link.
+pub fn unpin_link(dir: &Path, interface: &str) -> Result<(), Error> {
+    if let Some((path, _)) = find_link(dir, interface) {
+        std::fs::remove_file(&path).map_err(|e| Error::Pin {
+            path,
+            message: format!("unpinning: {e}"),
+        })?;
+    }
+    Ok(())
+}
+
 /// Removes every pin under `dir`: unpinning the links detaches XDP from their interfaces (once
 /// no process holds them), unpinning the maps frees them. Returns what was removed.
 pub fn remove_all(dir: &Path) -> Result<Vec<PathBuf>, Error> {

@@ -1,7 +1,9 @@
 //! The `groundzero` command. Thin: each subcommand is a module that calls the library.
 mod attach;
 mod check;
+mod daemon;
 mod demo;
+mod remote;
 mod table;
 
 use anyhow::Result;
@@ -13,6 +15,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    target: remote::Target,
 }
 
 #[derive(Subcommand)]
@@ -23,14 +27,27 @@ enum Command {
     CheckList(check::Args),
     /// Run a self-contained demo in throw-away network namespaces (no real interface touched).
     Demo(demo::Args),
+    /// Run the daemon: attach per the config, keep the lists, serve the management API.
+    Run(daemon::RunArgs),
+    /// Validate a daemon config file.
+    CheckConfig(daemon::CheckArgs),
+    /// Remove every pin (detaching XDP) and optionally the saved state. The daemon must be stopped.
+    Cleanup(daemon::CleanupArgs),
+    #[command(flatten)]
+    Remote(remote::Remote),
 }
 
 fn main() -> Result<()> {
     // The library logs through `log`; the binary decides what is printed (RUST_LOG, default warn).
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    match cli.command {
         Command::Attach(args) => attach::run(args),
         Command::CheckList(args) => check::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Run(args) => daemon::run(args, cli.target.socket.clone()),
+        Command::CheckConfig(args) => daemon::check(args),
+        Command::Cleanup(args) => daemon::cleanup(args, cli.target.socket_or_default()),
+        Command::Remote(command) => remote::run(cli.target, command),
     }
 }

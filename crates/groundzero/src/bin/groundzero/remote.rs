@@ -1,0 +1,437 @@
+//! Subcommands that talk to a running daemon through its API.
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use groundzero::client::{Client, Endpoint};
+use hyper::Method;
+use serde_json::{json, Value};
+
+/// Where to find the daemon (shared by every client subcommand).
+#[derive(clap::Args, Clone)]
+pub struct Target {
+    /// The daemon's Unix socket [default: /run/groundzero/api.sock]; for `run`, overrides api.socket.
+    #[arg(long, global = true, env = "GROUNDZERO_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// Use the TCP API at HOST:PORT instead of the socket (needs --token-file).
+    #[arg(long, global = true, env = "GROUNDZERO_API")]
+    api: Option<String>,
+    /// File with the bearer token for --api.
+    #[arg(long, global = true, env = "GROUNDZERO_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Print the API's JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+impl Target {
+    pub fn socket_or_default(&self) -> PathBuf {
+        self.socket.clone().unwrap_or_else(|| DEFAULT_SOCKET.into())
+    }
+}
+
+pub const DEFAULT_SOCKET: &str = "/run/groundzero/api.sock";
+
+#[derive(clap::Subcommand)]
+pub enum Remote {
+    /// Block addresses or prefixes.
+    Block(AddArgs),
+    /// Remove blocks.
+    Unblock(RemoveArgs),
+    /// Allow addresses or prefixes (the allowlist wins over every block).
+    Allow(AddArgs),
+    /// Remove allowlist entries.
+    Unallow(RemoveArgs),
+    /// List entries with their sources, reasons, expiry and hits.
+    List {
+        /// Only the allowlist.
+        #[arg(long, conflicts_with = "block")]
+        allow: bool,
+        /// Only the blocklist.
+        #[arg(long)]
+        block: bool,
+        /// Only entries held by this source (api, manual, feed, feed:NAME, auto-ban, app:NAME).
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Counters, attachments, list sizes.
+    Stats,
+    /// Explain the verdict packets from ADDRESS get right now.
+    Why { address: String },
+    /// Load a list file as a named set (source feed:NAME); importing the same name again
+    /// replaces the set atomically.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// plain, spamhaus or firehol.
+        #[arg(long, default_value = "plain")]
+        format: String,
+        /// Override the lockout guard.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Monitor (dry-run) mode on or off.
+    Monitor {
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+    /// Feed status; --refresh NAME refreshes one now.
+    Feeds {
+        #[arg(long)]
+        refresh: Option<String>,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct AddArgs {
+    /// Addresses or prefixes.
+    #[arg(required_unless_present = "file")]
+    entries: Vec<String>,
+    /// Also read entries from a list file.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    #[arg(long)]
+    reason: Option<String>,
+    /// Time to live, e.g. 90s, 1h, 7d.
+    #[arg(long)]
+    ttl: Option<String>,
+    /// Override the lockout guard (protected prefixes, allowlist, management addresses).
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(clap::Args)]
+pub struct RemoveArgs {
+    #[arg(required = true)]
+    entries: Vec<String>,
+    /// Only remove this source's hold.
+    #[arg(long)]
+    source: Option<String>,
+}
+
+pub fn run(target: Target, command: Remote) -> Result<()> {
+    let endpoint = match (&target.api, &target.token_file) {
+        (Some(address), Some(file)) => Endpoint::Tcp {
+            address: address
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_string(),
+            token: std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?
+                .trim()
+                .to_string(),
+        },
+        (Some(_), None) => anyhow::bail!("--api needs --token-file"),
+        (None, _) => Endpoint::Unix(target.socket_or_default()),
+    };
+    let client = Client::new(endpoint);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let call = |method: Method, path: &str, body: Option<Value>| {
+        runtime.block_on(client.call(method, path, body.as_ref()))
+    };
+    let (value, text): (Value, Box<dyn Fn(&Value) -> String>) = match command {
+        Remote::Block(a) => (
+            call(Method::POST, "/v1/block", Some(add_body(&a)?))?,
+            Box::new(added),
+        ),
+        Remote::Allow(a) => (
+            call(Method::POST, "/v1/allow", Some(add_body(&a)?))?,
+            Box::new(added),
+        ),
+        Remote::Unblock(r) => (
+            call(Method::POST, "/v1/unblock", Some(remove_body(&r)))?,
+            Box::new(removed),
+        ),
+        Remote::Unallow(r) => (
+            call(Method::POST, "/v1/unallow", Some(remove_body(&r)))?,
+            Box::new(removed),
+        ),
+        Remote::List {
+            allow,
+            block,
+            source,
+            limit,
+        } => {
+            let mut path = format!("/v1/entries?limit={limit}");
+            if allow {
+                path.push_str("&list=allow");
+            }
+            if block {
+                path.push_str("&list=block");
+            }
+            if let Some(s) = source {
+                path.push_str(&format!("&source={}", s.replace(':', "%3A")));
+            }
+            (call(Method::GET, &path, None)?, Box::new(list))
+        }
+        Remote::Stats => (call(Method::GET, "/v1/stats", None)?, Box::new(stats)),
+        Remote::Why { address } => (
+            call(Method::GET, &format!("/v1/why/{address}"), None)?,
+            Box::new(why),
+        ),
+        Remote::Import {
+            file,
+            name,
+            format,
+            force,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let body = json!({"name": name, "format": format, "text": text, "force": force});
+            (
+                call(Method::POST, "/v1/import", Some(body))?,
+                Box::new(|v: &Value| {
+                    format!(
+                        "imported {} entries as feed:{} (+{} -{}, {} normalised) in {:.2}s",
+                        v["entries"],
+                        v["name"].as_str().unwrap_or(""),
+                        v["added"],
+                        v["removed"],
+                        v["normalised"],
+                        v["seconds"].as_f64().unwrap_or(0.0)
+                    )
+                }),
+            )
+        }
+        Remote::Monitor { state } => (
+            call(
+                Method::PUT,
+                "/v1/monitor",
+                Some(json!({"enabled": state == "on"})),
+            )?,
+            Box::new(|v: &Value| {
+                format!(
+                    "monitor mode {}",
+                    if v["monitor"].as_bool() == Some(true) {
+                        "on: nothing is dropped"
+                    } else {
+                        "off: blocks are enforced"
+                    }
+                )
+            }),
+        ),
+        Remote::Feeds { refresh } => match refresh {
+            Some(name) => (
+                call(Method::POST, &format!("/v1/feeds/{name}/refresh"), None)?,
+                Box::new(|v: &Value| feed_line(&v["feed"])),
+            ),
+            None => (
+                call(Method::GET, "/v1/feeds", None)?,
+                Box::new(|v: &Value| {
+                    v["feeds"]
+                        .as_array()
+                        .map(|a| a.iter().map(feed_line).collect::<Vec<_>>().join("\n"))
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or_else(|| "no feeds".into())
+                }),
+            ),
+        },
+    };
+    if target.json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!("{}", text(&value));
+    }
+    Ok(())
+}
+
+fn add_body(a: &AddArgs) -> Result<Value> {
+    let mut entries = a.entries.clone();
+    if let Some(file) = &a.file {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        entries.extend(
+            groundzero::parse_list(&text, &file.display().to_string())?
+                .iter()
+                .map(|n| n.to_string()),
+        );
+    }
+    Ok(json!({"entries": entries, "reason": a.reason, "ttl": a.ttl, "force": a.force}))
+}
+
+fn remove_body(r: &RemoveArgs) -> Value {
+    json!({"entries": r.entries, "source": r.source})
+}
+
+fn added(v: &Value) -> String {
+    let expires = v["expires"]
+        .as_u64()
+        .map(|t| format!(", expiring at unix time {t}"))
+        .unwrap_or_default();
+    format!(
+        "{} entr(ies) requested, {} new in the map{expires}",
+        v["entries"], v["added"]
+    )
+}
+
+fn removed(v: &Value) -> String {
+    let names = |k: &str| {
+        v[k].as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    let mut out = format!(
+        "removed: {}",
+        if names("removed").is_empty() {
+            "nothing".into()
+        } else {
+            names("removed")
+        }
+    );
+    if !names("still_held").is_empty() {
+        out.push_str(&format!(
+            "\nstill listed by another source (see `groundzero list`): {}",
+            names("still_held")
+        ));
+    }
+    out
+}
+
+fn holders(e: &Value) -> String {
+    e["holders"]
+        .as_array()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| {
+                    let mut s = h["source"].as_str().unwrap_or("?").to_string();
+                    if let Some(r) = h["reason"].as_str() {
+                        s.push_str(&format!(" \"{r}\""));
+                    }
+                    if let Some(t) = h["expires"].as_u64() {
+                        let left = t.saturating_sub(groundzero::daemon::registry::now_unix());
+                        s.push_str(&format!(
+                            " ttl {}",
+                            humantime::format_duration(std::time::Duration::from_secs(left))
+                        ));
+                    }
+                    s
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_default()
+}
+
+fn list(v: &Value) -> String {
+    let mut out = format!(
+        "{:<6} {:<7} {:<40} {:>10}  {}\n",
+        "list", "kind", "entry", "hits", "held by"
+    );
+    for e in v["entries"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{:<6} {:<7} {:<40} {:>10}  {}\n",
+            e["list"].as_str().unwrap_or(""),
+            e["kind"].as_str().unwrap_or(""),
+            e["entry"].as_str().unwrap_or(""),
+            e["hits"],
+            holders(e)
+        ));
+    }
+    out.trim_end().to_string()
+}
+
+fn why(v: &Value) -> String {
+    let mut out = format!(
+        "{}: {} ({}){}",
+        v["address"].as_str().unwrap_or(""),
+        v["verdict"].as_str().unwrap_or("").to_uppercase(),
+        v["reason"].as_str().unwrap_or(""),
+        if v["monitor"].as_bool() == Some(true) {
+            ", monitor mode is on"
+        } else {
+            ""
+        }
+    );
+    match v.get("matched") {
+        Some(m) => out.push_str(&format!(
+            "\n  matched {} {} ({}), {} hits{}\n  held by: {}",
+            m["list"].as_str().unwrap_or(""),
+            m["entry"].as_str().unwrap_or(""),
+            m["kind"].as_str().unwrap_or(""),
+            m["hits"],
+            m["last_hit_seconds_ago"]
+                .as_f64()
+                .map(|s| format!(", last {s:.0}s ago"))
+                .unwrap_or_default(),
+            holders(m)
+        )),
+        None => out.push_str("\n  no list entry covers this address"),
+    }
+    for other in v["also_matching"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "\n  also covered by block {} (did not decide)",
+            other["entry"].as_str().unwrap_or("")
+        ));
+    }
+    out
+}
+
+fn stats(v: &Value) -> String {
+    let mut out = format!(
+        "monitor: {}   uptime: {}s   failed inserts: {}\n",
+        v["monitor"], v["uptime_seconds"], v["failed_inserts"]
+    );
+    for i in v["interfaces"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "attached: {} (ifindex {}, {} XDP{})\n",
+            i["interface"].as_str().unwrap_or(""),
+            i["ifindex"],
+            i["mode"].as_str().unwrap_or(""),
+            if i["adopted"].as_bool() == Some(true) {
+                ", adopted"
+            } else {
+                ""
+            }
+        ));
+    }
+    out.push_str(&format!(
+        "{:<14} {:>14} {:>16}\n",
+        "reason", "packets", "bytes"
+    ));
+    if let Some(c) = v["counters"].as_object() {
+        for (reason, n) in c {
+            out.push_str(&format!(
+                "{reason:<14} {:>14} {:>16}\n",
+                n["packets"], n["bytes"]
+            ));
+        }
+    }
+    for e in v["entries"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{} {} {}: {} entries\n",
+            e["list"].as_str().unwrap_or(""),
+            e["source"].as_str().unwrap_or(""),
+            e["family"].as_str().unwrap_or(""),
+            e["entries"]
+        ));
+    }
+    out.trim_end().to_string()
+}
+
+fn feed_line(f: &Value) -> String {
+    format!(
+        "{:<20} {:>8} entries  last success {}  {}",
+        f["name"].as_str().unwrap_or(""),
+        f["entries"],
+        f["last_success"]
+            .as_u64()
+            .map(|t| format!(
+                "{}s ago",
+                groundzero::daemon::registry::now_unix().saturating_sub(t)
+            ))
+            .unwrap_or_else(|| "never".into()),
+        f["error"]
+            .as_str()
+            .map(|e| format!("ERROR: {e}"))
+            .unwrap_or_default()
+    )
+}

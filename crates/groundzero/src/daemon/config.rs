@@ -1,0 +1,417 @@
+//! The daemon's TOML configuration. Every field has a documented default; unknown keys are an
+//! error (a typo must not silently do nothing); semantic errors name file, line and field.
+//!
+//! See `deploy/groundzero.toml` for an annotated example.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::{parse_entry, pins::DEFAULT_PIN_DIR, ShieldOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// toml's own message already says "line N, column M" and shows the line.
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{path}:{line}: {field}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        field: String,
+        message: String,
+    },
+}
+
+/// The whole file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Interfaces to protect. Default: none (the API still runs; attach later by config).
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    /// `auto` (native, else generic), `native` or `generic`. Default `auto`.
+    #[serde(default)]
+    pub attach_mode: AttachModeConfig,
+    /// Monitor (dry-run) mode at start. Default false.
+    #[serde(default)]
+    pub monitor: bool,
+    /// bpffs directory for pinned maps and links. Default `/sys/fs/bpf/groundzero`.
+    #[serde(default = "default_pin_dir")]
+    pub pin_dir: PathBuf,
+    /// Where the journal of entries and feed caches live. Default `/var/lib/groundzero`.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub capacity: CapacityConfig,
+    #[serde(default)]
+    pub guard: GuardConfig,
+    /// Blocklist feeds, refreshed on an interval.
+    #[serde(default, rename = "feed")]
+    pub feeds: Vec<FeedConfig>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachModeConfig {
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Unix socket of the management API (mode 0600: root only). Default `/run/groundzero/api.sock`.
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+    /// Also serve the API on TCP (e.g. `127.0.0.1:9478`); requires `token_file`. Default: off.
+    #[serde(default)]
+    pub tcp_listen: Option<Spanned<String>>,
+    /// File holding the bearer token TCP clients must send. Default: none.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Largest request body accepted, in bytes. Default 64 MiB (a 1M-entry import fits).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Prometheus `/metrics` listener (e.g. `127.0.0.1:9477`). Default: off.
+    #[serde(default)]
+    pub listen: Option<Spanned<String>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityConfig {
+    /// Exact blocked addresses per family. Default 1048576.
+    #[serde(default = "default_exact")]
+    pub exact: u32,
+    /// Blocked prefixes per family. Default 262144.
+    #[serde(default = "default_cidr")]
+    pub cidr: u32,
+    /// Allowlist entries per family. Default 16384.
+    #[serde(default = "default_allow")]
+    pub allow: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardConfig {
+    /// Prefixes that can never be blocked without `force`. Default: none.
+    #[serde(default)]
+    pub protected: Vec<Spanned<String>>,
+    /// Also protect this host's own addresses and the peers of established SSH sessions.
+    /// Default true.
+    #[serde(default = "yes")]
+    pub protect_management: bool,
+    /// The port whose established peers count as management sessions. Default 22.
+    #[serde(default = "default_ssh_port")]
+    pub ssh_port: u16,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedConfig {
+    /// Name, used as the entries' source (`feed:<name>`). Letters, digits, `-`, `_`.
+    pub name: Spanned<String>,
+    /// `http://` or `https://` URL, or a local file path.
+    pub url: Spanned<String>,
+    /// `plain` (one address/prefix per line), `spamhaus` (DROP/EDROP: `prefix ; SBL id`) or
+    /// `firehol` (netset). Default `plain`.
+    #[serde(default)]
+    pub format: crate::daemon::feeds::FeedFormat,
+    /// Refresh interval, e.g. `1h`, `15m`. Default `1h`.
+    #[serde(default = "default_refresh")]
+    pub refresh: Spanned<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_pin_dir() -> PathBuf {
+    DEFAULT_PIN_DIR.into()
+}
+fn default_state_dir() -> PathBuf {
+    "/var/lib/groundzero".into()
+}
+fn default_socket() -> PathBuf {
+    "/run/groundzero/api.sock".into()
+}
+fn default_max_body() -> usize {
+    64 << 20
+}
+fn default_exact() -> u32 {
+    ShieldOptions::default().exact_capacity
+}
+fn default_cidr() -> u32 {
+    ShieldOptions::default().cidr_capacity
+}
+fn default_allow() -> u32 {
+    ShieldOptions::default().allow_capacity
+}
+fn default_ssh_port() -> u16 {
+    22
+}
+fn default_refresh() -> Spanned<String> {
+    Spanned::new(0..0, "1h".to_string())
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            socket: default_socket(),
+            tcp_listen: None,
+            token_file: None,
+            max_body_bytes: default_max_body(),
+        }
+    }
+}
+impl Default for CapacityConfig {
+    fn default() -> Self {
+        Self {
+            exact: default_exact(),
+            cidr: default_cidr(),
+            allow: default_allow(),
+        }
+    }
+}
+impl Default for GuardConfig {
+    fn default() -> Self {
+        Self {
+            protected: Vec::new(),
+            protect_management: true,
+            ssh_port: default_ssh_port(),
+        }
+    }
+}
+
+/// A config that parsed and passed every check, with its values in usable types.
+#[derive(Clone, Debug)]
+pub struct Validated {
+    pub raw: Config,
+    pub source: PathBuf,
+    pub tcp_listen: Option<SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
+    pub protected: Vec<IpNet>,
+    pub feeds: Vec<ValidFeed>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ValidFeed {
+    pub name: String,
+    pub url: String,
+    pub format: crate::daemon::feeds::FeedFormat,
+    pub refresh: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        toml::from_str("").expect("the empty config is valid")
+    }
+}
+
+impl Validated {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Checks `text` as if read from `path` (used in messages).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let raw: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let invalid =
+            |span: std::ops::Range<usize>, field: &str, message: String| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line: text[..span.start.min(text.len())].matches('\n').count() + 1,
+                field: field.to_string(),
+                message,
+            };
+        let socket_addr = |value: &Option<Spanned<String>>,
+                           field: &str|
+         -> Result<Option<SocketAddr>, ConfigError> {
+            value
+                .as_ref()
+                .map(|v| {
+                    v.get_ref().parse::<SocketAddr>().map_err(|_| {
+                        invalid(
+                            v.span(),
+                            field,
+                            format!(
+                                "`{}` is not an address:port like 127.0.0.1:9477",
+                                v.get_ref()
+                            ),
+                        )
+                    })
+                })
+                .transpose()
+        };
+        let tcp_listen = socket_addr(&raw.api.tcp_listen, "api.tcp_listen")?;
+        if let (Some(listen), None) = (&raw.api.tcp_listen, &raw.api.token_file) {
+            return Err(invalid(
+                listen.span(),
+                "api.tcp_listen",
+                "a TCP API needs api.token_file (a bearer token); it would otherwise be open to anyone who can connect".into(),
+            ));
+        }
+        let metrics_listen = socket_addr(&raw.metrics.listen, "metrics.listen")?;
+        let mut protected = Vec::new();
+        for p in &raw.guard.protected {
+            protected.push(
+                parse_entry(p.get_ref())
+                    .map_err(|e| invalid(p.span(), "guard.protected", e.to_string()))?,
+            );
+        }
+        for (field, value) in [
+            ("capacity.exact", raw.capacity.exact),
+            ("capacity.cidr", raw.capacity.cidr),
+            ("capacity.allow", raw.capacity.allow),
+        ] {
+            if value == 0 {
+                return Err(invalid(0..0, field, "must be at least 1".into()));
+            }
+        }
+        let mut feeds = Vec::new();
+        for feed in &raw.feeds {
+            let name = feed.name.get_ref();
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(invalid(
+                    feed.name.span(),
+                    "feed.name",
+                    format!("`{name}`: use letters, digits, `-` and `_`"),
+                ));
+            }
+            if feeds.iter().any(|f: &ValidFeed| &f.name == name) {
+                return Err(invalid(
+                    feed.name.span(),
+                    "feed.name",
+                    format!("`{name}` is used by two feeds"),
+                ));
+            }
+            let refresh = humantime::parse_duration(feed.refresh.get_ref()).map_err(|e| {
+                invalid(
+                    feed.refresh.span(),
+                    "feed.refresh",
+                    format!("`{}`: {e} (e.g. 15m, 1h)", feed.refresh.get_ref()),
+                )
+            })?;
+            if refresh < Duration::from_secs(1) {
+                return Err(invalid(
+                    feed.refresh.span(),
+                    "feed.refresh",
+                    "must be at least 1s".into(),
+                ));
+            }
+            feeds.push(ValidFeed {
+                name: name.clone(),
+                url: feed.url.get_ref().clone(),
+                format: feed.format,
+                refresh,
+            });
+        }
+        Ok(Validated {
+            raw,
+            source: path.to_path_buf(),
+            tcp_listen,
+            metrics_listen,
+            protected,
+            feeds,
+        })
+    }
+
+    pub fn shield_options(&self) -> ShieldOptions {
+        ShieldOptions {
+            exact_capacity: self.raw.capacity.exact,
+            cidr_capacity: self.raw.capacity.cidr,
+            allow_capacity: self.raw.capacity.allow,
+            pin_dir: Some(self.raw.pin_dir.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<Validated, ConfigError> {
+        Validated::parse(text, Path::new("gz.toml"))
+    }
+
+    #[test]
+    fn empty_config_gets_documented_defaults() {
+        let c = check("").unwrap();
+        assert_eq!(c.raw.pin_dir, PathBuf::from("/sys/fs/bpf/groundzero"));
+        assert_eq!(c.raw.api.socket, PathBuf::from("/run/groundzero/api.sock"));
+        assert_eq!(c.raw.capacity.exact, 1 << 20);
+        assert!(c.raw.guard.protect_management);
+        assert!(c.tcp_listen.is_none() && c.metrics_listen.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_a_line() {
+        let err = check("interfaces = [\"eth0\"]\nmonitr = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("gz.toml") && err.contains("line 2") && err.contains("monitr"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn semantic_errors_name_file_line_and_field() {
+        let err =
+            check("[guard]\nprotected = [\n  \"203.0.113.0/24\",\n  \"203.0.113.7/24\",\n]\n")
+                .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "gz.toml:4: guard.protected: `203.0.113.7/24` has host bits set after /24; did you mean 203.0.113.0/24?"
+        );
+        let err = check("[api]\ntcp_listen = \"127.0.0.1:9478\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("gz.toml:2: api.tcp_listen: a TCP API needs api.token_file"),
+            "{err}"
+        );
+        let err = check("[[feed]]\nname = \"x\"\nurl = \"/tmp/x\"\nrefresh = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("gz.toml:4: feed.refresh: `soon`"), "{err}");
+        let err = check("[metrics]\nlisten = \"localhost\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("gz.toml:2: metrics.listen"), "{err}");
+    }
+}
