@@ -540,11 +540,14 @@ impl Shield {
             Err(e) => match errno(&e) {
                 Some(libc::EEXIST) => Ok(false),
                 // Hash maps say E2BIG when full, LPM tries ENOSPC.
-                Some(libc::E2BIG) | Some(libc::ENOSPC) => Err(Error::MapFull {
-                    list,
-                    capacity,
-                    entry: net,
-                }),
+                Some(libc::E2BIG) | Some(libc::ENOSPC) => {
+                    self.failed_inserts += 1;
+                    Err(Error::MapFull {
+                        list,
+                        capacity,
+                        entry: net,
+                    })
+                }
                 _ => Err(Error::MapUpdate {
                     list,
                     entry: net,

@@ -249,11 +249,9 @@ async fn add(state: Shared, side: Side, req: AddRequest) -> Result<Json<Value>, 
     with_state(state, move |d| {
         if side == Side::Block && !force {
             let allowed: Vec<IpNet> = d.shield.allowed()?.into_iter().map(|e| e.net).collect();
-            for net in &nets {
-                d.guard
-                    .check(net, &allowed)
-                    .map_err(|r| ApiError(StatusCode::CONFLICT, r.to_string()))?;
-            }
+            d.guard
+                .check(&nets, &allowed)
+                .map_err(|r| ApiError(StatusCode::CONFLICT, r.to_string()))?;
         }
         let added = d.registry.add(&mut d.shield, side, &nets, &holder)?;
         Ok(Json(
@@ -403,11 +401,9 @@ async fn import(
             .map_err(|e| bad(e.to_string()))?;
         if !r.force {
             let allowed: Vec<IpNet> = d.shield.allowed()?.into_iter().map(|e| e.net).collect();
-            for net in &parsed.nets {
-                d.guard
-                    .check(net, &allowed)
-                    .map_err(|e| ApiError(StatusCode::CONFLICT, e.to_string()))?;
-            }
+            d.guard
+                .check(&parsed.nets, &allowed)
+                .map_err(|e| ApiError(StatusCode::CONFLICT, e.to_string()))?;
         }
         let started = std::time::Instant::now();
         let (added, removed) =

@@ -40,29 +40,38 @@ impl Guard {
         }
     }
 
-    /// The first protected address `entry` would cover, checking configured prefixes, `allowed`,
-    /// and (if enabled) this host's addresses and current SSH peers, read fresh each time.
-    pub fn check(&self, entry: &IpNet, allowed: &[IpNet]) -> Result<(), Refusal> {
-        let overlaps = |p: &IpNet| p.contains(entry) || entry.contains(p);
-        let refuse = |protected: &IpNet, why| {
-            Err(Refusal {
-                entry: *entry,
-                protected: *protected,
-                why,
-            })
-        };
-        if let Some(p) = self.configured.iter().find(|p| overlaps(p)) {
-            return refuse(p, "a protected prefix in the config");
-        }
-        if let Some(p) = allowed.iter().find(|p| overlaps(p)) {
-            return refuse(p, "on the allowlist");
-        }
+    /// Refuses the first of `entries` that covers, or lies inside, a protected prefix: configured
+    /// ones, `allowed`, and (if enabled) this host's addresses and current SSH peers, read once
+    /// per call (an import may check a million entries).
+    pub fn check(&self, entries: &[IpNet], allowed: &[IpNet]) -> Result<(), Refusal> {
+        let mut protected: Vec<(IpNet, &'static str)> = self
+            .configured
+            .iter()
+            .map(|p| (*p, "a protected prefix in the config"))
+            .collect();
+        protected.extend(allowed.iter().map(|p| (*p, "on the allowlist")));
         if self.management {
-            if let Some(p) = host_addresses().iter().find(|p| overlaps(p)) {
-                return refuse(p, "an address of this host");
-            }
-            if let Some(p) = ssh_peers(self.ssh_port).iter().find(|p| overlaps(p)) {
-                return refuse(p, "the peer of an established SSH session");
+            protected.extend(
+                host_addresses()
+                    .into_iter()
+                    .map(|p| (p, "an address of this host")),
+            );
+            protected.extend(
+                ssh_peers(self.ssh_port)
+                    .into_iter()
+                    .map(|p| (p, "the peer of an established SSH session")),
+            );
+        }
+        for entry in entries {
+            if let Some((p, why)) = protected
+                .iter()
+                .find(|(p, _)| p.contains(entry) || entry.contains(p))
+            {
+                return Err(Refusal {
+                    entry: *entry,
+                    protected: *p,
+                    why,
+                });
             }
         }
         Ok(())

@@ -20,3 +20,5 @@ pub fn shield() -> Shield {
     require_root();
     Shield::load(ShieldOptions::default()).unwrap_or_else(|e| panic!("loading the shield: {e:?}"))
 }
+
+pub mod daemon;

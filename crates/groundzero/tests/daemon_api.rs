@@ -1,0 +1,327 @@
+//! The management API over the real Unix socket and TCP listener: every operation, every kind
+//! of bad input (with the message that names it), TTL expiry, capacity, the lockout guard.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::daemon::{post_raw, TestDaemon};
+use groundzero::client::ClientError;
+use hyper::Method;
+use serde_json::{json, Value};
+
+fn api_err(r: Result<Value, ClientError>) -> (u16, String) {
+    match r {
+        Err(ClientError::Api { status, message }) => (status, message),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+fn listed(d: &TestDaemon, query: &str) -> Vec<String> {
+    let v = d.ok(Method::GET, &format!("/v1/entries{query}"), None);
+    v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["entry"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn block_list_why_unblock_with_metadata() {
+    let d = TestDaemon::start("[guard]\nprotect_management = false");
+    let r = d.ok(Method::POST, "/v1/block", Some(json!({"entries": ["198.18.5.5", "2001:2::5", "198.19.0.0/16"], "reason": "scanner", "ttl": "1h"})));
+    assert_eq!(r["added"], 3);
+    d.ok(
+        Method::POST,
+        "/v1/allow",
+        Some(json!({"entries": ["198.19.7.0/24"], "reason": "partner"})),
+    );
+
+    let v = d.ok(Method::GET, "/v1/entries?list=block", None);
+    let e = &v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["entry"] == "198.18.5.5/32")
+        .unwrap()
+        .clone();
+    assert_eq!(e["kind"], "exact");
+    assert_eq!(e["holders"][0]["source"], "api");
+    assert_eq!(e["holders"][0]["reason"], "scanner");
+    let created = e["holders"][0]["created"].as_u64().unwrap();
+    assert_eq!(e["holders"][0]["expires"].as_u64().unwrap(), created + 3600);
+
+    let why = d.ok(Method::GET, "/v1/why/198.19.7.9", None);
+    assert_eq!(
+        (why["verdict"].as_str(), why["reason"].as_str()),
+        (Some("pass"), Some("allowlisted"))
+    );
+    assert_eq!(why["matched"]["entry"], "198.19.7.0/24");
+    assert_eq!(
+        why["also_matching"][0]["entry"], "198.19.0.0/16",
+        "the block under the allow is shown"
+    );
+    let why = d.ok(Method::GET, "/v1/why/198.19.1.1", None);
+    assert_eq!(
+        (why["verdict"].as_str(), why["reason"].as_str()),
+        (Some("drop"), Some("blocked_cidr"))
+    );
+    assert_eq!(why["matched"]["holders"][0]["reason"], "scanner");
+    let why = d.ok(Method::GET, "/v1/why/2001:2::5", None);
+    assert_eq!(why["reason"], "blocked_exact");
+    let why = d.ok(Method::GET, "/v1/why/192.0.2.1", None);
+    assert_eq!(why["reason"], "no_match");
+    assert!(why.get("matched").is_none());
+
+    d.ok(Method::PUT, "/v1/monitor", Some(json!({"enabled": true})));
+    assert_eq!(
+        d.ok(Method::GET, "/v1/why/2001:2::5", None)["reason"],
+        "monitor_exact"
+    );
+    assert_eq!(d.ok(Method::GET, "/v1/stats", None)["monitor"], true);
+    d.ok(Method::PUT, "/v1/monitor", Some(json!({"enabled": false})));
+
+    let r = d.ok(
+        Method::POST,
+        "/v1/unblock",
+        Some(json!({"entries": ["198.18.5.5", "203.0.113.1"]})),
+    );
+    assert_eq!(r["removed"], json!(["198.18.5.5/32"]));
+    let blocks = listed(&d, "?list=block");
+    assert_eq!(blocks.len(), 2);
+    assert!(
+        blocks.contains(&"2001:2::5/128".to_string())
+            && blocks.contains(&"198.19.0.0/16".to_string())
+    );
+}
+
+#[test]
+fn bad_requests_get_a_4xx_that_names_the_problem_and_change_nothing() {
+    let d =
+        TestDaemon::start("[guard]\nprotect_management = false\nprotected = [\"198.18.77.0/24\"]");
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (
+            json!({"entries": ["198.18.1.1", "198.18.1.300"]}),
+            400,
+            "entries[1]: `198.18.1.300` is not an IP address",
+        ),
+        (
+            json!({"entries": ["198.18.1.1/24"]}),
+            400,
+            "did you mean 198.18.1.0/24?",
+        ),
+        (json!({"entries": []}), 400, "`entries` is empty"),
+        (
+            json!({"entries": ["198.18.1.1"], "ttl": "soon"}),
+            400,
+            "ttl `soon`",
+        ),
+        (
+            json!({"entries": ["198.18.1.1"], "source": "feed:x"}),
+            400,
+            "source `feed:x`",
+        ),
+        (
+            json!({"entries": ["198.18.1.1"], "colour": "red"}),
+            400,
+            "unknown field `colour`",
+        ),
+        (json!({"entries": "198.18.1.1"}), 400, "invalid type"),
+        (
+            json!({"entries": ["198.18.1.1", "198.18.77.5"]}),
+            409,
+            "would cover 198.18.77.0/24 (a protected prefix",
+        ),
+    ];
+    for (body, status, needle) in cases {
+        let (got, message) = api_err(d.call(Method::POST, "/v1/block", Some(body.clone())));
+        assert_eq!(got, status, "{body}: {message}");
+        assert!(
+            message.contains(needle),
+            "{body}: {message:?} lacks {needle:?}"
+        );
+    }
+    assert!(listed(&d, "").is_empty(), "nothing was half applied");
+
+    let (status, body) = post_raw(&d.socket, "/v1/block", "{\"entries\": [\"198.18.1.1\"");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("\"error\"") && body.contains("EOF"), "{body}");
+    let (status, body) = post_raw(&d.socket, "/v1/nope", "{}");
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = post_raw(
+        &d.socket,
+        "/v1/block",
+        &format!("{{\"entries\": [\"{}\"]}}", "1".repeat(70 << 20)),
+    );
+    assert_eq!(status, 413, "oversized bodies are refused");
+    let (status, message) = api_err(d.call(Method::GET, "/v1/why/not-an-ip", None));
+    assert_eq!(
+        (status, message.as_str()),
+        (400, "`not-an-ip` is not an IP address")
+    );
+
+    // The guard yields to force, and protects the allowlist too.
+    d.ok(
+        Method::POST,
+        "/v1/block",
+        Some(json!({"entries": ["198.18.77.5"], "force": true})),
+    );
+    d.ok(
+        Method::POST,
+        "/v1/allow",
+        Some(json!({"entries": ["198.18.88.0/24"]})),
+    );
+    let (status, message) = api_err(d.call(
+        Method::POST,
+        "/v1/block",
+        Some(json!({"entries": ["198.18.0.0/16"]})),
+    ));
+    assert_eq!(status, 409, "{message}");
+}
+
+#[test]
+fn ttl_expires_without_anyone_acting() {
+    let d = TestDaemon::start("[guard]\nprotect_management = false");
+    d.ok(
+        Method::POST,
+        "/v1/block",
+        Some(
+            json!({"entries": ["198.18.6.6"], "ttl": "1s", "source": "auto-ban", "reason": "rate"}),
+        ),
+    );
+    d.ok(
+        Method::POST,
+        "/v1/block",
+        Some(json!({"entries": ["198.18.6.7"]})),
+    );
+    assert_eq!(listed(&d, "?source=auto-ban"), ["198.18.6.6/32"]);
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while listed(&d, "").len() > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the 1s TTL did not expire within 6s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(listed(&d, ""), ["198.18.6.7/32"]);
+}
+
+#[test]
+fn a_full_map_is_507_and_nothing_is_half_applied() {
+    let d = TestDaemon::start("[guard]\nprotect_management = false\n[capacity]\nexact = 4");
+    d.ok(
+        Method::POST,
+        "/v1/block",
+        Some(json!({"entries": ["198.18.8.1", "198.18.8.2"]})),
+    );
+    let (status, message) = api_err(d.call(
+        Method::POST,
+        "/v1/block",
+        Some(json!({"entries": ["198.18.8.3", "198.18.8.4", "198.18.8.5"]})),
+    ));
+    assert_eq!(status, 507, "{message}");
+    assert!(message.contains("is full (4 entries)"), "{message}");
+    assert_eq!(listed(&d, "").len(), 2);
+    assert!(
+        d.ok(Method::GET, "/v1/stats", None)["failed_inserts"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+}
+
+#[test]
+fn tcp_listener_requires_the_bearer_token() {
+    let dir = std::env::temp_dir().join(format!("gz-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "s3cret-token-0123456789\n").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = TestDaemon::start(&format!(
+        "[api]\ntcp_listen = \"127.0.0.1:{port}\"\ntoken_file = {token_file:?}\n[guard]\nprotect_management = false"
+    ));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tcp = |token: &str| {
+        groundzero::client::Client::new(groundzero::client::Endpoint::Tcp {
+            address: format!("127.0.0.1:{port}"),
+            token: token.to_string(),
+        })
+    };
+    let body = json!({"entries": ["198.18.9.9"]});
+    let (status, message) =
+        api_err(rt.block_on(tcp("wrong").call(Method::POST, "/v1/block", Some(&body))));
+    assert_eq!(
+        (status, message.as_str()),
+        (401, "missing or wrong bearer token")
+    );
+    rt.block_on(tcp("s3cret-token-0123456789").call(Method::POST, "/v1/block", Some(&body)))
+        .unwrap();
+    assert_eq!(listed(&d, ""), ["198.18.9.9/32"]);
+    drop(d);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn cli_subcommands_are_clients_of_the_api() {
+    let d = TestDaemon::start("[guard]\nprotect_management = false");
+    let gz = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_groundzero"))
+            .args(args)
+            .env("GROUNDZERO_SOCKET", &d.socket)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, text) = gz(&[
+        "block",
+        "198.18.4.4",
+        "--reason",
+        "cli test",
+        "--ttl",
+        "10m",
+    ]);
+    assert!(ok, "{text}");
+    let (ok, text) = gz(&["list"]);
+    assert!(
+        ok && text.contains("198.18.4.4/32") && text.contains("api \"cli test\" ttl"),
+        "{text}"
+    );
+    let (ok, text) = gz(&["why", "198.18.4.4"]);
+    assert!(
+        ok && text.starts_with("198.18.4.4: DROP (blocked_exact)"),
+        "{text}"
+    );
+    let (ok, text) = gz(&["--json", "why", "198.18.4.4"]);
+    assert!(
+        ok && serde_json::from_str::<Value>(&text).unwrap()["verdict"] == "drop",
+        "{text}"
+    );
+    let (ok, text) = gz(&["block", "198.18.4.300"]);
+    assert!(
+        !ok && text.contains("`198.18.4.300` is not an IP address") && text.contains("HTTP 400"),
+        "{text}"
+    );
+    let (ok, text) = gz(&["monitor", "on"]);
+    assert!(ok && text.contains("monitor mode on"), "{text}");
+    let (ok, text) = gz(&["stats"]);
+    assert!(ok && text.contains("monitor: true"), "{text}");
+    let (ok, text) = gz(&["unblock", "198.18.4.4"]);
+    assert!(ok && text.contains("removed: 198.18.4.4/32"), "{text}");
+    let (ok, text) = gz(&["--socket", "/nonexistent/gz.sock", "stats"]);
+    assert!(
+        !ok && text.contains("cannot reach the groundzero daemon at /nonexistent/gz.sock"),
+        "{text}"
+    );
+}
