@@ -164,3 +164,147 @@ fn ipv6_packet(src: Ipv6Addr, dst: Ipv6Addr, l4: L4, payload: &[u8]) -> Vec<u8> 
     .expect("writing to a Vec");
     out
 }
+
+/// An Ethernet frame with any ethertype (an 802.3 length too) followed by `payload` as is: for
+/// non-IP traffic and for headers etherparse refuses to build.
+pub fn raw_frame(ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut frame = ethernet(ethertype);
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// Like [`with_vlans`], but each tag is `(TPID, TCI)` with the whole tag control information
+/// kept (priority and drop-eligible bits too), and any TPID: the parser must look at neither.
+pub fn with_vlan_tcis(frame: &[u8], tags: &[(u16, u16)]) -> Vec<u8> {
+    let mut out = frame[..12].to_vec();
+    for &(tpid, tci) in tags {
+        out.extend_from_slice(&tpid.to_be_bytes());
+        out.extend_from_slice(&tci.to_be_bytes());
+    }
+    out.extend_from_slice(&frame[12..]);
+    out
+}
+
+/// An IPv4 header, its options and what follows, with every field the parser checks under the
+/// caller's control: any version, any IHL, any total length, options whose length need not agree
+/// with the IHL. etherparse (rightly) refuses to build most of these.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawIpv4 {
+    /// Only the low 4 bits are used.
+    pub version: u8,
+    /// Header length in 32-bit words; only the low 4 bits are used.
+    pub ihl: u8,
+    /// `None`: the real length of header, options and payload.
+    pub total_len: Option<u16>,
+    /// Flags (3 bits) and fragment offset (13 bits), as on the wire.
+    pub flags_fragment: u16,
+    pub protocol: u8,
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    /// Written right after the fixed 20 bytes, whatever `ihl` says.
+    pub options: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+impl RawIpv4 {
+    /// A well-formed header (version 4, IHL 5, UDP, no options, no payload) from `src`.
+    pub fn new(src: Ipv4Addr) -> Self {
+        Self {
+            version: 4,
+            ihl: 5,
+            total_len: None,
+            flags_fragment: 0,
+            protocol: 17,
+            src: src.octets(),
+            dst: [198, 18, 0, 1],
+            options: Vec::new(),
+            payload: Vec::new(),
+        }
+    }
+
+    /// The IPv4 bytes: header, options, payload. The checksum covers the fixed header and the
+    /// options, so that a well-formed header is also a valid one.
+    pub fn bytes(&self) -> Vec<u8> {
+        let real_len = 20 + self.options.len() + self.payload.len();
+        let total_len = self.total_len.unwrap_or(real_len as u16);
+        let mut out = Vec::with_capacity(real_len);
+        out.push(((self.version & 0x0f) << 4) | (self.ihl & 0x0f));
+        out.push(0); // DSCP, ECN
+        out.extend_from_slice(&total_len.to_be_bytes());
+        out.extend_from_slice(&0x1234u16.to_be_bytes()); // identification
+        out.extend_from_slice(&self.flags_fragment.to_be_bytes());
+        out.push(64); // TTL
+        out.push(self.protocol);
+        out.extend_from_slice(&[0, 0]); // checksum, below
+        out.extend_from_slice(&self.src);
+        out.extend_from_slice(&self.dst);
+        out.extend_from_slice(&self.options);
+        let checksum = internet_checksum(&out);
+        out[10..12].copy_from_slice(&checksum.to_be_bytes());
+        out.extend_from_slice(&self.payload);
+        out
+    }
+
+    /// An Ethernet frame (ethertype IPv4) carrying [`RawIpv4::bytes`].
+    pub fn frame(&self) -> Vec<u8> {
+        raw_frame(0x0800, &self.bytes())
+    }
+}
+
+/// An IPv6 header and what follows, with the version nibble under the caller's control.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawIpv6 {
+    /// Only the low 4 bits are used.
+    pub version: u8,
+    pub next_header: u8,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// `None`: the real payload length.
+    pub payload_len: Option<u16>,
+    pub payload: Vec<u8>,
+}
+
+impl RawIpv6 {
+    /// A well-formed header (version 6, UDP, no payload) from `src`.
+    pub fn new(src: Ipv6Addr) -> Self {
+        Self {
+            version: 6,
+            next_header: 17,
+            src: src.octets(),
+            dst: "2001:2::1".parse::<Ipv6Addr>().unwrap().octets(),
+            payload_len: None,
+            payload: Vec::new(),
+        }
+    }
+
+    /// The IPv6 bytes: fixed header, then payload.
+    pub fn bytes(&self) -> Vec<u8> {
+        let payload_len = self.payload_len.unwrap_or(self.payload.len() as u16);
+        let mut out = Vec::with_capacity(40 + self.payload.len());
+        out.extend_from_slice(&[(self.version & 0x0f) << 4, 0, 0, 0]);
+        out.extend_from_slice(&payload_len.to_be_bytes());
+        out.push(self.next_header);
+        out.push(64); // hop limit
+        out.extend_from_slice(&self.src);
+        out.extend_from_slice(&self.dst);
+        out.extend_from_slice(&self.payload);
+        out
+    }
+
+    /// An Ethernet frame (ethertype IPv6) carrying [`RawIpv6::bytes`].
+    pub fn frame(&self) -> Vec<u8> {
+        raw_frame(0x86dd, &self.bytes())
+    }
+}
+
+/// RFC 1071 ones' complement sum; an odd trailing byte is padded with zero.
+fn internet_checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}

@@ -10,6 +10,7 @@
 //! The library never initialises a logger, never exits the process and never builds an async
 //! runtime: those belong to the binary.
 
+mod batch;
 pub mod client;
 pub mod counters;
 pub mod craft;

@@ -364,6 +364,48 @@ impl Shield {
         Ok(entries)
     }
 
+    /// Hit statistics of the blocklist entry `net`, which the caller knows is present.
+    pub(crate) fn blocked_entry(&self, net: IpNet) -> Result<Option<ListEntry>, Error> {
+        self.lookup(list_for_block(&net), net)
+    }
+
+    /// Hit statistics of the allowlist entry `net`, which the caller knows is present.
+    pub(crate) fn allowed_entry(&self, net: IpNet) -> Result<Option<ListEntry>, Error> {
+        self.lookup(ListKind::Allow, net)
+    }
+
+    /// A lookup in the kernel map. For prefixes the kernel answers with the longest *covering*
+    /// prefix (LPM semantics hold for user-space lookups too), so the stats are `net`'s only if
+    /// `net` is itself in the trie: callers ask only about entries they know are there.
+    fn lookup(&self, list: ListKind, net: IpNet) -> Result<Option<ListEntry>, Error> {
+        let name = map_name(list, &net);
+        let map = self.map(name)?;
+        let result = match (list, net) {
+            (ListKind::BlockExact, IpNet::V4(n)) => {
+                HashMap::<_, [u8; 4], EntryStats>::try_from(map)
+                    .and_then(|m| m.get(&n.addr().octets(), 0))
+            }
+            (ListKind::BlockExact, IpNet::V6(n)) => {
+                HashMap::<_, [u8; 16], EntryStats>::try_from(map)
+                    .and_then(|m| m.get(&n.addr().octets(), 0))
+            }
+            (_, IpNet::V4(n)) => LpmTrie::<_, [u8; 4], EntryStats>::try_from(map)
+                .and_then(|m| m.get(&Key::new(n.prefix_len().into(), n.addr().octets()), 0)),
+            (_, IpNet::V6(n)) => LpmTrie::<_, [u8; 16], EntryStats>::try_from(map)
+                .and_then(|m| m.get(&Key::new(n.prefix_len().into(), n.addr().octets()), 0)),
+        };
+        match result {
+            Ok(stats) => Ok(Some(ListEntry {
+                net,
+                hits: stats.hits,
+                last_hit_ns: stats.last_hit_ns,
+            })),
+            Err(MapError::KeyNotFound | MapError::ElementNotFound) => Ok(None),
+            Err(e) if errno(&e) == Some(libc::ENOENT) => Ok(None),
+            Err(source) => Err(Error::MapRead { map: name, source }),
+        }
+    }
+
     /// Every allowed address and prefix with its hits.
     pub fn allowed(&self) -> Result<Vec<ListEntry>, Error> {
         self.list(ListKind::Allow)
@@ -487,21 +529,193 @@ impl Shield {
         list_of: impl Fn(&IpNet) -> ListKind,
     ) -> Result<(), Error> {
         let mut added = Vec::new();
+        let result = self.insert_all_tracked(nets, &list_of, &mut added);
+        if result.is_err() {
+            // Undo what this call added (not what was there before): nothing half applied.
+            self.remove_all_of(&added);
+        }
+        result
+    }
+
+    fn insert_all_tracked(
+        &mut self,
+        nets: &[IpNet],
+        list_of: &impl Fn(&IpNet) -> ListKind,
+        added: &mut Vec<(ListKind, IpNet)>,
+    ) -> Result<(), Error> {
+        let (mut exact4, mut exact6) = (Vec::new(), Vec::new());
         for &net in nets {
             let list = list_of(&net);
-            match self.insert(list, net) {
-                Ok(true) => added.push((list, net)),
-                Ok(false) => {}
-                Err(e) => {
-                    // Undo what this call added (not what was there before): nothing half applied.
-                    for (list, net) in added {
-                        let _ = self.remove(list, net);
+            match (list, net) {
+                (ListKind::BlockExact, IpNet::V4(_)) => exact4.push(net),
+                (ListKind::BlockExact, IpNet::V6(_)) => exact6.push(net),
+                _ => {
+                    if self.insert(list, net)? {
+                        added.push((list, net));
                     }
-                    return Err(e);
+                }
+            }
+        }
+        self.insert_exact_batch(names::BLOCK_V4, &exact4, |n| v4_octets(n).to_vec(), added)?;
+        self.insert_exact_batch(names::BLOCK_V6, &exact6, |n| v6_octets(n).to_vec(), added)
+    }
+
+    /// Exact entries go in with BPF_MAP_UPDATE_BATCH. The kernel's batch update cannot be told
+    /// "never overwrite", so keys already in the map are read first (BPF_MAP_LOOKUP_BATCH) and
+    /// left alone: an existing entry keeps its hits. Small inserts go one by one.
+    fn insert_exact_batch(
+        &mut self,
+        map: &'static str,
+        nets: &[IpNet],
+        key_of: impl Fn(&IpNet) -> Vec<u8>,
+        added: &mut Vec<(ListKind, IpNet)>,
+    ) -> Result<(), Error> {
+        const CHUNK: usize = 1 << 16;
+        const ONE_BY_ONE: usize = 64;
+        if nets.len() <= ONE_BY_ONE {
+            for &net in nets {
+                if self.insert(ListKind::BlockExact, net)? {
+                    added.push((ListKind::BlockExact, net));
+                }
+            }
+            return Ok(());
+        }
+        let fd = self.map_fd(map)?;
+        let batch_err =
+            |call: &'static str, entry: IpNet, io_error: std::io::Error| Error::MapUpdate {
+                list: ListKind::BlockExact,
+                entry,
+                source: MapError::SyscallError(aya::sys::SyscallError { call, io_error }),
+            };
+        let existing: std::collections::HashSet<Vec<u8>> = match key_of(&nets[0]).len() {
+            4 => crate::batch::keys::<[u8; 4], EntryStats>(fd_of(&fd))
+                .map(|k| k.iter().map(|k| k.to_vec()).collect()),
+            _ => crate::batch::keys::<[u8; 16], EntryStats>(fd_of(&fd))
+                .map(|k| k.iter().map(|k| k.to_vec()).collect()),
+        }
+        .map_err(|e| batch_err("BPF_MAP_LOOKUP_BATCH", nets[0], e))?;
+        let mut seen = std::collections::HashSet::new();
+        let new: Vec<IpNet> = nets
+            .iter()
+            .filter(|n| !existing.contains(&key_of(n)) && seen.insert(**n))
+            .copied()
+            .collect();
+        let free = self.options.exact_capacity as usize
+            - existing.len().min(self.options.exact_capacity as usize);
+        if new.len() > free {
+            // Refuse up front rather than fill the map and roll back.
+            self.failed_inserts += 1;
+            return Err(Error::MapFull {
+                list: ListKind::BlockExact,
+                capacity: self.options.exact_capacity,
+                entry: new[free],
+            });
+        }
+        let keys: Vec<u8> = new.iter().flat_map(&key_of).collect();
+        let values = vec![EntryStats::default(); new.len()];
+        for start in (0..new.len()).step_by(CHUNK) {
+            let end = (start + CHUNK).min(new.len());
+            let (_, result) = if keys.len() == new.len() * 4 {
+                crate::batch::update(
+                    fd_of(&fd),
+                    as_keys::<4>(&keys[start * 4..end * 4]),
+                    &values[start..end],
+                    0,
+                )
+            } else {
+                crate::batch::update(
+                    fd_of(&fd),
+                    as_keys::<16>(&keys[start * 16..end * 16]),
+                    &values[start..end],
+                    0,
+                )
+            };
+            match result {
+                Ok(()) => added.extend(new[start..end].iter().map(|n| (ListKind::BlockExact, *n))),
+                Err(e) => {
+                    // How far a failed batch got is not reliably reported: count it all as
+                    // added so the caller's rollback removes whatever did go in.
+                    added.extend(new[start..end].iter().map(|n| (ListKind::BlockExact, *n)));
+                    return Err(match e.raw_os_error() {
+                        Some(libc::E2BIG) | Some(libc::ENOSPC) => {
+                            self.failed_inserts += 1;
+                            Error::MapFull {
+                                list: ListKind::BlockExact,
+                                capacity: self.options.exact_capacity,
+                                entry: new[start],
+                            }
+                        }
+                        _ => batch_err("BPF_MAP_UPDATE_BATCH", new[start], e),
+                    });
                 }
             }
         }
         Ok(())
+    }
+
+    /// Removes every blocked entry in `nets` (exact ones in batches). Absent ones are ignored.
+    pub fn unblock_all(&mut self, nets: &[IpNet]) -> Result<(), Error> {
+        let pairs: Vec<(ListKind, IpNet)> = nets.iter().map(|n| (list_for_block(n), *n)).collect();
+        let (exact, others): (Vec<_>, Vec<_>) = pairs
+            .into_iter()
+            .partition(|(l, _)| *l == ListKind::BlockExact);
+        for (list, net) in others {
+            self.remove(list, net)?;
+        }
+        for (map, want_v4) in [(names::BLOCK_V4, true), (names::BLOCK_V6, false)] {
+            let group: Vec<IpNet> = exact
+                .iter()
+                .map(|(_, n)| *n)
+                .filter(|n| matches!(n, IpNet::V4(_)) == want_v4)
+                .collect();
+            if group.is_empty() {
+                continue;
+            }
+            let fd = self.map_fd(map)?;
+            for chunk in group.chunks(1 << 16) {
+                let (_, result) = if want_v4 {
+                    let keys: Vec<[u8; 4]> = chunk.iter().map(v4_octets).collect();
+                    crate::batch::delete(fd_of(&fd), &keys)
+                } else {
+                    let keys: Vec<[u8; 16]> = chunk.iter().map(v6_octets).collect();
+                    crate::batch::delete(fd_of(&fd), &keys)
+                };
+                // A batch stops at the first absent key (ENOENT): finish that chunk one by one.
+                if result.is_err() {
+                    for &net in chunk {
+                        self.remove(ListKind::BlockExact, net)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_all_of(&mut self, entries: &[(ListKind, IpNet)]) {
+        let exact: Vec<IpNet> = entries
+            .iter()
+            .filter(|(l, _)| *l == ListKind::BlockExact)
+            .map(|(_, n)| *n)
+            .collect();
+        let _ = self.unblock_all(&exact);
+        for (list, net) in entries.iter().filter(|(l, _)| *l != ListKind::BlockExact) {
+            let _ = self.remove(*list, *net);
+        }
+    }
+
+    fn map_fd(&self, name: &'static str) -> Result<std::os::fd::OwnedFd, Error> {
+        use std::os::fd::AsFd;
+        let data = match self.map(name)? {
+            aya::maps::Map::HashMap(d) => d,
+            _ => unreachable!("exact lists are hash maps"),
+        };
+        data.fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| Error::MapRead {
+                map: name,
+                source: MapError::IoError(e),
+            })
     }
 
     /// Adds `net`; `Ok(false)` if it was already there.
@@ -636,6 +850,31 @@ impl Shield {
 
 /// BPF_NOEXIST from the kernel UAPI (include/uapi/linux/bpf.h): create, never overwrite.
 const NOEXIST: u64 = 1;
+
+fn v4_octets(net: &IpNet) -> [u8; 4] {
+    match net {
+        IpNet::V4(n) => n.addr().octets(),
+        IpNet::V6(_) => unreachable!("grouped by family"),
+    }
+}
+
+fn v6_octets(net: &IpNet) -> [u8; 16] {
+    match net {
+        IpNet::V6(n) => n.addr().octets(),
+        IpNet::V4(_) => unreachable!("grouped by family"),
+    }
+}
+
+fn as_keys<const N: usize>(bytes: &[u8]) -> &[[u8; N]] {
+    let (chunks, rest) = bytes.as_chunks::<N>();
+    debug_assert!(rest.is_empty());
+    chunks
+}
+
+fn fd_of(fd: &std::os::fd::OwnedFd) -> std::os::fd::BorrowedFd<'_> {
+    use std::os::fd::AsFd;
+    fd.as_fd()
+}
 
 /// Host entries go to the O(1) hash; real prefixes to the LPM trie.
 fn list_for_block(net: &IpNet) -> ListKind {

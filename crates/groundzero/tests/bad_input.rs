@@ -186,3 +186,49 @@ fn attach_to_a_missing_interface_fails_cleanly() {
         "{text}"
     );
 }
+
+#[test]
+fn batched_bulk_inserts_keep_existing_hits_and_refuse_what_does_not_fit() {
+    common::require_root();
+    let options = ShieldOptions {
+        exact_capacity: 300,
+        ..ShieldOptions::default()
+    };
+    let mut shield = Shield::load(options).unwrap();
+    let host =
+        |i: u32| parse_entry(&std::net::Ipv4Addr::from(0xC612_0000 + i).to_string()).unwrap();
+    let first: Vec<_> = (0..200).map(host).collect();
+    shield.block_all(&first).unwrap(); // > 64 entries: the batched path
+    assert_eq!(shield.blocked().unwrap().len(), 200);
+
+    // Give one entry some hits, then bulk-add a set that includes it again (and duplicates).
+    let pkt = groundzero::craft::udp4("198.18.0.7".parse().unwrap(), b"x");
+    for _ in 0..3 {
+        assert_eq!(shield.test_run(&pkt).unwrap(), groundzero::Action::Drop);
+    }
+    let mut again: Vec<_> = (0..250).map(host).collect();
+    again.extend((240..250).map(host));
+    shield.block_all(&again).unwrap();
+    let entries = shield.blocked().unwrap();
+    assert_eq!(entries.len(), 250);
+    assert_eq!(
+        entries.iter().find(|e| e.net == host(7)).unwrap().hits,
+        3,
+        "re-adding kept the hits"
+    );
+
+    // 100 more would need 350 slots of 300: refused whole, nothing added.
+    let too_many: Vec<_> = (250..350).map(host).collect();
+    let err = shield.block_all(&too_many).unwrap_err();
+    assert!(
+        matches!(err, Error::MapFull { capacity: 300, .. }),
+        "{err:?}"
+    );
+    assert_eq!(shield.blocked().unwrap().len(), 250);
+    assert_eq!(shield.failed_inserts(), 1);
+
+    // Batched removal, including entries that are not there.
+    let gone: Vec<_> = (0..300).map(host).collect();
+    shield.unblock_all(&gone).unwrap();
+    assert!(shield.blocked().unwrap().is_empty());
+}

@@ -151,25 +151,21 @@ mod tests {
     fn refuses_blocks_that_cover_protected_or_allowed_prefixes() {
         let guard = Guard::new(vec![parse_entry("203.0.113.0/28").unwrap()], false, 22);
         let allowed = [parse_entry("198.51.100.7").unwrap()];
-        let refused = guard
-            .check(&parse_entry("203.0.113.0/24").unwrap(), &allowed)
-            .unwrap_err();
+        let check = |e: &str| guard.check(&[parse_entry(e).unwrap()], &allowed);
         assert_eq!(
-            refused.to_string(),
-            "blocking 203.0.113.0/24 would cover 203.0.113.0/28 (a protected prefix in the config); pass force to do it anyway"
+            check("203.0.113.0/24").unwrap_err().to_string(),
+            "blocking 203.0.113.0/24 would cover 203.0.113.0/28 (a protected prefix in the config); \
+             pass force to do it anyway"
         );
-        assert!(
-            guard
-                .check(&parse_entry("203.0.113.5").unwrap(), &allowed)
-                .is_err(),
-            "inside counts too"
-        );
-        assert!(guard
-            .check(&parse_entry("198.51.100.0/24").unwrap(), &allowed)
-            .is_err());
-        assert!(guard
-            .check(&parse_entry("192.0.2.1").unwrap(), &allowed)
-            .is_ok());
+        assert!(check("203.0.113.5").is_err(), "inside counts too");
+        assert!(check("198.51.100.0/24").is_err());
+        assert!(check("192.0.2.1").is_ok());
+        // The first offending entry of a batch is named.
+        let many = [
+            parse_entry("192.0.2.1").unwrap(),
+            parse_entry("198.51.100.7").unwrap(),
+        ];
+        assert_eq!(guard.check(&many, &allowed).unwrap_err().entry, many[1]);
     }
 
     #[test]

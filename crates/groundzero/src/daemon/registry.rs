@@ -336,15 +336,24 @@ impl Registry {
         parsed: &ParsedFeed,
     ) -> Result<(usize, usize), RegistryError> {
         let cache = self.state_dir.join("feeds").join(format!("{name}.list"));
+        let t0 = std::time::Instant::now();
         let new: HashSet<IpNet> = parsed.nets.iter().copied().collect();
         let to_add: Vec<IpNet> = new
             .iter()
             .filter(|n| !self.present(Side::Block, n))
             .copied()
             .collect();
+        let t1 = std::time::Instant::now();
         shield.block_all(&to_add)?;
+        let t2 = std::time::Instant::now();
         // Cache only after the maps accepted it: a restart then rebuilds exactly this set.
         write_feed_cache(&cache, url, format, &parsed.nets)?;
+        log::debug!(
+            "feed {name}: diff {:?}, maps {:?}, cache {:?}",
+            t1 - t0,
+            t2 - t1,
+            t2.elapsed()
+        );
         let old = self
             .feeds
             .insert(
@@ -365,14 +374,12 @@ impl Registry {
             )
             .map(|f| f.nets)
             .unwrap_or_default();
-        let mut removed = 0;
-        for net in old {
-            if !self.present(Side::Block, &net) {
-                shield.unblock(net)?;
-                removed += 1;
-            }
-        }
-        Ok((to_add.len(), removed))
+        let stale: Vec<IpNet> = old
+            .into_iter()
+            .filter(|n| !self.present(Side::Block, n))
+            .collect();
+        shield.unblock_all(&stale)?;
+        Ok((to_add.len(), stale.len()))
     }
 
     /// Records a failed refresh; the feed's previous set stays in force.
@@ -407,11 +414,12 @@ impl Registry {
             .collect();
         for name in gone {
             let feed = self.feeds.remove(&name).expect("listed above");
-            for net in feed.nets {
-                if !self.present(Side::Block, &net) {
-                    shield.unblock(net)?;
-                }
-            }
+            let stale: Vec<IpNet> = feed
+                .nets
+                .into_iter()
+                .filter(|n| !self.present(Side::Block, n))
+                .collect();
+            shield.unblock_all(&stale)?;
             let _ = std::fs::remove_file(self.state_dir.join("feeds").join(format!("{name}.list")));
             log::info!("feed {name} is no longer configured: its entries were removed");
         }
@@ -466,7 +474,8 @@ impl Registry {
         out
     }
 
-    /// Entries with holders and hits; `side`/`source` filter, at most `limit`.
+    /// Entries with holders and hits; `side`/`source` filter, at most `limit`. Walks the
+    /// registry and looks up only the entries it returns, so it stays fast at a million entries.
     pub fn entries(
         &self,
         shield: &Shield,
@@ -475,53 +484,82 @@ impl Registry {
         limit: usize,
     ) -> Result<Vec<EntryView>, RegistryError> {
         let now_ns = coarse_now_ns();
+        let matches_source = |holders: &[Holder]| {
+            source.is_none_or(|want| {
+                holders
+                    .iter()
+                    .any(|h| h.source == want || h.source.starts_with(&format!("{want}:")))
+            })
+        };
+        let mut keys: Vec<(Side, IpNet)> = self.held.keys().copied().collect();
+        let mut fed: Vec<IpNet> = self
+            .feeds
+            .values()
+            .flat_map(|f| f.nets.iter().copied())
+            .filter(|n| !self.held.contains_key(&(Side::Block, *n)))
+            .collect();
+        fed.sort();
+        fed.dedup();
+        keys.extend(fed.into_iter().map(|n| (Side::Block, n)));
         let mut out = Vec::new();
-        for (s, list) in [
-            (Side::Allow, shield.allowed()?),
-            (Side::Block, shield.blocked()?),
-        ] {
+        for (s, net) in keys {
             if side.is_some_and(|want| want != s) {
                 continue;
             }
-            for e in list {
-                let holders = self.holders(s, &e.net);
-                if source.is_some_and(|want| {
-                    !holders
-                        .iter()
-                        .any(|h| h.source == want || h.source.starts_with(&format!("{want}:")))
-                }) {
-                    continue;
-                }
-                out.push(view(s, e, holders, now_ns));
-                if out.len() >= limit {
-                    return Ok(out);
-                }
+            let holders = self.holders(s, &net);
+            if !matches_source(&holders) {
+                continue;
+            }
+            let stats = match s {
+                Side::Block => shield.blocked_entry(net)?,
+                Side::Allow => shield.allowed_entry(net)?,
+            };
+            let stats = stats.unwrap_or(ListEntry {
+                net,
+                hits: 0,
+                last_hit_ns: 0,
+            });
+            out.push(view(s, stats, holders, now_ns));
+            if out.len() >= limit {
+                break;
             }
         }
         Ok(out)
+    }
+
+    /// The longest entry on `side` covering `addr`, exact host first for blocks (the XDP
+    /// program's order), found with one registry lookup per prefix length.
+    fn covering(&self, side: Side, addr: IpAddr) -> Vec<IpNet> {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (0..=max)
+            .rev()
+            .filter_map(|len| IpNet::new(addr, len).ok().map(|n| n.trunc()))
+            .filter(|n| self.present(side, n))
+            .collect()
     }
 
     /// What the XDP program would do with packets from `addr`, and which entry decides it.
     pub fn why(&self, shield: &Shield, addr: IpAddr) -> Result<Why, RegistryError> {
         let monitor = shield.monitor()?;
         let now_ns = coarse_now_ns();
-        let host = IpNet::from(addr);
-        let covering = |list: Vec<ListEntry>, side: Side| -> Vec<EntryView> {
-            let mut v: Vec<EntryView> = list
-                .into_iter()
-                .filter(|e| e.net.contains(&host))
-                .map(|e| view(side, e, self.holders(side, &e.net), now_ns))
-                .collect();
-            // Longest prefix first: that is the one the LPM trie returns.
-            v.sort_by(|a, b| b.entry.prefix_len().cmp(&a.entry.prefix_len()));
-            v
+        let show = |side: Side, net: IpNet| -> Result<EntryView, RegistryError> {
+            let stats = match side {
+                Side::Block => shield.blocked_entry(net)?,
+                Side::Allow => shield.allowed_entry(net)?,
+            }
+            .unwrap_or(ListEntry {
+                net,
+                hits: 0,
+                last_hit_ns: 0,
+            });
+            Ok(view(side, stats, self.holders(side, &net), now_ns))
         };
-        let allows = covering(shield.allowed()?, Side::Allow);
-        let blocks = covering(shield.blocked()?, Side::Block);
-        let exact = blocks.iter().find(|b| is_exact(&b.entry)).cloned();
-        let prefix = blocks.iter().find(|b| !is_exact(&b.entry)).cloned();
-        let (reason, matched) = if let Some(a) = allows.into_iter().next() {
-            ("allowlisted", Some(a))
+        let allows = self.covering(Side::Allow, addr);
+        let blocks = self.covering(Side::Block, addr);
+        let exact = blocks.iter().find(|b| is_exact(b)).copied();
+        let prefix = blocks.iter().find(|b| !is_exact(b)).copied();
+        let (reason, decided) = if let Some(a) = allows.first() {
+            ("allowlisted", Some((Side::Allow, *a)))
         } else if let Some(e) = exact {
             (
                 if monitor {
@@ -529,7 +567,7 @@ impl Registry {
                 } else {
                     "blocked_exact"
                 },
-                Some(e),
+                Some((Side::Block, e)),
             )
         } else if let Some(p) = prefix {
             (
@@ -538,7 +576,7 @@ impl Registry {
                 } else {
                     "blocked_cidr"
                 },
-                Some(p),
+                Some((Side::Block, p)),
             )
         } else {
             ("no_match", None)
@@ -548,11 +586,12 @@ impl Registry {
         } else {
             "pass"
         };
-        let decided = matched.as_ref().map(|m| m.entry);
+        let matched = decided.map(|(side, net)| show(side, net)).transpose()?;
         let also_matching = blocks
             .into_iter()
-            .filter(|b| Some(b.entry) != decided)
-            .collect();
+            .filter(|b| decided.is_none_or(|(_, d)| d != *b))
+            .map(|b| show(Side::Block, b))
+            .collect::<Result<_, _>>()?;
         Ok(Why {
             address: addr,
             verdict,

@@ -38,11 +38,35 @@ impl TestDaemon {
         let dir = std::env::temp_dir().join(&id);
         std::fs::create_dir_all(&dir).unwrap();
         let pin_dir = PathBuf::from("/sys/fs/bpf").join(&id);
-        Self::start_with(dir, pin_dir, extra)
+        Self::launch(dir, pin_dir, extra, None)
+    }
+
+    /// Starts a daemon whose threads live in `ns` (so it attaches to that namespace's links).
+    pub fn start_in(ns: &groundzero::netns::Netns, extra: &str) -> Self {
+        super::require_root();
+        pins::ensure_bpffs().unwrap();
+        let id = format!(
+            "gz-d{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        let dir = std::env::temp_dir().join(&id);
+        std::fs::create_dir_all(&dir).unwrap();
+        let pin_dir = PathBuf::from("/sys/fs/bpf").join(&id);
+        Self::launch(
+            dir,
+            pin_dir,
+            extra,
+            Some(format!("/run/netns/{}", ns.name())),
+        )
     }
 
     /// Starts on existing directories (a restart).
     pub fn start_with(dir: PathBuf, pin_dir: PathBuf, extra: &str) -> Self {
+        Self::launch(dir, pin_dir, extra, None)
+    }
+
+    fn launch(dir: PathBuf, pin_dir: PathBuf, extra: &str, netns: Option<String>) -> Self {
         let socket = dir.join("api.sock");
         let text = format!(
             "pin_dir = {:?}\nstate_dir = {:?}\n{extra}\n[api]\nsocket = {:?}\n",
@@ -61,6 +85,12 @@ impl TestDaemon {
             .unwrap_or_else(|e| panic!("{e}\n{text}"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
+            if let Some(path) = netns {
+                // Threads inherit the namespace of the thread that creates them, so the runtime's
+                // workers and blocking threads all live in `ns`.
+                let f = std::fs::File::open(path).unwrap();
+                nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            }
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(daemon::run(config, async {
                 let _ = rx.await;

@@ -29,6 +29,9 @@ impl Target {
     }
 }
 
+/// Turns an API answer into the text a person reads.
+type Render = Box<dyn Fn(&Value) -> String>;
+
 pub const DEFAULT_SOCKET: &str = "/run/groundzero/api.sock";
 
 #[derive(clap::Subcommand)]
@@ -133,7 +136,7 @@ pub fn run(target: Target, command: Remote) -> Result<()> {
     let call = |method: Method, path: &str, body: Option<Value>| {
         runtime.block_on(client.call(method, path, body.as_ref()))
     };
-    let (value, text): (Value, Box<dyn Fn(&Value) -> String>) = match command {
+    let (value, text): (Value, Render) = match command {
         Remote::Block(a) => (
             call(Method::POST, "/v1/block", Some(add_body(&a)?))?,
             Box::new(added),
