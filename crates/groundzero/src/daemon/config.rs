@@ -379,6 +379,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_is_valid() {
+        let c = check(include_str!("../../../../deploy/groundzero.toml")).unwrap();
+        assert_eq!(c.raw.interfaces, ["eth0"]);
+        assert_eq!(c.feeds.len(), 1);
+        assert_eq!(c.feeds[0].refresh, Duration::from_secs(12 * 3600));
+    }
+
+    #[test]
     fn unknown_keys_are_errors_with_a_line() {
         let err = check("interfaces = [\"eth0\"]\nmonitr = true\n")
             .unwrap_err()
