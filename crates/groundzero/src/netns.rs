@@ -4,7 +4,13 @@
 //! panicking demo still cleans up. Names carry the process id, so parallel tests do not collide,
 //! and [`Netns::remove_stale`] removes what a killed process left behind.
 
-use std::{fs::File, path::PathBuf, process::Command};
+use std::{
+    collections::BTreeSet,
+    fs::File,
+    path::PathBuf,
+    process::Command,
+    sync::{Mutex, MutexGuard, PoisonError},
+};
 
 use nix::sched::{setns, CloneFlags};
 
@@ -15,6 +21,11 @@ pub const PREFIX: &str = "gz-";
 pub enum NetnsError {
     #[error("`{command}` failed: {stderr}")]
     Command { command: String, stderr: String },
+    #[error(
+        "network namespace {name} already exists in this process \
+         (tags must be unique among the namespaces alive at one time)"
+    )]
+    InUse { name: String },
     #[error("could not run `ip` (install iproute2)")]
     Spawn(#[source] std::io::Error),
     #[error("entering network namespace {name} failed")]
@@ -41,6 +52,16 @@ pub fn ip(args: &[&str]) -> Result<(), NetnsError> {
     }
 }
 
+/// Names of the namespaces this process holds right now. `create` deletes a same-named leftover
+/// first (from a recycled pid); without this check, two tests of one process using the same tag
+/// would silently delete each other's namespace mid-test.
+static LIVE: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+fn live() -> MutexGuard<'static, BTreeSet<String>> {
+    // The set stays consistent even if a holder panicked: every update is a single call.
+    LIVE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// A network namespace that exists for as long as this value.
 #[derive(Debug)]
 pub struct Netns {
@@ -49,11 +70,18 @@ pub struct Netns {
 
 impl Netns {
     /// Creates `gz-<tag>-<pid>`, with loopback up. `tag` should be short (interface names are
-    /// derived from it and the kernel allows 15 characters).
+    /// derived from it and the kernel allows 15 characters), and unique among the namespaces
+    /// this process holds at one time ([`NetnsError::InUse`] otherwise).
     pub fn create(tag: &str) -> Result<Self, NetnsError> {
         let name = format!("{PREFIX}{tag}-{}", std::process::id());
+        if !live().insert(name.clone()) {
+            return Err(NetnsError::InUse { name });
+        }
         let _ = ip(&["netns", "del", &name]); // a leftover from a recycled pid
-        ip(&["netns", "add", &name])?;
+        if let Err(e) = ip(&["netns", "add", &name]) {
+            live().remove(&name);
+            return Err(e);
+        }
         let ns = Netns { name };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
@@ -73,7 +101,7 @@ impl Netns {
     /// Sets a sysctl inside this namespace (e.g. `net.ipv6.conf.all.accept_ra`, `0`).
     pub fn sysctl(&self, key: &str, value: &str) -> Result<(), NetnsError> {
         let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
-        self.run(|| std::fs::write(&path, value))
+        self.try_run(|| std::fs::write(&path, value))?
             .map_err(|source| NetnsError::Enter {
                 name: format!("{} (sysctl {key})", self.name),
                 source,
@@ -135,6 +163,7 @@ impl Drop for Netns {
                 self.name
             );
         }
+        live().remove(&self.name);
     }
 }
 
