@@ -17,6 +17,7 @@ pub mod craft;
 pub mod daemon;
 pub mod entry;
 pub mod error;
+pub mod metrics;
 pub mod model;
 pub mod netns;
 pub mod pins;

@@ -1,16 +1,22 @@
 //! `groundzero attach`: attach to interfaces with lists, print live counters, detach on Ctrl-C.
+//! With `--metrics-listen`, also serve Prometheus metrics read from the maps at each scrape.
 use std::{
     io::IsTerminal,
+    net::SocketAddr,
     path::PathBuf,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, Mutex, MutexGuard,
     },
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
-use groundzero::{parse_entry, AttachMode, IpNet, Shield, ShieldOptions};
+use groundzero::{
+    metrics::{self, MetricsSnapshot, SnapshotProvider},
+    parse_entry, AttachMode, IpNet, Shield, ShieldOptions,
+};
 
 use crate::{check::load_list, table};
 
@@ -49,6 +55,10 @@ pub struct Args {
     /// Capacity of the prefix blocklist, per address family.
     #[arg(long, default_value_t = ShieldOptions::default().cidr_capacity)]
     cidr_capacity: u32,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9477). Also turns on the
+    /// kernel's BPF run-time stats, so the program's cost per packet can be graphed.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -61,6 +71,14 @@ enum Mode {
 pub fn run(args: Args) -> Result<()> {
     // Parse every input before touching the kernel: a bad line means nothing is applied.
     let (blocks, allows) = collect(&args)?;
+    // Bind before touching the kernel too: a port in use is reported before anything changes.
+    let metrics_listener = match args.metrics_listen {
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .with_context(|| format!("listening for metrics on {addr}"))?,
+        ),
+        None => None,
+    };
 
     let options = ShieldOptions {
         exact_capacity: args.exact_capacity,
@@ -96,6 +114,18 @@ pub fn run(args: Args) -> Result<()> {
         }
     );
 
+    if metrics_listener.is_some() {
+        if let Err(e) = shield.enable_run_stats() {
+            eprintln!("warning: no XDP run-time stats (groundzero_xdp_* stay 0): {e}");
+        }
+    }
+    // Shared with the metrics server, which reads the maps at each scrape.
+    let shield = Arc::new(Mutex::new(shield));
+    let server = match metrics_listener {
+        Some(listener) => Some(MetricsServer::start(listener, shield.clone())?),
+        None => None,
+    };
+
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -106,14 +136,14 @@ pub fn run(args: Args) -> Result<()> {
     let interval = Duration::from_secs_f64(args.interval.max(0.1));
     let deadline = args.duration.map(|s| started + Duration::from_secs_f64(s));
     let tty = std::io::stdout().is_terminal();
-    let mut previous = shield.counters()?;
+    let mut previous = lock(&shield).counters()?;
     let mut previous_at = Instant::now();
     while !stop.load(Ordering::SeqCst) && deadline.is_none_or(|d| Instant::now() < d) {
         std::thread::sleep(interval.min(Duration::from_millis(100)));
         if previous_at.elapsed() < interval {
             continue;
         }
-        let now = shield.counters()?;
+        let now = lock(&shield).counters()?;
         let text = table::render(&now, Some((&previous, previous_at.elapsed())));
         if tty {
             print!("\x1b[H\x1b[2J");
@@ -126,11 +156,73 @@ pub fn run(args: Args) -> Result<()> {
         previous = now;
         previous_at = Instant::now();
     }
-    let last = shield.counters()?;
+    let last = lock(&shield).counters()?;
     println!("final counters:\n{}", table::render(&last, None));
+    if let Some(server) = server {
+        server.stop();
+    }
+    // The server is gone, so this is the last reference: dropping the shield detaches it.
     drop(shield);
     eprintln!("detached");
     Ok(())
+}
+
+/// The shield, even if a scrape panicked while holding it (reading maps leaves nothing
+/// half-done).
+fn lock(shield: &Mutex<Shield>) -> MutexGuard<'_, Shield> {
+    shield
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The `/metrics` server, on a small tokio runtime in its own thread so the live table keeps its
+/// plain loop.
+struct MetricsServer {
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    thread: JoinHandle<std::io::Result<()>>,
+}
+
+impl MetricsServer {
+    fn start(listener: std::net::TcpListener, shield: Arc<Mutex<Shield>>) -> Result<Self> {
+        let addr = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        let provider: SnapshotProvider =
+            Arc::new(move || MetricsSnapshot::from_shield(&lock(&shield), metrics::DEFAULT_TOP_N));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the metrics server's runtime")?;
+        let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || {
+                let result = runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    axum::serve(listener, metrics::router(provider))
+                        .with_graceful_shutdown(async {
+                            let _ = shutdown_rx.await;
+                        })
+                        .await
+                });
+                if let Err(e) = &result {
+                    eprintln!("warning: the metrics server stopped: {e}");
+                }
+                result
+            })
+            .context("starting the metrics server's thread")?;
+        eprintln!("metrics on http://{addr}/metrics");
+        Ok(MetricsServer { shutdown, thread })
+    }
+
+    /// Stops accepting scrapes, lets one in flight finish, and waits for the thread.
+    fn stop(self) {
+        let _ = self.shutdown.send(());
+        match self.thread.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {} // already reported when it stopped
+            Err(_) => eprintln!("warning: the metrics server panicked"),
+        }
+    }
 }
 
 fn collect(args: &Args) -> Result<(Vec<IpNet>, Vec<IpNet>)> {
