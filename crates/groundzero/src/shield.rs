@@ -156,7 +156,21 @@ impl Shield {
         if options.pin_dir.is_some() {
             crate::pins::adopt_capacities(&bpf, &mut options)?;
         }
-        xdp_mut(&mut bpf)?.load().map_err(Error::Program)?;
+        // The verifier gives up with EAGAIN when a signal arrives while it works (a stop/continue,
+        // a timer); libbpf retries those loads, and so do we, a bounded number of times.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match xdp_mut(&mut bpf)?.load() {
+                Ok(()) => break,
+                Err(ProgramError::LoadError { io_error, .. })
+                    if io_error.raw_os_error() == Some(libc::EAGAIN) && attempts < 5 =>
+                {
+                    log::debug!("verifier interrupted (EAGAIN), retrying the load");
+                }
+                Err(e) => return Err(Error::Program(e)),
+            }
+        }
         Ok(Self {
             bpf,
             options,
@@ -588,10 +602,10 @@ impl Shield {
                 source: MapError::SyscallError(aya::sys::SyscallError { call, io_error }),
             };
         let existing: std::collections::HashSet<Vec<u8>> = match key_of(&nets[0]).len() {
-            4 => crate::batch::keys::<[u8; 4], EntryStats>(fd_of(&fd))
-                .map(|k| k.iter().map(|k| k.to_vec()).collect()),
-            _ => crate::batch::keys::<[u8; 16], EntryStats>(fd_of(&fd))
-                .map(|k| k.iter().map(|k| k.to_vec()).collect()),
+            4 => crate::batch::entries::<[u8; 4], EntryStats>(fd_of(&fd))
+                .map(|e| e.iter().map(|(k, _)| k.to_vec()).collect()),
+            _ => crate::batch::entries::<[u8; 16], EntryStats>(fd_of(&fd))
+                .map(|e| e.iter().map(|(k, _)| k.to_vec()).collect()),
         }
         .map_err(|e| batch_err("BPF_MAP_LOOKUP_BATCH", nets[0], e))?;
         let mut seen = std::collections::HashSet::new();
@@ -813,16 +827,23 @@ impl Shield {
         };
         let mut out = Vec::new();
         if list == ListKind::BlockExact {
-            let m4 = HashMap::<_, [u8; 4], EntryStats>::try_from(self.map(v4_name)?)
-                .map_err(read(v4_name))?;
-            for item in m4.iter() {
-                let (k, v) = item.map_err(read(v4_name))?;
+            // Batched reads: a million-entry list is a few dozen syscalls, not two million.
+            let batch_err = |map: &'static str| {
+                move |e: std::io::Error| Error::MapRead {
+                    map,
+                    source: MapError::IoError(e),
+                }
+            };
+            let fd4 = self.map_fd(v4_name)?;
+            for (k, v) in crate::batch::entries::<[u8; 4], EntryStats>(fd_of(&fd4))
+                .map_err(batch_err(v4_name))?
+            {
                 out.push(entry(Ipv4Net::new(k.into(), 32).expect("valid").into(), v));
             }
-            let m6 = HashMap::<_, [u8; 16], EntryStats>::try_from(self.map(v6_name)?)
-                .map_err(read(v6_name))?;
-            for item in m6.iter() {
-                let (k, v) = item.map_err(read(v6_name))?;
+            let fd6 = self.map_fd(v6_name)?;
+            for (k, v) in crate::batch::entries::<[u8; 16], EntryStats>(fd_of(&fd6))
+                .map_err(batch_err(v6_name))?
+            {
                 out.push(entry(Ipv6Net::new(k.into(), 128).expect("valid").into(), v));
             }
         } else {

@@ -325,3 +325,68 @@ fn cli_subcommands_are_clients_of_the_api() {
         "{text}"
     );
 }
+
+#[test]
+fn the_daemon_serves_metrics_with_sources_and_feeds() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = TestDaemon::start(&format!(
+        "[guard]\nprotect_management = false\n[metrics]\nlisten = \"127.0.0.1:{port}\""
+    ));
+    d.ok(
+        Method::POST,
+        "/v1/block",
+        Some(json!({"entries": ["198.18.30.1", "198.18.30.2"]})),
+    );
+    d.ok(
+        Method::POST,
+        "/v1/block",
+        Some(json!({"entries": ["2001:2::30"], "source": "auto-ban", "ttl": "1h"})),
+    );
+    d.ok(
+        Method::POST,
+        "/v1/import",
+        Some(json!({"name": "imp", "text": "198.18.31.0/24\n198.18.32.1\n"})),
+    );
+    let text = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let line = |needle: &str| {
+        text.lines()
+            .find(|l| l.starts_with(needle))
+            .unwrap_or_else(|| panic!("no {needle} in\n{text}"))
+            .to_string()
+    };
+    assert!(
+        line("groundzero_list_entries{list=\"block\",family=\"ipv4\",source=\"api\"}")
+            .ends_with(" 2"),
+        "{text}"
+    );
+    assert!(
+        line("groundzero_list_entries{list=\"block\",family=\"ipv6\",source=\"auto-ban\"}")
+            .ends_with(" 1"),
+        "{text}"
+    );
+    assert!(
+        line("groundzero_list_entries{list=\"block\",family=\"ipv4\",source=\"feed\"}")
+            .ends_with(" 2"),
+        "{text}"
+    );
+    assert!(
+        line("groundzero_feed_entries{feed=\"imp\"}").ends_with(" 2"),
+        "{text}"
+    );
+    assert!(
+        line("groundzero_feed_refresh_success{feed=\"imp\"}").ends_with(" 1"),
+        "{text}"
+    );
+    assert!(
+        line("groundzero_map_entries{map=\"block_exact\",family=\"ipv4\"}").ends_with(" 3"),
+        "{text}"
+    );
+}

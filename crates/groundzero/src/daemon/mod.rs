@@ -131,6 +131,26 @@ pub async fn run(config: Validated, shutdown: impl Future<Output = ()>) -> Resul
         log::info!("API on http://{addr} (bearer token required)");
     }
 
+    if let Some(addr) = config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(io(format!("binding metrics.listen {addr}")))?;
+        let provider: crate::metrics::SnapshotProvider = {
+            let shared = shared.clone();
+            Arc::new(move || metrics_snapshot(&shared))
+        };
+        let stop = stopped(stop_rx.clone());
+        tasks.spawn(async move {
+            if let Err(e) = axum::serve(listener, crate::metrics::router(provider))
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                log::error!("metrics listener failed: {e}");
+            }
+        });
+        log::info!("metrics on http://{addr}/metrics");
+    }
+
     shutdown.await;
     log::info!("shutting down; filtering continues through the pinned links");
     let _ = stop_tx.send(true);
@@ -197,6 +217,52 @@ fn start(config: Validated) -> Result<Daemon, DaemonError> {
         config,
         started: Instant::now(),
     })
+}
+
+/// What the shield knows, plus the registry's view: entries by source, and feed status.
+fn metrics_snapshot(shared: &Shared) -> Result<crate::metrics::MetricsSnapshot, crate::Error> {
+    use crate::metrics::{
+        AddressFamily, FeedStatus, ListCount, ListSide, MetricsSnapshot, DEFAULT_TOP_N,
+    };
+    let d = shared.lock().unwrap_or_else(|p| p.into_inner());
+    let mut snapshot = MetricsSnapshot::from_shield(&d.shield, DEFAULT_TOP_N)?;
+    snapshot.lists = d
+        .registry
+        .counts()
+        .into_iter()
+        .map(|((side, source, family), entries)| ListCount {
+            list: match side {
+                registry::Side::Block => ListSide::Block,
+                registry::Side::Allow => ListSide::Allow,
+            },
+            family: if family == "ipv4" {
+                AddressFamily::Ipv4
+            } else {
+                AddressFamily::Ipv6
+            },
+            // The source's kind only (`feed`, `app`, ...): names stay out of this label.
+            source,
+            entries,
+        })
+        .collect();
+    snapshot.feeds = d
+        .registry
+        .feed_statuses()
+        .into_iter()
+        .map(|f| FeedStatus {
+            refresh_interval_seconds: d
+                .config
+                .feeds
+                .iter()
+                .find(|c| c.name == f.name)
+                .map(|c| c.refresh.as_secs_f64()),
+            ok: f.error.is_none() && f.last_success.is_some(),
+            last_success_unix: f.last_success.map(|t| t as f64),
+            entries: f.entries as u64,
+            name: f.name,
+        })
+        .collect();
+    Ok(snapshot)
 }
 
 async fn expiry_loop(shared: Shared) {
