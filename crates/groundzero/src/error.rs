@@ -92,3 +92,16 @@ pub enum Error {
     #[error("BPF_PROG_TEST_RUN failed")]
     TestRun(#[source] aya::programs::ProgramError),
 }
+
+/// `e` and every `source()` under it, joined with ": ". aya puts the errno of many failures in
+/// `source()`, and a message without it is useless to the person reading it.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

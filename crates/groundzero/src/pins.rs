@@ -22,7 +22,7 @@ use aya::{
 };
 use groundzero_common::maps as names;
 
-use crate::{shield::ActiveMode, Error, ShieldOptions};
+use crate::{error::error_chain, shield::ActiveMode, Error, ShieldOptions};
 
 /// The conventional pin directory.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/groundzero";
@@ -186,16 +186,4 @@ pub fn remove_all(dir: &Path) -> Result<Vec<PathBuf>, Error> {
     let _ = std::fs::remove_dir(dir.join("links"));
     let _ = std::fs::remove_dir(dir);
     Ok(removed)
-}
-
-/// aya's pin errors put the errno in `source()`; a pin error is useless without it.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

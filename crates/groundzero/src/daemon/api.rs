@@ -22,7 +22,7 @@ use super::{
     registry::{now_unix, Holder, RegistryError, Side},
     Shared,
 };
-use crate::{parse_entry, Error as ShieldError};
+use crate::{error::error_chain, parse_entry, Error as ShieldError};
 
 /// An API error: a status and a message naming what is wrong.
 #[derive(Debug)]
@@ -48,17 +48,6 @@ impl From<ShieldError> for ApiError {
     fn from(e: ShieldError) -> Self {
         RegistryError::Shield(e).into()
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// `Json<T>` whose rejections (bad JSON, unknown fields, wrong content type, too large) are

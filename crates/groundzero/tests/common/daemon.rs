@@ -25,6 +25,20 @@ pub struct TestDaemon {
     runtime: tokio::runtime::Runtime,
 }
 
+/// A new state directory and pin directory, unique to this process and call.
+fn fresh_dirs() -> (PathBuf, PathBuf) {
+    super::require_root();
+    pins::ensure_bpffs().unwrap();
+    let id = format!(
+        "gz-d{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    );
+    let dir = std::env::temp_dir().join(&id);
+    std::fs::create_dir_all(&dir).unwrap();
+    (dir, PathBuf::from("/sys/fs/bpf").join(&id))
+}
+
 impl TestDaemon {
     /// Starts a daemon whose config is the generated paths plus `extra` TOML.
     pub fn start(extra: &str) -> Self {
