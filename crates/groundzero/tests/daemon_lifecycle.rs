@@ -423,6 +423,29 @@ fn a_million_entries_import_and_work() {
     .unwrap();
     peer.ip(&["addr", "add", "2001:2:0:2::1/48", "dev", "gzbig-p", "nodad"])
         .unwrap();
+    // Static neighbours: the peer's neighbour solicitations may leave from its blocked address.
+    target
+        .ip(&["link", "set", "gzbig-t", "address", "02:00:00:00:0b:01"])
+        .unwrap();
+    peer.ip(&["link", "set", "gzbig-p", "address", "02:00:00:00:0b:02"])
+        .unwrap();
+    let neigh = |ns: &Netns, dev: &str, addr: &str, mac: &str| {
+        ns.ip(&[
+            "neigh",
+            "add",
+            addr,
+            "lladdr",
+            mac,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ])
+        .unwrap()
+    };
+    neigh(&peer, "gzbig-p", "2001:2::1", "02:00:00:00:0b:01");
+    neigh(&target, "gzbig-t", "2001:2:0:1::abcd", "02:00:00:00:0b:02");
+    neigh(&target, "gzbig-t", "2001:2:0:2::1", "02:00:00:00:0b:02");
 
     // 1,000,000 addresses in 2001:2:0:1::/64, one of which the peer will send from.
     const N: u32 = 1_000_000;
