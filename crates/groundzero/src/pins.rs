@@ -48,7 +48,14 @@ pub fn ensure_bpffs() -> Result<(), Error> {
     .map_err(|e| Error::Pin {
         path: "/sys/fs/bpf".into(),
         message: format!("mounting bpffs: {e}"),
-    })
+    })?;
+    // `ip netns exec` gives its command a private mount namespace with a fresh /sys: a bpffs
+    // mounted there dies with the process, and so would every pin. Say so loudly.
+    log::warn!(
+        "mounted bpffs at /sys/fs/bpf. If this process runs in a private mount namespace (for \
+         example under `ip netns exec`), pins will not outlive it: use `nsenter --net=/run/netns/NAME`"
+    );
+    Ok(())
 }
 
 pub(crate) fn ensure_dir(dir: &Path) -> Result<(), Error> {
