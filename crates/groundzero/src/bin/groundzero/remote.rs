@@ -263,11 +263,19 @@ fn remove_body(r: &RemoveArgs) -> Value {
 fn added(v: &Value) -> String {
     let expires = v["expires"]
         .as_u64()
-        .map(|t| format!(", expiring at unix time {t}"))
+        .map(|t| {
+            let left = t.saturating_sub(groundzero::daemon::registry::now_unix());
+            format!(
+                ", expiring in {}",
+                humantime::format_duration(std::time::Duration::from_secs(left))
+            )
+        })
         .unwrap_or_default();
+    let n = v["entries"].as_u64().unwrap_or(0);
     format!(
-        "{} entr(ies) requested, {} new in the map{expires}",
-        v["entries"], v["added"]
+        "{n} {} applied, {} new in the map{expires}",
+        if n == 1 { "entry" } else { "entries" },
+        v["added"]
     )
 }
 
