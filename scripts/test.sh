@@ -12,4 +12,11 @@ cargo fmt --all --check
 echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== tests"
-cargo test --workspace --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+
+# The last thing printed is the total over every test binary: cargo's own last line belongs
+# to the doc tests, which have none, and would read as "ran no test".
+awk '/^test result:/ { passed += $4; failed += $6 }
+     END { printf "total: %d passed, %d failed\n", passed, failed }' "$log"
