@@ -20,6 +20,7 @@ PKGS=(
   xdp-tools                 # xdp-filter: the reference we benchmark against
   nftables iptables ipset   # benchmark peers
   prometheus                # a real Prometheus server and promtool for the metrics tests
+  fonts-dejavu-core         # DejaVu Sans: the text of the benchmark plots (docs/bench/*.png)
 )
 missing=()
 for p in "${PKGS[@]}"; do

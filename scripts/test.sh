@@ -15,6 +15,8 @@ echo "== tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
+echo "== benchmark smoke"
+cargo run -p groundzero-bench --release --locked -- --smoke --out "$(mktemp -d)"
 
 # The last thing printed is the total over every test binary: cargo's own last line belongs
 # to the doc tests, which have none, and would read as "ran no test".

@@ -1,0 +1,281 @@
+//! Part 1: cost per packet with `BPF_PROG_TEST_RUN`, groundzero against the floor (a program
+//! that only returns XDP_PASS) and against xdp-filter, on the same packets, side by side.
+
+use std::net::IpAddr;
+
+use anyhow::{ensure, Result};
+use groundzero::{craft, parse_entry, Action, Shield, ShieldOptions};
+
+use crate::{
+    progs::{Floor, XdpFilter},
+    stats::Summary,
+    Config,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn label(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    /// No list matches: the full verdict (allowlist, exact and prefix lookups) and a pass.
+    Pass,
+    ExactDrop,
+    CidrDrop,
+    Allowlisted,
+}
+
+impl Verdict {
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass (no match)",
+            Verdict::ExactDrop => "drop, exact address",
+            Verdict::CidrDrop => "drop, prefix",
+            Verdict::Allowlisted => "pass, allowlisted",
+        }
+    }
+
+    pub fn short(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::ExactDrop => "exact drop",
+            Verdict::CidrDrop => "CIDR drop",
+            Verdict::Allowlisted => "allowlisted",
+        }
+    }
+
+    pub fn action(self) -> Action {
+        match self {
+            Verdict::ExactDrop | Verdict::CidrDrop => Action::Drop,
+            Verdict::Pass | Verdict::Allowlisted => Action::Pass,
+        }
+    }
+}
+
+/// XDP return codes.
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+/// One case measured: ns per packet, each a summary over rounds.
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub family: Family,
+    pub verdict: Verdict,
+    pub floor: Summary,
+    pub groundzero: Summary,
+    /// groundzero minus the floor of the same round.
+    pub groundzero_above: Summary,
+    pub xdp_filter: Option<Summary>,
+    pub xdp_filter_above: Option<Summary>,
+    /// (groundzero − floor) / (xdp-filter − floor), per round.
+    pub ratio: Option<Summary>,
+    /// groundzero holding only what xdp-filter holds (the one exact address per family; empty
+    /// allowlist and prefix tries), above the floor.
+    pub same_lists_above: Option<Summary>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PerPacket {
+    pub repeat: u32,
+    pub rounds: usize,
+    pub rows: Vec<Row>,
+    pub frame_len_v4: usize,
+    pub frame_len_v6: usize,
+}
+
+/// The comparison state: one exact block, one blocked prefix and one allowlisted address inside
+/// it, per family. xdp-filter gets the same exact address (it has no prefixes or allowlist).
+pub struct Sources {
+    pub pass: IpAddr,
+    pub exact: IpAddr,
+    pub cidr_prefix: &'static str,
+    pub cidr_hit: IpAddr,
+    pub allowed: IpAddr,
+}
+
+pub fn sources(family: Family) -> Sources {
+    match family {
+        Family::V4 => Sources {
+            pass: "198.19.0.1".parse().unwrap(),
+            exact: "198.18.0.10".parse().unwrap(),
+            cidr_prefix: "198.18.128.0/24",
+            cidr_hit: "198.18.128.5".parse().unwrap(),
+            allowed: "198.18.128.7".parse().unwrap(),
+        },
+        Family::V6 => Sources {
+            pass: "2001:2:0:1::1".parse().unwrap(),
+            exact: "2001:2::10".parse().unwrap(),
+            cidr_prefix: "2001:2:0:8000::/64",
+            cidr_hit: "2001:2:0:8000::5".parse().unwrap(),
+            allowed: "2001:2:0:8000::7".parse().unwrap(),
+        },
+    }
+}
+
+/// A UDP frame from `src` with an 18-byte payload: 60 bytes for IPv4 (the Ethernet minimum
+/// without FCS), 80 for IPv6.
+pub fn frame(src: IpAddr) -> Vec<u8> {
+    match src {
+        IpAddr::V4(a) => craft::udp4(a, &[0u8; 18]),
+        IpAddr::V6(a) => craft::udp6(a, &[0u8; 18]),
+    }
+}
+
+/// The order in which round `round` measures `n` things: rotated each round and reversed every
+/// other round, so no case always runs first or right after the same neighbour.
+pub fn order(n: usize, round: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).map(|i| (i + round) % n).collect();
+    if round % 2 == 1 {
+        v.reverse();
+    }
+    v
+}
+
+pub fn run(config: &Config) -> Result<PerPacket> {
+    let floor = Floor::load()?;
+    let mut shield = Shield::load(ShieldOptions::default())?;
+    let mut same_lists = Shield::load(ShieldOptions::default())?;
+    let mut xdp_filter = XdpFilter::load(None)?;
+    let families = [Family::V4, Family::V6];
+    for family in families {
+        let s = sources(family);
+        shield.block(parse_entry(&s.exact.to_string())?)?;
+        same_lists.block(parse_entry(&s.exact.to_string())?)?;
+        shield.block(parse_entry(s.cidr_prefix)?)?;
+        shield.allow(parse_entry(&s.allowed.to_string())?)?;
+        xdp_filter.block(s.exact)?;
+    }
+
+    struct Case {
+        family: Family,
+        verdict: Verdict,
+        packet: Vec<u8>,
+        /// xdp-filter's expected return code, where the case means something to it.
+        xdp_filter: Option<u32>,
+    }
+    let mut cases = Vec::new();
+    for family in families {
+        let s = sources(family);
+        for (verdict, src, xf) in [
+            (Verdict::Pass, s.pass, Some(XDP_PASS)),
+            (Verdict::ExactDrop, s.exact, Some(XDP_DROP)),
+            (Verdict::CidrDrop, s.cidr_hit, None),
+            (Verdict::Allowlisted, s.allowed, None),
+        ] {
+            cases.push(Case {
+                family,
+                verdict,
+                packet: frame(src),
+                xdp_filter: xf,
+            });
+        }
+    }
+
+    // Every program gives the expected verdict on every packet (and the caches are warm).
+    for case in &cases {
+        let (action, _) = shield.test_run_repeat(&case.packet, 1000)?;
+        ensure!(
+            action == case.verdict.action(),
+            "groundzero gave {action:?} for {:?} {:?}",
+            case.family,
+            case.verdict
+        );
+        ensure!(floor.test_run(&case.packet, 1000)?.0 == XDP_PASS);
+        if case.xdp_filter.is_some() {
+            let (action, _) = same_lists.test_run_repeat(&case.packet, 1000)?;
+            ensure!(
+                action == case.verdict.action(),
+                "groundzero (same lists) gave {action:?}"
+            );
+        }
+        if let Some(expected) = case.xdp_filter {
+            let (rc, _) = xdp_filter.test_run(&case.packet, 1000)?;
+            ensure!(
+                rc == expected,
+                "xdp-filter returned {rc} for {:?} {:?}, expected {expected}",
+                case.family,
+                case.verdict
+            );
+        }
+    }
+
+    // Measurements: (case, program) pairs; program 0 floor, 1 groundzero, 2 xdp-filter,
+    // 3 groundzero with xdp-filter's lists.
+    let mut jobs = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        jobs.push((i, 0));
+        jobs.push((i, 1));
+        if case.xdp_filter.is_some() {
+            jobs.push((i, 2));
+            jobs.push((i, 3));
+        }
+    }
+    let mut ns = vec![[Vec::new(), Vec::new(), Vec::new(), Vec::new()]; cases.len()];
+    for round in 0..config.rounds {
+        for j in order(jobs.len(), round) {
+            let (i, program) = jobs[j];
+            let packet = &cases[i].packet;
+            let d = match program {
+                0 => floor.test_run(packet, config.repeat)?.1,
+                1 => shield.test_run_repeat(packet, config.repeat)?.1,
+                2 => xdp_filter.test_run(packet, config.repeat)?.1,
+                _ => same_lists.test_run_repeat(packet, config.repeat)?.1,
+            };
+            ns[i][program].push(d.as_nanos() as f64);
+        }
+        crate::progress(&format!("per-packet round {}/{}", round + 1, config.rounds));
+    }
+
+    let rows = cases
+        .iter()
+        .zip(&ns)
+        .map(|(case, [f, g, x, same])| {
+            let above = |v: &[f64]| -> Vec<f64> { v.iter().zip(f).map(|(a, b)| a - b).collect() };
+            let (xf, xf_above, ratio, same_above) = if x.is_empty() {
+                (None, None, None, None)
+            } else {
+                let ratios: Vec<f64> = g
+                    .iter()
+                    .zip(x)
+                    .zip(f)
+                    .map(|((g, x), f)| (g - f) / (x - f).max(0.5))
+                    .collect();
+                (
+                    Some(Summary::of(x)),
+                    Some(Summary::of(&above(x))),
+                    Some(Summary::of(&ratios)),
+                    Some(Summary::of(&above(same))),
+                )
+            };
+            Row {
+                family: case.family,
+                verdict: case.verdict,
+                floor: Summary::of(f),
+                groundzero: Summary::of(g),
+                groundzero_above: Summary::of(&above(g)),
+                xdp_filter: xf,
+                xdp_filter_above: xf_above,
+                ratio,
+                same_lists_above: same_above,
+            }
+        })
+        .collect();
+    Ok(PerPacket {
+        repeat: config.repeat,
+        rounds: config.rounds,
+        rows,
+        frame_len_v4: cases[0].packet.len(),
+        frame_len_v6: cases[4].packet.len(),
+    })
+}
