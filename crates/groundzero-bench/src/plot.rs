@@ -189,7 +189,7 @@ pub fn lines(path: &Path, title: &str, x_desc: &str, y_desc: &str, panels: &[Pan
                 .flat_map(|l| l.points.iter().map(|(_, s)| s.max))
         })
         .fold(0.0f64, f64::max)
-        * 1.1;
+        * 1.6; // headroom for the legend, above the lines
     let y_min = panels
         .iter()
         .flat_map(|p| {
@@ -243,7 +243,7 @@ pub fn lines(path: &Path, title: &str, x_desc: &str, y_desc: &str, panels: &[Pan
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
+            .position(SeriesLabelPosition::UpperLeft)
             .background_style(WHITE.mix(0.9))
             .border_style(BLACK)
             .label_font(("sans-serif", 13))

@@ -86,6 +86,12 @@ fn machine_section(md: &mut String, m: &Machine) -> Result<()> {
     writeln!(md, "| kernel | {} |", m.kernel)?;
     writeln!(md, "| date | {} |", m.date)?;
     writeln!(md, "| groundzero commit | {} |", m.commit)?;
+    writeln!(
+        md,
+        "| load average (1, 5, 15 min) | {} at the start, {} at the end (this run keeps about one CPU busy) |",
+        m.load_at_start,
+        crate::sys::load_average()
+    )?;
     for (tool, version) in &m.tools {
         writeln!(md, "| {tool} | {version} (Debian) |")?;
     }

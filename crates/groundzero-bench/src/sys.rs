@@ -15,6 +15,16 @@ pub struct Machine {
     pub commit: String,
     pub virtualization: String,
     pub tools: Vec<(String, String)>,
+    /// /proc/loadavg's 1-, 5- and 15-minute averages when the run started: other work on the
+    /// machine shows here.
+    pub load_at_start: String,
+}
+
+/// The 1-, 5- and 15-minute load averages.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 impl Machine {
@@ -74,6 +84,7 @@ impl Machine {
             commit,
             virtualization,
             tools,
+            load_at_start: load_average(),
         }
     }
 }
