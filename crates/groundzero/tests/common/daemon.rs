@@ -42,31 +42,13 @@ fn fresh_dirs() -> (PathBuf, PathBuf) {
 impl TestDaemon {
     /// Starts a daemon whose config is the generated paths plus `extra` TOML.
     pub fn start(extra: &str) -> Self {
-        super::require_root();
-        pins::ensure_bpffs().unwrap();
-        let id = format!(
-            "gz-d{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        );
-        let dir = std::env::temp_dir().join(&id);
-        std::fs::create_dir_all(&dir).unwrap();
-        let pin_dir = PathBuf::from("/sys/fs/bpf").join(&id);
+        let (dir, pin_dir) = fresh_dirs();
         Self::launch(dir, pin_dir, extra, None)
     }
 
     /// Starts a daemon whose threads live in `ns` (so it attaches to that namespace's links).
     pub fn start_in(ns: &groundzero::netns::Netns, extra: &str) -> Self {
-        super::require_root();
-        pins::ensure_bpffs().unwrap();
-        let id = format!(
-            "gz-d{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        );
-        let dir = std::env::temp_dir().join(&id);
-        std::fs::create_dir_all(&dir).unwrap();
-        let pin_dir = PathBuf::from("/sys/fs/bpf").join(&id);
+        let (dir, pin_dir) = fresh_dirs();
         Self::launch(
             dir,
             pin_dir,
