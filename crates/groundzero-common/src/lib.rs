@@ -5,11 +5,15 @@
 //! - [`reason`]: why a packet got its verdict, which doubles as the counter index;
 //! - [`parse`]: the packet parser, generic over how bytes are read, so the kernel and the
 //!   host model run the same parsing code;
-//! - [`verdict`]: the decision rules as a pure function over parsed fields and list lookups.
+//! - [`verdict`]: the decision rules as a pure function over parsed fields and list lookups;
+//! - [`ratelimit`]: the per-source token bucket behind rate-based auto-bans;
+//! - [`journey`]: what the tracing programs report about sampled packets.
 #![no_std]
 
+pub mod journey;
 pub mod maps;
 pub mod parse;
+pub mod ratelimit;
 pub mod reason;
 pub mod verdict;
 

@@ -91,7 +91,15 @@ pub struct EntryStats {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
     pub flags: u32,
-    pub _reserved: u32,
+    /// Journey tracing: sample one packet in this many (of those the filter admits); 0 = off,
+    /// and then the verdict path does no tracing work at all.
+    pub sample_every: u32,
+    /// Journey tracing: which packets may be sampled.
+    pub sample_filter: crate::journey::FlowFilter,
+    /// Rate-based auto-ban: packets per second allowed per source; 0 = off.
+    pub rate_pps: u32,
+    /// Rate-based auto-ban: bucket size (packets a source may send at once).
+    pub rate_burst: u32,
 }
 
 impl Config {
@@ -111,4 +119,10 @@ mod pod {
     unsafe impl aya::Pod for super::EntryStats {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::InterfaceCounters {}
+    // SAFETY: as above; explicit padding fields, no implicit padding.
+    unsafe impl aya::Pod for crate::journey::JourneyEvent {}
+    unsafe impl aya::Pod for crate::journey::JourneyOffsets {}
+    unsafe impl aya::Pod for crate::journey::FlowFilter {}
+    unsafe impl aya::Pod for crate::ratelimit::Bucket {}
+    unsafe impl aya::Pod for crate::ratelimit::RateEvent {}
 }

@@ -46,11 +46,13 @@ pub enum Parsed {
     V4 {
         src: [u8; 4],
         protocol: u8,
+        l3_offset: usize,
         l4_offset: usize,
     },
     V6 {
         src: [u8; 16],
         next_header: u8,
+        l3_offset: usize,
         l4_offset: usize,
     },
 }
@@ -146,6 +148,7 @@ fn parse_ipv4<P: PacketBytes + ?Sized>(pkt: &P, l3: usize) -> Parsed {
     Parsed::V4 {
         src,
         protocol: proto[0],
+        l3_offset: l3,
         l4_offset: l3 + header_len,
     }
 }
@@ -170,6 +173,7 @@ fn parse_ipv6<P: PacketBytes + ?Sized>(pkt: &P, l3: usize) -> Parsed {
     Parsed::V6 {
         src,
         next_header: first[6],
+        l3_offset: l3,
         l4_offset: l3 + IPV6_HLEN,
     }
 }

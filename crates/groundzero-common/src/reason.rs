@@ -28,11 +28,15 @@ pub enum Reason {
     MonitorExact = 6,
     /// Monitor mode: would have been dropped by a prefix, passed instead.
     MonitorCidr = 7,
+    /// Source sent more than its rate limit allows (token bucket; see `ratelimit`).
+    RateLimited = 8,
+    /// Monitor mode: over the rate limit, passed instead.
+    MonitorRate = 9,
 }
 
 impl Reason {
     /// All reasons, in counter-index order.
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 10] = [
         Reason::NoMatch,
         Reason::Allowlisted,
         Reason::NonIp,
@@ -41,13 +45,15 @@ impl Reason {
         Reason::BlockedCidr,
         Reason::MonitorExact,
         Reason::MonitorCidr,
+        Reason::RateLimited,
+        Reason::MonitorRate,
     ];
 
     /// What the XDP program returns for a packet counted under this reason.
     #[inline(always)]
     pub const fn action(self) -> Action {
         match self {
-            Reason::BlockedExact | Reason::BlockedCidr => Action::Drop,
+            Reason::BlockedExact | Reason::BlockedCidr | Reason::RateLimited => Action::Drop,
             _ => Action::Pass,
         }
     }
@@ -63,12 +69,17 @@ impl Reason {
             Reason::BlockedCidr => "blocked_cidr",
             Reason::MonitorExact => "monitor_exact",
             Reason::MonitorCidr => "monitor_cidr",
+            Reason::RateLimited => "rate_limited",
+            Reason::MonitorRate => "monitor_rate",
         }
     }
 
     /// True for the monitor-mode reasons: passed, but a block entry matched.
     pub const fn would_drop(self) -> bool {
-        matches!(self, Reason::MonitorExact | Reason::MonitorCidr)
+        matches!(
+            self,
+            Reason::MonitorExact | Reason::MonitorCidr | Reason::MonitorRate
+        )
     }
 
     pub const fn from_index(i: u32) -> Option<Reason> {

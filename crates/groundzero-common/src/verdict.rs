@@ -1,7 +1,7 @@
 //! The decision rules, once, as a pure function.
 //!
 //! Order: allowlist (prefix) → PASS; blocklist exact address → DROP; blocklist prefix → DROP;
-//! otherwise PASS. In monitor mode a block match is reported as `Monitor*` and passes.
+//! over the per-source rate limit → DROP; otherwise PASS. In monitor mode a block match is reported as `Monitor*` and passes.
 //! Non-IP passes, malformed passes (the kernel's own checks drop what is really broken).
 //!
 //! The kernel implements [`Lists`] with map lookups; the host model with plain collections.
@@ -9,12 +9,16 @@
 use crate::parse::Parsed;
 use crate::reason::Reason;
 
-/// The three lookups the verdict needs for one address family. `A` is `[u8; 4]` or `[u8; 16]`
+/// The lookups the verdict needs for one address family. `A` is `[u8; 4]` or `[u8; 16]`
 /// in network byte order.
 pub trait Lists<A> {
     fn allowed(&self, src: &A) -> bool;
     fn blocked_exact(&self, src: &A) -> bool;
     fn blocked_cidr(&self, src: &A) -> bool;
+    /// Takes a token from the source's bucket; true when the source is over its limit. Only
+    /// asked for sources that no list decided, so allowlisted and blocked sources never spend
+    /// tokens. Implementations without rate limiting return false.
+    fn over_rate(&self, src: &A) -> bool;
 }
 
 /// The verdict for a parsed packet.
@@ -47,6 +51,12 @@ pub fn decide_addr<A, L: Lists<A>>(src: &A, lists: &L, monitor: bool) -> Reason 
             Reason::MonitorCidr
         } else {
             Reason::BlockedCidr
+        }
+    } else if lists.over_rate(src) {
+        if monitor {
+            Reason::MonitorRate
+        } else {
+            Reason::RateLimited
         }
     } else {
         Reason::NoMatch

@@ -9,40 +9,22 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
-use core::intrinsics::{atomic_xadd, AtomicOrdering};
+mod journey;
+mod lists;
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_coarse_ns,
     macros::{map, xdp},
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
+    maps::{Array, PerCpuArray},
     programs::XdpContext,
 };
 use groundzero_common::{
     decide,
-    maps::{
-        interface_slot, Config, Counter, EntryStats, InterfaceCounters, COUNTER_SLOTS,
-        DEFAULT_ALLOW_ENTRIES, DEFAULT_CIDR_ENTRIES, DEFAULT_EXACT_ENTRIES, INTERFACE_SLOTS,
-    },
-    parse, Lists, PacketBytes,
+    maps::{interface_slot, Config, Counter, InterfaceCounters, COUNTER_SLOTS, INTERFACE_SLOTS},
+    parse, PacketBytes,
 };
 
-// Map names must match groundzero_common::maps::*; sizes are defaults user space may override.
-#[map(name = "allow_v4")]
-static ALLOW_V4: LpmTrie<[u8; 4], EntryStats> = LpmTrie::with_max_entries(DEFAULT_ALLOW_ENTRIES, 0);
-#[map(name = "allow_v6")]
-static ALLOW_V6: LpmTrie<[u8; 16], EntryStats> =
-    LpmTrie::with_max_entries(DEFAULT_ALLOW_ENTRIES, 0);
-#[map(name = "block_v4")]
-static BLOCK_V4: HashMap<[u8; 4], EntryStats> = HashMap::with_max_entries(DEFAULT_EXACT_ENTRIES, 0);
-#[map(name = "block_v6")]
-static BLOCK_V6: HashMap<[u8; 16], EntryStats> =
-    HashMap::with_max_entries(DEFAULT_EXACT_ENTRIES, 0);
-#[map(name = "block_net_v4")]
-static BLOCK_NET_V4: LpmTrie<[u8; 4], EntryStats> =
-    LpmTrie::with_max_entries(DEFAULT_CIDR_ENTRIES, 0);
-#[map(name = "block_net_v6")]
-static BLOCK_NET_V6: LpmTrie<[u8; 16], EntryStats> =
-    LpmTrie::with_max_entries(DEFAULT_CIDR_ENTRIES, 0);
+use lists::KernelLists;
+
 #[map(name = "counters")]
 static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 #[map(name = "iface_counters")]
@@ -53,7 +35,7 @@ static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
 /// Bounds-checked packet reads. The `start + offset + N > end` comparison on packet pointers is
 /// the shape the verifier understands.
-struct XdpBytes {
+pub struct XdpBytes {
     start: usize,
     end: usize,
 }
@@ -70,85 +52,44 @@ impl PacketBytes for XdpBytes {
     }
 }
 
-/// Counts a hit on a list entry. Shared by all CPUs, hence atomic.
-#[inline(always)]
-fn hit(stats: *const EntryStats) {
-    // SAFETY: `stats` points at a live map value (just returned by a lookup); map values are
-    // 8-byte aligned; the kernel keeps the element alive for the rest of this program run (RCU).
-    unsafe {
-        let stats = stats as *mut EntryStats;
-        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
-            core::ptr::addr_of_mut!((*stats).hits),
-            1,
-        );
-        (*stats).last_hit_ns = bpf_ktime_get_coarse_ns();
-    }
-}
-
-struct KernelLists;
-
-macro_rules! kernel_lists {
-    ($addr:ty, $bits:expr, $allow:ident, $exact:ident, $cidr:ident) => {
-        impl Lists<$addr> for KernelLists {
-            #[inline(always)]
-            fn allowed(&self, src: &$addr) -> bool {
-                match $allow.get(Key::new($bits, *src)) {
-                    Some(stats) => {
-                        hit(stats);
-                        true
-                    }
-                    None => false,
-                }
-            }
-            #[inline(always)]
-            fn blocked_exact(&self, src: &$addr) -> bool {
-                match $exact.get_ptr(src) {
-                    Some(stats) => {
-                        hit(stats);
-                        true
-                    }
-                    None => false,
-                }
-            }
-            #[inline(always)]
-            fn blocked_cidr(&self, src: &$addr) -> bool {
-                match $cidr.get(Key::new($bits, *src)) {
-                    Some(stats) => {
-                        hit(stats);
-                        true
-                    }
-                    None => false,
-                }
-            }
-        }
-    };
-}
-kernel_lists!([u8; 4], 32, ALLOW_V4, BLOCK_V4, BLOCK_NET_V4);
-kernel_lists!([u8; 16], 128, ALLOW_V6, BLOCK_V6, BLOCK_NET_V6);
-
 #[xdp]
 pub fn groundzero_xdp(ctx: XdpContext) -> u32 {
     let pkt = XdpBytes {
         start: ctx.data(),
         end: ctx.data_end(),
     };
-    let monitor = match CONFIG.get(0) {
-        Some(config) => config.monitor(),
-        None => false,
+    let Some(config) = CONFIG.get(0) else {
+        return groundzero_common::Action::Pass as u32; // index 0 of an array always exists
     };
-    let reason = decide(&parse(&pkt), &KernelLists, monitor);
+    let parsed = parse(&pkt);
+    // One branch when tracing is off: no clock read, no map access.
+    let sampled = if config.sample_every != 0 {
+        journey::sample(&pkt, &parsed, config)
+    } else {
+        None
+    };
+    let ifindex = ctx.ingress_ifindex() as u32;
+    let lists = KernelLists {
+        rate_pps: config.rate_pps,
+        rate_burst: config.rate_burst,
+        ifindex,
+    };
+    let reason = decide(&parsed, &lists, config.monitor());
     let bytes = (pkt.end - pkt.start) as u64;
     // Totals and per-interface: two per-CPU slots, no atomics (only this CPU writes them).
     if let Some(counter) = COUNTERS.get_ptr_mut(reason as u32) {
         // SAFETY: a live per-CPU map value; only this CPU writes it while this program runs.
         unsafe { count(counter, bytes) };
     }
-    let slot = interface_slot(ctx.ingress_ifindex() as u32);
+    let slot = interface_slot(ifindex);
     if let Some(iface) = IFACE_COUNTERS.get_ptr_mut(slot) {
         // The mask proves the index in bounds to the verifier; reasons are < COUNTER_SLOTS.
         let index = (reason as usize) & (COUNTER_SLOTS as usize - 1);
         // SAFETY: as above.
         unsafe { count(core::ptr::addr_of_mut!((*iface).by_reason[index]), bytes) };
+    }
+    if let Some(ev) = sampled {
+        journey::finish(&ctx, ev, reason);
     }
     reason.action() as u32
 }

@@ -38,6 +38,9 @@ pub enum Error {
     #[error("preparing the XDP program failed")]
     Program(#[source] aya::programs::ProgramError),
 
+    #[error("journey tracing: {0}")]
+    Journey(String),
+
     #[error("interface `{interface}` does not exist here (list them with `ip link`)")]
     NoSuchInterface { interface: String },
 

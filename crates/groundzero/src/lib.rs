@@ -17,11 +17,13 @@ pub mod craft;
 pub mod daemon;
 pub mod entry;
 pub mod error;
+pub mod journey;
 pub mod metrics;
 pub mod model;
 pub mod netns;
 pub mod pins;
 mod program;
+pub mod ratelimit;
 pub mod shield;
 
 pub use counters::Counters;

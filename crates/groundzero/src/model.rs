@@ -4,18 +4,27 @@
 //! Used to explain verdicts, and by the differential test, which runs packets through the kernel
 //! program and through this model and requires identical answers.
 
-use std::collections::HashSet;
+use std::{
+    cell::RefCell,
+    collections::{HashMap, HashSet},
+};
 
-use groundzero_common::{decide, parse, Lists, Reason};
+use groundzero_common::{decide, parse, ratelimit::Bucket, Lists, Reason};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 /// The three lists, as the kernel program sees them. Host entries (/32, /128) in the blocklist
 /// go to the exact set, like [`crate::Shield::block`] puts them in the hash map.
+///
+/// The optional rate limit runs the kernel's token-bucket code with the clock stopped: every
+/// source gets exactly its burst, which is what a fast burst of packets sees in the kernel.
 #[derive(Clone, Debug, Default)]
 pub struct ModelLists {
     allow: Vec<IpNet>,
     block_exact: HashSet<IpNet>,
     block_cidr: Vec<IpNet>,
+    rate: Option<(u32, u32)>,
+    rate_exempt: Vec<IpNet>,
+    buckets: RefCell<HashMap<IpNet, Bucket>>,
 }
 
 impl ModelLists {
@@ -33,6 +42,30 @@ impl ModelLists {
         } else {
             self.block_cidr.push(net);
         }
+    }
+
+    /// Turns on the per-source rate limit (packets per second, burst).
+    pub fn rate_limit(&mut self, rate_pps: u32, burst: u32) {
+        self.rate = Some((rate_pps, burst));
+    }
+
+    /// Never rate-limit sources in `net`.
+    pub fn rate_exempt(&mut self, net: IpNet) {
+        self.rate_exempt.push(net);
+    }
+
+    fn over_rate_host(&self, host: IpNet) -> bool {
+        let Some((rate, burst)) = self.rate else {
+            return false;
+        };
+        if covered(&self.rate_exempt, &host) {
+            return false;
+        }
+        let mut buckets = self.buckets.borrow_mut();
+        let bucket = buckets
+            .entry(host)
+            .or_insert_with(|| Bucket::full(burst, 0));
+        !bucket.take(0, rate, burst)
     }
 
     /// The verdict the XDP program gives `packet` (a whole Ethernet frame).
@@ -63,6 +96,9 @@ impl Lists<[u8; 4]> for ModelLists {
     fn blocked_cidr(&self, src: &[u8; 4]) -> bool {
         covered(&self.block_cidr, &v4(src))
     }
+    fn over_rate(&self, src: &[u8; 4]) -> bool {
+        self.over_rate_host(v4(src))
+    }
 }
 
 impl Lists<[u8; 16]> for ModelLists {
@@ -74,5 +110,8 @@ impl Lists<[u8; 16]> for ModelLists {
     }
     fn blocked_cidr(&self, src: &[u8; 16]) -> bool {
         covered(&self.block_cidr, &v6(src))
+    }
+    fn over_rate(&self, src: &[u8; 16]) -> bool {
+        self.over_rate_host(v6(src))
     }
 }

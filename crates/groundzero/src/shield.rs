@@ -112,6 +112,8 @@ pub struct Shield {
     /// Holds BPF_ENABLE_STATS(RUN_TIME) open while wanted; the kernel counts run time and run
     /// count of every BPF program while any such fd exists.
     stats_fd: Option<std::os::fd::OwnedFd>,
+    /// Journey observer programs (attached only while tracing is on).
+    observers: crate::journey::tracer::Observers,
 }
 
 /// The kernel's own accounting of the XDP program (needs [`Shield::enable_run_stats`]).
@@ -177,6 +179,7 @@ impl Shield {
             attachments: Vec::new(),
             failed_inserts: 0,
             stats_fd: None,
+            observers: Default::default(),
         })
     }
 
@@ -460,6 +463,28 @@ impl Shield {
 
     /// Monitor (dry-run) mode: every packet passes; block matches count as `monitor_*`.
     pub fn set_monitor(&mut self, on: bool) -> Result<(), Error> {
+        self.update_config(|config| {
+            config.flags = if on {
+                config.flags | Config::MONITOR
+            } else {
+                config.flags & !Config::MONITOR
+            };
+        })
+    }
+
+    /// The runtime switches the XDP program reads on every packet.
+    pub fn config(&self) -> Result<Config, Error> {
+        let err = |source| Error::MapRead {
+            map: names::CONFIG,
+            source,
+        };
+        let map: Array<&MapData, Config> =
+            Array::try_from(self.map(names::CONFIG)?).map_err(err)?;
+        map.get(&0, 0).map_err(err)
+    }
+
+    /// Read-modify-write of the config map (one writer: this process).
+    pub(crate) fn update_config(&mut self, f: impl FnOnce(&mut Config)) -> Result<(), Error> {
         let err = |source| Error::MapRead {
             map: names::CONFIG,
             source,
@@ -467,12 +492,39 @@ impl Shield {
         let mut map: Array<&mut MapData, Config> =
             Array::try_from(self.map_mut(names::CONFIG)?).map_err(err)?;
         let mut config = map.get(&0, 0).map_err(err)?;
-        config.flags = if on {
-            config.flags | Config::MONITOR
-        } else {
-            config.flags & !Config::MONITOR
-        };
+        f(&mut config);
         map.set(0, config, 0).map_err(err)
+    }
+
+    pub(crate) fn observers(&self) -> &crate::journey::tracer::Observers {
+        &self.observers
+    }
+
+    pub(crate) fn observers_mut(&mut self) -> &mut crate::journey::tracer::Observers {
+        &mut self.observers
+    }
+
+    /// A program of the embedded object, as its concrete type.
+    pub(crate) fn program_mut<T>(&mut self, name: &'static str) -> Result<&mut T, Error>
+    where
+        for<'a> &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+    {
+        self.bpf
+            .program_mut(name)
+            .unwrap_or_else(|| panic!("the embedded object has program {name}"))
+            .try_into()
+            .map_err(Error::Program)
+    }
+
+    /// Takes a map out of the object (for ring buffers a reader owns).
+    pub(crate) fn take_map(&mut self, name: &'static str) -> Result<aya::maps::Map, Error> {
+        self.bpf
+            .take_map(name)
+            .ok_or_else(|| Error::Journey(format!("the `{name}` map was already taken")))
+    }
+
+    pub(crate) fn map_mut_pub(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, Error> {
+        self.map_mut(name)
     }
 
     pub fn monitor(&self) -> Result<bool, Error> {

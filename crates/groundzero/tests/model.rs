@@ -24,6 +24,7 @@ fn parses_ipv4_and_ipv6_sources_and_transport_offsets() {
         Parsed::V4 {
             src: [198, 18, 0, 7],
             protocol: 17,
+            l3_offset: 14,
             l4_offset: 34
         }
     );
@@ -33,6 +34,7 @@ fn parses_ipv4_and_ipv6_sources_and_transport_offsets() {
         Parsed::V6 {
             src: v6("2001:2::7").octets(),
             next_header: 17,
+            l3_offset: 14,
             l4_offset: 54
         }
     );
@@ -42,9 +44,23 @@ fn parses_ipv4_and_ipv6_sources_and_transport_offsets() {
 fn looks_through_one_and_two_vlan_tags_but_not_three() {
     let base = craft::udp4(v4("198.18.0.7"), b"hi");
     let one = craft::with_vlans(&base, &[(TPID_8021Q, 10)]);
-    assert!(matches!(parse(&one[..]), Parsed::V4 { l4_offset: 38, .. }));
+    assert!(matches!(
+        parse(&one[..]),
+        Parsed::V4 {
+            l3_offset: 18,
+            l4_offset: 38,
+            ..
+        }
+    ));
     let two = craft::with_vlans(&base, &[(TPID_8021AD, 10), (TPID_8021Q, 20)]);
-    assert!(matches!(parse(&two[..]), Parsed::V4 { l4_offset: 42, .. }));
+    assert!(matches!(
+        parse(&two[..]),
+        Parsed::V4 {
+            l3_offset: 22,
+            l4_offset: 42,
+            ..
+        }
+    ));
     let three = craft::with_vlans(&base, &[(TPID_8021AD, 1), (TPID_8021Q, 2), (TPID_8021Q, 3)]);
     assert_eq!(
         parse(&three[..]),
@@ -62,6 +78,7 @@ fn ipv4_options_move_the_transport_header_not_the_source() {
         Parsed::V4 {
             src: [198, 18, 0, 9],
             protocol: 17,
+            l3_offset: 14,
             l4_offset: 42
         }
     );

@@ -1,0 +1,335 @@
+//! Journey tracing, kernel side: the XDP program's sampling, and the observer programs that
+//! follow a sampled packet through the stack. Observers never change a packet; user space
+//! attaches them only while tracing is on, so with tracing off the stack runs untouched.
+
+use aya_ebpf::{
+    bindings::xdp_md,
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::{btf_tracepoint, fentry, map},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    programs::{BtfTracePointContext, FEntryContext, XdpContext},
+    EbpfContext,
+};
+use groundzero_common::{
+    journey::{
+        JourneyEvent, JourneyMeta, JourneyOffsets, Stage, JOURNEY_MAGIC, JOURNEY_RING_BYTES,
+    },
+    maps::Config,
+    Action, PacketBytes, Parsed, Reason,
+};
+
+use crate::XdpBytes;
+
+// Names as in groundzero_common::journey.
+#[map(name = "journey_events")]
+static JOURNEY_EVENTS: RingBuf = RingBuf::with_byte_size(JOURNEY_RING_BYTES, 0);
+/// UDP sockets with a sampled datagram queued → reads counted since we started watching.
+#[map(name = "journey_udp_reads")]
+static JOURNEY_UDP_READS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
+/// (socket, the read count at which a sampled datagram is read) → sample id. UDP sockets are
+/// FIFO, so the datagram is read by exactly that recvmsg.
+#[map(name = "journey_udp_pending")]
+static JOURNEY_UDP_PENDING: LruHashMap<[u64; 2], u32> = LruHashMap::with_max_entries(8192, 0);
+#[map(name = "journey_offsets")]
+static JOURNEY_OFFSETS: Array<JourneyOffsets> = Array::with_max_entries(1, 0);
+/// Per CPU: [packets seen by the filter since the last sample, samples taken].
+#[map(name = "journey_ticks")]
+static JOURNEY_TICKS: PerCpuArray<[u32; 2]> = PerCpuArray::with_max_entries(1, 0);
+
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+
+/// Decides whether to follow this packet. Called only when sampling is on; returns the start of
+/// its XDP event (flow filled in, clock read) when it is sampled.
+#[inline(always)]
+pub fn sample(pkt: &XdpBytes, parsed: &Parsed, config: &Config) -> Option<JourneyEvent> {
+    let mut ev = JourneyEvent::default();
+    let l4 = match *parsed {
+        Parsed::V4 {
+            src,
+            protocol,
+            l3_offset,
+            l4_offset,
+        } => {
+            let dst = pkt.load::<4>(l3_offset + 16)?;
+            ev.family = 4;
+            ev.protocol = protocol;
+            ev.src[..4].copy_from_slice(&src);
+            ev.dst[..4].copy_from_slice(&dst);
+            l4_offset
+        }
+        Parsed::V6 {
+            src,
+            next_header,
+            l3_offset,
+            l4_offset,
+        } => {
+            let dst = pkt.load::<16>(l3_offset + 24)?;
+            ev.family = 6;
+            ev.protocol = next_header;
+            ev.src = src;
+            ev.dst = dst;
+            l4_offset
+        }
+        // Non-IP and malformed packets have no flow to follow.
+        _ => return None,
+    };
+    if ev.protocol == IPPROTO_TCP || ev.protocol == IPPROTO_UDP {
+        if let Some(ports) = pkt.load::<4>(l4) {
+            ev.src_port = u16::from_be_bytes([ports[0], ports[1]]);
+            ev.dst_port = u16::from_be_bytes([ports[2], ports[3]]);
+        }
+    }
+    let src_len = if ev.family == 4 { 4 } else { 16 };
+    if !config
+        .sample_filter
+        .matches(ev.protocol, &ev.src[..src_len], ev.src_port, ev.dst_port)
+    {
+        return None;
+    }
+    let ticks = JOURNEY_TICKS.get_ptr_mut(0)?;
+    // SAFETY: a live per-CPU value; only this CPU touches it while this program runs.
+    let ticks = unsafe { &mut *ticks };
+    ticks[0] += 1;
+    if ticks[0] < config.sample_every {
+        return None;
+    }
+    ticks[0] = 0;
+    ticks[1] = ticks[1].wrapping_add(1);
+    // Unique without a shared counter: the CPU in the top byte, a per-CPU sequence below.
+    // SAFETY: a helper without preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    ev.id = (cpu << 24) | (ticks[1] & 0x00ff_ffff);
+    ev.stage = Stage::Xdp as u8;
+    // SAFETY: as above.
+    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    Some(ev)
+}
+
+/// Reports the verdict of a sampled packet and, when it passes, tags it with its id.
+#[inline(always)]
+pub fn finish(ctx: &XdpContext, mut ev: JourneyEvent, reason: Reason) {
+    ev.reason = reason as u8;
+    ev.extra = ctx.ingress_ifindex() as u32;
+    // SAFETY: a helper without preconditions.
+    ev.aux = unsafe { bpf_ktime_get_ns() };
+    // A full ring loses this journey; user space counts ids it never saw start as unmatched.
+    let _ = JOURNEY_EVENTS.output::<JourneyEvent>(&ev, 0);
+    if reason.action() == Action::Pass {
+        tag(ctx, ev.id);
+    }
+}
+
+/// Puts [`JourneyMeta`] in the XDP metadata area, which the kernel carries into the skb.
+#[inline(always)]
+fn tag(ctx: &XdpContext, id: u32) {
+    let md = ctx.as_ptr() as *mut xdp_md;
+    let len = core::mem::size_of::<JourneyMeta>() as i32;
+    // SAFETY: `md` is this program's context; the helper checks the room itself.
+    if unsafe { aya_ebpf::helpers::generated::bpf_xdp_adjust_meta(md, -len) } != 0 {
+        return; // no headroom or no metadata support: the journey ends at XDP, unmatched
+    }
+    // Packet pointers must be re-read after adjusting the metadata.
+    let meta = ctx.metadata();
+    if meta + core::mem::size_of::<JourneyMeta>() > ctx.data() {
+        return;
+    }
+    // SAFETY: the check above proves [meta, meta + 8) lies inside the metadata area.
+    unsafe {
+        core::ptr::write_unaligned(
+            meta as *mut JourneyMeta,
+            JourneyMeta {
+                magic: JOURNEY_MAGIC,
+                id,
+            },
+        )
+    };
+}
+
+#[inline(always)]
+fn read<T>(addr: u64) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel checks the address; a fault returns an error, not a crash.
+    unsafe { bpf_probe_read_kernel(addr as *const T).ok() }
+}
+
+/// The sample id an skb carries, if the XDP program tagged it.
+///
+/// Stateless on purpose: every observer reads the tag from the skb itself, so there is no table
+/// of skb addresses to go stale when an skb is freed on a path without a tracepoint and its
+/// memory is reused. The kernel zeroes `meta_len` whenever it allocates an skb, and only a
+/// packet that passed through our XDP tagging has exactly our length and magic in front of its
+/// MAC header.
+#[inline(always)]
+fn sample_id(skb: u64) -> Option<u32> {
+    let off = JOURNEY_OFFSETS.get(0)?;
+    let head: u64 = read(skb + off.skb_head as u64)?;
+    let end: u32 = read(skb + off.skb_end as u64)?;
+    let meta_len: u8 = read(head + end as u64 + off.shinfo_meta_len as u64)?;
+    let ours = core::mem::size_of::<JourneyMeta>();
+    if meta_len as usize != ours {
+        return None;
+    }
+    let mac: u16 = read(skb + off.skb_mac_header as u64)?;
+    // 0xffff means "no MAC header set".
+    if (mac as usize) < ours || mac == 0xffff {
+        return None;
+    }
+    let meta: JourneyMeta = read(head + mac as u64 - ours as u64)?;
+    if meta.magic != JOURNEY_MAGIC {
+        return None;
+    }
+    Some(meta.id)
+}
+
+/// Reports `stage` for `skb` if it is a sampled packet.
+#[inline(always)]
+fn seen(skb: u64, stage: Stage, extra: u32, aux: u64) {
+    if let Some(id) = sample_id(skb) {
+        emit_stage(id, stage, extra, aux);
+    }
+}
+
+#[inline(always)]
+fn emit_stage(id: u32, stage: Stage, extra: u32, aux: u64) {
+    let ev = JourneyEvent {
+        // SAFETY: a helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        id,
+        stage: stage as u8,
+        extra,
+        aux,
+        ..JourneyEvent::default()
+    };
+    let _ = JOURNEY_EVENTS.output::<JourneyEvent>(&ev, 0);
+}
+
+// Tracepoints (tp_btf): available wherever BTF is.
+
+#[btf_tracepoint(function = "napi_gro_receive_entry")]
+pub fn gz_journey_gro(ctx: BtfTracePointContext) -> i32 {
+    seen(ctx.arg(0), Stage::Gro, 0, 0);
+    0
+}
+
+#[btf_tracepoint(function = "netif_receive_skb")]
+pub fn gz_journey_stack(ctx: BtfTracePointContext) -> i32 {
+    seen(ctx.arg(0), Stage::Stack, 0, 0);
+    0
+}
+
+/// TCP segments on an established connection (`tcp_rcv_established`).
+#[btf_tracepoint(function = "tcp_probe")]
+pub fn gz_journey_tcp(ctx: BtfTracePointContext) -> i32 {
+    seen(ctx.arg(1), Stage::Transport, 0, 0);
+    0
+}
+
+#[btf_tracepoint(function = "skb_copy_datagram_iovec")]
+pub fn gz_journey_app(ctx: BtfTracePointContext) -> i32 {
+    seen(ctx.arg(0), Stage::App, 0, 0);
+    0
+}
+
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn gz_journey_drop(ctx: BtfTracePointContext) -> i32 {
+    let reason: u64 = ctx.arg(2);
+    seen(ctx.arg(0), Stage::KernelDrop, reason as u32, ctx.arg(1));
+    0
+}
+
+#[btf_tracepoint(function = "consume_skb")]
+pub fn gz_journey_consume(ctx: BtfTracePointContext) -> i32 {
+    seen(ctx.arg(0), Stage::Consumed, 0, ctx.arg(1));
+    0
+}
+
+const IPPROTO_UDP_SK: u16 = 17;
+const MSG_PEEK: i32 = 2;
+
+/// Data was queued on a socket and its reader woken. The skb is the tail of the receive queue.
+#[inline(always)]
+fn socket_ready(sk: u64) -> Option<()> {
+    let off = JOURNEY_OFFSETS.get(0)?;
+    let queue = sk + off.sock_receive_queue as u64;
+    let tail: u64 = read(queue + off.list_prev as u64)?;
+    if tail == queue {
+        return None; // empty: the list head points at itself
+    }
+    let id = sample_id(tail)?;
+    emit_stage(id, Stage::Socket, 0, 0);
+    let protocol: u16 = read(sk + off.sock_protocol as u64)?;
+    if protocol == IPPROTO_UDP_SK {
+        // Ours is the last of `queued + in the reader's queue`: that many reads reach it.
+        let queued: u32 = read(queue + off.list_qlen as u64)?;
+        let reader: u32 = read(sk + off.udp_reader_queue as u64 + off.list_qlen as u64)?;
+        let reads = match JOURNEY_UDP_READS.get_ptr(&sk) {
+            // SAFETY: a live map value, copied at once.
+            Some(reads) => unsafe { *reads },
+            None => {
+                let _ = JOURNEY_UDP_READS.insert(&sk, &0, 0);
+                0
+            }
+        };
+        let target = reads + queued as u64 + reader as u64;
+        let _ = JOURNEY_UDP_PENDING.insert(&[sk, target], &id, 0);
+    }
+    Some(())
+}
+
+#[inline(always)]
+fn udp_read(sk: u64, ret: i32, flags: i32) -> Option<()> {
+    if ret < 0 || flags & MSG_PEEK != 0 {
+        return None;
+    }
+    let reads = JOURNEY_UDP_READS.get_ptr_mut(&sk)?;
+    // SAFETY: a live map value; reads of one socket are serialised by its socket lock.
+    let n = unsafe {
+        *reads += 1;
+        *reads
+    };
+    // SAFETY: copied at once.
+    let id = unsafe { JOURNEY_UDP_PENDING.get(&[sk, n]) }.copied()?;
+    let _ = JOURNEY_UDP_PENDING.remove(&[sk, n]);
+    emit_stage(id, Stage::App, 0, 0);
+    Some(())
+}
+
+#[btf_tracepoint(function = "sk_data_ready")]
+pub fn gz_journey_socket(ctx: BtfTracePointContext) -> i32 {
+    let _ = socket_ready(ctx.arg(0));
+    0
+}
+
+#[btf_tracepoint(function = "sock_recv_length")]
+pub fn gz_journey_read(ctx: BtfTracePointContext) -> i32 {
+    let ret: i64 = ctx.arg(1);
+    let flags: i64 = ctx.arg(2);
+    let _ = udp_read(ctx.arg(0), ret as i32, flags as i32);
+    0
+}
+
+// fentry: finer stages where the kernel allows trampolines (not where ftrace is locked down).
+
+#[fentry(function = "ip_rcv_core")]
+pub fn gz_journey_ip4(ctx: FEntryContext) -> i32 {
+    seen(ctx.arg(0), Stage::Ip, 0, 0);
+    0
+}
+
+#[fentry(function = "ip6_rcv_core")]
+pub fn gz_journey_ip6(ctx: FEntryContext) -> i32 {
+    seen(ctx.arg(0), Stage::Ip, 0, 0);
+    0
+}
+
+#[fentry(function = "ip_protocol_deliver_rcu")]
+pub fn gz_journey_l4_v4(ctx: FEntryContext) -> i32 {
+    seen(ctx.arg(1), Stage::Transport, 0, 0);
+    0
+}
+
+#[fentry(function = "ip6_protocol_deliver_rcu")]
+pub fn gz_journey_l4_v6(ctx: FEntryContext) -> i32 {
+    seen(ctx.arg(1), Stage::Transport, 0, 0);
+    0
+}

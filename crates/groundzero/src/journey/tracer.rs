@@ -1,0 +1,426 @@
+//! Attaching the observer programs and switching sampling on and off.
+//!
+//! Observers are attached only while tracing is on: with it off the stack runs without them and
+//! the XDP program does one comparison more than before (`sample_every == 0`).
+//!
+//! Tracepoints (tp_btf) give the skeleton on any kernel with BTF: skb built, stack entry, TCP
+//! receive, socket queue, application read, kernel drop with reason, consume. fentry hooks add
+//! IP receive and the transport hand-off where the kernel allows BPF trampolines; where it does
+//! not (ftrace locked down, a function inlined), each missing hook is reported with the
+//! kernel's error and the other stages still work.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+
+use aya::{
+    maps::{Array, MapData, RingBuf},
+    programs::{fentry::FEntryLinkId, tp_btf::BtfTracePointLinkId, BtfTracePoint, FEntry},
+    Btf,
+};
+use groundzero_common::journey::{
+    FlowFilter, JourneyEvent, Stage, JOURNEY_EVENTS, JOURNEY_OFFSETS,
+};
+use ipnet::IpNet;
+
+use super::btf::KernelInfo;
+use crate::{Error, Shield};
+
+/// One observer: program name in the object, kernel hook, the stage it reports.
+struct Observer {
+    program: &'static str,
+    hook: &'static str,
+    kind: Kind,
+    stage: Stage,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    TpBtf,
+    FEntry,
+}
+
+const OBSERVERS: [Observer; 12] = [
+    Observer {
+        program: "gz_journey_socket",
+        hook: "sk_data_ready",
+        kind: Kind::TpBtf,
+        stage: Stage::Socket,
+    },
+    Observer {
+        program: "gz_journey_read",
+        hook: "sock_recv_length",
+        kind: Kind::TpBtf,
+        stage: Stage::App,
+    },
+    Observer {
+        program: "gz_journey_gro",
+        hook: "napi_gro_receive_entry",
+        kind: Kind::TpBtf,
+        stage: Stage::Gro,
+    },
+    Observer {
+        program: "gz_journey_stack",
+        hook: "netif_receive_skb",
+        kind: Kind::TpBtf,
+        stage: Stage::Stack,
+    },
+    Observer {
+        program: "gz_journey_tcp",
+        hook: "tcp_probe",
+        kind: Kind::TpBtf,
+        stage: Stage::Transport,
+    },
+    Observer {
+        program: "gz_journey_app",
+        hook: "skb_copy_datagram_iovec",
+        kind: Kind::TpBtf,
+        stage: Stage::App,
+    },
+    Observer {
+        program: "gz_journey_drop",
+        hook: "kfree_skb",
+        kind: Kind::TpBtf,
+        stage: Stage::KernelDrop,
+    },
+    Observer {
+        program: "gz_journey_consume",
+        hook: "consume_skb",
+        kind: Kind::TpBtf,
+        stage: Stage::Consumed,
+    },
+    Observer {
+        program: "gz_journey_ip4",
+        hook: "ip_rcv_core",
+        kind: Kind::FEntry,
+        stage: Stage::Ip,
+    },
+    Observer {
+        program: "gz_journey_ip6",
+        hook: "ip6_rcv_core",
+        kind: Kind::FEntry,
+        stage: Stage::Ip,
+    },
+    Observer {
+        program: "gz_journey_l4_v4",
+        hook: "ip_protocol_deliver_rcu",
+        kind: Kind::FEntry,
+        stage: Stage::Transport,
+    },
+    Observer {
+        program: "gz_journey_l4_v6",
+        hook: "ip6_protocol_deliver_rcu",
+        kind: Kind::FEntry,
+        stage: Stage::Transport,
+    },
+];
+
+enum Link {
+    Tp(&'static str, BtfTracePointLinkId),
+    FEntry(&'static str, FEntryLinkId),
+}
+
+/// Observer state kept inside a [`Shield`].
+#[derive(Default)]
+pub(crate) struct Observers {
+    loaded: bool,
+    links: Vec<Link>,
+    missing: Vec<MissingStage>,
+}
+
+/// A stage this kernel could not observe, and why.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MissingStage {
+    pub stage: &'static str,
+    pub hook: &'static str,
+    pub why: String,
+}
+
+/// What tracing is doing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TraceStatus {
+    pub enabled: bool,
+    pub sample_every: u32,
+    /// The filter as text (`any` when everything may be sampled).
+    pub filter: String,
+    pub stages_missing: Vec<MissingStage>,
+}
+
+/// The ring buffer the kernel writes journey events into.
+pub struct JourneyEvents {
+    ring: RingBuf<MapData>,
+}
+
+impl JourneyEvents {
+    /// Hands every event waiting in the ring to `f`; returns how many there were.
+    pub fn drain(&mut self, mut f: impl FnMut(&JourneyEvent)) -> usize {
+        let mut n = 0;
+        while let Some(item) = self.ring.next() {
+            if item.len() >= std::mem::size_of::<JourneyEvent>() {
+                // SAFETY: the kernel wrote a whole JourneyEvent (#[repr(C)], any bit pattern
+                // valid); read_unaligned because ring records are only 8-byte aligned.
+                let ev = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const JourneyEvent) };
+                f(&ev);
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+impl AsRawFd for JourneyEvents {
+    fn as_raw_fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
+    }
+}
+
+impl AsFd for JourneyEvents {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the fd lives as long as `self.ring`, which outlives the borrow.
+        unsafe { BorrowedFd::borrow_raw(self.ring.as_raw_fd()) }
+    }
+}
+
+impl Shield {
+    /// Starts journey tracing: writes the kernel offsets, attaches the observers (once) and
+    /// turns sampling on (1 in `sample_every` of the packets `filter` admits).
+    pub fn start_journey(
+        &mut self,
+        kernel: &KernelInfo,
+        sample_every: u32,
+        filter: FlowFilter,
+    ) -> Result<Vec<MissingStage>, Error> {
+        assert!(sample_every > 0, "sample_every must be at least 1");
+        {
+            let map = self.map_mut_pub(JOURNEY_OFFSETS)?;
+            let mut offsets: Array<&mut MapData, groundzero_common::journey::JourneyOffsets> =
+                Array::try_from(map).map_err(|source| Error::MapRead {
+                    map: JOURNEY_OFFSETS,
+                    source,
+                })?;
+            offsets
+                .set(0, kernel.offsets, 0)
+                .map_err(|source| Error::MapRead {
+                    map: JOURNEY_OFFSETS,
+                    source,
+                })?;
+        }
+        self.attach_observers()?;
+        self.update_config(|c| {
+            c.sample_every = sample_every;
+            c.sample_filter = filter;
+        })?;
+        Ok(self.observers().missing.clone())
+    }
+
+    /// Stops sampling and detaches the observers. Journeys in flight end as incomplete.
+    pub fn stop_journey(&mut self) -> Result<(), Error> {
+        self.update_config(|c| c.sample_every = 0)?;
+        let links = std::mem::take(&mut self.observers_mut().links);
+        for link in links {
+            match link {
+                Link::Tp(program, id) => {
+                    let p: &mut BtfTracePoint = self.program_mut(program)?;
+                    let _ = p.detach(id);
+                }
+                Link::FEntry(program, id) => {
+                    let p: &mut FEntry = self.program_mut(program)?;
+                    let _ = p.detach(id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Changes sampling while tracing runs.
+    pub fn set_sampling(&mut self, sample_every: u32, filter: FlowFilter) -> Result<(), Error> {
+        self.update_config(|c| {
+            c.sample_every = sample_every;
+            c.sample_filter = filter;
+        })
+    }
+
+    /// Takes the journey event ring buffer (once per shield).
+    pub fn journey_events(&mut self) -> Result<JourneyEvents, Error> {
+        let map = self.take_map(JOURNEY_EVENTS)?;
+        let ring = RingBuf::try_from(map).map_err(|source| Error::MapRead {
+            map: JOURNEY_EVENTS,
+            source,
+        })?;
+        Ok(JourneyEvents { ring })
+    }
+
+    fn attach_observers(&mut self) -> Result<(), Error> {
+        if !self.observers().links.is_empty() {
+            return Ok(());
+        }
+        let btf = Btf::from_sys_fs().map_err(|e| Error::Journey(format!("kernel BTF: {e}")))?;
+        let first_load = !self.observers().loaded;
+        let mut links = Vec::new();
+        let mut missing = Vec::new();
+        for o in &OBSERVERS {
+            let result = match o.kind {
+                Kind::TpBtf => {
+                    let p: &mut BtfTracePoint = self.program_mut(o.program)?;
+                    let loaded = if first_load {
+                        p.load(o.hook, &btf)
+                    } else {
+                        Ok(())
+                    };
+                    loaded
+                        .and_then(|()| p.attach())
+                        .map(|id| Link::Tp(o.program, id))
+                }
+                Kind::FEntry => {
+                    let p: &mut FEntry = self.program_mut(o.program)?;
+                    let loaded = if first_load {
+                        p.load(o.hook, &btf)
+                    } else {
+                        Ok(())
+                    };
+                    loaded
+                        .and_then(|()| p.attach())
+                        .map(|id| Link::FEntry(o.program, id))
+                }
+            };
+            match result {
+                Ok(link) => links.push(link),
+                Err(e) => {
+                    log::warn!(
+                        "journey: cannot observe {} at {}: {}",
+                        o.stage.label(),
+                        o.hook,
+                        crate::error::error_chain(&e)
+                    );
+                    missing.push(MissingStage {
+                        stage: o.stage.label(),
+                        hook: o.hook,
+                        why: crate::error::error_chain(&e),
+                    });
+                }
+            }
+        }
+        let obs = self.observers_mut();
+        obs.loaded = true;
+        obs.links = links;
+        obs.missing = missing;
+        Ok(())
+    }
+}
+
+/// Parses a sampling filter: words `tcp`, `udp`, `icmp`, `icmpv6`, `port N`, `src PREFIX`, or
+/// `any`, in any order, e.g. `udp port 7000 src 198.18.0.0/24`.
+pub fn parse_filter(text: &str) -> Result<FlowFilter, String> {
+    let mut f = FlowFilter::default();
+    let mut words = text.split_whitespace();
+    while let Some(word) = words.next() {
+        match word {
+            "any" => {}
+            "tcp" => f.protocol = 6,
+            "udp" => f.protocol = 17,
+            "icmp" => f.protocol = 1,
+            "icmpv6" => f.protocol = 58,
+            "port" => {
+                let value = words.next().ok_or("`port` needs a number")?;
+                f.port = value
+                    .parse()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("`{value}` is not a port (1-65535)"))?;
+            }
+            "src" => {
+                let value = words.next().ok_or("`src` needs an address or prefix")?;
+                let net: IpNet = match value.parse() {
+                    Ok(net) => net,
+                    Err(_) => value
+                        .parse::<std::net::IpAddr>()
+                        .map(IpNet::from)
+                        .map_err(|_| format!("`{value}` is not an address or prefix"))?,
+                };
+                f.prefix_len = net.prefix_len();
+                match net.network() {
+                    std::net::IpAddr::V4(a) => {
+                        f.family = 4;
+                        f.addr = [0; 16];
+                        f.addr[..4].copy_from_slice(&a.octets());
+                    }
+                    std::net::IpAddr::V6(a) => {
+                        f.family = 6;
+                        f.addr = a.octets();
+                    }
+                }
+            }
+            other => {
+                return Err(format!(
+                    "unknown filter word `{other}` (expected tcp, udp, icmp, icmpv6, port N, src PREFIX or any)"
+                ))
+            }
+        }
+    }
+    Ok(f)
+}
+
+/// The filter as text, the inverse of [`parse_filter`].
+pub fn format_filter(f: &FlowFilter) -> String {
+    let mut words = Vec::new();
+    match f.protocol {
+        0 => {}
+        6 => words.push("tcp".to_string()),
+        17 => words.push("udp".to_string()),
+        1 => words.push("icmp".to_string()),
+        58 => words.push("icmpv6".to_string()),
+        n => words.push(format!("proto {n}")),
+    }
+    if f.port != 0 {
+        words.push(format!("port {}", f.port));
+    }
+    if f.family == 4 {
+        let a: [u8; 4] = f.addr[..4].try_into().expect("4 bytes");
+        words.push(format!(
+            "src {}/{}",
+            std::net::Ipv4Addr::from(a),
+            f.prefix_len
+        ));
+    } else if f.family == 6 {
+        words.push(format!(
+            "src {}/{}",
+            std::net::Ipv6Addr::from(f.addr),
+            f.prefix_len
+        ));
+    }
+    if words.is_empty() {
+        "any".into()
+    } else {
+        words.join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_round_trip_and_errors_name_the_word() {
+        for text in [
+            "any",
+            "udp port 7000",
+            "tcp src 198.18.0.0/24",
+            "src 2001:2::/48",
+        ] {
+            let f = parse_filter(text).unwrap();
+            assert_eq!(format_filter(&f), text);
+        }
+        assert_eq!(
+            format_filter(&parse_filter("src 198.18.0.7").unwrap()),
+            "src 198.18.0.7/32"
+        );
+        assert!(parse_filter("port").unwrap_err().contains("needs a number"));
+        assert!(parse_filter("port 0")
+            .unwrap_err()
+            .contains("`0` is not a port"));
+        assert!(parse_filter("src 300.1.1.1")
+            .unwrap_err()
+            .contains("`300.1.1.1`"));
+        assert!(parse_filter("sctp")
+            .unwrap_err()
+            .contains("unknown filter word `sctp`"));
+    }
+}
