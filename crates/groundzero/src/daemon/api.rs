@@ -88,6 +88,12 @@ pub fn router(state: Shared, token: Option<Arc<String>>, max_body: usize) -> Rou
         .route("/v1/monitor", put(monitor))
         .route("/v1/import", post(import))
         .route("/v1/feeds", get(feeds))
+        .route(
+            "/v1/journey",
+            get(super::journey::summary).put(super::journey::configure),
+        )
+        .route("/v1/journey/recent", get(super::journey::recent))
+        .route("/v1/journey/events", get(super::journey::events))
         .route("/v1/feeds/{name}/refresh", post(refresh_feed))
         .fallback(|| async {
             ApiError(

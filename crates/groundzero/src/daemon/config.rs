@@ -62,6 +62,10 @@ pub struct Config {
     pub capacity: CapacityConfig,
     #[serde(default)]
     pub guard: GuardConfig,
+    #[serde(default)]
+    pub journey: JourneyConfig,
+    #[serde(default)]
+    pub ratelimit: RateLimitConfig,
     /// Blocklist feeds, refreshed on an interval.
     #[serde(default, rename = "feed")]
     pub feeds: Vec<FeedConfig>,
@@ -128,6 +132,61 @@ pub struct GuardConfig {
     /// The port whose established peers count as management sessions. Default 22.
     #[serde(default = "default_ssh_port")]
     pub ssh_port: u16,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JourneyConfig {
+    /// Follow sampled packets from XDP to the application. Default false (then the XDP program
+    /// does no tracing work and no observer is attached).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Sample one packet in this many (of those the filter admits). Default 64.
+    #[serde(default = "default_sample_every")]
+    pub sample_every: Spanned<u32>,
+    /// Which packets may be sampled: `tcp`, `udp`, `icmp`, `port N`, `src PREFIX`, or `any`.
+    /// Default `any`.
+    #[serde(default = "default_filter")]
+    pub filter: Spanned<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Packets per second allowed per source address; 0 turns the rate limit off. Default 0.
+    #[serde(default)]
+    pub rate: u32,
+    /// Packets a source may send at once before the rate applies. Default: 2 × rate.
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// Prefixes never rate-limited (the allowlist and guard.protected are exempt too).
+    #[serde(default)]
+    pub exempt: Vec<Spanned<String>>,
+    /// How long a source over the limit stays blocked. Default 10m.
+    #[serde(default = "default_ban_ttl")]
+    pub ban_ttl: Spanned<String>,
+}
+
+impl Default for JourneyConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("the empty journey section is valid")
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("the empty ratelimit section is valid")
+    }
+}
+
+fn default_sample_every() -> Spanned<u32> {
+    Spanned::new(0..0, 64)
+}
+fn default_filter() -> Spanned<String> {
+    Spanned::new(0..0, "any".into())
+}
+fn default_ban_ttl() -> Spanned<String> {
+    Spanned::new(0..0, "10m".into())
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -215,6 +274,9 @@ pub struct Validated {
     pub metrics_listen: Option<SocketAddr>,
     pub protected: Vec<IpNet>,
     pub feeds: Vec<ValidFeed>,
+    pub journey_filter: crate::journey::FlowFilter,
+    pub rate_exempt: Vec<IpNet>,
+    pub ban_ttl: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -340,6 +402,36 @@ impl Validated {
                 refresh,
             });
         }
+        if *raw.journey.sample_every.get_ref() == 0 {
+            return Err(invalid(
+                raw.journey.sample_every.span(),
+                "journey.sample_every",
+                "must be at least 1 (1 = every packet)".into(),
+            ));
+        }
+        let journey_filter = crate::journey::parse_filter(raw.journey.filter.get_ref())
+            .map_err(|e| invalid(raw.journey.filter.span(), "journey.filter", e))?;
+        let mut rate_exempt = Vec::new();
+        for p in &raw.ratelimit.exempt {
+            rate_exempt.push(
+                parse_entry(p.get_ref())
+                    .map_err(|e| invalid(p.span(), "ratelimit.exempt", e.to_string()))?,
+            );
+        }
+        let ban_ttl = humantime::parse_duration(raw.ratelimit.ban_ttl.get_ref()).map_err(|e| {
+            invalid(
+                raw.ratelimit.ban_ttl.span(),
+                "ratelimit.ban_ttl",
+                format!("`{}`: {e} (e.g. 10m, 1h)", raw.ratelimit.ban_ttl.get_ref()),
+            )
+        })?;
+        if raw.ratelimit.burst == Some(0) {
+            return Err(invalid(
+                0..0,
+                "ratelimit.burst",
+                "must be at least 1".into(),
+            ));
+        }
         Ok(Validated {
             raw,
             source: path.to_path_buf(),
@@ -347,7 +439,19 @@ impl Validated {
             metrics_listen,
             protected,
             feeds,
+            journey_filter,
+            rate_exempt,
+            ban_ttl,
         })
+    }
+
+    /// The rate limit's bucket size.
+    pub fn rate_burst(&self) -> u32 {
+        self.raw
+            .ratelimit
+            .burst
+            .unwrap_or(self.raw.ratelimit.rate.saturating_mul(2))
+            .max(1)
     }
 
     pub fn shield_options(&self) -> ShieldOptions {

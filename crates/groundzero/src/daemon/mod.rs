@@ -11,6 +11,7 @@ pub mod config;
 pub mod feeds;
 pub mod guard;
 pub mod journal;
+pub mod journey;
 pub mod registry;
 
 use std::{
@@ -33,6 +34,8 @@ pub struct Daemon {
     pub guard: Guard,
     pub config: Validated,
     pub started: Instant,
+    /// Journey statistics and live viewers (its own lock: see [`journey::JourneyHub`]).
+    pub journey: Arc<Mutex<journey::JourneyHub>>,
 }
 
 pub type Shared = Arc<Mutex<Daemon>>;
@@ -59,7 +62,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
 /// Sets everything up, serves until `shutdown` completes, then stops serving. Filtering goes on
 /// after return (pinned); `groundzero cleanup` removes it.
 pub async fn run(config: Validated, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
-    let state = tokio::task::spawn_blocking({
+    let (state, journey_events, rate_events) = tokio::task::spawn_blocking({
         let config = config.clone();
         move || start(config)
     })
@@ -72,6 +75,8 @@ pub async fn run(config: Validated, shutdown: impl Future<Output = ()>) -> Resul
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(expiry_loop(shared.clone()));
+    tasks.spawn(journey::journey_loop(shared.clone(), journey_events));
+    tasks.spawn(journey::rate_ban_loop(shared.clone(), rate_events));
     for feed in config.feeds.clone() {
         tasks.spawn(feed_loop(shared.clone(), feed));
     }
@@ -160,8 +165,18 @@ pub async fn run(config: Validated, shutdown: impl Future<Output = ()>) -> Resul
     Ok(())
 }
 
-/// The blocking part of start-up: load (adopting pins), reconcile lists, attach.
-fn start(config: Validated) -> Result<Daemon, DaemonError> {
+/// The blocking part of start-up: load (adopting pins), reconcile lists, attach; set up the
+/// rate limit and journey tracing as configured.
+fn start(
+    config: Validated,
+) -> Result<
+    (
+        Daemon,
+        crate::journey::JourneyEvents,
+        crate::ratelimit::RateEvents,
+    ),
+    DaemonError,
+> {
     pins::ensure_bpffs()?;
     let mut shield = Shield::load(config.shield_options())?;
     if let Err(e) = shield.enable_run_stats() {
@@ -180,6 +195,14 @@ fn start(config: Validated) -> Result<Daemon, DaemonError> {
     );
     registry.retain_feeds(&mut shield, &keep)?;
     shield.set_monitor(config.raw.monitor)?;
+    // The config map is pinned: what an earlier daemon set (sampling, rate) must not linger.
+    shield.set_sampling(0, Default::default())?;
+    for net in config.rate_exempt.iter().chain(&config.protected) {
+        shield.rate_exempt(*net)?;
+    }
+    shield.set_rate_limit(config.raw.ratelimit.rate, config.rate_burst())?;
+    let journey_events = shield.journey_events()?;
+    let rate_events = shield.rate_events()?;
 
     // Interfaces pinned by an earlier daemon but no longer configured stop being filtered.
     for (interface, _) in pins::pinned_interfaces(&config.raw.pin_dir) {
@@ -210,13 +233,37 @@ fn start(config: Validated) -> Result<Daemon, DaemonError> {
         config.raw.guard.protect_management,
         config.raw.guard.ssh_port,
     );
-    Ok(Daemon {
+    let mut daemon = Daemon {
         shield,
         registry,
         guard,
         config,
         started: Instant::now(),
-    })
+        journey: Arc::new(Mutex::new(journey::JourneyHub::new())),
+    };
+    if daemon.config.raw.journey.enabled {
+        let every = *daemon.config.raw.journey.sample_every.get_ref();
+        let filter = daemon.config.journey_filter;
+        let status = journey::start_tracing(&mut daemon, every, filter)?;
+        log::info!(
+            "journey tracing: 1 in {every} packets ({}){}",
+            status.filter,
+            if status.stages_missing.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; not observable here: {}",
+                    status
+                        .stages_missing
+                        .iter()
+                        .map(|m| m.hook)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        );
+    }
+    Ok((daemon, journey_events, rate_events))
 }
 
 /// What the shield knows, plus the registry's view: entries by source, and feed status.
