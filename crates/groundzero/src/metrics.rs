@@ -95,6 +95,24 @@ pub struct MetricsSnapshot {
     pub feeds: Vec<FeedStatus>,
     /// The most-hit blocked entries, most hits first (see [`top_blocked`]).
     pub top_blocked: Vec<BlockedSource>,
+    /// Per-stage latency histograms of sampled journeys (the daemon, with tracing on).
+    pub journey: Option<JourneyHistograms>,
+}
+
+/// `groundzero_journey_stage_seconds{stage}`: live histograms owned by the journey statistics.
+#[derive(Clone, Debug)]
+pub struct JourneyHistograms(
+    pub  prometheus_client::metrics::family::Family<
+        crate::journey::stats::StageLabel,
+        prometheus_client::metrics::histogram::Histogram,
+    >,
+);
+
+impl PartialEq for JourneyHistograms {
+    /// Snapshots compare by the values read from the maps; live histograms are not part of it.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// One interface: where it is attached, how, and what its traffic was.
@@ -288,6 +306,7 @@ impl MetricsSnapshot {
             program: shield.program_stats()?,
             feeds: Vec::new(),
             top_blocked: top_blocked(&blocked, top_n),
+            journey: None,
         })
     }
 }
@@ -340,6 +359,13 @@ pub fn encode(snapshot: &MetricsSnapshot) -> String {
     // entries that are gone.
     let mut registry = Registry::with_prefix("groundzero");
     registry.register_collector(Box::new(SnapshotCollector(snapshot.clone())));
+    if let Some(h) = &snapshot.journey {
+        registry.register(
+            "journey_stage_seconds",
+            "Time each stage of a sampled packet's journey took, from the stage before it",
+            h.0.clone(),
+        );
+    }
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)
         .expect("writing to a String cannot fail");

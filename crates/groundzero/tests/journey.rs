@@ -363,7 +363,8 @@ fn daemon_serves_journeys_and_bans_sources_over_the_rate() {
     let topo = Topology::new("c");
     let config = format!(
         "interfaces = [\"{}\"]\n[journey]\nenabled = true\nsample_every = 1\n\
-         [ratelimit]\nrate = 200\nburst = 100\nban_ttl = \"2m\"\n",
+         [ratelimit]\nrate = 200\nburst = 100\nban_ttl = \"2m\"\n\
+         [metrics]\nlisten = \"127.0.0.1:9477\"\n",
         topo.node_if
     );
     let daemon = TestDaemon::start_in(&topo.node, &config);
@@ -439,6 +440,28 @@ fn daemon_serves_journeys_and_bans_sources_over_the_rate() {
             assert!(message.contains("unknown outcome `lost`"), "{message}");
         }
         other => panic!("{other:?}"),
+    }
+
+    // Prometheus gets per-stage latency histograms (the listener is in the node's namespace).
+    let metrics = topo.node.run(|| {
+        let mut c = TcpStream::connect("127.0.0.1:9477").unwrap();
+        c.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        c.read_to_string(&mut text).unwrap();
+        text
+    });
+    assert!(
+        metrics.contains("# TYPE groundzero_journey_stage_seconds histogram"),
+        "{metrics}"
+    );
+    for stage in ["xdp", "stack", "app"] {
+        assert!(
+            metrics.contains(&format!(
+                "groundzero_journey_stage_seconds_count{{stage=\"{stage}\"}}"
+            )),
+            "{stage}: {metrics}"
+        );
     }
 
     // A source sending far over 200 pps is dropped by its bucket and banned by the daemon.

@@ -273,6 +273,14 @@ fn metrics_snapshot(shared: &Shared) -> Result<crate::metrics::MetricsSnapshot, 
     };
     let d = shared.lock().unwrap_or_else(|p| p.into_inner());
     let mut snapshot = MetricsSnapshot::from_shield(&d.shield, DEFAULT_TOP_N)?;
+    snapshot.journey = Some(crate::metrics::JourneyHistograms(
+        d.journey
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stats
+            .histograms
+            .clone(),
+    ));
     snapshot.lists = d
         .registry
         .counts()

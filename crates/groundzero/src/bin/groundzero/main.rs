@@ -3,6 +3,7 @@ mod attach;
 mod check;
 mod daemon;
 mod demo;
+mod journey_view;
 mod remote;
 mod table;
 

@@ -80,6 +80,31 @@ pub enum Remote {
         #[arg(value_parser = ["on", "off"])]
         state: String,
     },
+    /// Each stage of a packet's journey, measured on this host: rates, per-stage p50/p99,
+    /// outcomes and recent sampled journeys.
+    Journey {
+        /// Refresh every second until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
+        /// Print the measured flowchart and timeline as Mermaid (for docs and reports).
+        #[arg(long, conflicts_with = "watch")]
+        mermaid: bool,
+        /// Recent journeys to show.
+        #[arg(long, default_value_t = 10)]
+        recent: usize,
+        /// Turn tracing on (optionally with --sample-every / --filter) before showing.
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        /// Turn tracing off.
+        #[arg(long)]
+        disable: bool,
+        /// Sample one packet in N (with --enable).
+        #[arg(long, requires = "enable")]
+        sample_every: Option<u32>,
+        /// Which packets to sample: tcp, udp, icmp, port N, src PREFIX, any (with --enable).
+        #[arg(long, requires = "enable")]
+        filter: Option<String>,
+    },
     /// Feed status; --refresh NAME refreshes one now.
     Feeds {
         #[arg(long)]
@@ -172,6 +197,60 @@ pub fn run(target: Target, command: Remote) -> Result<()> {
             (call(Method::GET, &path, None)?, Box::new(list))
         }
         Remote::Stats => (call(Method::GET, "/v1/stats", None)?, Box::new(stats)),
+        Remote::Journey {
+            watch,
+            mermaid,
+            recent,
+            enable,
+            disable,
+            sample_every,
+            filter,
+        } => {
+            if enable || disable {
+                let mut body = json!({ "enabled": enable });
+                if let Some(n) = sample_every {
+                    body["sample_every"] = json!(n);
+                }
+                if let Some(f) = filter {
+                    body["filter"] = json!(f);
+                }
+                call(Method::PUT, "/v1/journey", Some(body))?;
+            }
+            let fetch = || -> Result<Value> {
+                let summary = call(Method::GET, "/v1/journey", None)?;
+                let recent = call(
+                    Method::GET,
+                    &format!("/v1/journey/recent?limit={recent}"),
+                    None,
+                )?;
+                Ok(json!({ "summary": summary, "recent": recent }))
+            };
+            if watch {
+                loop {
+                    let v = fetch()?;
+                    // Clear the screen and draw again: a live view without a TUI library.
+                    print!("\x1b[2J\x1b[H");
+                    if target.json {
+                        println!("{v}");
+                    } else {
+                        print!("{}", crate::journey_view::text(&v["summary"], &v["recent"]));
+                    }
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+            }
+            let v = fetch()?;
+            if mermaid {
+                (
+                    v,
+                    Box::new(|v: &Value| crate::journey_view::mermaid(&v["summary"])),
+                )
+            } else {
+                (
+                    v,
+                    Box::new(|v: &Value| crate::journey_view::text(&v["summary"], &v["recent"])),
+                )
+            }
+        }
         Remote::Why { address } => (
             call(Method::GET, &format!("/v1/why/{address}"), None)?,
             Box::new(why),
