@@ -21,6 +21,7 @@ PKGS=(
   nftables iptables ipset   # benchmark peers
   prometheus                # a real Prometheus server and promtool for the metrics tests
   fonts-dejavu-core         # DejaVu Sans: the text of the benchmark plots (docs/bench/*.png)
+  chromium                  # the journey page's browser test (headless, driven by playwright-core)
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -51,5 +52,15 @@ fi
 # bpffs and tracefs: not mounted by default on this kernel; pinning and tracepoints need them.
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
+
+# playwright-core for the browser test, pinned by its lock file (it drives Debian's chromium;
+# it never downloads a browser of its own).
+# Node.js and npm come with the machine (not Debian's older npm).
+web_ui="$(dirname "$0")/../crates/groundzero/tests/web_ui"
+if [ ! -d "$web_ui/node_modules/playwright-core" ]; then
+  command -v npm >/dev/null || { echo "setup.sh: npm is missing (needed for the browser test)" >&2; exit 1; }
+  log "installing playwright-core for the browser test"
+  (cd "$web_ui" && npm ci --no-audit --no-fund --silent)
+fi
 
 log "ready"

@@ -834,6 +834,7 @@ mod tests {
                 net: net("198.51.100.7/32"),
                 hits: 30,
             }],
+            journey: None,
         }
     }
 

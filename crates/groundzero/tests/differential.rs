@@ -349,7 +349,12 @@ fn credited_entry(
         Reason::BlockedCidr | Reason::MonitorCidr => {
             longest(block, false).map(|n| (List::Block, n))
         }
-        Reason::NoMatch | Reason::NonIp | Reason::Malformed => None,
+        // Buckets are not list entries (and the rate limit is off in this test).
+        Reason::NoMatch
+        | Reason::NonIp
+        | Reason::Malformed
+        | Reason::RateLimited
+        | Reason::MonitorRate => None,
     }
 }
 

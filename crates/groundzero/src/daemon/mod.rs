@@ -13,6 +13,7 @@ pub mod guard;
 pub mod journal;
 pub mod journey;
 pub mod registry;
+pub mod web;
 
 use std::{
     future::Future,
@@ -123,7 +124,9 @@ pub async fn run(config: Validated, shutdown: impl Future<Output = ()>) -> Resul
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(io(format!("binding {addr}")))?;
-        let app = api::router(shared.clone(), Some(Arc::new(token)), max_body);
+        // The journey page rides on the TCP listener; merged after the token layer, so its
+        // static assets load without the token and the API it calls still needs it.
+        let app = api::router(shared.clone(), Some(Arc::new(token)), max_body).merge(web::router());
         let stop = stopped(stop_rx.clone());
         tasks.spawn(async move {
             if let Err(e) = axum::serve(listener, app)
@@ -133,7 +136,7 @@ pub async fn run(config: Validated, shutdown: impl Future<Output = ()>) -> Resul
                 log::error!("API on TCP failed: {e}");
             }
         });
-        log::info!("API on http://{addr} (bearer token required)");
+        log::info!("API and journey page on http://{addr}/ (bearer token required for the API)");
     }
 
     if let Some(addr) = config.metrics_listen {

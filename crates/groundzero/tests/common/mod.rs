@@ -22,3 +22,4 @@ pub fn shield() -> Shield {
 }
 
 pub mod daemon;
+pub mod topology;

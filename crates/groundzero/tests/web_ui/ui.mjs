@@ -1,0 +1,60 @@
+// Drives the journey page in Debian's headless Chromium; run by tests/web_ui.rs, which starts
+// the daemon and the traffic. Exits non-zero with a message when something is wrong.
+// Usage: node ui.mjs URL TOKEN SCREENSHOT
+import { chromium } from "playwright-core";
+
+const [url, token, screenshot] = process.argv.slice(2);
+const fail = (msg) => { console.error(`UI check failed: ${msg}`); process.exit(1); };
+const browser = await chromium.launch({
+  executablePath: "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1500 } });
+  page.on("pageerror", (e) => fail(`page error: ${e.message}`));
+  await page.goto(`${url}/#token=${token}`);
+  // The flowchart renders.
+  await page.waitForSelector("#node-xdp", { timeout: 10000 });
+  for (const id of ["nic", "xdp", "drop", "pass", "stack", "socket", "app"]) {
+    if (!(await page.$(`#node-${id}`))) fail(`flowchart node ${id} missing`);
+  }
+  if (page.url().includes("token=")) fail("the token stays in the address bar");
+  // Counters move while traffic runs.
+  const outcomes = async () => page.$eval("#outcomes", (e) => e.textContent);
+  await page.waitForFunction(() => document.querySelector("#status").className === "ok", null, { timeout: 10000 });
+  const before = await outcomes();
+  await page.waitForFunction((b) => document.querySelector("#outcomes").textContent !== b, before, { timeout: 10000 });
+  await page.waitForFunction(() => !document.querySelector("#rate-seen_pps").textContent.startsWith("0 pps")
+      && document.querySelector("#rate-seen_pps").textContent !== "–", null, { timeout: 10000 });
+  // Opening a delivered journey shows its stages.
+  await page.waitForSelector("#journeys td.o-delivered", { timeout: 10000 });
+  await page.click("#journeys td.o-delivered");
+  await page.waitForSelector("#sequence");
+  const hops = await page.$$eval("#sequence text.hop", (t) => t.map((x) => x.textContent));
+  if (hops.length < 4) fail(`a delivered journey shows ${hops.length} hops: ${hops}`);
+  if (!hops.some((h) => h.includes("read by the application"))) fail(`no application hop: ${hops}`);
+  // A dropped one shows the entry that matched.
+  await page.waitForSelector("#journeys td.o-xdp_drop", { timeout: 10000 });
+  await page.click("#journeys td.o-xdp_drop");
+  await page.waitForSelector("#detail .entry");
+  const entry = await page.$eval("#detail .entry", (e) => e.textContent);
+  if (!entry.includes("198.18.7.3/32")) fail(`drop detail: ${entry}`);
+  await page.screenshot({ path: screenshot, fullPage: true });
+  // Add and remove a block entry from the page; the API sees both.
+  const entries = async () => (await (await fetch(`${url}/v1/entries?list=block`, { headers: { Authorization: `Bearer ${token}` } })).json()).entries.map((e) => e.entry);
+  await page.fill("#b-entry", "198.18.9.9");
+  await page.fill("#b-reason", "ui-test");
+  await page.click("#block button");
+  await page.waitForSelector('button[data-entry="198.18.9.9/32"]', { timeout: 5000 });
+  if (!(await entries()).includes("198.18.9.9/32")) fail("the block from the page is not in the API");
+  await page.fill("#b-entry", "not-an-address");
+  await page.click("#block button");
+  await page.waitForFunction(() => document.querySelector("#b-error").textContent.length > 0, null, { timeout: 5000 });
+  await page.click('button[data-entry="198.18.9.9/32"]');
+  await page.waitForFunction(() => !document.querySelector('button[data-entry="198.18.9.9/32"]'), null, { timeout: 5000 });
+  if ((await entries()).includes("198.18.9.9/32")) fail("the removal from the page did not reach the API");
+  console.log(`ok: ${hops.length} hops; ${entry.trim()}`);
+} finally {
+  await browser.close();
+}
