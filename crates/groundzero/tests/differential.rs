@@ -549,6 +549,12 @@ fn kernel_and_model_agree_on_every_packet() {
         // A generator that stopped reaching a path would make this test pass vacuously.
         let floor = packets as u64 / 200;
         for (reason, n) in &tally {
+            // The rate limit is off here: it depends on time, not on the packet, so it is
+            // tested end to end (tests/journey.rs, a flood banned by the daemon) instead.
+            if matches!(reason, Reason::RateLimited | Reason::MonitorRate) {
+                assert_eq!(*n, 0, "the rate limit is off in this test");
+                continue;
+            }
             assert!(
                 *n >= floor,
                 "{reason:?} covered only {n} times (< {floor}); the generator misses a path"
