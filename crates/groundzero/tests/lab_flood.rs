@@ -269,6 +269,9 @@ fn crash_child() {
         .unwrap();
     println!("ready {}", sleeper.id());
     std::thread::sleep(Duration::from_secs(120));
+    // Not reached: the parent kills this process first (that is the crash under test).
+    let mut sleeper = sleeper;
+    let _ = sleeper.wait();
 }
 
 #[test]

@@ -200,7 +200,7 @@ impl LegitConfig {
 
     fn request(n: u64) -> Request {
         // Half cheap, half the node's real work.
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             Request::Ping(n)
         } else {
             Request::Get(n)
@@ -517,7 +517,7 @@ pub fn invalid_messages(
         let message = GARBAGE[(sent + errors) as usize % GARBAGE.len()];
         let result = match stream.as_mut() {
             // Every other message on TCP, while the node keeps the connection.
-            Some(s) if (sent + errors) % 2 == 1 => {
+            Some(s) if !(sent + errors).is_multiple_of(2) => {
                 let r = s.write_all(message).and_then(|()| s.write_all(b"\n"));
                 if r.is_err() {
                     stream = None;
