@@ -206,12 +206,30 @@ pub fn run(args: Args) -> Result<()> {
             rt.block_on(client.call(Method::PUT, "/v1/monitor", Some(&json!({"enabled": false}))))
                 .context("turning monitor mode off")?;
         }
-        let row = run_phase(title, &state, &plan, &rt, &client, &stop)?;
-        rows.push(row);
+        match run_phase(title, &state, &plan, &rt, &client, &stop)? {
+            Some(row) => rows.push(row),
+            None => break, // interrupted mid-phase: its numbers would mean nothing
+        }
         std::thread::sleep(Duration::from_millis(500)); // let queues drain between phases
     }
 
+    if stop.load(Ordering::SeqCst) {
+        println!("\ninterrupted: cleaning up");
+    }
     print_summary(&rows);
+    if !stop.load(Ordering::SeqCst) {
+        print_links(&ports, &token, &socket);
+        linger(&args, &stop);
+    }
+    drop(node);
+    drop(daemon);
+    drop(lab);
+    drop(dir);
+    println!("cleaned up: processes stopped, lab namespaces and pins removed");
+    Ok(())
+}
+
+fn print_links(ports: &Ports, token: &str, socket: &Path) {
     println!(
         "\njourney page: http://127.0.0.1:{}/#token={token}",
         ports.api
@@ -221,7 +239,11 @@ pub fn run(args: Args) -> Result<()> {
         "bans:         groundzero --socket {} list --source app:validator-node",
         socket.display()
     );
-    if !stop.load(Ordering::SeqCst) {
+}
+
+/// Keeps everything up for the journey page, as asked.
+fn linger(args: &Args, stop: &AtomicBool) {
+    {
         let until = if args.keep_running {
             println!("\neverything stays up until Ctrl-C");
             None
@@ -236,12 +258,6 @@ pub fn run(args: Args) -> Result<()> {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    drop(node);
-    drop(daemon);
-    drop(lab);
-    drop(dir);
-    println!("cleaned up: processes stopped, lab namespaces and pins removed");
-    Ok(())
 }
 
 /// One phase's line in the summary.
@@ -260,7 +276,7 @@ fn run_phase(
     rt: &tokio::runtime::Runtime,
     client: &Client,
     stop: &AtomicBool,
-) -> Result<Row> {
+) -> Result<Option<Row>> {
     println!("{title}: {}", describe(plan));
     let before = rt.block_on(XdpTally::read(client))?;
     let bans_before = rt.block_on(client.blocked_by(APP))?.len();
@@ -283,6 +299,9 @@ fn run_phase(
         }
     })
     .context("running the phase's traffic")?;
+    if stop.load(Ordering::SeqCst) {
+        return Ok(None);
+    }
     if clock.expected() > 0 {
         let _ = rt.block_on(clock.poll(client, APP));
     }
@@ -301,13 +320,13 @@ fn run_phase(
         ban_timing(&clock)
     );
     println!();
-    Ok(Row {
+    Ok(Some(Row {
         title,
         report,
         xdp,
         bans,
         clock,
-    })
+    }))
 }
 
 const APP: &str = "app:validator-node";
@@ -350,6 +369,9 @@ fn ban_timing(clock: &BanClock) -> String {
 }
 
 fn print_summary(rows: &[Row]) {
+    if rows.is_empty() {
+        return;
+    }
     println!("summary");
     println!(
         "  {:<32} {:<44} {:>12} {:>12} {:>6} {:>10}",
@@ -462,6 +484,9 @@ impl Proc {
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
+            // Its own process group: a Ctrl-C in the terminal reaches only the demo, which then
+            // stops the children in order and reports, instead of the daemon vanishing mid-phase.
+            .process_group(0)
             .stdout(out.try_clone()?)
             .stderr(out);
         // SAFETY: prctl is async-signal-safe and touches no memory of ours.
@@ -507,6 +532,18 @@ struct WorkDir(PathBuf);
 
 impl WorkDir {
     fn create() -> Result<Self> {
+        // A demo that was killed could not remove its directory: do it for it.
+        if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let pid = name
+                    .strip_prefix("groundzero-demo-")
+                    .and_then(|p| p.parse::<u32>().ok());
+                if pid.is_some_and(|p| !lab::topology::process_alive(p)) {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
         let dir = std::env::temp_dir().join(format!("groundzero-demo-{}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(WorkDir(dir))
