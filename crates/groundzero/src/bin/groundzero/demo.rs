@@ -129,6 +129,9 @@ pub fn run(args: Args) -> Result<()> {
         state.attackers.len()
     );
 
+    // Measured before the daemon starts: it turns on the kernel's per-program run statistics,
+    // which add to every run.
+    let cost = measure_cost();
     let ports = Ports {
         api: free_port(args.port)?,
         metrics: free_port(0)?,
@@ -218,6 +221,15 @@ pub fn run(args: Args) -> Result<()> {
     }
     print_summary(&rows);
     if !stop.load(Ordering::SeqCst) {
+        match &cost {
+            Ok(lines) => {
+                println!("\nXDP verdict cost on this host (BPF_PROG_TEST_RUN, 1,000,000 runs each, includes test_run's own overhead):");
+                for line in lines {
+                    println!("  {line}");
+                }
+            }
+            Err(e) => println!("(could not measure the verdict cost: {e:#})"),
+        }
         print_links(&ports, &token, &socket);
         linger(&args, &stop);
     }
@@ -397,6 +409,32 @@ fn print_summary(rows: &[Row]) {
         );
     }
     println!("  (w. = would have been dropped: monitor mode counts but passes)");
+}
+
+/// The cost of one verdict on this host: BPF_PROG_TEST_RUN over 1M runs per case, on a shield
+/// of its own (not the daemon's), with one entry of each kind. One line per case.
+fn measure_cost() -> Result<Vec<String>> {
+    use groundzero::{craft, parse_entry, Action, Shield, ShieldOptions};
+    let mut shield = Shield::load(ShieldOptions::default())?;
+    shield.block(parse_entry("198.18.0.66")?)?;
+    shield.block(parse_entry("198.19.66.0/24")?)?;
+    shield.allow(parse_entry("198.18.0.10")?)?;
+    let mut lines = Vec::new();
+    for (label, src, expect) in [
+        ("pass, no match", "198.18.0.200", Action::Pass),
+        ("pass, allowlisted", "198.18.0.10", Action::Pass),
+        ("drop, exact", "198.18.0.66", Action::Drop),
+        ("drop, prefix", "198.19.66.9", Action::Drop),
+    ] {
+        let packet = craft::udp4(src.parse()?, &[0u8; 64]);
+        let (action, per_run) = shield.test_run_repeat(&packet, 1_000_000)?;
+        anyhow::ensure!(action == expect, "{label}: the program returned {action:?}");
+        lines.push(format!(
+            "{label:<20} {:>6} ns per packet",
+            per_run.as_nanos()
+        ));
+    }
+    Ok(lines)
 }
 
 fn short(n: u64) -> String {
