@@ -1,11 +1,14 @@
 //! A client for the daemon's management API, over its Unix socket or over TCP with a token.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use http_body_util::{BodyExt, Full};
-use hyper::{body::Bytes, header, Method, Request};
+/// The HTTP method of [`Client::call`] (hyper's).
+pub use hyper::Method;
+use hyper::{body::Bytes, header, Request};
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
+use ipnet::IpNet;
+use serde_json::{json, Value};
 
 /// Where the daemon listens.
 #[derive(Clone, Debug)]
@@ -132,6 +135,74 @@ impl Client {
                 message,
             })
         }
+    }
+}
+
+/// What `POST /v1/block` answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockOutcome {
+    /// Entries that were not on the blocklist before.
+    pub added: u64,
+    /// Entries in the request.
+    pub entries: u64,
+    /// When the hold expires (Unix seconds), if it has a TTL.
+    pub expires: Option<u64>,
+}
+
+impl Client {
+    /// `GET /v1/health`: succeeds if a daemon answers.
+    pub async fn health(&self) -> Result<(), ClientError> {
+        self.call(Method::GET, "/v1/health", None).await.map(|_| ())
+    }
+
+    /// Blocks `entries`, held by `source` (`api`, `manual`, `auto-ban` or `app:<name>`) with a
+    /// reason and an optional time to live (whole seconds, at least 1): `POST /v1/block`.
+    /// Blocking an entry again with the same source replaces that source's reason and TTL.
+    pub async fn block(
+        &self,
+        entries: &[IpNet],
+        source: &str,
+        reason: &str,
+        ttl: Option<Duration>,
+    ) -> Result<BlockOutcome, ClientError> {
+        let mut body = json!({
+            "entries": entries.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "source": source,
+            "reason": reason,
+        });
+        if let Some(ttl) = ttl {
+            body["ttl"] = json!(format!("{}s", ttl.as_secs().max(1)));
+        }
+        let answer = self.call(Method::POST, "/v1/block", Some(&body)).await?;
+        let field = |name: &str| answer.get(name).and_then(Value::as_u64);
+        Ok(BlockOutcome {
+            added: field("added").unwrap_or(0),
+            entries: field("entries").unwrap_or(entries.len() as u64),
+            expires: field("expires"),
+        })
+    }
+
+    /// Blocklist entries held by `source` (exactly, or by prefix: `feed` matches every
+    /// `feed:<name>`): `GET /v1/entries?list=block&source=...`.
+    pub async fn blocked_by(&self, source: &str) -> Result<Vec<IpNet>, ClientError> {
+        let path = format!("/v1/entries?list=block&source={source}&limit=100000");
+        let answer = self.call(Method::GET, &path, None).await?;
+        let bad = |message: String| ClientError::Protocol {
+            endpoint: self.endpoint.to_string(),
+            message,
+        };
+        answer
+            .get("entries")
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad(format!("no `entries` array in {answer}")))?
+            .iter()
+            .map(|e| {
+                e.get("entry")
+                    .and_then(Value::as_str)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| bad(format!("not an entry: {e}")))
+            })
+            .collect()
     }
 }
 

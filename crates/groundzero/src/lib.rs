@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod entry;
 pub mod error;
 pub mod journey;
+pub mod lab;
 pub mod metrics;
 pub mod model;
 pub mod netns;

@@ -62,10 +62,13 @@ fn live() -> MutexGuard<'static, BTreeSet<String>> {
     LIVE.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A network namespace that exists for as long as this value.
+/// A network namespace that exists for as long as this value (unless it was [`Netns::open`]ed
+/// or [`Netns::keep`] was called: then it outlives the value).
 #[derive(Debug)]
 pub struct Netns {
     name: String,
+    /// Delete the namespace on drop.
+    owned: bool,
 }
 
 impl Netns {
@@ -82,9 +85,50 @@ impl Netns {
             live().remove(&name);
             return Err(e);
         }
-        let ns = Netns { name };
+        let ns = Netns { name, owned: true };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
+    }
+
+    /// Creates a namespace with exactly this `name` (no pid suffix), with loopback up, deleted on
+    /// drop unless [`Netns::keep`] is called. For topologies that must outlive the process that
+    /// made them (`groundzero lab up`); the caller owns the naming and the stale-cleanup.
+    pub fn create_named(name: &str) -> Result<Self, NetnsError> {
+        if !live().insert(name.to_string()) {
+            return Err(NetnsError::InUse { name: name.into() });
+        }
+        if let Err(e) = ip(&["netns", "add", name]) {
+            live().remove(name);
+            return Err(e);
+        }
+        let ns = Netns {
+            name: name.into(),
+            owned: true,
+        };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// A handle on an existing namespace `/run/netns/<name>`; dropping it deletes nothing.
+    pub fn open(name: &str) -> Result<Self, NetnsError> {
+        let path = format!("/run/netns/{name}");
+        std::fs::metadata(&path).map_err(|source| NetnsError::Enter {
+            name: name.into(),
+            source,
+        })?;
+        Ok(Netns {
+            name: name.into(),
+            owned: false,
+        })
+    }
+
+    /// Lets the namespace outlive this value (dropping it then deletes nothing).
+    pub fn keep(mut self) -> Self {
+        if self.owned {
+            live().remove(&self.name);
+            self.owned = false;
+        }
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -157,6 +201,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         if let Err(e) = ip(&["netns", "del", &self.name]) {
             eprintln!(
                 "warning: could not delete network namespace {}: {e}",

@@ -1,373 +1,648 @@
-//! `groundzero demo`: the whole story on one machine, in throw-away network namespaces.
+//! `groundzero demo`: the whole story on one machine, in the lab's throw-away namespaces.
 //!
-//! A "node" namespace runs a UDP echo service; a "world" namespace holds legitimate clients and
-//! attackers. The same traffic runs twice: with the shield detached, then attached to the node's
-//! interface. Everything is bounded in count and time, uses only 198.18.0.0/15 and 2001:2::/48,
-//! and the namespaces are removed on exit, on error and on Ctrl-C.
+//! It builds the lab (a node, legitimate peers, attackers), starts the daemon (`groundzero run`)
+//! and the example validator node inside the node's namespace, and runs three phases of the same
+//! legitimate traffic: calm; a flood with the shield off; the same flood with the shield on.
+//! "Off" is the daemon's monitor mode: the XDP program runs and counts what it would drop, the
+//! node's bans are recorded, but nothing is dropped, so the node pays for every flood packet.
+//! Each flood phase uses fresh spoofed sources, so bans do not carry over.
+//!
+//! Everything is bounded in count and time and uses only 198.18.0.0/15 and 2001:2::/48; on the
+//! way out (normal end, error or Ctrl-C) the children are stopped and `lab::down` removes the
+//! namespaces and pins.
 use std::{
-    collections::HashMap,
-    net::{IpAddr, SocketAddr, UdpSocket},
+    fs::File,
+    io::Read,
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
+        Arc,
     },
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use groundzero::{
-    craft,
-    netns::{veth, Netns},
-    parse_entry, Action, AttachMode, Shield, ShieldOptions,
+    client::{Client, Endpoint, Method},
+    lab::{
+        self,
+        topology::{LAB_PIN_DIR, NODE_NS},
+        watch::{BanClock, XdpTally},
+        Lab, LabSpec, LabState, PhasePlan, PhaseReport,
+    },
 };
+use serde_json::json;
 
-use crate::table;
+use crate::lab::{legit_line, print_phase, stop_on_ctrl_c};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Requests each legitimate client sends per phase.
-    #[arg(long, default_value_t = 300)]
-    requests: u32,
-    /// Packets each attacker sends per phase.
-    #[arg(long, default_value_t = 3000)]
-    flood: u32,
+    /// Length of the calm phase.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    calm: Duration,
+    /// Length of each flood phase.
+    #[arg(long, default_value = "12s", value_parser = humantime::parse_duration)]
+    phase: Duration,
+    /// Requests per second of each legitimate client (3 per peer).
+    #[arg(long, default_value_t = 50)]
+    legit_pps: u32,
+    /// Spoofed UDP request flood, packets per second.
+    #[arg(long, default_value_t = 40_000)]
+    flood_pps: u32,
+    /// Port of the journey page and API on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Also turn on the daemon's XDP rate limit at this many packets per second per source
+    /// (0: off, so every ban in the demo is the validator node's).
+    #[arg(long, default_value_t = 0)]
+    rate_limit: u32,
+    /// After the summary, keep everything up this long for the journey page.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    linger: Duration,
+    /// After the summary, keep everything up until Ctrl-C.
+    #[arg(long)]
+    keep_running: bool,
 }
 
-const PORT: u16 = 7000;
-const NODE_IF: &str = "gzdemo-n";
-const WORLD_IF: &str = "gzdemo-w";
-const NODE_V4: &str = "198.18.0.1";
-const NODE_V6: &str = "2001:2::1";
-const LEGIT: [&str; 2] = ["198.18.0.10", "2001:2::10"];
-const ATTACKERS: [&str; 6] = [
-    "198.18.0.66",
-    "198.19.66.1",
-    "198.19.66.2",
-    "198.19.66.3",
-    "2001:2::66",
-    "2001:2:0:66::1",
-];
-const BLOCKLIST: [&str; 4] = [
-    "198.18.0.66",
-    "198.19.66.0/24",
-    "2001:2::66",
-    "2001:2:0:66::/64",
-];
-const ALLOWLIST: [&str; 1] = ["198.18.0.10"];
+/// Ports inside the node's namespace; the same numbers are forwarded from this host's loopback.
+struct Ports {
+    api: u16,
+    metrics: u16,
+}
+
+/// The daemon's config for the demo. The one place that says how the demo's daemon runs (add
+/// new sections here).
+fn daemon_config(dir: &Path, lab: &LabState, ports: &Ports, args: &Args) -> String {
+    format!(
+        r#"# Written by `groundzero demo`.
+interfaces = ["{iface}"]
+monitor = true            # phase 2 runs with the shield off; phase 3 turns monitor off
+pin_dir = "{pins}"
+state_dir = "{state}"
+
+[api]
+socket = "{socket}"
+tcp_listen = "127.0.0.1:{api}"
+token_file = "{token}"
+
+[metrics]
+listen = "127.0.0.1:{metrics}"
+
+[journey]
+enabled = true
+sample_every = 256
+filter = "port {port}"
+
+[ratelimit]
+rate = {rate}
+ban_ttl = "2m"
+"#,
+        iface = lab.node_if,
+        pins = LAB_PIN_DIR,
+        state = dir.join("state").display(),
+        socket = dir.join("api.sock").display(),
+        api = ports.api,
+        token = dir.join("token").display(),
+        metrics = ports.metrics,
+        port = lab::peer_protocol::PORT,
+        rate = args.rate_limit,
+    )
+}
 
 pub fn run(args: Args) -> Result<()> {
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
-            .context("installing the Ctrl-C handler")?;
-    }
-    Netns::remove_stale();
-    let world = Netns::create("demo-w").context("creating the world namespace")?;
-    let node = Netns::create("demo-n").context("creating the node namespace")?;
-    build_topology(&world, &node)?;
+    let stop = stop_on_ctrl_c()?;
+    let node_bin = sibling("validator-node")?;
+    let lab = Lab::up(LabSpec::default()).context("building the lab")?;
+    let state = lab.state().clone();
+    let dir = WorkDir::create()?;
+    println!("groundzero demo: the lab is up (namespaces gz-lab-*, bridge, veth; addresses from 198.18.0.0/15 and 2001:2::/48)");
     println!(
-        "groundzero demo: namespaces {} (node) and {} (world), veth {NODE_IF} <-> {WORLD_IF}",
-        node.name(),
-        world.name()
+        "  node {} / {} in {} (XDP on {}), {} peers, {} attackers",
+        state.node_v4,
+        state.node_v6,
+        state.node_ns,
+        state.node_if,
+        state.peers.len(),
+        state.attackers.len()
     );
-    println!("  no real interface is touched; traffic stays in 198.18.0.0/15 and 2001:2::/48\n");
 
-    let mut shield = Shield::load(ShieldOptions::default())
-        .context("loading the XDP program (are you root?)")?;
-    let blocks: Vec<_> = BLOCKLIST
-        .iter()
-        .map(|s| parse_entry(s))
-        .collect::<Result<_, _>>()?;
-    let allows: Vec<_> = ALLOWLIST
-        .iter()
-        .map(|s| parse_entry(s))
-        .collect::<Result<_, _>>()?;
-    shield.block_all(&blocks)?;
-    shield.allow_all(&allows)?;
-    println!("  blocklist: {}", BLOCKLIST.join(", "));
-    println!("  allowlist: {}", ALLOWLIST.join(", "));
+    // Measured before the daemon starts: it turns on the kernel's per-program run statistics,
+    // which add to every run.
+    let cost = measure_cost();
+    let ports = Ports {
+        api: free_port(args.port)?,
+        metrics: free_port(0)?,
+    };
+    let token = random_token()?;
+    std::fs::write(dir.0.join("token"), &token).context("writing the API token")?;
+    let config = dir.0.join("groundzero.toml");
+    std::fs::write(&config, daemon_config(&dir.0, &state, &ports, &args))
+        .context("writing the daemon's config")?;
+    let me = std::env::current_exe().context("finding this executable")?;
+    let mut daemon = Proc::spawn_in_node(
+        "daemon",
+        &me,
+        &["run".as_ref(), "--config".as_ref(), config.as_os_str()],
+        &dir.0.join("daemon.log"),
+    )?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = Client::new(Endpoint::Unix(dir.0.join("api.sock")));
+    wait_for(
+        "the daemon",
+        &mut daemon,
+        &stop,
+        Duration::from_secs(30),
+        || rt.block_on(client.health()).is_ok(),
+    )?;
+    let socket = dir.0.join("api.sock");
+    let mut node = Proc::spawn_in_node(
+        "validator-node",
+        &node_bin,
+        &[
+            "--api-socket".as_ref(),
+            socket.as_os_str(),
+            "--ban-ttl".as_ref(),
+            "2m".as_ref(),
+        ],
+        &dir.0.join("node.log"),
+    )?;
+    wait_for(
+        "the validator node",
+        &mut node,
+        &stop,
+        Duration::from_secs(10),
+        || std::fs::read_to_string(dir.0.join("node.log")).is_ok_and(|l| l.contains("ready")),
+    )?;
+    let _forwards = [ports.api, ports.metrics]
+        .into_iter()
+        .map(Forward::start)
+        .collect::<Result<Vec<_>>>()?;
     println!(
-        "  legitimate clients: {}   attackers: {}\n",
-        LEGIT.join(", "),
-        ATTACKERS.join(", ")
+        "  daemon (groundzero run, monitor mode) and validator-node are running in {NODE_NS}; logs in {}\n",
+        dir.0.display()
     );
 
-    let received = Arc::new(Mutex::new(HashMap::<IpAddr, u64>::new()));
-    let server_stop = Arc::new(AtomicBool::new(false));
-    let servers = start_echo_servers(&node, received.clone(), server_stop.clone())?;
-
-    let without = run_phase(&world, &args, &received, &stop)?;
-    report("phase 1: shield detached", &without, &args);
-
-    let active = node
-        .run(|| shield.attach(NODE_IF, AttachMode::Auto))
-        .context("attaching to the node's interface")?;
-    let before = shield.counters()?;
-    let with = run_phase(&world, &args, &received, &stop)?;
-    let counted = shield.counters()?.since(&before);
-    report(
-        &format!("phase 2: shield attached ({active} XDP on {NODE_IF})"),
-        &with,
-        &args,
-    );
-    println!(
-        "XDP counters during phase 2:\n{}",
-        table::render(&counted, None)
-    );
-
-    println!("per-entry hits:");
-    for entry in shield.blocked()?.iter().chain(shield.allowed()?.iter()) {
-        println!("  {:<20} {:>8} hits", entry.net.to_string(), entry.hits);
-    }
-    print_cost(&shield)?;
-
-    server_stop.store(true, Ordering::SeqCst);
-    for server in servers {
-        let _ = server.join();
-    }
-    drop(shield);
-    let names = (node.name().to_string(), world.name().to_string());
-    drop((node, world));
-    println!(
-        "\ncleaned up: detached, namespaces {} and {} removed",
-        names.0, names.1
-    );
-    if stop.load(Ordering::SeqCst) {
-        println!("(interrupted)");
-    }
-    Ok(())
-}
-
-fn build_topology(world: &Netns, node: &Netns) -> Result<()> {
-    veth(world, WORLD_IF, node, NODE_IF)?;
-    for ns in [world, node] {
-        ns.sysctl("net.ipv6.conf.all.accept_ra", "0")?;
-        ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
-    }
-    node.ip(&["addr", "add", &format!("{NODE_V4}/15"), "dev", NODE_IF])?;
-    node.ip(&[
-        "addr",
-        "add",
-        &format!("{NODE_V6}/48"),
-        "dev",
-        NODE_IF,
-        "nodad",
-    ])?;
-    for addr in LEGIT.iter().chain(ATTACKERS.iter()) {
-        let prefix = if addr.contains(':') { "48" } else { "15" };
-        let mut cmd = vec!["addr", "add"];
-        let cidr = format!("{addr}/{prefix}");
-        cmd.extend([cidr.as_str(), "dev", WORLD_IF]);
-        if addr.contains(':') {
-            cmd.push("nodad");
+    let mut rows = Vec::new();
+    let calm = PhasePlan::calm(args.calm, args.legit_pps);
+    let flood = |block: u8| PhasePlan {
+        duration: args.phase,
+        legit_pps: args.legit_pps,
+        flood_pps: args.flood_pps,
+        source_block: block,
+        ..PhasePlan::default()
+    };
+    let phases = [
+        ("1. calm", calm, false),
+        ("2. flood, shield off (monitor)", flood(1), false),
+        ("3. flood, shield on", flood(2), true),
+    ];
+    for (title, plan, shield) in phases {
+        if stop.load(Ordering::SeqCst) {
+            break;
         }
-        world.ip(&cmd)?;
+        if shield {
+            rt.block_on(client.call(Method::PUT, "/v1/monitor", Some(&json!({"enabled": false}))))
+                .context("turning monitor mode off")?;
+        }
+        match run_phase(title, &state, &plan, &rt, &client, &stop)? {
+            Some(row) => rows.push(row),
+            None => break, // interrupted mid-phase: its numbers would mean nothing
+        }
+        std::thread::sleep(Duration::from_millis(500)); // let queues drain between phases
     }
-    Ok(())
-}
 
-fn start_echo_servers(
-    node: &Netns,
-    received: Arc<Mutex<HashMap<IpAddr, u64>>>,
-    stop: Arc<AtomicBool>,
-) -> Result<Vec<std::thread::JoinHandle<()>>> {
-    let mut handles = Vec::new();
-    for bind in [format!("{NODE_V4}:{PORT}"), format!("[{NODE_V6}]:{PORT}")] {
-        let socket = node
-            .run(|| UdpSocket::bind(&bind))
-            .with_context(|| format!("binding {bind} in the node"))?;
-        socket.set_read_timeout(Some(Duration::from_millis(50)))?;
-        let received = received.clone();
-        let stop = stop.clone();
-        handles.push(std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !stop.load(Ordering::SeqCst) {
-                if let Ok((n, from)) = socket.recv_from(&mut buf) {
-                    *received.lock().unwrap().entry(from.ip()).or_default() += 1;
-                    let _ = socket.send_to(&buf[..n], from);
+    if stop.load(Ordering::SeqCst) {
+        println!("\ninterrupted: cleaning up");
+    }
+    print_summary(&rows);
+    if !stop.load(Ordering::SeqCst) {
+        match &cost {
+            Ok(lines) => {
+                println!("\nXDP verdict cost on this host (BPF_PROG_TEST_RUN, 1,000,000 runs each, includes test_run's own overhead):");
+                for line in lines {
+                    println!("  {line}");
                 }
             }
-        }));
+            Err(e) => println!("(could not measure the verdict cost: {e:#})"),
+        }
+        print_links(&ports, &token, &socket);
+        linger(&args, &stop);
     }
-    Ok(handles)
+    drop(node);
+    drop(daemon);
+    drop(lab);
+    drop(dir);
+    println!("cleaned up: processes stopped, lab namespaces and pins removed");
+    Ok(())
 }
 
-struct Phase {
-    /// (answered, sent, latencies) per legitimate client.
-    legit: Vec<(String, u32, u32, Vec<Duration>)>,
-    /// Packets the node's socket received from each attacker.
-    attack_received: Vec<(String, u64)>,
-    attack_sent: u64,
-    elapsed: Duration,
+fn print_links(ports: &Ports, token: &str, socket: &Path) {
+    println!(
+        "\njourney page: http://127.0.0.1:{}/#token={token}",
+        ports.api
+    );
+    println!("metrics:      http://127.0.0.1:{}/metrics", ports.metrics);
+    println!(
+        "bans:         groundzero --socket {} list --source app:validator-node",
+        socket.display()
+    );
+}
+
+/// Keeps everything up for the journey page, as asked.
+fn linger(args: &Args, stop: &AtomicBool) {
+    {
+        let until = if args.keep_running {
+            println!("\neverything stays up until Ctrl-C");
+            None
+        } else {
+            println!(
+                "\neverything stays up for {} (Ctrl-C ends it sooner; --keep-running keeps it)",
+                humantime::format_duration(args.linger)
+            );
+            Some(Instant::now() + args.linger)
+        };
+        while !stop.load(Ordering::SeqCst) && until.is_none_or(|u| Instant::now() < u) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// One phase's line in the summary.
+struct Row {
+    title: &'static str,
+    report: PhaseReport,
+    xdp: XdpTally,
+    bans: usize,
+    clock: BanClock,
 }
 
 fn run_phase(
-    world: &Netns,
-    args: &Args,
-    received: &Mutex<HashMap<IpAddr, u64>>,
+    title: &'static str,
+    state: &LabState,
+    plan: &PhasePlan,
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
     stop: &AtomicBool,
-) -> Result<Phase> {
-    received.lock().unwrap().clear();
-    let started = Instant::now();
-    let phase = world.run(|| {
-        std::thread::scope(|scope| {
-            let attackers: Vec<_> = ATTACKERS
-                .iter()
-                .map(|src| scope.spawn(move || flood(src, args.flood, stop)))
-                .collect();
-            let clients: Vec<_> = LEGIT
-                .iter()
-                .map(|src| scope.spawn(move || (src.to_string(), client(src, args.requests, stop))))
-                .collect();
-            let attack_sent: u64 = attackers.into_iter().map(|h| h.join().unwrap()).sum();
-            let legit = clients
-                .into_iter()
-                .map(|h| {
-                    let (src, (ok, sent, lat)) = h.join().unwrap();
-                    (src, ok, sent, lat)
-                })
-                .collect();
-            (legit, attack_sent)
-        })
-    });
-    // Let the last echoes land before reading what the node saw.
-    std::thread::sleep(Duration::from_millis(200));
-    let seen = received.lock().unwrap();
-    let attack_received = ATTACKERS
-        .iter()
-        .map(|a| {
-            (
-                a.to_string(),
-                seen.get(&a.parse::<IpAddr>().unwrap())
-                    .copied()
-                    .unwrap_or(0),
-            )
-        })
-        .collect();
-    Ok(Phase {
-        legit: phase.0,
-        attack_received,
-        attack_sent: phase.1,
-        elapsed: started.elapsed(),
-    })
-}
-
-fn target_for(src: &str) -> SocketAddr {
-    let ip: IpAddr = if src.contains(':') {
-        NODE_V6.parse().unwrap()
+) -> Result<Option<Row>> {
+    println!("{title}: {}", describe(plan));
+    let before = rt.block_on(XdpTally::read(client))?;
+    let bans_before = rt.block_on(client.blocked_by(APP))?.len();
+    // What the node can see and ban: the flood's spoofed sources and the sender of invalid
+    // messages (atk3). SYN-flood sources never reach the application.
+    let mut expected = if plan.flood_pps > 0 {
+        plan.flood_sources()
     } else {
-        NODE_V4.parse().unwrap()
+        Vec::new()
     };
-    SocketAddr::new(ip, PORT)
-}
-
-/// Sends `count` datagrams from `src`, paced to about 10k packets/s, bounded in time.
-fn flood(src: &str, count: u32, stop: &AtomicBool) -> u64 {
-    let Ok(socket) = UdpSocket::bind((src.parse::<IpAddr>().unwrap(), 0)) else {
-        return 0;
-    };
-    let target = target_for(src);
-    let payload = [0xAA; 64];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut sent = 0;
-    for i in 0..count {
-        if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
-            break;
-        }
-        if socket.send_to(&payload, target).is_ok() {
-            sent += 1;
-        }
-        if i % 100 == 99 {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+    if plan.invalid_pps > 0 {
+        expected.extend(state.attackers.get(2).map(|a| IpAddr::from(a.v4)));
     }
-    sent
-}
-
-/// Request/response from `src`: returns (answered, sent, round-trip times).
-fn client(src: &str, requests: u32, stop: &AtomicBool) -> (u32, u32, Vec<Duration>) {
-    let Ok(socket) = UdpSocket::bind((src.parse::<IpAddr>().unwrap(), 0)) else {
-        return (0, 0, vec![]);
-    };
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .ok();
-    let target = target_for(src);
-    let mut answered = 0;
-    let mut sent = 0;
-    let mut rtts = Vec::new();
-    let mut buf = [0u8; 64];
-    for i in 0..requests {
-        if stop.load(Ordering::Relaxed) {
-            break;
+    let mut clock = BanClock::new(expected, Instant::now() + plan.attack_delay);
+    let mut last_poll = Instant::now();
+    let report = lab::run_phase(state, plan, stop, |_| {
+        if last_poll.elapsed() >= Duration::from_millis(200) && clock.expected() > 0 {
+            last_poll = Instant::now();
+            let _ = rt.block_on(clock.poll(client, APP));
         }
-        let msg = i.to_be_bytes();
-        let t0 = Instant::now();
-        if socket.send_to(&msg, target).is_err() {
-            continue;
-        }
-        sent += 1;
-        // Skip stale echoes of earlier, timed-out requests.
-        while let Ok((n, _)) = socket.recv_from(&mut buf) {
-            if n == 4 && buf[..4] == msg {
-                answered += 1;
-                rtts.push(t0.elapsed());
-                break;
-            }
-        }
+    })
+    .context("running the phase's traffic")?;
+    if stop.load(Ordering::SeqCst) {
+        return Ok(None);
     }
-    (answered, sent, rtts)
-}
-
-fn report(title: &str, phase: &Phase, args: &Args) {
-    println!("{title}  ({:.1}s)", phase.elapsed.as_secs_f64());
-    for (src, ok, sent, rtts) in &phase.legit {
-        let mut sorted = rtts.clone();
-        sorted.sort();
-        let pct = |p: f64| {
-            sorted
-                .get(((sorted.len() as f64 - 1.0) * p) as usize)
-                .map(|d| d.as_micros())
-                .unwrap_or(0)
-        };
-        println!(
-            "  legit    {src:<16} answered {ok:>5}/{sent:<5} ({:.1}%)  rtt p50 {} µs  p99 {} µs",
-            100.0 * *ok as f64 / (*sent).max(1) as f64,
-            pct(0.5),
-            pct(0.99)
-        );
+    if clock.expected() > 0 {
+        let _ = rt.block_on(clock.poll(client, APP));
     }
-    let reached: u64 = phase.attack_received.iter().map(|(_, n)| n).sum();
+    let xdp = rt.block_on(XdpTally::read(client))?.since(&before);
+    let bans = rt
+        .block_on(client.blocked_by(APP))?
+        .len()
+        .saturating_sub(bans_before);
+    print_phase(&format!("  {title}"), &report);
     println!(
-        "  attack   {} sources, {} packets sent ({} per source), {} reached the node's socket",
-        ATTACKERS.len(),
-        phase.attack_sent,
-        args.flood,
-        reached
+        "  XDP: {} dropped, {} would have been dropped (monitor), {} malformed; {} new ban(s) by the node{}",
+        xdp.dropped,
+        xdp.would_drop,
+        xdp.malformed,
+        bans,
+        ban_timing(&clock)
     );
     println!();
+    Ok(Some(Row {
+        title,
+        report,
+        xdp,
+        bans,
+        clock,
+    }))
 }
 
-/// The cost of one verdict, measured here with BPF_PROG_TEST_RUN over 1M runs.
-fn print_cost(shield: &Shield) -> Result<()> {
-    println!("\nXDP verdict cost on this host (BPF_PROG_TEST_RUN, 1,000,000 runs each, includes test_run's own overhead):");
-    let cases = [
-        ("pass, no match", "198.18.0.200"),
-        ("pass, allowlisted", "198.18.0.10"),
-        ("drop, exact", "198.18.0.66"),
-        ("drop, prefix", "198.19.66.9"),
-    ];
-    for (label, src) in cases {
+const APP: &str = "app:validator-node";
+
+fn describe(plan: &PhasePlan) -> String {
+    if plan.flood_pps == 0 {
+        return format!(
+            "legitimate traffic only for {}",
+            humantime::format_duration(plan.duration)
+        );
+    }
+    format!(
+        "{} of legitimate traffic; from {} s on: {} pps of spoofed GET requests from {} sources, {} SYN/s, {} malformed/s, {} invalid messages/s",
+        humantime::format_duration(plan.duration),
+        plan.attack_delay.as_secs(),
+        plan.flood_pps,
+        plan.flood_sources().len(),
+        plan.syn_pps,
+        plan.malformed_pps,
+        plan.invalid_pps
+    )
+}
+
+fn ban_timing(clock: &BanClock) -> String {
+    if clock.expected() == 0 {
+        return String::new();
+    }
+    match clock.all_banned_after() {
+        Some(t) => format!(
+            "; all {} attackers the node can see banned {:.1} s after the attack began",
+            clock.expected(),
+            t.as_secs_f64()
+        ),
+        None => format!(
+            "; {} of {} attackers banned",
+            clock.banned(),
+            clock.expected()
+        ),
+    }
+}
+
+fn print_summary(rows: &[Row]) {
+    if rows.is_empty() {
+        return;
+    }
+    println!("summary");
+    println!(
+        "  {:<32} {:<44} {:>12} {:>12} {:>6} {:>10}",
+        "phase", "legitimate requests answered", "attack pkts", "XDP dropped", "bans", "all banned"
+    );
+    for r in rows {
+        let dropped = if r.xdp.would_drop > 0 && r.xdp.dropped == 0 {
+            format!("0 ({} w.)", short(r.xdp.would_drop))
+        } else {
+            short(r.xdp.dropped)
+        };
+        println!(
+            "  {:<32} {:<44} {:>12} {:>12} {:>6} {:>10}",
+            r.title,
+            legit_line(&r.report.legit_total()),
+            r.report.attack_packets(),
+            dropped,
+            r.bans,
+            r.clock
+                .all_banned_after()
+                .map(|t| format!("{:.1} s", t.as_secs_f64()))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    println!("  (w. = would have been dropped: monitor mode counts but passes)");
+}
+
+/// The cost of one verdict on this host: BPF_PROG_TEST_RUN over 1M runs per case, on a shield
+/// of its own (not the daemon's), with one entry of each kind. One line per case.
+fn measure_cost() -> Result<Vec<String>> {
+    use groundzero::{craft, parse_entry, Action, Shield, ShieldOptions};
+    let mut shield = Shield::load(ShieldOptions::default())?;
+    shield.block(parse_entry("198.18.0.66")?)?;
+    shield.block(parse_entry("198.19.66.0/24")?)?;
+    shield.allow(parse_entry("198.18.0.10")?)?;
+    let mut lines = Vec::new();
+    for (label, src, expect) in [
+        ("pass, no match", "198.18.0.200", Action::Pass),
+        ("pass, allowlisted", "198.18.0.10", Action::Pass),
+        ("drop, exact", "198.18.0.66", Action::Drop),
+        ("drop, prefix", "198.19.66.9", Action::Drop),
+    ] {
         let packet = craft::udp4(src.parse()?, &[0u8; 64]);
         let (action, per_run) = shield.test_run_repeat(&packet, 1_000_000)?;
-        let expect = if label.starts_with("drop") {
-            Action::Drop
-        } else {
-            Action::Pass
-        };
         anyhow::ensure!(action == expect, "{label}: the program returned {action:?}");
-        println!("  {label:<20} {:>6} ns per packet", per_run.as_nanos());
+        lines.push(format!(
+            "{label:<20} {:>6} ns per packet",
+            per_run.as_nanos()
+        ));
+    }
+    Ok(lines)
+}
+
+fn short(n: u64) -> String {
+    if n >= 10_000 {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
+
+/// A binary built next to this one (`cargo build` builds the whole workspace's defaults).
+fn sibling(name: &str) -> Result<PathBuf> {
+    let me = std::env::current_exe().context("finding this executable")?;
+    let path = me.with_file_name(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: build it with `cargo build --release` (or run ./scripts/demo.sh)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn free_port(wanted: u16) -> Result<u16> {
+    let listener = TcpListener::bind(("127.0.0.1", wanted)).with_context(|| {
+        format!("port {wanted} on 127.0.0.1 is taken: choose another with --port")
+    })?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn random_token() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom for the API token")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn wait_for(
+    what: &str,
+    proc: &mut Proc,
+    stop: &AtomicBool,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !ready() {
+        if stop.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+        if proc.exited() || Instant::now() > deadline {
+            bail!(
+                "{what} did not come up; its log: {}\n{}",
+                proc.log.display(),
+                std::fs::read_to_string(&proc.log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
     Ok(())
+}
+
+/// A child process in the node's namespace, stopped (SIGTERM, then SIGKILL) when dropped. It
+/// also gets SIGTERM if this process dies first (PR_SET_PDEATHSIG), and `lab down` would stop
+/// it anyway.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Runs `program` under `nsenter --net`: only the network namespace changes, so the daemon
+    /// sees the host's /sys/fs/bpf and its pins outlive it (`ip netns exec` would give it a
+    /// private /sys, where pins die with the process).
+    fn spawn_in_node(
+        name: &str,
+        program: &Path,
+        args: &[&std::ffi::OsStr],
+        log: &Path,
+    ) -> Result<Proc> {
+        let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{NODE_NS}"))
+            .arg(program)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            // Its own process group: a Ctrl-C in the terminal reaches only the demo, which then
+            // stops the children in order and reports, instead of the daemon vanishing mid-phase.
+            .process_group(0)
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting the {name} (is nsenter installed? util-linux)"))?;
+        Ok(Proc {
+            child,
+            log: log.to_path_buf(),
+        })
+    }
+
+    fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let pid = self.child.id() as i32;
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The demo's files (config, token, state, logs); removed when dropped.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn create() -> Result<Self> {
+        // A demo that was killed could not remove its directory: do it for it.
+        if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let pid = name
+                    .strip_prefix("groundzero-demo-")
+                    .and_then(|p| p.parse::<u32>().ok());
+                if pid.is_some_and(|p| !lab::topology::process_alive(p)) {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("groundzero-demo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(WorkDir(dir))
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Forwards 127.0.0.1:`port` on this host to 127.0.0.1:`port` in the node's namespace, where
+/// the daemon listens: the browser is here, the daemon is there. Stops when dropped.
+struct Forward {
+    stop: Arc<AtomicBool>,
+}
+
+impl Forward {
+    fn start(port: u16) -> Result<Forward> {
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .with_context(|| format!("listening on 127.0.0.1:{port}"))?;
+        listener.set_nonblocking(true)?;
+        let node = groundzero::netns::Netns::open(NODE_NS)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            let target = SocketAddr::from(([127, 0, 0, 1], port));
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let _ = client.set_nonblocking(false);
+                        // The socket is made inside the namespace and keeps it afterwards.
+                        if let Ok(Ok(upstream)) = node.try_run(|| TcpStream::connect(target)) {
+                            pipe(client, upstream);
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        });
+        Ok(Forward { stop })
+    }
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Copies both ways until either side closes (one thread per direction; the page holds a few
+/// connections at most).
+fn pipe(a: TcpStream, b: TcpStream) {
+    let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else {
+        return;
+    };
+    for (mut from, mut to) in [(a, b2), (b, a2)] {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(std::net::Shutdown::Both);
+        });
+    }
 }

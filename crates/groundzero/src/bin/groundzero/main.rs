@@ -4,6 +4,7 @@ mod check;
 mod daemon;
 mod demo;
 mod journey_view;
+mod lab;
 mod remote;
 mod table;
 
@@ -28,6 +29,8 @@ enum Command {
     CheckList(check::Args),
     /// Run a self-contained demo in throw-away network namespaces (no real interface touched).
     Demo(demo::Args),
+    /// Build, inspect or remove the lab topology (node, peers, attackers) and run its traffic.
+    Lab(lab::Args),
     /// Run the daemon: attach per the config, keep the lists, serve the management API.
     Run(daemon::RunArgs),
     /// Validate a daemon config file.
@@ -46,6 +49,7 @@ fn main() -> Result<()> {
         Command::Attach(args) => attach::run(args),
         Command::CheckList(args) => check::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Lab(args) => lab::run(args),
         Command::Run(args) => daemon::run(args, cli.target.socket.clone()),
         Command::CheckConfig(args) => daemon::check(args),
         Command::Cleanup(args) => daemon::cleanup(args, cli.target.socket_or_default()),
