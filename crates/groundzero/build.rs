@@ -58,7 +58,15 @@ fn main() {
         .arg(&bpf_target_dir)
         .env("RUSTC", &bpf_rustc)
         .env("RUSTC_BOOTSTRAP", "1")
-        .env("RUSTFLAGS", "-C link-arg=--btf");
+        // Misaligned loads: packet fields are not naturally aligned, and without this LLVM
+        // splits every multi-byte packet read into single bytes (an IPv6 address became a call
+        // to a byte-wise memmove). x86-64 and arm64 kernels accept misaligned packet access;
+        // the verifier still insists on aligned *stack* access, which is why
+        // `groundzero_common::Parsed` is `repr(C)` (it puts the addresses on aligned offsets).
+        .env(
+            "RUSTFLAGS",
+            "-C link-arg=--btf -C link-arg=--cpu-features=+allows-misaligned-mem-access",
+        );
     // What the outer build set for itself must not leak into the BPF build (clippy's wrapper,
     // host rustflags, a target dir or target triple).
     for var in [

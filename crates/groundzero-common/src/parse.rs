@@ -37,7 +37,12 @@ impl PacketBytes for [u8] {
 }
 
 /// What the parser learned about a packet.
+///
+/// `repr(C)`: the addresses then sit at 8-byte aligned offsets of the value. The XDP build
+/// allows misaligned memory access (see crates/groundzero/build.rs) and LLVM would otherwise
+/// merge byte stores of `src` into a misaligned stack store, which the verifier refuses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
 pub enum Parsed {
     /// Not IP (ARP, LLDP, 802.3 length frames, a third VLAN tag, ...).
     NonIp { ethertype: u16 },
@@ -154,6 +159,13 @@ fn parse_ipv4<P: PacketBytes + ?Sized>(pkt: &P, l3: usize) -> Parsed {
 }
 
 #[inline(always)]
+fn join16(hi: [u8; 8], lo: [u8; 8]) -> [u8; 16] {
+    let words = [u64::from_ne_bytes(hi), u64::from_ne_bytes(lo)];
+    // SAFETY: [u64; 2] and [u8; 16] have the same size and every bit pattern is valid for both.
+    unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(words) }
+}
+
+#[inline(always)]
 fn parse_ipv6<P: PacketBytes + ?Sized>(pkt: &P, l3: usize) -> Parsed {
     const MALFORMED: Parsed = Parsed::Malformed {
         at: MalformedAt::Ipv6,
@@ -161,9 +173,15 @@ fn parse_ipv6<P: PacketBytes + ?Sized>(pkt: &P, l3: usize) -> Parsed {
     let Some(first) = pkt.load::<8>(l3) else {
         return MALFORMED;
     };
-    let Some(src) = pkt.load::<16>(l3 + 8) else {
+    // Two 8-byte halves, not one 16-byte read: a 16-byte copy becomes a call to a byte-wise
+    // memmove in BPF, the halves become two loads.
+    let Some(hi) = pkt.load::<8>(l3 + 8) else {
         return MALFORMED;
     };
+    let Some(lo) = pkt.load::<8>(l3 + 16) else {
+        return MALFORMED;
+    };
+    let src = join16(hi, lo);
     if pkt.load::<1>(l3 + IPV6_HLEN - 1).is_none() {
         return MALFORMED;
     }
