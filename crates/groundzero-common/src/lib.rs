@@ -7,6 +7,7 @@
 //!   host model run the same parsing code;
 //! - [`verdict`]: the decision rules as a pure function over parsed fields and list lookups;
 //! - [`ratelimit`]: the per-source token bucket behind rate-based auto-bans;
+//! - [`summary`]: the prefix summaries that let the verdict skip trie walks that cannot match;
 //! - [`journey`]: what the tracing programs report about sampled packets.
 #![no_std]
 
@@ -15,6 +16,7 @@ pub mod maps;
 pub mod parse;
 pub mod ratelimit;
 pub mod reason;
+pub mod summary;
 pub mod verdict;
 
 pub use parse::{parse, PacketBytes, Parsed};

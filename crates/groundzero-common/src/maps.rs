@@ -23,13 +23,19 @@ pub const INTERFACE_COUNTERS: &str = "iface_counters";
 pub const CONFIG: &str = "config";
 
 /// Every map, for pinning.
-pub const ALL_MAPS: [&str; 9] = [
+pub const ALL_MAPS: [&str; 15] = [
     ALLOW_V4,
     ALLOW_V6,
     BLOCK_V4,
     BLOCK_V6,
     BLOCK_NET_V4,
     BLOCK_NET_V6,
+    crate::summary::ALLOW_SUM_V4,
+    crate::summary::ALLOW_SUM_V6,
+    crate::summary::ALLOW_SUM_V6_LOW,
+    crate::summary::BLOCK_NET_SUM_V4,
+    crate::summary::BLOCK_NET_SUM_V6,
+    crate::summary::BLOCK_NET_SUM_V6_LOW,
     COUNTERS,
     INTERFACE_COUNTERS,
     CONFIG,
@@ -125,4 +131,6 @@ mod pod {
     unsafe impl aya::Pod for crate::journey::FlowFilter {}
     unsafe impl aya::Pod for crate::ratelimit::Bucket {}
     unsafe impl aya::Pod for crate::ratelimit::RateEvent {}
+    // SAFETY: an array of bytes.
+    unsafe impl aya::Pod for crate::summary::SummarySlot {}
 }

@@ -26,6 +26,7 @@ pub mod pins;
 mod program;
 pub mod ratelimit;
 pub mod shield;
+mod summary;
 
 pub use counters::Counters;
 pub use entry::{parse_entry, parse_list, EntryError, ListFileError};

@@ -114,6 +114,8 @@ pub struct Shield {
     stats_fd: Option<std::os::fd::OwnedFd>,
     /// Journey observer programs (attached only while tracing is on).
     observers: crate::journey::tracer::Observers,
+    /// The prefix summaries in front of the tries, counted on every trie insert and removal.
+    summaries: crate::summary::Summaries,
 }
 
 /// The kernel's own accounting of the XDP program (needs [`Shield::enable_run_stats`]).
@@ -138,8 +140,14 @@ impl Shield {
     /// Loads the embedded XDP program and creates its maps. Needs root (CAP_BPF, CAP_NET_ADMIN).
     pub fn load(options: ShieldOptions) -> Result<Self, Error> {
         let mut loader = EbpfLoader::new();
+        // Pins from a version without prefix summaries: the tries come back with their entries,
+        // the summaries are made empty, and must be counted before the program runs.
+        let mut summaries_fresh = true;
         if let Some(dir) = &options.pin_dir {
             let maps_dir = dir.join("maps");
+            summaries_fresh = !maps_dir
+                .join(groundzero_common::summary::ALLOW_SUM_V4)
+                .exists();
             crate::pins::ensure_dir(&maps_dir)?;
             for name in names::ALL_MAPS {
                 loader.map_pin_path(name, maps_dir.join(name));
@@ -173,14 +181,30 @@ impl Shield {
                 Err(e) => return Err(Error::Program(e)),
             }
         }
-        Ok(Self {
+        let summaries = crate::summary::Summaries::map(&bpf)?;
+        let shield = Self {
             bpf,
             options,
             attachments: Vec::new(),
             failed_inserts: 0,
             stats_fd: None,
             observers: Default::default(),
-        })
+            summaries,
+        };
+        if summaries_fresh {
+            for list in [ListKind::Allow, ListKind::BlockCidr] {
+                for entry in shield.list(list)? {
+                    shield.summaries.add(list, &entry.net);
+                }
+            }
+        }
+        Ok(shield)
+    }
+
+    /// The prefix summaries' counts of `list` at `addr`'s keys (one for IPv4, two for IPv6):
+    /// the XDP program walks the trie only when none is 0. For tests and diagnostics.
+    pub fn summary_counts(&self, list: ListKind, addr: std::net::IpAddr) -> Vec<u8> {
+        self.summaries.counts_at(list, addr)
     }
 
     pub fn options(&self) -> &ShieldOptions {
@@ -788,6 +812,9 @@ impl Shield {
     fn insert(&mut self, list: ListKind, net: IpNet) -> Result<bool, Error> {
         let capacity = self.capacity(list);
         let map_name = map_name(list, &net);
+        // Counted before the insert: the summary may say "maybe" for a while, never "no" for an
+        // entry that is in the trie.
+        self.summaries.add(list, &net);
         let map = self.map_mut(map_name)?;
         // BPF_NOEXIST keeps an existing entry (and its hits) when the same entry is added again.
         let result = match (list, net) {
@@ -815,6 +842,9 @@ impl Shield {
                 })
             }
         };
+        if result.is_err() {
+            self.summaries.sub(list, &net);
+        }
         match result {
             Ok(()) => Ok(true),
             Err(e) => match errno(&e) {
@@ -853,6 +883,10 @@ impl Shield {
             (_, IpNet::V6(n)) => LpmTrie::<_, [u8; 16], EntryStats>::try_from(map)
                 .and_then(|mut m| m.remove(&Key::new(n.prefix_len().into(), n.addr().octets()))),
         };
+        if result.is_ok() {
+            // Uncounted only after the removal, for the same reason as in `insert`.
+            self.summaries.sub(list, &net);
+        }
         match result {
             Ok(()) => Ok(true),
             Err(MapError::KeyNotFound | MapError::ElementNotFound) => Ok(false),
