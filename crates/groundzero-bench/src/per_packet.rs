@@ -83,7 +83,14 @@ pub struct Row {
     /// groundzero holding only what xdp-filter holds (the one exact address per family; empty
     /// allowlist and prefix tries), above the floor.
     pub same_lists_above: Option<Summary>,
+    /// The full verdict with journey tracing sampling 1 in [`SAMPLED_EVERY`] packets, and every
+    /// packet, above the floor (journey events drained by a thread meanwhile).
+    pub traced_sampled_above: Option<Summary>,
+    pub traced_all_above: Option<Summary>,
 }
+
+/// Journey tracing's "sampled" setting in the overhead measurement.
+pub const SAMPLED_EVERY: u32 = 64;
 
 #[derive(Clone, Debug)]
 pub struct PerPacket {
@@ -92,6 +99,45 @@ pub struct PerPacket {
     pub rows: Vec<Row>,
     pub frame_len_v4: usize,
     pub frame_len_v6: usize,
+    /// Journey events the drain threads read, and how many the traced runs should have made.
+    pub journey_events: u64,
+    pub events_expected: u64,
+}
+
+/// Reads a traced shield's journey ring buffer until told to stop, so the measurement pays for
+/// real ring writes (a full ring would make `bpf_ringbuf_output` fail early, and cheaply).
+struct Drain {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Drain {
+    fn start(shield: &mut Shield) -> Result<Drain> {
+        use std::sync::atomic::Ordering;
+        let mut events = shield.journey_events()?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                let got = events.drain(|_| {}) as u64;
+                n += got;
+                if got == 0 {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+            }
+            n + events.drain(|_| {}) as u64
+        });
+        Ok(Drain {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().map_or(0, |t| t.join().unwrap_or(0))
+    }
 }
 
 /// The comparison state: one exact block, one blocked prefix and one allowlisted address inside
@@ -147,15 +193,25 @@ pub fn run(config: &Config) -> Result<PerPacket> {
     let mut shield = Shield::load(ShieldOptions::default())?;
     let mut same_lists = Shield::load(ShieldOptions::default())?;
     let mut xdp_filter = XdpFilter::load(None)?;
+    // The shield as measured, twice more with journey tracing on (XDP side: sampling, the ring
+    // buffer event and the metadata tag; the observers never run under BPF_PROG_TEST_RUN).
+    let mut sampled = Shield::load(ShieldOptions::default())?;
+    let mut traced = Shield::load(ShieldOptions::default())?;
+    let any = groundzero::journey::parse_filter("any").map_err(anyhow::Error::msg)?;
+    sampled.set_sampling(SAMPLED_EVERY, any)?;
+    traced.set_sampling(1, any)?;
     let families = [Family::V4, Family::V6];
     for family in families {
         let s = sources(family);
-        shield.block(parse_entry(&s.exact.to_string())?)?;
+        for full in [&mut shield, &mut sampled, &mut traced] {
+            full.block(parse_entry(&s.exact.to_string())?)?;
+            full.block(parse_entry(s.cidr_prefix)?)?;
+            full.allow(parse_entry(&s.allowed.to_string())?)?;
+        }
         same_lists.block(parse_entry(&s.exact.to_string())?)?;
-        shield.block(parse_entry(s.cidr_prefix)?)?;
-        shield.allow(parse_entry(&s.allowed.to_string())?)?;
         xdp_filter.block(s.exact)?;
     }
+    let drains = [Drain::start(&mut sampled)?, Drain::start(&mut traced)?];
 
     struct Case {
         family: Family,
@@ -211,17 +267,18 @@ pub fn run(config: &Config) -> Result<PerPacket> {
     }
 
     // Measurements: (case, program) pairs; program 0 floor, 1 groundzero, 2 xdp-filter,
-    // 3 groundzero with xdp-filter's lists.
+    // 3 groundzero with xdp-filter's lists, 4 and 5 groundzero with tracing sampled and on
+    // every packet.
     let mut jobs = Vec::new();
     for (i, case) in cases.iter().enumerate() {
         jobs.push((i, 0));
         jobs.push((i, 1));
         if case.xdp_filter.is_some() {
-            jobs.push((i, 2));
-            jobs.push((i, 3));
+            jobs.extend([(i, 2), (i, 3), (i, 4), (i, 5)]);
         }
     }
-    let mut ns = vec![[Vec::new(), Vec::new(), Vec::new(), Vec::new()]; cases.len()];
+    let (mut traced_runs, mut sampled_runs) = (0u64, 0u64);
+    let mut ns = vec![std::array::from_fn::<Vec<f64>, 6, _>(|_| Vec::new()); cases.len()];
     for round in 0..config.rounds {
         for j in order(jobs.len(), round) {
             let (i, program) = jobs[j];
@@ -230,7 +287,15 @@ pub fn run(config: &Config) -> Result<PerPacket> {
                 0 => floor.test_run(packet, config.repeat)?.1,
                 1 => shield.test_run_repeat(packet, config.repeat)?.1,
                 2 => xdp_filter.test_run(packet, config.repeat)?.1,
-                _ => same_lists.test_run_repeat(packet, config.repeat)?.1,
+                3 => same_lists.test_run_repeat(packet, config.repeat)?.1,
+                4 => {
+                    sampled_runs += u64::from(config.repeat);
+                    sampled.test_run_repeat(packet, config.repeat)?.1
+                }
+                _ => {
+                    traced_runs += u64::from(config.repeat);
+                    traced.test_run_repeat(packet, config.repeat)?.1
+                }
             };
             ns[i][program].push(d.as_nanos() as f64);
         }
@@ -240,8 +305,9 @@ pub fn run(config: &Config) -> Result<PerPacket> {
     let rows = cases
         .iter()
         .zip(&ns)
-        .map(|(case, [f, g, x, same])| {
+        .map(|(case, [f, g, x, same, smp, all])| {
             let above = |v: &[f64]| -> Vec<f64> { v.iter().zip(f).map(|(a, b)| a - b).collect() };
+            let traced = |v: &[f64]| (!v.is_empty()).then(|| Summary::of(&above(v)));
             let (xf, xf_above, ratio, same_above) = if x.is_empty() {
                 (None, None, None, None)
             } else {
@@ -268,14 +334,19 @@ pub fn run(config: &Config) -> Result<PerPacket> {
                 xdp_filter_above: xf_above,
                 ratio,
                 same_lists_above: same_above,
+                traced_sampled_above: traced(smp),
+                traced_all_above: traced(all),
             }
         })
         .collect();
+    let journey_events = drains.into_iter().map(Drain::finish).sum();
     Ok(PerPacket {
         repeat: config.repeat,
         rounds: config.rounds,
         rows,
         frame_len_v4: cases[0].packet.len(),
         frame_len_v6: cases[4].packet.len(),
+        journey_events,
+        events_expected: traced_runs + sampled_runs / u64::from(SAMPLED_EVERY),
     })
 }

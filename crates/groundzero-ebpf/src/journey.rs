@@ -41,49 +41,37 @@ const IPPROTO_UDP: u8 = 17;
 
 /// Decides whether to follow this packet. Called only when sampling is on; returns the start of
 /// its XDP event (flow filled in, clock read) when it is sampled.
+///
+/// The decision works on locals; the 64-byte event is built only for the packet that is taken
+/// (building it first, for every packet, cost ~40 ns per packet at 1 in 64, measured).
 #[inline(always)]
 pub fn sample(pkt: &XdpBytes, parsed: &Parsed, config: &Config) -> Option<JourneyEvent> {
-    let mut ev = JourneyEvent::default();
-    let l4 = match *parsed {
+    let (family, protocol, src, l3, l4): (u8, u8, &[u8], usize, usize) = match parsed {
         Parsed::V4 {
             src,
             protocol,
             l3_offset,
             l4_offset,
-        } => {
-            let dst = pkt.load::<4>(l3_offset + 16)?;
-            ev.family = 4;
-            ev.protocol = protocol;
-            ev.src[..4].copy_from_slice(&src);
-            ev.dst[..4].copy_from_slice(&dst);
-            l4_offset
-        }
+        } => (4, *protocol, src, *l3_offset, *l4_offset),
         Parsed::V6 {
             src,
             next_header,
             l3_offset,
             l4_offset,
-        } => {
-            let dst = pkt.load::<16>(l3_offset + 24)?;
-            ev.family = 6;
-            ev.protocol = next_header;
-            ev.src = src;
-            ev.dst = dst;
-            l4_offset
-        }
+        } => (6, *next_header, src, *l3_offset, *l4_offset),
         // Non-IP and malformed packets have no flow to follow.
         _ => return None,
     };
-    if ev.protocol == IPPROTO_TCP || ev.protocol == IPPROTO_UDP {
+    let (mut src_port, mut dst_port) = (0, 0);
+    if protocol == IPPROTO_TCP || protocol == IPPROTO_UDP {
         if let Some(ports) = pkt.load::<4>(l4) {
-            ev.src_port = u16::from_be_bytes([ports[0], ports[1]]);
-            ev.dst_port = u16::from_be_bytes([ports[2], ports[3]]);
+            src_port = u16::from_be_bytes([ports[0], ports[1]]);
+            dst_port = u16::from_be_bytes([ports[2], ports[3]]);
         }
     }
-    let src_len = if ev.family == 4 { 4 } else { 16 };
     if !config
         .sample_filter
-        .matches(ev.protocol, &ev.src[..src_len], ev.src_port, ev.dst_port)
+        .matches(protocol, src, src_port, dst_port)
     {
         return None;
     }
@@ -96,6 +84,30 @@ pub fn sample(pkt: &XdpBytes, parsed: &Parsed, config: &Config) -> Option<Journe
     }
     ticks[0] = 0;
     ticks[1] = ticks[1].wrapping_add(1);
+
+    let mut ev = JourneyEvent::default();
+    ev.family = family;
+    ev.protocol = protocol;
+    ev.src_port = src_port;
+    ev.dst_port = dst_port;
+    // Typed arrays, not the `src` slice: a slice copy carries a bounds check whose panic path
+    // the verifier refuses.
+    match parsed {
+        Parsed::V4 { src, .. } => {
+            let dst = pkt.load::<4>(l3 + 16)?;
+            ev.src[..4].copy_from_slice(src);
+            ev.dst[..4].copy_from_slice(&dst);
+        }
+        Parsed::V6 { src, .. } => {
+            // Halves: a 16-byte packet read becomes a byte-wise memmove call in BPF.
+            let hi = pkt.load::<8>(l3 + 24)?;
+            let lo = pkt.load::<8>(l3 + 32)?;
+            ev.src = *src;
+            ev.dst[..8].copy_from_slice(&hi);
+            ev.dst[8..].copy_from_slice(&lo);
+        }
+        _ => return None,
+    }
     // Unique without a shared counter: the CPU in the top byte, a per-CPU sequence below.
     // SAFETY: a helper without preconditions.
     let cpu = unsafe { bpf_get_smp_processor_id() };
