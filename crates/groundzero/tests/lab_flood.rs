@@ -23,7 +23,6 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader},
     net::IpAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -32,14 +31,11 @@ use std::{
 };
 
 use common::daemon::TestDaemon;
-use groundzero::{
-    lab::{
-        self,
-        topology::{LAB_PIN_DIR, NODE_IF, NODE_NS, STATE_FILE},
-        watch::{BanClock, XdpTally},
-        Lab, LabSpec, PhasePlan, PhaseReport,
-    },
-    pins, AttachMode, Shield, ShieldOptions,
+use groundzero::lab::{
+    self,
+    topology::{LAB_PIN_DIR, NODE_IF, NODE_NS, STATE_FILE},
+    watch::{BanClock, XdpTally},
+    Lab, LabSpec, PhasePlan, PhaseReport,
 };
 use hyper::Method;
 use serde_json::json;
@@ -239,70 +235,67 @@ fn legit_peers_are_served_under_flood_with_the_shield_and_degrade_without() {
     );
 }
 
-/// What a crash leaves: a lab, pinned maps and an XDP link under the lab's pin dir, and a
-/// process running inside the node's namespace. Runs only as the child of the test below.
-#[test]
-#[ignore = "helper process of lab_down_cleans_up_after_a_crash"]
-fn crash_child() {
-    if std::env::var_os("GZ_LAB_CRASH_CHILD").is_none() {
-        return;
-    }
-    let lab = Lab::up(LabSpec {
-        peers: 1,
-        attackers: 1,
-    })
-    .unwrap();
-    pins::ensure_bpffs().unwrap();
-    let mut shield = Shield::load(ShieldOptions {
-        pin_dir: Some(LAB_PIN_DIR.into()),
-        ..ShieldOptions::default()
-    })
-    .unwrap();
-    lab.node()
-        .unwrap()
-        .run(|| shield.attach(NODE_IF, AttachMode::Auto))
-        .unwrap();
-    let sleeper = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{NODE_NS}"))
-        .args(["sleep", "120"])
-        .spawn()
-        .unwrap();
-    println!("ready {}", sleeper.id());
-    std::thread::sleep(Duration::from_secs(120));
-    // Not reached: the parent kills this process first (that is the crash under test).
-    let mut sleeper = sleeper;
-    let _ = sleeper.wait();
-}
-
+/// What a crash leaves, made with the real binaries: `groundzero lab up` (its process, the lab's
+/// owner, is gone when it returns), the daemon attached in the node's namespace with pins under
+/// the lab's pin dir and then SIGKILLed (no destructor runs), and a process left running inside.
 #[test]
 fn lab_down_cleans_up_after_a_crash() {
     common::require_root();
     let _one_lab = lab_lock();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["crash_child", "--exact", "--ignored", "--nocapture"])
-        .env("GZ_LAB_CRASH_CHILD", "1")
-        .stdout(Stdio::piped())
+    let gz = env!("CARGO_BIN_EXE_groundzero");
+    /// Whatever happens below, the lab does not outlive the test.
+    struct DownOnDrop(&'static str);
+    impl Drop for DownOnDrop {
+        fn drop(&mut self) {
+            let _ = Command::new(self.0).args(["lab", "down"]).output();
+        }
+    }
+    let _down = DownOnDrop(gz);
+    let up = Command::new(gz)
+        .args(["lab", "up", "--peers", "1", "--attackers", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        up.status.success(),
+        "lab up failed: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let work = std::env::temp_dir().join(format!("gz-lab-crash-{}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap();
+    let mut daemon = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{NODE_NS}"))
+        .arg(gz)
+        .args(["run", "--iface", NODE_IF, "--pin-dir", LAB_PIN_DIR])
+        .arg("--state-dir")
+        .arg(work.join("state"))
+        .arg("--socket")
+        .arg(work.join("api.sock"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(pid) = line.strip_prefix("ready ") {
-                let _ = tx.send(pid.trim().parse::<i32>().unwrap());
-            }
-        }
-    });
-    let sleeper = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the child did not make its lab");
-    child.kill().unwrap(); // SIGKILL: no destructor runs
-    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !lab::status().is_ok_and(|s| s.pins > 0 && work.join("api.sock").exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not attach in the lab"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut sleeper = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{NODE_NS}"))
+        .args(["sleep", "120"])
+        .spawn()
+        .unwrap();
+    let sleeper_pid = sleeper.id();
+    daemon.kill().unwrap(); // SIGKILL: the crash under test
+    daemon.wait().unwrap();
 
     let left = lab::status().unwrap();
     assert_eq!(left.namespaces.len(), 4, "{left:?}"); // bridge, node, peer1, atk1
     assert!(left.pins > 0, "the crash should have left pins: {left:?}");
-    assert_eq!(left.owner_alive, Some(false));
+    // `lab up` from the CLI leaves the lab to outlive it: no owner process is recorded.
+    assert_eq!(left.owner_alive, None, "{left:?}");
 
     let out = Command::new(env!("CARGO_BIN_EXE_groundzero"))
         .args(["lab", "down"])
@@ -324,13 +317,11 @@ fn lab_down_cleans_up_after_a_crash() {
     assert!(!Path::new(STATE_FILE).exists(), "{STATE_FILE} left");
     // The process inside the lab was stopped (it may linger as a zombie of init for a moment).
     let deadline = Instant::now() + Duration::from_secs(5);
-    while Path::new(&format!("/proc/{sleeper}/ns")).exists()
-        && std::fs::read_to_string(format!("/proc/{sleeper}/stat"))
-            .is_ok_and(|s| !s.contains(") Z "))
-    {
+    // Our own child: reaped here once `lab down` has killed it.
+    while sleeper.try_wait().unwrap().is_none() {
         assert!(
             Instant::now() < deadline,
-            "process {sleeper} still runs in the lab"
+            "process {sleeper_pid} still runs in the lab"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -339,4 +330,5 @@ fn lab_down_cleans_up_after_a_crash() {
         !String::from_utf8_lossy(&links.stdout).contains(" gzl"),
         "lab links left in the root namespace"
     );
+    let _ = std::fs::remove_dir_all(&work);
 }

@@ -35,7 +35,10 @@ fn prefixes_are_counted_on_insert_and_uncounted_on_removal() {
     let mut shield = common::shield();
     // Nothing listed: every count is zero, everything passes.
     assert_eq!(counts(&shield, ListKind::BlockCidr, "198.18.128.5"), [0]);
-    assert_eq!(counts(&shield, ListKind::BlockCidr, "2001:2:0:8000::5"), [0, 0]);
+    assert_eq!(
+        counts(&shield, ListKind::BlockCidr, "2001:2:0:8000::5"),
+        [0, 0]
+    );
 
     shield.block(net("198.18.128.0/24")).unwrap();
     shield.block(net("2001:2:0:8000::/64")).unwrap();
@@ -45,9 +48,15 @@ fn prefixes_are_counted_on_insert_and_uncounted_on_removal() {
     assert_eq!(counts(&shield, ListKind::BlockCidr, "198.18.0.10"), [0]);
     assert_eq!(verdict(&shield, "198.18.0.10"), Action::Pass);
     // IPv6: same /40 (first key counted), another /64 (second key zero): skipped, passes.
-    assert_eq!(counts(&shield, ListKind::BlockCidr, "2001:2:0:8000::5"), [1, 1]);
+    assert_eq!(
+        counts(&shield, ListKind::BlockCidr, "2001:2:0:8000::5"),
+        [1, 1]
+    );
     assert_eq!(verdict(&shield, "2001:2:0:8000::5"), Action::Drop);
-    assert_eq!(counts(&shield, ListKind::BlockCidr, "2001:2:0:1::1"), [1, 0]);
+    assert_eq!(
+        counts(&shield, ListKind::BlockCidr, "2001:2:0:1::1"),
+        [1, 0]
+    );
     assert_eq!(verdict(&shield, "2001:2:0:1::1"), Action::Pass);
 
     // Blocking the same prefix again changes nothing (the insert finds it there).
@@ -67,7 +76,10 @@ fn prefixes_are_counted_on_insert_and_uncounted_on_removal() {
     assert!(shield.unblock(net("198.18.129.0/24")).unwrap());
     assert!(shield.unblock(net("2001:2:0:8000::/64")).unwrap());
     assert_eq!(counts(&shield, ListKind::BlockCidr, "198.18.129.5"), [0]);
-    assert_eq!(counts(&shield, ListKind::BlockCidr, "2001:2:0:8000::5"), [0, 0]);
+    assert_eq!(
+        counts(&shield, ListKind::BlockCidr, "2001:2:0:8000::5"),
+        [0, 0]
+    );
 
     // Exact entries live in the hash and are never summarised.
     shield.block(net("198.18.0.10")).unwrap();
@@ -85,7 +97,11 @@ fn short_prefixes_cover_every_key_they_reach() {
         assert_eq!(counts(&shield, ListKind::BlockCidr, src), [1], "{src}");
         assert_eq!(verdict(&shield, src), Action::Drop, "{src}");
     }
-    for src in ["2001:db8::1", "2001:db8:ffff:ffff::1", "2001:db8:1234:5678:9abc::1"] {
+    for src in [
+        "2001:db8::1",
+        "2001:db8:ffff:ffff::1",
+        "2001:db8:1234:5678:9abc::1",
+    ] {
         assert_eq!(counts(&shield, ListKind::BlockCidr, src), [1, 1], "{src}");
         assert_eq!(verdict(&shield, src), Action::Drop, "{src}");
     }
@@ -130,7 +146,10 @@ fn summaries_missing_from_older_pins_are_rebuilt_from_the_tries() {
     let result = std::panic::catch_unwind(|| {
         assert_eq!(counts(&second, ListKind::BlockCidr, "198.18.128.5"), [1]);
         assert_eq!(counts(&second, ListKind::Allow, "198.18.128.7"), [1]);
-        assert_eq!(counts(&second, ListKind::BlockCidr, "2001:2:0:8000::5"), [1, 1]);
+        assert_eq!(
+            counts(&second, ListKind::BlockCidr, "2001:2:0:8000::5"),
+            [1, 1]
+        );
         assert_eq!(verdict(&second, "198.18.128.5"), Action::Drop);
         assert_eq!(verdict(&second, "198.18.128.7"), Action::Pass);
         assert_eq!(verdict(&second, "2001:2:0:8000::5"), Action::Drop);
