@@ -61,9 +61,21 @@ pub enum Defence {
     NftIngress,
     IptablesRaw,
     UserSpace,
+    /// Part 4, journey tracing's whole-path cost: groundzero native with the attacker *not*
+    /// listed, so every flood packet goes up the stack to the service's socket, with tracing
+    /// off, sampling 1 in [`crate::per_packet::SAMPLED_EVERY`], and on every packet.
+    TraceOff,
+    TraceSampled,
+    TraceEvery,
 }
 
 impl Defence {
+    pub const TRACING: [Defence; 3] = [
+        Defence::TraceOff,
+        Defence::TraceSampled,
+        Defence::TraceEvery,
+    ];
+
     pub const ALL: [Defence; 6] = [
         Defence::GroundzeroNative,
         Defence::GroundzeroGeneric,
@@ -81,6 +93,9 @@ impl Defence {
             Defence::NftIngress => "nftables netdev ingress + set",
             Defence::IptablesRaw => "iptables raw PREROUTING + ipset",
             Defence::UserSpace => "user-space drop (in the service)",
+            Defence::TraceOff => "tracing off",
+            Defence::TraceSampled => "tracing 1 in 64",
+            Defence::TraceEvery => "tracing every packet",
         }
     }
 
@@ -92,6 +107,9 @@ impl Defence {
             Defence::NftIngress => "nft ingress",
             Defence::IptablesRaw => "iptables raw",
             Defence::UserSpace => "user space",
+            Defence::TraceOff => "trace off",
+            Defence::TraceSampled => "trace 1/64",
+            Defence::TraceEvery => "trace all",
         }
     }
 }
@@ -132,6 +150,8 @@ pub struct Flood {
     pub legit_interval_us: u64,
     pub legit_timeout_ms: u64,
     pub results: Vec<FloodResult>,
+    /// Part 4: [`Defence::TRACING`], every repeat (empty unless part 4 ran).
+    pub trace_results: Vec<FloodResult>,
     /// Why the part did not run (too few CPUs), if it did not.
     pub skipped: Option<String>,
 }
@@ -162,6 +182,7 @@ pub fn run(config: &Config) -> Result<Flood> {
         legit_interval_us: 1000,
         legit_timeout_ms: 50,
         results: Vec::new(),
+        trace_results: Vec::new(),
         skipped: None,
     };
     if sys::online_cpus() < 2 {
@@ -181,11 +202,28 @@ pub fn run(config: &Config) -> Result<Flood> {
             blocked.push(a);
         }
     }
-    let mut samples: Vec<Vec<Sample>> = Defence::ALL.iter().map(|_| Vec::new()).collect();
+    if config.parts.contains(&3) {
+        out.results = measure(config, &out, &Defence::ALL, &blocked)?;
+    }
+    if config.parts.contains(&4) {
+        out.trace_results = measure(config, &out, &Defence::TRACING, &blocked)?;
+    }
+    Ok(out)
+}
+
+/// Every defence of `defences`, `flood_repeats` times, in an order rotated each repeat.
+fn measure(
+    config: &Config,
+    out: &Flood,
+    defences: &[Defence],
+    blocked: &[Ipv4Addr],
+) -> Result<Vec<FloodResult>> {
+    let mut results = Vec::new();
+    let mut samples: Vec<Vec<Sample>> = defences.iter().map(|_| Vec::new()).collect();
     for rep in 0..config.flood_repeats {
-        for k in crate::per_packet::order(Defence::ALL.len(), rep) {
-            let defence = Defence::ALL[k];
-            let sample = run_one(config, &out, defence, &blocked)
+        for k in crate::per_packet::order(defences.len(), rep) {
+            let defence = defences[k];
+            let sample = run_one(config, out, defence, blocked)
                 .with_context(|| format!("flood with {}", defence.label()))?;
             crate::progress(&format!(
                 "flood {}/{} {}: {:.0} ns/pkt, {:.2} Mpps processed, {:.1}% dropped by defence, \
@@ -204,9 +242,9 @@ pub fn run(config: &Config) -> Result<Flood> {
             samples[k].push(sample);
         }
     }
-    for (defence, s) in Defence::ALL.iter().zip(&samples) {
+    for (defence, s) in defences.iter().zip(&samples) {
         let of = |f: fn(&Sample) -> f64| Summary::of(&s.iter().map(f).collect::<Vec<_>>());
-        out.results.push(FloodResult {
+        results.push(FloodResult {
             defence: *defence,
             cpu_ns_per_packet: of(|s| s.cpu_ns_per_packet),
             cpu1_ns_per_packet: of(|s| s.cpu1_ns_per_packet),
@@ -222,12 +260,14 @@ pub fn run(config: &Config) -> Result<Flood> {
             offered_mpps: of(|s| s.offered_mpps),
         });
     }
-    Ok(out)
+    Ok(results)
 }
 
 /// What is holding a defence in place; dropped (detached) before the namespaces go.
 enum Installed {
     Shield(Box<Shield>),
+    /// A tracing shield and the thread draining its journey events.
+    Traced(Box<Shield>, crate::per_packet::Drain),
     XdpFilter(Box<XdpFilter>),
     Kernel,
     None,
@@ -499,6 +539,10 @@ fn run_one(
     // Detach before the namespaces go.
     match installed {
         Installed::Shield(s) => drop(s),
+        Installed::Traced(s, drain) => {
+            drain.finish();
+            drop(s)
+        }
         Installed::XdpFilter(x) => drop(x),
         Installed::Kernel | Installed::None => {}
     }
@@ -558,6 +602,34 @@ fn install(
             };
             target.try_run(|| shield.attach(t_if, mode))??;
             Installed::Shield(Box::new(shield))
+        }
+        Defence::TraceOff | Defence::TraceSampled | Defence::TraceEvery => {
+            // The same lists without the attacker: its flood passes and is read by the service.
+            let passing: Vec<IpNet> = nets
+                .iter()
+                .filter(|n| n.addr() != IpAddr::V4(ATTACKER_ADDR))
+                .copied()
+                .collect();
+            let mut shield = Shield::load(ShieldOptions::default())?;
+            shield.block_all(&passing)?;
+            target.try_run(|| shield.attach(t_if, AttachMode::Native))??;
+            let every = match defence {
+                Defence::TraceOff => None,
+                Defence::TraceSampled => Some(crate::per_packet::SAMPLED_EVERY),
+                _ => Some(1),
+            };
+            match every {
+                None => Installed::Shield(Box::new(shield)),
+                Some(n) => {
+                    let kernel = groundzero::journey::KernelInfo::from_running_kernel()
+                        .context("reading the kernel's BTF for journey tracing")?;
+                    let any =
+                        groundzero::journey::parse_filter("any").map_err(anyhow::Error::msg)?;
+                    shield.start_journey(&kernel, n, any)?;
+                    let drain = crate::per_packet::Drain::start(&mut shield)?;
+                    Installed::Traced(Box::new(shield), drain)
+                }
+            }
         }
         Defence::XdpFilterNative => {
             let mut xf = XdpFilter::load(Some((blocked.len() as u32).max(10_000)))?;

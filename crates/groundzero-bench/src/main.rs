@@ -176,8 +176,8 @@ fn main() -> Result<()> {
         None
     };
     sys::unpin()?;
-    let flood = if config.parts.contains(&3) {
-        progress("part 3: flood defence");
+    let flood = if config.parts.contains(&3) || config.parts.contains(&4) {
+        progress("part 3: flood defence (and part 4: tracing on the whole path)");
         let f = flood::run(&config)?;
         sys::unpin()?;
         Some(f)

@@ -106,13 +106,13 @@ pub struct PerPacket {
 
 /// Reads a traced shield's journey ring buffer until told to stop, so the measurement pays for
 /// real ring writes (a full ring would make `bpf_ringbuf_output` fail early, and cheaply).
-struct Drain {
+pub struct Drain {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<u64>>,
 }
 
 impl Drain {
-    fn start(shield: &mut Shield) -> Result<Drain> {
+    pub fn start(shield: &mut Shield) -> Result<Drain> {
         use std::sync::atomic::Ordering;
         let mut events = shield.journey_events()?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -134,7 +134,7 @@ impl Drain {
         })
     }
 
-    fn finish(mut self) -> u64 {
+    pub fn finish(mut self) -> u64 {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.thread.take().map_or(0, |t| t.join().unwrap_or(0))
     }
