@@ -147,7 +147,8 @@ fn targets_section(md: &mut String, r: &Results) -> Result<()> {
                     "| groundzero's verdict above the floor ÷ xdp-filter's, {} {} | {} (per-round median, min–max) | ≤ 0.75 | {} |",
                     family.label(),
                     verdict.short(),
-                    ratio.show(2),
+                    // Three decimals: at two, 0.754 would read "0.75 MISS".
+                    ratio.show(3),
                     pass_miss(ok)
                 )?;
                 if !ok {
@@ -181,7 +182,8 @@ fn targets_section(md: &mut String, r: &Results) -> Result<()> {
                     plot::human(hi as f64),
                     family.label(),
                     verdict.short(),
-                    ratio.show(2),
+                    // Three decimals: at two, 0.754 would read "0.75 MISS".
+                    ratio.show(3),
                     pass_miss(ok)
                 )?;
                 if !ok {
