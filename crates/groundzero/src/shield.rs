@@ -242,6 +242,15 @@ impl Shield {
         })
     }
 
+    /// The kernel's run-time accounting of one program of the object, if it is loaded.
+    pub(crate) fn loaded_program_stats(&self, name: &str) -> Option<ProgramStats> {
+        let info = self.bpf.program(name)?.info().ok()?;
+        Some(ProgramStats {
+            run_time_ns: info.run_time().as_nanos() as u64,
+            run_count: info.run_count(),
+        })
+    }
+
     /// Attaches to `interface` (in the caller's network namespace) and returns the mode it got.
     pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<ActiveMode, Error> {
         if self.attachments.iter().any(|a| a.interface == interface) {

@@ -325,6 +325,31 @@ fn daemon_serves_journeys_and_bans_sources_over_the_rate() {
     for want in ["xdp", "stack", "socket", "app"] {
         assert!(stages.contains(&want), "{stages:?}");
     }
+    // What this costs the host, from the kernel's run-time stats over the daemon's last second:
+    // needs a window in which packets ran, so keep a trickle going while asking.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let cost = loop {
+        topo.send(GOOD[0], dst, 5);
+        let c = daemon.ok(Method::GET, "/v1/journey", None)["cost"].clone();
+        let measured = c["xdp_ns_per_packet"].as_f64().is_some()
+            && c["observers_cpu_ms_per_s"].as_f64().unwrap_or(0.0) > 0.0;
+        if measured || Instant::now() > deadline {
+            break c;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let xdp_ns = cost["xdp_ns_per_packet"].as_f64();
+    assert!(
+        xdp_ns.is_some_and(|ns| ns > 0.0 && ns < 1_000_000.0),
+        "{cost}"
+    );
+    assert!(
+        cost["observers_runs_per_s"].as_f64().unwrap_or(0.0) > 0.0
+            && cost["observers_ns_per_run"]
+                .as_f64()
+                .is_some_and(|ns| ns > 0.0),
+        "{cost}"
+    );
     let drops = daemon.ok(
         Method::GET,
         "/v1/journey/recent?outcome=xdp_drop&limit=5",

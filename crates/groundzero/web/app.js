@@ -92,6 +92,11 @@ function renderSummary(s) {
     `<tr><td>${esc(x.label)}</td><td>${x.count}</td><td>${fmtUs(x.p50_ns)}</td><td>${fmtUs(x.p99_ns)}</td></tr>`).join("");
   $("#outcomes").innerHTML = Object.entries(s.outcomes).map(([k, v]) => `<li class="o-${k}">${k}: <b>${v}</b></li>`).join("");
   $("#kdrops").innerHTML = (s.kernel_drop_reasons || []).map((d) => `<li>${esc(d.reason)}: ${d.count}</li>`).join("") || "<li class=muted>none</li>";
+  const c = s.cost;
+  $("#cost").innerHTML = !c ? "<li class=muted>measuring…</li>" :
+    `<li>XDP program: <b>${c.xdp_ns_per_packet == null ? "no packets" : `${c.xdp_ns_per_packet} ns`}</b> per packet</li>` +
+    `<li>tracing observers: <b>${c.observers_cpu_ms_per_s} ms</b> of CPU per second` +
+    (c.observers_ns_per_run == null ? "" : ` (${c.observers_runs_per_s} runs/s × ${c.observers_ns_per_run} ns)`) + `</li>`;
   $("#skipped").textContent = s.journeys_skipped ? `(${s.journeys_skipped} not streamed to keep up)` : "";
   drawTimeline(s);
 }
@@ -106,12 +111,13 @@ function drawTimeline(s) {
     `<text x="0" y="${y + 14}">${label}</text>` +
     `<rect x="150" y="${y}" width="${w(c.p99_ns)}" height="18" fill="${color}" opacity="0.35"/>` +
     `<rect x="150" y="${y}" width="${w(c.p50_ns)}" height="18" fill="${color}"/>` +
-    `<text class="rate" x="${160 + w(c.p99_ns)}" y="${y + 14}">${fmtUs(c.p50_ns)} / ${fmtUs(c.p99_ns)}</text>`;
+    // A long bar carries its label inside, or the label would run off the drawing.
+    `<text class="rate" x="${w(c.p99_ns) > 300 ? 158 : 160 + w(c.p99_ns)}" y="${y + 14}">${fmtUs(c.p50_ns)} / ${fmtUs(c.p99_ns)}</text>`;
   let h = bar(10, "with XDP (drop)", xdp, "#e5534b");
   h += bar(45, "without: stack", cum.stack || xdp, "#c69026");
   h += bar(80, "without: socket", cum.socket || cum.stack || xdp, "#c69026");
   h += bar(115, "without: read", end, "#c69026");
-  h += `<text class="rate" x="150" y="160">A blocked packet dies at the XDP verdict; without XDP it costs the stack all of this.</text>`;
+  h += `<text class="rate" x="150" y="160">Blocked: it ends at the XDP verdict. Without XDP: all of this.</text>`;
   $("#timeline").innerHTML = h;
 }
 

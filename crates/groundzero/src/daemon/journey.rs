@@ -23,6 +23,7 @@ use super::{
     registry::{now_unix, Holder, Side},
     Daemon, Shared,
 };
+use crate::shield::ProgramStats;
 use crate::{
     journey::{
         tracer::format_filter, Assembler, FlowFilter, Journey, JourneyEvents, JourneyStats,
@@ -50,6 +51,9 @@ pub struct JourneyHub {
     streamed_this_second: u32,
     rates: Rates,
     last_totals: Option<(std::time::Instant, Totals)>,
+    /// What the XDP program and the observers cost over the last window (kernel run stats).
+    cost: Option<Cost>,
+    last_run_stats: Option<(std::time::Instant, RunStats)>,
     tx: broadcast::Sender<(&'static str, Arc<String>)>,
 }
 
@@ -57,6 +61,28 @@ pub struct JourneyHub {
 struct Totals {
     seen: u64,
     dropped: u64,
+}
+
+/// The kernel's run-time accounting at one moment: the XDP program, and the observers summed.
+#[derive(Clone, Copy, Debug, Default)]
+struct RunStats {
+    xdp: ProgramStats,
+    observers: ProgramStats,
+}
+
+/// Measured on this host, from the kernel's own run-time statistics (BPF_ENABLE_STATS), over
+/// the last window: the verdict's cost per packet and what tracing's observers cost.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+struct Cost {
+    window_s: f64,
+    /// Mean time of one run of the XDP program (verdict, counters and, when on, sampling).
+    xdp_ns_per_packet: Option<f64>,
+    /// CPU time the observer programs used, per second of wall time (ms/s; 1000 is one CPU).
+    observers_cpu_ms_per_s: f64,
+    /// Observer runs per second: they run for every skb at their hooks, sampled or not.
+    observers_runs_per_s: f64,
+    /// Their mean time per run.
+    observers_ns_per_run: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
@@ -89,6 +115,8 @@ impl JourneyHub {
             streamed_this_second: 0,
             rates: Rates::default(),
             last_totals: None,
+            cost: None,
+            last_run_stats: None,
             tx: broadcast::channel(1024).0,
         }
     }
@@ -239,8 +267,12 @@ async fn publish(shared: &Shared, hub: &Arc<Mutex<JourneyHub>>, done: Vec<Journe
 
 async fn update_rates(shared: &Shared, hub: &Arc<Mutex<JourneyHub>>) {
     let shared = shared.clone();
-    let totals = tokio::task::spawn_blocking(move || {
+    let read = tokio::task::spawn_blocking(move || {
         let d = shared.lock().unwrap_or_else(|p| p.into_inner());
+        let run = RunStats {
+            xdp: d.shield.program_stats().unwrap_or_default(),
+            observers: d.shield.observer_stats(),
+        };
         d.shield.counters().ok().map(|c| {
             let mut t = Totals::default();
             for r in Reason::ALL {
@@ -250,15 +282,37 @@ async fn update_rates(shared: &Shared, hub: &Arc<Mutex<JourneyHub>>) {
                     t.dropped += n;
                 }
             }
-            t
+            (t, run)
         })
     })
     .await
     .ok()
     .flatten();
-    let Some(now_totals) = totals else { return };
+    let Some((now_totals, run)) = read else {
+        return;
+    };
     let now = std::time::Instant::now();
     let mut h = hub.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((then, before)) = h.last_run_stats {
+        let secs = now.duration_since(then).as_secs_f64().max(1e-3);
+        let delta = |a: ProgramStats, b: ProgramStats| {
+            (
+                a.run_time_ns.saturating_sub(b.run_time_ns) as f64,
+                a.run_count.saturating_sub(b.run_count) as f64,
+            )
+        };
+        let (xdp_ns, xdp_runs) = delta(run.xdp, before.xdp);
+        let (obs_ns, obs_runs) = delta(run.observers, before.observers);
+        let per = |ns: f64, runs: f64| (runs > 0.0).then(|| round(ns / runs));
+        h.cost = Some(Cost {
+            window_s: round(secs),
+            xdp_ns_per_packet: per(xdp_ns, xdp_runs),
+            observers_cpu_ms_per_s: round(obs_ns / 1e6 / secs),
+            observers_runs_per_s: round(obs_runs / secs),
+            observers_ns_per_run: per(obs_ns, obs_runs),
+        });
+    }
+    h.last_run_stats = Some((now, run));
     if let Some((then, before)) = h.last_totals {
         let secs = now.duration_since(then).as_secs_f64().max(1e-3);
         let seen = now_totals.seen.saturating_sub(before.seen) as f64 / secs;
@@ -317,6 +371,7 @@ pub fn summary_json(h: &JourneyHub) -> Value {
             .map(|(reason, count)| json!({"reason": h.drop_reason(reason), "count": count}))
             .collect::<Vec<_>>(),
         "journeys_skipped": h.skipped,
+        "cost": h.cost,
     })
 }
 

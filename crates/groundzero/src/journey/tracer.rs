@@ -238,6 +238,23 @@ impl Shield {
         })
     }
 
+    /// The kernel's run-time accounting summed over the attached observer programs (zero while
+    /// tracing is off, and unless run stats are on: [`Shield::enable_run_stats`]). This is what
+    /// tracing costs the host on top of the XDP program's own sampling.
+    pub fn observer_stats(&self) -> crate::shield::ProgramStats {
+        let mut total = crate::shield::ProgramStats::default();
+        if self.observers().links.is_empty() {
+            return total;
+        }
+        for o in &OBSERVERS {
+            if let Some(s) = self.loaded_program_stats(o.program) {
+                total.run_time_ns += s.run_time_ns;
+                total.run_count += s.run_count;
+            }
+        }
+        total
+    }
+
     /// Takes the journey event ring buffer (once per shield).
     pub fn journey_events(&mut self) -> Result<JourneyEvents, Error> {
         let map = self.take_map(JOURNEY_EVENTS)?;

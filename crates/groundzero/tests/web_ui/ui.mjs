@@ -27,6 +27,9 @@ try {
   await page.waitForFunction((b) => document.querySelector("#outcomes").textContent !== b, before, { timeout: 10000 });
   await page.waitForFunction(() => !document.querySelector("#rate-seen_pps").textContent.startsWith("0 pps")
       && document.querySelector("#rate-seen_pps").textContent !== "–", null, { timeout: 10000 });
+  // The cost on this host, from the kernel's run-time stats, once a second with traffic in it.
+  await page.waitForFunction(() => /XDP program: \d+(\.\d+)? ns per packet/.test(document.querySelector("#cost").textContent),
+      null, { timeout: 10000 }).catch(async () => fail(`cost: ${await page.$eval("#cost", (e) => e.textContent)}`));
   // Opening a delivered journey shows its stages.
   await page.waitForSelector("#journeys td.o-delivered", { timeout: 10000 });
   await page.click("#journeys td.o-delivered");

@@ -53,6 +53,21 @@ pub fn text(summary: &Value, recent: &Value) -> String {
             m["why"].as_str().unwrap_or("")
         );
     }
+    let c = &summary["cost"];
+    if c.is_object() {
+        let ns = |v: &serde_json::Value| match v.as_f64() {
+            Some(x) => format!("{x:.0} ns"),
+            None => "-".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "  cost here: XDP program {} per packet; tracing observers {:.1} ms CPU/s ({:.0} runs/s, {} each)",
+            ns(&c["xdp_ns_per_packet"]),
+            c["observers_cpu_ms_per_s"].as_f64().unwrap_or(0.0),
+            c["observers_runs_per_s"].as_f64().unwrap_or(0.0),
+            ns(&c["observers_ns_per_run"]),
+        );
+    }
     let r = &summary["rates"];
     let _ = writeln!(
         out,
