@@ -931,20 +931,25 @@ fn overheads_section(
     writeln!(
         md,
         "**Prometheus scrape**: what one `/metrics` request costs the process, measured at the \
-         list sizes of part 2: `MetricsSnapshot::from_shield` (reads the counters and every list \
-         entry's hit count: exact maps in batches, tries one entry at a time, to pick the top {} \
-         blocked entries) then `metrics::encode` (OpenMetrics text), in-process, without HTTP.\n\n\
-         | exact entries per family | prefixes per family | block entries in total | scrape s | response bytes |\n|---|---|---|---|---|",
+         list sizes of part 2, done as the daemon does it: every list entry's hit count read \
+         through a `ListReader` (its own map fds: exact maps in batches, tries one entry at a \
+         time), to pick the top {} blocked entries and count the lists, with no lock held; then, \
+         holding the daemon's lock, the counters and the rest \
+         (`MetricsSnapshot::from_shield_and_lists`); then `metrics::encode` (OpenMetrics text). \
+         In-process, without HTTP. The lock column is how long API calls could wait behind a \
+         scrape.\n\n\
+         | exact entries per family | prefixes per family | block entries in total | scrape s | of which under the daemon's lock, s | response bytes |\n|---|---|---|---|---|---|",
         groundzero::metrics::DEFAULT_TOP_N
     )?;
     for x in &s.scrapes {
         writeln!(
             md,
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
             plot::human(x.exact as f64),
             plot::human(x.cidr as f64),
             plot::human(x.entries as f64),
             x.seconds.show(3),
+            x.locked_seconds.show(4),
             x.output_bytes
         )?;
     }

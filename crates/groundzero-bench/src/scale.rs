@@ -247,6 +247,8 @@ pub struct Scrape {
     /// Block entries in the kernel maps, both families.
     pub entries: usize,
     pub seconds: Summary,
+    /// The part the daemon does holding its lock (everything but reading the lists).
+    pub locked_seconds: Summary,
     pub output_bytes: usize,
 }
 
@@ -487,13 +489,23 @@ fn settle(config: &Config, quarter_seconds: u64) {
     std::thread::sleep(std::time::Duration::from_millis(ms));
 }
 
-/// One scrape as `/metrics` does it: read the maps into a snapshot, then encode it.
+/// One scrape as the daemon's `/metrics` does it: the lists read through a `ListReader` (no
+/// lock held), then, under the lock, the rest of the snapshot; then the encoding.
 fn scrape(shield: &Shield, exact: usize, cidr: usize, rounds: usize) -> Result<Scrape> {
-    let mut seconds = Vec::new();
+    let (mut seconds, mut locked) = (Vec::new(), Vec::new());
     let mut output_bytes = 0;
     for _ in 0..rounds {
         let start = Instant::now();
-        let snapshot = metrics::MetricsSnapshot::from_shield(shield, metrics::DEFAULT_TOP_N)?;
+        let reader = shield.list_reader()?;
+        let (blocked, allowed) = (reader.blocked()?, reader.allowed()?);
+        let lock_start = Instant::now();
+        let snapshot = metrics::MetricsSnapshot::from_shield_and_lists(
+            shield,
+            &blocked,
+            &allowed,
+            metrics::DEFAULT_TOP_N,
+        )?;
+        locked.push(lock_start.elapsed().as_secs_f64());
         let text = metrics::encode(&snapshot);
         seconds.push(start.elapsed().as_secs_f64());
         output_bytes = text.len();
@@ -503,6 +515,7 @@ fn scrape(shield: &Shield, exact: usize, cidr: usize, rounds: usize) -> Result<S
         cidr,
         entries: 2 * (exact + cidr),
         seconds: Summary::of(&seconds),
+        locked_seconds: Summary::of(&locked),
         output_bytes,
     })
 }

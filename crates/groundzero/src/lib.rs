@@ -19,6 +19,7 @@ pub mod entry;
 pub mod error;
 pub mod journey;
 pub mod lab;
+pub mod list_reader;
 pub mod metrics;
 pub mod model;
 pub mod netns;

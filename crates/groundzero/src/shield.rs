@@ -11,7 +11,7 @@ use groundzero_common::{
     maps::{self as names, Config, Counter, EntryStats, InterfaceCounters},
     Action, Reason,
 };
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ipnet::IpNet;
 
 use crate::{counters::Counters, error::Error, program::XDP_OBJECT, ListKind};
 
@@ -679,7 +679,7 @@ impl Shield {
             }
             return Ok(());
         }
-        let fd = self.map_fd(map)?;
+        let fd = self.list_map_fd(map)?;
         let batch_err =
             |call: &'static str, entry: IpNet, io_error: std::io::Error| Error::MapUpdate {
                 list: ListKind::BlockExact,
@@ -770,7 +770,7 @@ impl Shield {
             if group.is_empty() {
                 continue;
             }
-            let fd = self.map_fd(map)?;
+            let fd = self.list_map_fd(map)?;
             for chunk in group.chunks(1 << 16) {
                 let (_, result) = if want_v4 {
                     let keys: Vec<[u8; 4]> = chunk.iter().map(v4_octets).collect();
@@ -800,21 +800,6 @@ impl Shield {
         for (list, net) in entries.iter().filter(|(l, _)| *l != ListKind::BlockExact) {
             let _ = self.remove(*list, *net);
         }
-    }
-
-    fn map_fd(&self, name: &'static str) -> Result<std::os::fd::OwnedFd, Error> {
-        use std::os::fd::AsFd;
-        let data = match self.map(name)? {
-            aya::maps::Map::HashMap(d) => d,
-            _ => unreachable!("exact lists are hash maps"),
-        };
-        data.fd()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| Error::MapRead {
-                map: name,
-                source: MapError::IoError(e),
-            })
     }
 
     /// Adds `net`; `Ok(false)` if it was already there.
@@ -909,58 +894,31 @@ impl Shield {
     }
 
     fn list(&self, list: ListKind) -> Result<Vec<ListEntry>, Error> {
-        let (v4_name, v6_name) = match list {
-            ListKind::BlockExact => (names::BLOCK_V4, names::BLOCK_V6),
-            ListKind::BlockCidr => (names::BLOCK_NET_V4, names::BLOCK_NET_V6),
-            ListKind::Allow => (names::ALLOW_V4, names::ALLOW_V6),
-        };
-        let read = |map: &'static str| move |source| Error::MapRead { map, source };
-        let entry = |net: IpNet, stats: EntryStats| ListEntry {
-            net,
-            hits: stats.hits,
-            last_hit_ns: stats.last_hit_ns,
-        };
-        let mut out = Vec::new();
-        if list == ListKind::BlockExact {
-            // Batched reads: a million-entry list is a few dozen syscalls, not two million.
-            let batch_err = |map: &'static str| {
-                move |e: std::io::Error| Error::MapRead {
-                    map,
-                    source: MapError::IoError(e),
-                }
-            };
-            let fd4 = self.map_fd(v4_name)?;
-            for (k, v) in crate::batch::entries::<[u8; 4], EntryStats>(fd_of(&fd4))
-                .map_err(batch_err(v4_name))?
-            {
-                out.push(entry(Ipv4Net::new(k.into(), 32).expect("valid").into(), v));
-            }
-            let fd6 = self.map_fd(v6_name)?;
-            for (k, v) in crate::batch::entries::<[u8; 16], EntryStats>(fd_of(&fd6))
-                .map_err(batch_err(v6_name))?
-            {
-                out.push(entry(Ipv6Net::new(k.into(), 128).expect("valid").into(), v));
-            }
-        } else {
-            let m4 = LpmTrie::<_, [u8; 4], EntryStats>::try_from(self.map(v4_name)?)
-                .map_err(read(v4_name))?;
-            for item in m4.iter() {
-                let (k, v) = item.map_err(read(v4_name))?;
-                let net = Ipv4Net::new(k.data().into(), k.prefix_len() as u8)
-                    .expect("kernel keys are valid");
-                out.push(entry(net.into(), v));
-            }
-            let m6 = LpmTrie::<_, [u8; 16], EntryStats>::try_from(self.map(v6_name)?)
-                .map_err(read(v6_name))?;
-            for item in m6.iter() {
-                let (k, v) = item.map_err(read(v6_name))?;
-                let net = Ipv6Net::new(k.data().into(), k.prefix_len() as u8)
-                    .expect("kernel keys are valid");
-                out.push(entry(net.into(), v));
-            }
-        }
+        let mut out = self.list_reader()?.list(list)?;
         out.sort_by_key(|e| e.net);
         Ok(out)
+    }
+
+    /// Read-only handles on the list maps that work without this shield (and without a lock
+    /// around it): see [`ListReader`](crate::list_reader::ListReader).
+    pub fn list_reader(&self) -> Result<crate::list_reader::ListReader, Error> {
+        crate::list_reader::ListReader::new(self)
+    }
+
+    /// An fd of its own for one of the six list maps.
+    pub(crate) fn list_map_fd(&self, name: &'static str) -> Result<std::os::fd::OwnedFd, Error> {
+        use std::os::fd::AsFd;
+        let data = match self.map(name)? {
+            aya::maps::Map::HashMap(d) | aya::maps::Map::LpmTrie(d) => d,
+            _ => unreachable!("list maps are hashes and LPM tries"),
+        };
+        data.fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| Error::MapRead {
+                map: name,
+                source: MapError::IoError(e),
+            })
     }
 }
 

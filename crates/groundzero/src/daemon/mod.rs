@@ -274,8 +274,17 @@ fn metrics_snapshot(shared: &Shared) -> Result<crate::metrics::MetricsSnapshot, 
     use crate::metrics::{
         AddressFamily, FeedStatus, ListCount, ListSide, MetricsSnapshot, DEFAULT_TOP_N,
     };
+    // The lists (a million entries take about a second to read) are read through the
+    // reader's own map fds with the lock released, so a scrape never stalls the API.
+    let reader = shared
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .shield
+        .list_reader()?;
+    let (blocked, allowed) = (reader.blocked()?, reader.allowed()?);
     let d = shared.lock().unwrap_or_else(|p| p.into_inner());
-    let mut snapshot = MetricsSnapshot::from_shield(&d.shield, DEFAULT_TOP_N)?;
+    let mut snapshot =
+        MetricsSnapshot::from_shield_and_lists(&d.shield, &blocked, &allowed, DEFAULT_TOP_N)?;
     snapshot.journey = Some(crate::metrics::JourneyHistograms(
         d.journey
             .lock()
