@@ -49,7 +49,14 @@ function drawFlow() {
     const [x1, y1] = NODES[a], [x2, y2] = NODES[b];
     const sx = x1 + 110, sy = y1 + 22, ex = x2, ey = y2 + 22;
     h += `<path class="edge${b.includes("drop") ? " drop" : ""}" d="M${sx},${sy} C${(sx + ex) / 2},${sy} ${(sx + ex) / 2},${ey} ${ex},${ey}"/>`;
-    h += `<text class="rate" id="rate-${key}" x="${(sx + ex) / 2 - 30}" y="${(sy + ey) / 2 - 6}">–</text>`;
+    // A short edge has no room for its label between the boxes. Along a row it goes above them;
+    // a short edge that climbs to another row (stack → kernel drop) starts where the stack → socket
+    // label sits, so its label goes left of the curve's middle instead.
+    const short = ex - sx < 100;
+    const [lx, ly, anchor] = !short ? [(sx + ex) / 2, (sy + ey) / 2 - 6, "middle"]
+      : sy === ey ? [(sx + ex) / 2, y1 - 8, "middle"]
+      : [(sx + ex) / 2 - 8, (sy + ey) / 2 + 4, "end"];
+    h += `<text class="rate" id="rate-${key}" text-anchor="${anchor}" x="${lx}" y="${ly}">–</text>`;
   }
   for (const [id, [x, y, label]] of Object.entries(NODES)) {
     const cls = id.includes("drop") ? "drop" : id === "pass" || id === "app" ? "pass" : "";
@@ -84,6 +91,7 @@ function renderSummary(s) {
     ? `tracing 1 in ${t.sample_every} (${t.filter})${missing ? ` · not observable here: ${missing}` : ""}`
     : "journey tracing is off (PUT /v1/journey or [journey] enabled = true)";
   $("#status").className = t.enabled ? "ok" : "bad";
+  $("#status").title = (t.stages_missing || []).map((m) => `${m.stage} at ${m.hook}: ${m.why}`).join("\n");
   for (const [, , key, est] of EDGES) {
     const el = document.getElementById(`rate-${key}`);
     if (el) el.textContent = fmtPps(s.rates[key] || 0, est);

@@ -43,6 +43,17 @@ try {
   await page.waitForSelector("#detail .entry");
   const entry = await page.$eval("#detail .entry", (e) => e.textContent);
   if (!entry.includes("198.18.7.3/32")) fail(`drop detail: ${entry}`);
+  // Every rate label of the flowchart stays readable: no label overlaps another or a box.
+  const overlaps = await page.$$eval("#flow text.rate, #flow rect", (els) => {
+    const boxes = els.map((e) => ({ id: e.id || `box ${e.nextElementSibling?.textContent}`, label: e.tagName === "text", r: e.getBoundingClientRect() }));
+    const hit = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+    const out = [];
+    for (let i = 0; i < boxes.length; i++)
+      for (let j = i + 1; j < boxes.length; j++)
+        if ((boxes[i].label || boxes[j].label) && hit(boxes[i].r, boxes[j].r)) out.push(`${boxes[i].id} / ${boxes[j].id}`);
+    return out;
+  });
+  if (overlaps.length) fail(`flowchart labels overlap: ${overlaps.join(", ")}`);
   await page.screenshot({ path: screenshot, fullPage: true });
   // Add and remove a block entry from the page; the API sees both.
   const entries = async () => (await (await fetch(`${url}/v1/entries?list=block`, { headers: { Authorization: `Bearer ${token}` } })).json()).entries.map((e) => e.entry);
