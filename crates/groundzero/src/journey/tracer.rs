@@ -307,10 +307,16 @@ impl Shield {
                         o.hook,
                         crate::error::error_chain(&e)
                     );
+                    let mut why = crate::error::error_chain(&e);
+                    if matches!(o.kind, Kind::FEntry) {
+                        if let Some(hint) = ftrace_hint() {
+                            why = format!("{why} ({hint})");
+                        }
+                    }
                     missing.push(MissingStage {
                         stage: o.stage.label(),
                         hook: o.hook,
-                        why: crate::error::error_chain(&e),
+                        why,
                     });
                 }
             }
@@ -320,6 +326,18 @@ impl Shield {
         obs.links = links;
         obs.missing = missing;
         Ok(())
+    }
+}
+
+/// Why fentry may be refused, when the kernel says so elsewhere too: BPF trampolines sit on
+/// ftrace, and a kernel that locks ftrace down also refuses to list the traceable functions.
+fn ftrace_hint() -> Option<String> {
+    const LIST: &str = "/sys/kernel/tracing/available_filter_functions";
+    match std::fs::File::open(LIST) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some(format!(
+            "ftrace is locked down on this kernel: opening {LIST} gives '{e}' even to root"
+        )),
+        _ => None,
     }
 }
 
