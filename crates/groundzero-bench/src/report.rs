@@ -348,9 +348,12 @@ fn per_packet_misses(p: &PerPacket, missed: &[(Family, Verdict)]) -> String {
          |---|---|---|---|---|---|---|\n{}\n\n\
          With xdp-filter's lists, groundzero costs {}× what xdp-filter costs; the non-empty \
          tries (one allowlist entry, one blocked prefix, in the same /20 or /64 as none of \
-         these sources) add {} ns: their summaries say no and the walks are skipped. The \
-         earlier version of this program cost 1.35 to 1.50× xdp-filter here; what closed most \
-         of the gap, each change measured with this part: the summaries (a trie walk costs \
+         these sources) add {} ns: their summaries say no and the walks are skipped. The ratio \
+         depends on the CPU: this same program measured 0.77 to 0.80× xdp-filter on a 2-core \
+         AMD EPYC VM (BENCHMARKS.md at commit 33d38c2), against this run's CPU in the \
+         machine table above. On that AMD VM an \
+         earlier version of this program cost 1.35 to 1.50× xdp-filter; what closed most \
+         of the gap, each change measured there with this part: the summaries (a trie walk costs \
          8 ns even on an empty trie), the clock read once per jiffy instead of per hit (16 ns \
          per hit), and IPv6 addresses read as two 8-byte loads instead of a byte-wise copy \
          (17 ns per IPv6 packet). What is left is one hash lookup of a shared million-slot \

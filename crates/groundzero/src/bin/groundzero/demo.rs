@@ -183,9 +183,12 @@ pub fn run(args: Args) -> Result<()> {
         .map(Forward::start)
         .collect::<Result<Vec<_>>>()?;
     println!(
-        "  daemon (groundzero run, monitor mode) and validator-node are running in {NODE_NS}; logs in {}\n",
+        "  daemon (groundzero run, monitor mode) and validator-node are running in {NODE_NS}; logs in {}",
         dir.0.display()
     );
+    // Printed now as well as at the end, so the phases can be watched live in the page.
+    print_links(&ports, &token, &socket);
+    println!();
 
     let mut rows = Vec::new();
     let calm = PhasePlan::calm(args.calm, args.legit_pps);
