@@ -655,20 +655,26 @@ impl Shield {
                 }
             }
         }
-        self.insert_exact_batch(names::BLOCK_V4, &exact4, |n| v4_octets(n).to_vec(), added)?;
-        self.insert_exact_batch(names::BLOCK_V6, &exact6, |n| v6_octets(n).to_vec(), added)
+        self.insert_exact_batch(names::BLOCK_V4, &exact4, v4_octets, added)?;
+        self.insert_exact_batch(names::BLOCK_V6, &exact6, v6_octets, added)
     }
 
     /// Exact entries go in with BPF_MAP_UPDATE_BATCH. The kernel's batch update cannot be told
     /// "never overwrite", so keys already in the map are read first (BPF_MAP_LOOKUP_BATCH) and
     /// left alone: an existing entry keeps its hits. Small inserts go one by one.
-    fn insert_exact_batch(
+    ///
+    /// Keys stay fixed-size arrays from start to end (no allocation per entry): at a million
+    /// entries the user-space side otherwise costs as much as the kernel's.
+    fn insert_exact_batch<const N: usize>(
         &mut self,
         map: &'static str,
         nets: &[IpNet],
-        key_of: impl Fn(&IpNet) -> Vec<u8>,
+        key_of: fn(&IpNet) -> [u8; N],
         added: &mut Vec<(ListKind, IpNet)>,
-    ) -> Result<(), Error> {
+    ) -> Result<(), Error>
+    where
+        [u8; N]: Default,
+    {
         const CHUNK: usize = 1 << 16;
         const ONE_BY_ONE: usize = 64;
         if nets.len() <= ONE_BY_ONE {
@@ -686,19 +692,34 @@ impl Shield {
                 entry,
                 source: MapError::SyscallError(aya::sys::SyscallError { call, io_error }),
             };
-        let existing: std::collections::HashSet<Vec<u8>> = match key_of(&nets[0]).len() {
-            4 => crate::batch::entries::<[u8; 4], EntryStats>(fd_of(&fd))
-                .map(|e| e.iter().map(|(k, _)| k.to_vec()).collect()),
-            _ => crate::batch::entries::<[u8; 16], EntryStats>(fd_of(&fd))
-                .map(|e| e.iter().map(|(k, _)| k.to_vec()).collect()),
-        }
-        .map_err(|e| batch_err("BPF_MAP_LOOKUP_BATCH", nets[0], e))?;
-        let mut seen = std::collections::HashSet::new();
-        let new: Vec<IpNet> = nets
+        let existing: std::collections::HashSet<[u8; N]> =
+            crate::batch::entries::<[u8; N], EntryStats>(fd_of(&fd))
+                .map_err(|e| batch_err("BPF_MAP_LOOKUP_BATCH", nets[0], e))?
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+        // An exact entry is one address, so its key identifies it: deduplicate on keys, keeping
+        // each key's first occurrence, in the caller's order. By sorting, not with a hash set:
+        // a million inserts into a set that outgrows the caches cost 200-400 ms here, the sort
+        // a fraction of that.
+        let mut sorted: Vec<([u8; N], u32)> = nets
             .iter()
-            .filter(|n| !existing.contains(&key_of(n)) && seen.insert(**n))
-            .copied()
+            .zip(0u32..)
+            .map(|(n, i)| (key_of(n), i))
             .collect();
+        sorted.sort_unstable();
+        let mut keep = vec![false; nets.len()];
+        for (j, (key, i)) in sorted.iter().enumerate() {
+            let first = j == 0 || sorted[j - 1].0 != *key;
+            keep[*i as usize] = first && !existing.contains(key);
+        }
+        drop(sorted);
+        let (new, keys): (Vec<IpNet>, Vec<[u8; N]>) = nets
+            .iter()
+            .zip(&keep)
+            .filter(|(_, &k)| k)
+            .map(|(n, _)| (*n, key_of(n)))
+            .unzip();
         let free = self.options.exact_capacity as usize
             - existing.len().min(self.options.exact_capacity as usize);
         if new.len() > free {
@@ -710,43 +731,27 @@ impl Shield {
                 entry: new[free],
             });
         }
-        let keys: Vec<u8> = new.iter().flat_map(&key_of).collect();
         let values = vec![EntryStats::default(); new.len()];
+        added.reserve(new.len());
         for start in (0..new.len()).step_by(CHUNK) {
             let end = (start + CHUNK).min(new.len());
-            let (_, result) = if keys.len() == new.len() * 4 {
-                crate::batch::update(
-                    fd_of(&fd),
-                    as_keys::<4>(&keys[start * 4..end * 4]),
-                    &values[start..end],
-                    0,
-                )
-            } else {
-                crate::batch::update(
-                    fd_of(&fd),
-                    as_keys::<16>(&keys[start * 16..end * 16]),
-                    &values[start..end],
-                    0,
-                )
-            };
-            match result {
-                Ok(()) => added.extend(new[start..end].iter().map(|n| (ListKind::BlockExact, *n))),
-                Err(e) => {
-                    // How far a failed batch got is not reliably reported: count it all as
-                    // added so the caller's rollback removes whatever did go in.
-                    added.extend(new[start..end].iter().map(|n| (ListKind::BlockExact, *n)));
-                    return Err(match e.raw_os_error() {
-                        Some(libc::E2BIG) | Some(libc::ENOSPC) => {
-                            self.failed_inserts += 1;
-                            Error::MapFull {
-                                list: ListKind::BlockExact,
-                                capacity: self.options.exact_capacity,
-                                entry: new[start],
-                            }
+            let (_, result) =
+                crate::batch::update(fd_of(&fd), &keys[start..end], &values[start..end], 0);
+            // How far a failed batch got is not reliably reported: count it all as added so
+            // the caller's rollback removes whatever did go in.
+            added.extend(new[start..end].iter().map(|n| (ListKind::BlockExact, *n)));
+            if let Err(e) = result {
+                return Err(match e.raw_os_error() {
+                    Some(libc::E2BIG) | Some(libc::ENOSPC) => {
+                        self.failed_inserts += 1;
+                        Error::MapFull {
+                            list: ListKind::BlockExact,
+                            capacity: self.options.exact_capacity,
+                            entry: new[start],
                         }
-                        _ => batch_err("BPF_MAP_UPDATE_BATCH", new[start], e),
-                    });
-                }
+                    }
+                    _ => batch_err("BPF_MAP_UPDATE_BATCH", new[start], e),
+                });
             }
         }
         Ok(())
@@ -937,12 +942,6 @@ fn v6_octets(net: &IpNet) -> [u8; 16] {
         IpNet::V6(n) => n.addr().octets(),
         IpNet::V4(_) => unreachable!("grouped by family"),
     }
-}
-
-fn as_keys<const N: usize>(bytes: &[u8]) -> &[[u8; N]] {
-    let (chunks, rest) = bytes.as_chunks::<N>();
-    debug_assert!(rest.is_empty());
-    chunks
 }
 
 fn fd_of(fd: &std::os::fd::OwnedFd) -> std::os::fd::BorrowedFd<'_> {

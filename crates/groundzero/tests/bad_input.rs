@@ -217,6 +217,14 @@ fn batched_bulk_inserts_keep_existing_hits_and_refuse_what_does_not_fit() {
         "re-adding kept the hits"
     );
 
+    // 50 new entries, each given twice, fill the map exactly: duplicates take no room.
+    let twice: Vec<_> = (250..300).chain(250..300).map(host).collect();
+    shield.block_all(&twice).unwrap();
+    assert_eq!(shield.blocked().unwrap().len(), 300);
+    shield
+        .unblock_all(&(250..300).map(host).collect::<Vec<_>>())
+        .unwrap();
+
     // 100 more would need 350 slots of 300: refused whole, nothing added.
     let too_many: Vec<_> = (250..350).map(host).collect();
     let err = shield.block_all(&too_many).unwrap_err();
