@@ -222,8 +222,9 @@ fn targets_section(md: &mut String, r: &Results) -> Result<()> {
                      (`BPF_MAP_UPDATE_BATCH` of the same keys into a bare preallocated hash map of \
                      the same shape, nothing else) took {:.2} s in the same run; the other {:.2} s \
                      are `block_all`'s own work in user space: reading the map's existing keys first \
-                     (so that existing entries keep their hit counts), a hash set to drop \
-                     duplicates, and building a key vector (one small allocation per entry).",
+                     (so that existing entries keep their hit counts), sorting the keys to drop \
+                     duplicates, and the vectors of keys, values and what was added (for a \
+                     rollback), each a million elements.",
                     plot::human(l.entries as f64),
                     l.family.label(),
                     l.seconds.median,
