@@ -301,18 +301,17 @@ impl Shield {
             match result {
                 Ok(link) => links.push(link),
                 Err(e) => {
-                    log::warn!(
-                        "journey: cannot observe {} at {}: {}",
-                        o.stage.label(),
-                        o.hook,
-                        crate::error::error_chain(&e)
-                    );
                     let mut why = crate::error::error_chain(&e);
                     if matches!(o.kind, Kind::FEntry) {
                         if let Some(hint) = ftrace_hint() {
                             why = format!("{why} ({hint})");
                         }
                     }
+                    log::warn!(
+                        "journey: cannot observe {} at {}: {why}",
+                        o.stage.label(),
+                        o.hook,
+                    );
                     missing.push(MissingStage {
                         stage: o.stage.label(),
                         hook: o.hook,

@@ -99,7 +99,7 @@ pub fn text(summary: &Value, recent: &Value) -> String {
             "{:<12} {:<26} {:>8} {:>11} {:>11} {:>14}",
             s["stage"].as_str().unwrap_or(""),
             s["label"].as_str().unwrap_or(""),
-            s["count"],
+            s["count"].to_string(), // a JSON value's Display ignores width
             us(&s["p50_ns"]),
             us(&s["p99_ns"]),
             since

@@ -422,7 +422,8 @@ fn list(v: &Value) -> String {
             e["list"].as_str().unwrap_or(""),
             e["kind"].as_str().unwrap_or(""),
             e["entry"].as_str().unwrap_or(""),
-            e["hits"],
+            // A JSON value's Display ignores width: make it a string first so the column lines up.
+            e["hits"].to_string(),
             holders(e)
         ));
     }
@@ -491,7 +492,8 @@ fn stats(v: &Value) -> String {
         for (reason, n) in c {
             out.push_str(&format!(
                 "{reason:<14} {:>14} {:>16}\n",
-                n["packets"], n["bytes"]
+                n["packets"].to_string(),
+                n["bytes"].to_string()
             ));
         }
     }
@@ -511,7 +513,7 @@ fn feed_line(f: &Value) -> String {
     format!(
         "{:<20} {:>8} entries  last success {}  {}",
         f["name"].as_str().unwrap_or(""),
-        f["entries"],
+        f["entries"].to_string(),
         f["last_success"]
             .as_u64()
             .map(|t| format!(
@@ -524,4 +526,23 @@ fn feed_line(f: &Value) -> String {
             .map(|e| format!("ERROR: {e}"))
             .unwrap_or_default()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn list_columns_line_up() {
+        let v = json!({"entries": [
+            {"list": "block", "kind": "exact", "entry": "198.18.0.63/32", "hits": 152, "holders": []},
+            {"list": "block", "kind": "cidr", "entry": "2001:2::/48", "hits": 0, "holders": []},
+        ]});
+        let text = super::list(&v);
+        let lines: Vec<&str> = text.lines().collect();
+        // The hits column is right-aligned: its last digit sits under the header's last letter.
+        let end = lines[0].find("hits").unwrap() + "hits".len();
+        assert_eq!(&lines[1][end - 3..end], "152", "{text}");
+        assert_eq!(&lines[2][end - 1..end], "0", "{text}");
+    }
 }
