@@ -253,10 +253,31 @@ fn targets_section(md: &mut String, r: &Results) -> Result<()> {
                 pass_miss(ok)
             )?;
             if !ok {
+                // The other XDP filter of the same run tells how much of the cost any XDP drop
+                // pays on this veth, whatever its program.
+                let verdict = r
+                    .per_packet
+                    .as_ref()
+                    .and_then(|p| verdict_row(p, Family::V4, Verdict::ExactDrop))
+                    .map_or(String::new(), |row| {
+                        format!(
+                            "; the verdict itself (part 1, IPv4 exact drop above the floor) is \
+                             {:.0} ns of that",
+                            row.groundzero_above.median
+                        )
+                    });
+                let peer = get(Defence::XdpFilterNative).map_or(String::new(), |xf| {
+                    format!(
+                        " xdp-filter, another XDP drop on the same veth in the same run, cost \
+                         {:.0} ns ({:.2}× nftables){verdict}.",
+                        xf.cpu_ns_per_packet.median,
+                        xf.cpu_ns_per_packet.median / nft.cpu_ns_per_packet.median
+                    )
+                });
                 misses.push(format!(
                     "**XDP against nftables ingress**: {:.0} ns against {:.0} ns per packet. On veth, \
                      part of the receive cost (taking frames off the veth ring, the NAPI thread's \
-                     wake-ups) is paid whatever the defence; see part 3.",
+                     wake-ups) is paid whatever the defence; see part 3.{peer}",
                     gz.cpu_ns_per_packet.median, nft.cpu_ns_per_packet.median
                 ));
             }
