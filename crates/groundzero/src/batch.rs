@@ -1,7 +1,7 @@
 //! BPF_MAP_UPDATE_BATCH and BPF_MAP_DELETE_BATCH for hash maps: one syscall for thousands of
-//! entries instead of one each. aya 0.14 does not wrap these commands, so this is the one place
-//! we issue the `bpf()` syscall ourselves; the attribute layout is `union bpf_attr`'s `batch`
-//! member from include/uapi/linux/bpf.h (stable UAPI since Linux 5.6).
+//! entries instead of one each. aya 0.14 does not wrap these commands, so we issue the `bpf()`
+//! syscall ourselves here (and for two link commands in `pins`); the attribute layout is
+//! `union bpf_attr`'s `batch` member from include/uapi/linux/bpf.h (stable UAPI since 5.6).
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 

@@ -9,7 +9,13 @@
 //! have one (`eth0.100`), so a `.` in an interface name is stored as `:`, which interface names
 //! can never contain.
 
-use std::path::{Path, PathBuf};
+use std::{
+    os::{
+        fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+        unix::ffi::OsStrExt,
+    },
+    path::{Path, PathBuf},
+};
 
 use aya::{
     maps::MapData,
@@ -160,19 +166,17 @@ pub(crate) fn adopt_capacities(bpf: &Ebpf, options: &mut ShieldOptions) -> Resul
     Ok(())
 }
 
-/// Unpins `interface`'s link: XDP leaves the interface once no process holds the link.
+/// Detaches `interface`'s pinned link from its interface and unpins it.
 pub fn unpin_link(dir: &Path, interface: &str) -> Result<(), Error> {
     if let Some((path, _)) = find_link(dir, interface) {
-        std::fs::remove_file(&path).map_err(|e| Error::Pin {
-            path,
-            message: format!("unpinning: {e}"),
-        })?;
+        detach_and_unpin(&path)?;
     }
     Ok(())
 }
 
-/// Removes every pin under `dir`: unpinning the links detaches XDP from their interfaces (once
-/// no process holds them), unpinning the maps frees them. Returns what was removed.
+/// Removes every pin under `dir`: each link is detached from its interface first (so XDP is
+/// off every interface when this returns), then the maps are unpinned, which frees them once
+/// no process holds them. Returns what was removed.
 pub fn remove_all(dir: &Path) -> Result<Vec<PathBuf>, Error> {
     let mut removed = Vec::new();
     for sub in ["links/native", "links/generic", "maps"] {
@@ -182,10 +186,11 @@ pub fn remove_all(dir: &Path) -> Result<Vec<PathBuf>, Error> {
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            std::fs::remove_file(&path).map_err(|e| Error::Pin {
-                path: path.clone(),
-                message: format!("unpinning: {e}"),
-            })?;
+            if sub == "maps" {
+                remove_pin(&path)?;
+            } else {
+                detach_and_unpin(&path)?;
+            }
             removed.push(path);
         }
         let _ = std::fs::remove_dir(&sub_dir);
@@ -193,4 +198,68 @@ pub fn remove_all(dir: &Path) -> Result<Vec<PathBuf>, Error> {
     let _ = std::fs::remove_dir(dir.join("links"));
     let _ = std::fs::remove_dir(dir);
     Ok(removed)
+}
+
+fn remove_pin(path: &Path) -> Result<(), Error> {
+    std::fs::remove_file(path).map_err(|e| Error::Pin {
+        path: path.to_path_buf(),
+        message: format!("unpinning: {e}"),
+    })
+}
+
+/// Unpinning alone does not detach at once: the kernel drops bpffs's reference to the link
+/// after an RCU grace period and frees the link from a workqueue, so for a while after
+/// `unlink()` the program still runs on the interface (a test that sent traffic right away
+/// saw it dropped). BPF_LINK_DETACH detaches synchronously, under RTNL, before we unpin.
+fn detach_and_unpin(path: &Path) -> Result<(), Error> {
+    let pin_err = |message: String| Error::Pin {
+        path: path.to_path_buf(),
+        message,
+    };
+    match obj_get(path) {
+        Ok(link) => match link_detach(link.as_fd()) {
+            // ENOLINK: the link is defunct (its interface is gone); nothing left to detach.
+            // EINVAL: the pin is not a link (someone put a map or program there).
+            Ok(()) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOLINK | libc::EINVAL)) => {}
+            Err(e) => return Err(pin_err(format!("detaching the link: {e}"))),
+        },
+        Err(e) => return Err(pin_err(format!("opening the pin: {e}"))),
+    }
+    remove_pin(path)
+}
+
+// Two commands aya 0.14 does not expose on a raw fd (its links keep theirs private); the
+// attribute layouts are `union bpf_attr`'s `obj_pin` and `link_detach` members from
+// include/uapi/linux/bpf.h, stable UAPI.
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_LINK_DETACH: libc::c_long = 34;
+
+fn bpf(cmd: libc::c_long, attr: &mut [u64; 2]) -> std::io::Result<libc::c_long> {
+    // SAFETY: both commands read at most 16 bytes of attribute, which outlives the call;
+    // the kernel treats the rest of `union bpf_attr` as zero.
+    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), 16usize) };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(ret)
+}
+
+/// Opens the object pinned at `path` (BPF_OBJ_GET).
+fn obj_get(path: &Path) -> std::io::Result<OwnedFd> {
+    let name = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // obj_pin { u64 pathname; u32 bpf_fd; u32 file_flags; }
+    let mut attr = [name.as_ptr() as u64, 0];
+    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: on success BPF_OBJ_GET returns a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Detaches a link from its hook now (BPF_LINK_DETACH, Linux 5.9+); the link object lives on,
+/// defunct, until its last fd and pin are gone.
+fn link_detach(link: BorrowedFd<'_>) -> std::io::Result<()> {
+    // link_detach { u32 link_fd; }
+    let mut attr = [link.as_raw_fd() as u32 as u64, 0];
+    bpf(BPF_LINK_DETACH, &mut attr).map(drop)
 }

@@ -36,6 +36,16 @@ fn udp_through(peer: &Netns, target: &Netns, n: usize) -> usize {
     got
 }
 
+/// Whether `ip link` shows an XDP program on `iface` in `ns`.
+fn xdp_attached(ns: &Netns, iface: &str) -> bool {
+    let out = std::process::Command::new("ip")
+        .args(["-n", ns.name(), "link", "show", "dev", iface])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+}
+
 #[test]
 fn pins_outlive_the_shield_and_are_adopted() {
     common::require_root();
@@ -110,7 +120,14 @@ fn pins_outlive_the_shield_and_are_adopted() {
     assert_eq!(udp_through(&peer, &target, 5), 0);
     drop(second);
 
+    assert!(xdp_attached(&target, "gzpin-t"));
     let removed = pins::remove_all(&dir).unwrap();
+    // Checked at once: unpinning alone would leave the program running for a while (the
+    // kernel frees the link after an RCU grace period), and CI once saw traffic dropped then.
+    assert!(
+        !xdp_attached(&target, "gzpin-t"),
+        "XDP is off the interface when remove_all returns"
+    );
     assert!(removed.len() >= 10, "{removed:?}");
     assert!(!dir.exists());
     assert_eq!(
