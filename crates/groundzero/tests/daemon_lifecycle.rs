@@ -230,13 +230,24 @@ fn restarts_under_flood_leak_nothing_and_kill_9_loses_nothing() {
     std::thread::sleep(Duration::from_millis(300));
     let third = DaemonProcess::spawn(&target, &config, &log, &socket);
     let (sent_bad, sent_good) = flood.join().unwrap();
+    // Until every clean datagram is counted (a loaded machine may starve the receiver for a
+    // while; they wait in its socket), then a moment more for any leak to show.
+    let good: IpAddr = "198.18.10.3".parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while received.lock().unwrap().get(&good).copied().unwrap_or(0) < sent_good
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::SeqCst);
     rx_thread.join().unwrap();
 
     let got = received.lock().unwrap().clone();
     let from = |a: &str| got.get(&a.parse::<IpAddr>().unwrap()).copied().unwrap_or(0);
-    assert!(sent_bad > 5_000, "the flood really ran: {sent_bad}");
+    // Paced by 200 µs sleeps, so the count measures the scheduler too: ~15,000 on an idle
+    // machine, and a third of that with both cores busy. 2,000 still means a flood throughout.
+    assert!(sent_bad > 2_000, "the flood really ran: {sent_bad}");
     assert_eq!(
         from("198.18.10.2"),
         0,

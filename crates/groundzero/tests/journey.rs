@@ -97,9 +97,6 @@ fn udp_and_tcp_journeys_from_allowed_and_blocked_sources() {
     for i in 0..2 {
         let node_addr: SocketAddr = SocketAddr::new(NODE[i].parse().unwrap(), 7000);
         let server = lab.topo.node.run(|| UdpSocket::bind(node_addr)).unwrap();
-        server
-            .set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
         lab.topo.peer.run(|| {
             for src in [GOOD[i], BAD[i]] {
                 let s = UdpSocket::bind(SocketAddr::new(src.parse().unwrap(), 0)).unwrap();
@@ -109,11 +106,7 @@ fn udp_and_tcp_journeys_from_allowed_and_blocked_sources() {
                 }
             }
         });
-        let mut got = 0;
-        let mut buf = [0u8; 64];
-        while server.recv_from(&mut buf).is_ok() {
-            got += 1;
-        }
+        let got = common::recv_expected(&server, N);
         assert_eq!(got, N, "only the allowed source's datagrams arrive");
     }
     let journeys = collect(&mut events, &mut asm, |j| j.len() >= 4 * N);
@@ -175,15 +168,14 @@ fn udp_and_tcp_journeys_from_allowed_and_blocked_sources() {
         stream
     });
     let (mut conn, _) = listener.accept().unwrap();
-    conn.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 256];
-    while let Ok(n) = conn.read(&mut buf) {
-        if n == 0 {
-            break;
+    while got.len() < 30 {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
         }
-        got.extend_from_slice(&buf[..n]);
     }
     assert_eq!(got.len(), 30, "five 6-byte messages arrive");
     drop(client);
@@ -283,17 +275,9 @@ fn daemon_serves_journeys_and_bans_sources_over_the_rate() {
     );
     let dst = SocketAddr::new(NODE[0].parse().unwrap(), 7000);
     let server = topo.node.run(|| UdpSocket::bind(dst)).unwrap();
-    server
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
     topo.send(GOOD[0], dst, 10);
     topo.send(BAD[0], dst, 10);
-    let mut buf = [0u8; 64];
-    let mut got = 0;
-    while server.recv_from(&mut buf).is_ok() {
-        got += 1;
-    }
-    assert_eq!(got, 10);
+    assert_eq!(common::recv_expected(&server, 10), 10);
 
     // Journeys are assembled by the daemon's loop; wait for them to show.
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -2,7 +2,7 @@
 //! Shield adopts them (swapping its program in atomically), and `pins::remove_all` undoes it all.
 mod common;
 
-use std::{net::UdpSocket, path::PathBuf, time::Duration};
+use std::{net::UdpSocket, path::PathBuf};
 
 use groundzero::{
     netns::{veth, Netns},
@@ -16,24 +16,17 @@ fn options(dir: &std::path::Path) -> ShieldOptions {
     }
 }
 
-/// Sends `n` datagrams from 198.18.2.2 to 198.18.2.1 and returns how many arrived.
-fn udp_through(peer: &Netns, target: &Netns, n: usize) -> usize {
+/// Sends `n` datagrams from 198.18.2.2 to 198.18.2.1 and returns how many arrived, waiting
+/// for up to `expect` of them.
+fn udp_through(peer: &Netns, target: &Netns, n: usize, expect: usize) -> usize {
     let receiver = target.run(|| UdpSocket::bind("198.18.2.1:9000").unwrap());
-    receiver
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
     peer.run(|| {
         let s = UdpSocket::bind("198.18.2.2:0").unwrap();
         for _ in 0..n {
             s.send_to(b"ping-ping-ping", "198.18.2.1:9000").unwrap();
         }
     });
-    let mut buf = [0u8; 64];
-    let mut got = 0;
-    while got < n && receiver.recv_from(&mut buf).is_ok() {
-        got += 1;
-    }
-    got
+    common::recv_expected(&receiver, expect)
 }
 
 /// Whether `ip link` shows an XDP program on `iface` in `ns`.
@@ -60,7 +53,7 @@ fn pins_outlive_the_shield_and_are_adopted() {
         .ip(&["addr", "add", "198.18.2.1/24", "dev", "gzpin-t"])
         .unwrap();
     assert_eq!(
-        udp_through(&peer, &target, 5),
+        udp_through(&peer, &target, 5, 5),
         5,
         "no shield yet: traffic flows"
     );
@@ -74,11 +67,11 @@ fn pins_outlive_the_shield_and_are_adopted() {
             .unwrap();
         assert_eq!(mode, ActiveMode::Native);
         assert!(!first.attachments()[0].adopted);
-        assert_eq!(udp_through(&peer, &target, 5), 0);
+        assert_eq!(udp_through(&peer, &target, 5, 0), 0);
     } // dropped: the process that set things up is gone
 
     assert_eq!(
-        udp_through(&peer, &target, 5),
+        udp_through(&peer, &target, 5, 0),
         0,
         "still filtering with no Shield alive"
     );
@@ -112,12 +105,12 @@ fn pins_outlive_the_shield_and_are_adopted() {
     );
     second.unblock(blocked).unwrap();
     assert_eq!(
-        udp_through(&peer, &target, 5),
+        udp_through(&peer, &target, 5, 5),
         5,
         "the adopted program reads the same maps"
     );
     second.block(blocked).unwrap();
-    assert_eq!(udp_through(&peer, &target, 5), 0);
+    assert_eq!(udp_through(&peer, &target, 5, 0), 0);
     drop(second);
 
     assert!(xdp_attached(&target, "gzpin-t"));
@@ -131,7 +124,7 @@ fn pins_outlive_the_shield_and_are_adopted() {
     assert!(removed.len() >= 10, "{removed:?}");
     assert!(!dir.exists());
     assert_eq!(
-        udp_through(&peer, &target, 5),
+        udp_through(&peer, &target, 5, 5),
         5,
         "unpinned: XDP is gone from the interface"
     );

@@ -71,6 +71,9 @@ const journeys = []; // newest first, capped
 const MAX_ROWS = 200;
 let dirty = false;
 let selected = null;
+// The rows as last drawn: new journeys arrive (unshift) between frames, so a click must be
+// resolved against what the user saw, not against the live array.
+let shown = [];
 function schedule() {
   if (!dirty) { dirty = true; requestAnimationFrame(render); }
 }
@@ -79,7 +82,8 @@ function render() {
   dirty = false;
   if (summary) renderSummary(summary);
   const tbody = $("#journeys tbody");
-  tbody.innerHTML = journeys.map((j, i) =>
+  shown = journeys.slice();
+  tbody.innerHTML = shown.map((j, i) =>
     `<tr data-i="${i}" class="${selected === j ? "sel" : ""}"><td>${new Date(j.unix_ms).toLocaleTimeString()}</td><td>${esc(j.protocol)}</td><td>${esc(j.src)}</td><td>${esc(j.dst)}</td><td class="o-${j.outcome}">${esc(j.outcome)}</td><td>${fmtUs(j.total_ns)}</td></tr>`
   ).join("");
 }
@@ -163,7 +167,7 @@ function showDetail(j) {
 }
 $("#journeys tbody").addEventListener("click", (e) => {
   const tr = e.target.closest("tr");
-  if (tr) showDetail(journeys[Number(tr.dataset.i)]);
+  if (tr && shown[Number(tr.dataset.i)]) showDetail(shown[Number(tr.dataset.i)]);
 });
 
 // ---- blocklist ---------------------------------------------------------------------------

@@ -83,29 +83,10 @@ pub async fn run(config: Validated, shutdown: impl Future<Output = ()>) -> Resul
     }
 
     let max_body = config.raw.api.max_body_bytes;
-    let socket = config.raw.api.socket.clone();
-    if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
-    }
-    let _ = std::fs::remove_file(&socket); // a stale socket from a killed daemon
-    let unix = tokio::net::UnixListener::bind(&socket)
-        .map_err(io(format!("binding {}", socket.display())))?;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
-        .map_err(io(format!("chmod {}", socket.display())))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let app = api::router(shared.clone(), None, max_body);
-    tasks.spawn({
-        let stop = stopped(stop_rx.clone());
-        async move {
-            if let Err(e) = axum::serve(unix, app).with_graceful_shutdown(stop).await {
-                log::error!("API on the unix socket failed: {e}");
-            }
-        }
-    });
-    log::info!("API on {}", socket.display());
 
     if let (Some(addr), Some(token_file)) = (config.tcp_listen, &config.raw.api.token_file) {
         let token = std::fs::read_to_string(token_file)
@@ -158,6 +139,29 @@ pub async fn run(config: Validated, shutdown: impl Future<Output = ()>) -> Resul
         });
         log::info!("metrics on http://{addr}/metrics");
     }
+
+    // The Unix socket last: a daemon that answers there (what `groundzero` commands, tests and
+    // scripts wait for) has every listener bound, and one that fails to bind TCP or metrics
+    // never looked healthy for a moment.
+    let socket = config.raw.api.socket.clone();
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    }
+    let _ = std::fs::remove_file(&socket); // a stale socket from a killed daemon
+    let unix = tokio::net::UnixListener::bind(&socket)
+        .map_err(io(format!("binding {}", socket.display())))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(io(format!("chmod {}", socket.display())))?;
+    let app = api::router(shared.clone(), None, max_body);
+    tasks.spawn({
+        let stop = stopped(stop_rx.clone());
+        async move {
+            if let Err(e) = axum::serve(unix, app).with_graceful_shutdown(stop).await {
+                log::error!("API on the unix socket failed: {e}");
+            }
+        }
+    });
+    log::info!("API on {}", socket.display());
 
     shutdown.await;
     log::info!("shutting down; filtering continues through the pinned links");

@@ -577,7 +577,10 @@ mod tests {
         while p.next().is_ok() {
             n += 1;
         }
-        assert!((50..=150).contains(&n), "{n} packets in 100 ms at 1000 pps");
+        // Catching up, the pacer sends what is due and no more: never over 100 (+1 for the
+        // half-millisecond burst allowance). The lower bound is loose, since a stall of this
+        // thread near the end (a loaded CI machine) leaves packets undue at the deadline.
+        assert!((10..=101).contains(&n), "{n} packets in 100 ms at 1000 pps");
     }
 
     #[test]

@@ -23,3 +23,29 @@ pub fn shield() -> Shield {
 
 pub mod daemon;
 pub mod topology;
+
+/// Reads datagrams from `socket` until `expected` have come (waiting up to 5 s for them: a
+/// loaded machine may deliver late), then for a quiet 300 ms, so any extra (a leak past a
+/// block) is counted too. Returns how many came. Sets the socket's read timeout.
+pub fn recv_expected(socket: &std::net::UdpSocket, expected: usize) -> usize {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 2048];
+    let mut got = 0;
+    loop {
+        let wait = if got < expected {
+            deadline.saturating_duration_since(Instant::now())
+        } else {
+            Duration::from_millis(300)
+        };
+        if wait.is_zero() {
+            return got;
+        }
+        socket.set_read_timeout(Some(wait)).unwrap();
+        match socket.recv_from(&mut buf) {
+            Ok(_) => got += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return got,
+        }
+    }
+}
