@@ -3,7 +3,7 @@
 //! xdp-tools. Both run under the same `BPF_PROG_TEST_RUN` command as groundzero.
 
 use std::{
-    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -14,47 +14,9 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
     Ebpf, EbpfLoader,
 };
+use groundzero::sys::{self, ProgLoadAttr, TestRunAttr};
 
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_PROG_TYPE_XDP: u32 = 6;
-
-/// `union bpf_attr`'s `test` member (include/uapi/linux/bpf.h), the fields up to `batch_size`.
-#[repr(C)]
-#[derive(Default)]
-struct TestAttr {
-    prog_fd: u32,
-    retval: u32,
-    data_size_in: u32,
-    data_size_out: u32,
-    data_in: u64,
-    data_out: u64,
-    repeat: u32,
-    duration: u32,
-    ctx_size_in: u32,
-    ctx_size_out: u32,
-    ctx_in: u64,
-    ctx_out: u64,
-    flags: u32,
-    cpu: u32,
-    batch_size: u32,
-    _pad: u32,
-}
-
-/// `union bpf_attr`'s `BPF_PROG_LOAD` member, the fields up to `kern_version`.
-#[repr(C)]
-#[derive(Default)]
-struct LoadAttr {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-}
 
 /// An XDP program of two instructions, `r0 = ACTION; exit`, loaded with the raw
 /// `bpf(BPF_PROG_LOAD)` syscall.
@@ -84,30 +46,18 @@ impl RawXdp {
             u64::from_le_bytes([0x95, 0x00, 0, 0, 0, 0, 0, 0]),
         ];
         let license = c"GPL";
-        let mut attr = LoadAttr {
+        let mut attr = ProgLoadAttr {
             prog_type: BPF_PROG_TYPE_XDP,
             insn_cnt: insns.len() as u32,
             insns: insns.as_ptr() as u64,
             license: license.as_ptr() as u64,
             ..Default::default()
         };
-        // SAFETY: `attr` is a valid BPF_PROG_LOAD attribute whose pointers outlive the call.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_PROG_LOAD,
-                &mut attr as *mut LoadAttr,
-                std::mem::size_of::<LoadAttr>(),
-            )
-        };
-        if ret < 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("BPF_PROG_LOAD of r0 = {action}; exit"));
-        }
-        // SAFETY: the kernel returned a new file descriptor that nothing else owns.
-        Ok(Self {
-            fd: unsafe { OwnedFd::from_raw_fd(ret as RawFd) },
-        })
+        // SAFETY: `attr` is a valid BPF_PROG_LOAD attribute whose pointers outlive the call;
+        // on success the kernel returns a new fd that nothing else owns.
+        let fd = unsafe { sys::bpf(sys::cmd::PROG_LOAD, &mut attr).map(|fd| sys::owned_fd(fd)) }
+            .with_context(|| format!("BPF_PROG_LOAD of r0 = {action}; exit"))?;
+        Ok(Self { fd })
     }
 
     pub fn test_run(&self, packet: &[u8], repeat: u32) -> Result<(u32, Duration)> {
@@ -121,7 +71,7 @@ impl RawXdp {
         // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index,
         // egress_ifindex }
         let ctx: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
-        let mut attr = TestAttr {
+        let mut attr = TestRunAttr {
             prog_fd: self.fd.as_raw_fd() as u32,
             data_size_in: frame.len() as u32,
             data_in: frame.as_ptr() as u64,
@@ -133,18 +83,8 @@ impl RawXdp {
             ..Default::default()
         };
         // SAFETY: as in `test_run_fd`, plus `ctx_in` covering `ctx_size_in` bytes.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_PROG_TEST_RUN,
-                &mut attr as *mut TestAttr,
-                std::mem::size_of::<TestAttr>(),
-            )
-        };
-        if ret < 0 {
-            return Err(std::io::Error::last_os_error())
-                .context("BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES");
-        }
+        unsafe { sys::bpf(sys::cmd::PROG_TEST_RUN, &mut attr) }
+            .context("BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES")?;
         Ok(())
     }
 }
@@ -154,7 +94,7 @@ const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
 
 /// `BPF_PROG_TEST_RUN` on any program fd: the verdict and the kernel's mean time per run.
 pub fn test_run_fd(fd: RawFd, packet: &[u8], repeat: u32) -> Result<(u32, Duration)> {
-    let mut attr = TestAttr {
+    let mut attr = TestRunAttr {
         prog_fd: fd as u32,
         data_size_in: packet.len() as u32,
         data_in: packet.as_ptr() as u64,
@@ -163,17 +103,7 @@ pub fn test_run_fd(fd: RawFd, packet: &[u8], repeat: u32) -> Result<(u32, Durati
     };
     // SAFETY: `attr` is a valid `bpf_attr.test`; `data_in` covers `data_size_in` bytes and no
     // output buffer is given, so the kernel writes only into `attr`.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestAttr,
-            std::mem::size_of::<TestAttr>(),
-        )
-    };
-    if ret < 0 {
-        return Err(std::io::Error::last_os_error()).context("BPF_PROG_TEST_RUN");
-    }
+    unsafe { sys::bpf(sys::cmd::PROG_TEST_RUN, &mut attr) }.context("BPF_PROG_TEST_RUN")?;
     Ok((attr.retval, Duration::from_nanos(attr.duration.into())))
 }
 
@@ -338,86 +268,38 @@ pub fn ensure_bpffs() -> Result<()> {
     Ok(())
 }
 
-const BPF_MAP_CREATE: libc::c_long = 0;
-const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_MAP_TYPE_HASH: u32 = 1;
-
-/// `union bpf_attr`'s `BPF_MAP_CREATE` member, the fields up to `map_flags`.
-#[repr(C)]
-#[derive(Default)]
-struct MapCreateAttr {
-    map_type: u32,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-    map_flags: u32,
-}
-
-/// `union bpf_attr`'s `batch` member.
-#[repr(C)]
-#[derive(Default)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
 
 /// The kernel's part of a batched load, alone: a fresh hash map shaped like groundzero's exact
 /// lists (preallocated, `capacity` slots, 16-byte values), filled with `keys` (each `key_size`
 /// bytes) by `BPF_MAP_UPDATE_BATCH` in chunks of 65,536, with nothing else done in user space.
 /// Returns the time of the updates only.
 pub fn raw_batch_load(keys: &[u8], key_size: usize, capacity: u32) -> Result<Duration> {
-    let mut attr = MapCreateAttr {
+    let mut attr = sys::MapCreateAttr {
         map_type: BPF_MAP_TYPE_HASH,
         key_size: key_size as u32,
         value_size: 16,
         max_entries: capacity,
         map_flags: 0,
     };
-    // SAFETY: a valid BPF_MAP_CREATE attribute.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_CREATE,
-            &mut attr as *mut MapCreateAttr,
-            std::mem::size_of::<MapCreateAttr>(),
-        )
-    };
-    if ret < 0 {
-        return Err(std::io::Error::last_os_error()).context("BPF_MAP_CREATE");
-    }
-    // SAFETY: a new descriptor nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(ret as RawFd) };
+    // SAFETY: a valid BPF_MAP_CREATE attribute; on success, a new fd nothing else owns.
+    let fd = unsafe { sys::bpf(sys::cmd::MAP_CREATE, &mut attr).map(|fd| sys::owned_fd(fd)) }
+        .context("BPF_MAP_CREATE")?;
     let n = keys.len() / key_size;
     let values = vec![0u8; 16 * n];
     const CHUNK: usize = 1 << 16;
     let start = std::time::Instant::now();
     for first in (0..n).step_by(CHUNK) {
         let count = CHUNK.min(n - first);
-        let mut attr = BatchAttr {
-            keys: keys[first * key_size..].as_ptr() as u64,
-            values: values[first * 16..].as_ptr() as u64,
-            count: count as u32,
-            map_fd: fd.as_raw_fd() as u32,
-            ..Default::default()
-        };
-        // SAFETY: keys and values cover `count` elements of the map's key and value sizes.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_UPDATE_BATCH,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>(),
-            )
-        };
-        if ret < 0 {
-            return Err(std::io::Error::last_os_error()).context("BPF_MAP_UPDATE_BATCH");
-        }
+        let (_, result) = sys::map_batch(
+            sys::cmd::MAP_UPDATE_BATCH,
+            fd.as_fd(),
+            &keys[first * key_size..(first + count) * key_size],
+            Some(&values[first * 16..(first + count) * 16]),
+            count,
+            0,
+        );
+        result.context("BPF_MAP_UPDATE_BATCH")?;
     }
     let elapsed = start.elapsed();
     drop(fd);

@@ -6,6 +6,7 @@
 //! - [`model`] is the host-side twin of the kernel program (same parser, same rules), for tests,
 //!   for explaining verdicts, and for the differential test against the kernel.
 //! - [`craft`] builds test packets; [`netns`] makes throw-away network namespaces and veth pairs.
+//! - [`sys`] issues the few `bpf()` commands aya does not wrap (batches, link detach, raw fds).
 //!
 //! The library never initialises a logger, never exits the process and never builds an async
 //! runtime: those belong to the binary.
@@ -28,6 +29,7 @@ mod program;
 pub mod ratelimit;
 pub mod shield;
 mod summary;
+pub mod sys;
 
 pub use counters::Counters;
 pub use entry::{parse_entry, parse_list, EntryError, ListFileError};

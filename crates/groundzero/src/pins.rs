@@ -10,10 +10,7 @@
 //! can never contain.
 
 use std::{
-    os::{
-        fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
-        unix::ffi::OsStrExt,
-    },
+    os::fd::AsFd,
     path::{Path, PathBuf},
 };
 
@@ -28,7 +25,7 @@ use aya::{
 };
 use groundzero_common::maps as names;
 
-use crate::{error::error_chain, shield::ActiveMode, Error, ShieldOptions};
+use crate::{error::error_chain, shield::ActiveMode, sys, Error, ShieldOptions};
 
 /// The conventional pin directory.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/groundzero";
@@ -216,8 +213,8 @@ fn detach_and_unpin(path: &Path) -> Result<(), Error> {
         path: path.to_path_buf(),
         message,
     };
-    match obj_get(path) {
-        Ok(link) => match link_detach(link.as_fd()) {
+    match sys::obj_get(path) {
+        Ok(link) => match sys::link_detach(link.as_fd()) {
             // ENOLINK: the link is defunct (its interface is gone); nothing left to detach.
             // EINVAL: the pin is not a link (someone put a map or program there).
             Ok(()) => {}
@@ -227,39 +224,4 @@ fn detach_and_unpin(path: &Path) -> Result<(), Error> {
         Err(e) => return Err(pin_err(format!("opening the pin: {e}"))),
     }
     remove_pin(path)
-}
-
-// Two commands aya 0.14 does not expose on a raw fd (its links keep theirs private); the
-// attribute layouts are `union bpf_attr`'s `obj_pin` and `link_detach` members from
-// include/uapi/linux/bpf.h, stable UAPI.
-const BPF_OBJ_GET: libc::c_long = 7;
-const BPF_LINK_DETACH: libc::c_long = 34;
-
-fn bpf(cmd: libc::c_long, attr: &mut [u64; 2]) -> std::io::Result<libc::c_long> {
-    // SAFETY: both commands read at most 16 bytes of attribute, which outlives the call;
-    // the kernel treats the rest of `union bpf_attr` as zero.
-    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), 16usize) };
-    if ret < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(ret)
-}
-
-/// Opens the object pinned at `path` (BPF_OBJ_GET).
-fn obj_get(path: &Path) -> std::io::Result<OwnedFd> {
-    let name = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    // obj_pin { u64 pathname; u32 bpf_fd; u32 file_flags; }
-    let mut attr = [name.as_ptr() as u64, 0];
-    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
-    // SAFETY: on success BPF_OBJ_GET returns a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-/// Detaches a link from its hook now (BPF_LINK_DETACH, Linux 5.9+); the link object lives on,
-/// defunct, until its last fd and pin are gone.
-fn link_detach(link: BorrowedFd<'_>) -> std::io::Result<()> {
-    // link_detach { u32 link_fd; }
-    let mut attr = [link.as_raw_fd() as u32 as u64, 0];
-    bpf(BPF_LINK_DETACH, &mut attr).map(drop)
 }
