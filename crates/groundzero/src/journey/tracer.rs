@@ -273,30 +273,24 @@ impl Shield {
         let first_load = !self.observers().loaded;
         let mut links = Vec::new();
         let mut missing = Vec::new();
+        // BtfTracePoint and FEntry share `load(hook, btf)` and `attach()` but no trait.
+        macro_rules! load_and_attach {
+            ($ty:ty, $o:expr, $link:path) => {{
+                let p: &mut $ty = self.program_mut($o.program)?;
+                let loaded = if first_load {
+                    p.load($o.hook, &btf)
+                } else {
+                    Ok(())
+                };
+                loaded
+                    .and_then(|()| p.attach())
+                    .map(|id| $link($o.program, id))
+            }};
+        }
         for o in &OBSERVERS {
             let result = match o.kind {
-                Kind::TpBtf => {
-                    let p: &mut BtfTracePoint = self.program_mut(o.program)?;
-                    let loaded = if first_load {
-                        p.load(o.hook, &btf)
-                    } else {
-                        Ok(())
-                    };
-                    loaded
-                        .and_then(|()| p.attach())
-                        .map(|id| Link::Tp(o.program, id))
-                }
-                Kind::FEntry => {
-                    let p: &mut FEntry = self.program_mut(o.program)?;
-                    let loaded = if first_load {
-                        p.load(o.hook, &btf)
-                    } else {
-                        Ok(())
-                    };
-                    loaded
-                        .and_then(|()| p.attach())
-                        .map(|id| Link::FEntry(o.program, id))
-                }
+                Kind::TpBtf => load_and_attach!(BtfTracePoint, o, Link::Tp),
+                Kind::FEntry => load_and_attach!(FEntry, o, Link::FEntry),
             };
             match result {
                 Ok(link) => links.push(link),
