@@ -405,45 +405,46 @@ fn frames_shorter_than_ethernet_are_refused_by_the_kernel_and_malformed_in_the_m
 #[test]
 fn truncation_at_and_just_after_every_header_boundary_is_malformed() {
     let b = Bench::standard();
-    for (src, reason) in [
-        (EXACT4, Reason::BlockedExact),
-        (IN_CIDR4, Reason::BlockedCidr),
-    ] {
-        let base = udp(src);
-        // Only the Ethernet header: the announced IPv4 header is missing entirely.
-        b.expect_malformed(&base[..14], MalformedAt::Ipv4);
-        // Every cut of the 20-byte header, including 12..=19, where the source is already there.
-        for (tags, l3) in [
-            (&[][..], 14),
-            (&[(TPID_8021Q, 7)][..], 18),
-            (&[(TPID_8021AD, 7), (TPID_8021Q, 8)][..], 22),
-        ] {
-            let pkt = craft::with_vlans(&base, tags);
-            for cut in l3..l3 + 20 {
-                b.expect_malformed(&pkt[..cut], MalformedAt::Ipv4);
+    // Per family: its header's length, where a cut marks it, and the VLAN stacks to wrap it in.
+    let families = [
+        (
+            [
+                (EXACT4, Reason::BlockedExact),
+                (IN_CIDR4, Reason::BlockedCidr),
+            ],
+            20,
+            MalformedAt::Ipv4,
+            TPID_8021Q,
+        ),
+        (
+            [
+                (EXACT6, Reason::BlockedExact),
+                (IN_CIDR6, Reason::BlockedCidr),
+            ],
+            40,
+            MalformedAt::Ipv6,
+            TPID_8021AD,
+        ),
+    ];
+    for (sources, header, at, single_tag) in families {
+        for (src, reason) in sources {
+            let base = udp(src);
+            // Only the Ethernet header: the announced IP header is missing entirely.
+            b.expect_malformed(&base[..14], at);
+            // Every cut of the header, including those where the source is already there.
+            for (tags, l3) in [
+                (&[][..], 14),
+                (&[(single_tag, 7)][..], 18),
+                (&[(TPID_8021AD, 7), (TPID_8021Q, 8)][..], 22),
+            ] {
+                let pkt = craft::with_vlans(&base, tags);
+                for cut in l3..l3 + header {
+                    b.expect_malformed(&pkt[..cut], at);
+                }
+                // The header is all the parser needs: the transport header may be missing.
+                b.expect(&pkt[..l3 + header], reason);
+                b.expect(&pkt[..l3 + header + 1], reason);
             }
-            // The header is all the parser needs: the transport header may be missing.
-            b.expect(&pkt[..l3 + 20], reason);
-            b.expect(&pkt[..l3 + 21], reason);
-        }
-    }
-    for (src, reason) in [
-        (EXACT6, Reason::BlockedExact),
-        (IN_CIDR6, Reason::BlockedCidr),
-    ] {
-        let base = udp(src);
-        b.expect_malformed(&base[..14], MalformedAt::Ipv6);
-        for (tags, l3) in [
-            (&[][..], 14),
-            (&[(TPID_8021AD, 7)][..], 18),
-            (&[(TPID_8021AD, 7), (TPID_8021Q, 8)][..], 22),
-        ] {
-            let pkt = craft::with_vlans(&base, tags);
-            for cut in l3..l3 + 40 {
-                b.expect_malformed(&pkt[..cut], MalformedAt::Ipv6);
-            }
-            b.expect(&pkt[..l3 + 40], reason);
-            b.expect(&pkt[..l3 + 41], reason);
         }
     }
 }
