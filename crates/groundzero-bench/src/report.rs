@@ -83,8 +83,110 @@ pub fn write(out_dir: &Path, r: &Results) -> Result<()> {
         r.flood.as_ref(),
         r.scale.as_ref(),
     )?;
+    if !r.config.smoke {
+        writeln!(
+            md,
+            "## Earlier runs\n\n[{FIGURES}/{RUNS}]({FIGURES}/{RUNS}) has one line per full run: the \
+             targets' figures with the machine and commit, so a change of CPU or of code shows \
+             side by side.\n"
+        )?;
+    }
     std::fs::write(out_dir.join("BENCHMARKS.md"), md)?;
+    // Only complete runs go into the history: a `--parts` run is an experiment.
+    if !r.config.smoke && (1..=4).all(|p| r.config.parts.contains(&p)) {
+        append_run(&out_dir.join(FIGURES).join(RUNS), r)?;
+    }
     Ok(())
+}
+
+/// The history of full runs, next to the figures; each full run adds its line.
+pub const RUNS: &str = "runs.md";
+
+/// Appends this run's line to the history at `path` (made, with its header, if missing).
+fn append_run(path: &Path, r: &Results) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = String::new();
+    if !path.exists() {
+        out.push_str(
+            "# Benchmark runs\n\n\
+             One line per full run of `groundzero-bench`, appended by the run itself (the \
+             earliest lines were taken from BENCHMARKS.md as committed then). Each figure is the \
+             median of its target's measurement; BENCHMARKS.md at that commit has the spreads.\n\n\
+             | date (UTC) | commit | CPU | verdict ÷ xdp-filter above the floor (v4 pass, v6 pass, v4 drop, v6 drop) | 1M ÷ 1 entry, worst case | loading 1M v4 / v6, s | flood CPU XDP ÷ nftables |\n\
+             |---|---|---|---|---|---|---|\n",
+        );
+    }
+    out.push_str(&run_line(r));
+    out.push('\n');
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?
+        .write_all(out.as_bytes())?;
+    Ok(())
+}
+
+/// This run's line of the history: "–" for what it did not measure.
+fn run_line(r: &Results) -> String {
+    let dash = || "–".to_string();
+    let verdict = r.per_packet.as_ref().map_or_else(dash, |p| {
+        [
+            (Family::V4, Verdict::Pass),
+            (Family::V6, Verdict::Pass),
+            (Family::V4, Verdict::ExactDrop),
+            (Family::V6, Verdict::ExactDrop),
+        ]
+        .iter()
+        .map(|&(f, v)| {
+            verdict_row(p, f, v)
+                .and_then(|row| row.ratio.as_ref())
+                .map_or_else(dash, |x| format!("{:.2}", x.median))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+    });
+    let (scale_ratio, loads) = r.scale.as_ref().map_or_else(
+        || (dash(), dash()),
+        |s| {
+            let hi = *s.exact_levels.iter().max().unwrap();
+            let worst = [Verdict::ExactDrop, Verdict::Pass]
+                .iter()
+                .flat_map(|&v| [Family::V4, Family::V6].map(|f| (f, v)))
+                .filter_map(|(f, v)| {
+                    point(s, hi, 0, f, v)?
+                        .ratio_to_one
+                        .as_ref()
+                        .map(|x| x.median)
+                })
+                .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+            let load = |f: Family| {
+                s.loads
+                    .iter()
+                    .find(|l| l.family == f && l.method == LoadMethod::Batched)
+                    .map_or_else(dash, |l| format!("{:.2}", l.seconds.median))
+            };
+            (
+                worst.map_or_else(dash, |w| format!("{w:.2}")),
+                format!("{} / {}", load(Family::V4), load(Family::V6)),
+            )
+        },
+    );
+    let flood = r.flood.as_ref().and_then(|f| {
+        let get = |d: Defence| f.results.iter().find(|x| x.defence == d);
+        let (gz, nft) = (get(Defence::GroundzeroNative)?, get(Defence::NftIngress)?);
+        Some(format!(
+            "{:.2}",
+            gz.cpu_ns_per_packet.median / nft.cpu_ns_per_packet.median
+        ))
+    });
+    format!(
+        "| {} | {} | {} × {} | {verdict} | {scale_ratio} | {loads} | {} |",
+        r.machine.date.trim_end_matches(" UTC"),
+        r.machine.commit,
+        r.machine.cpus,
+        r.machine.model,
+        flood.unwrap_or_else(dash)
+    )
 }
 
 fn machine_section(md: &mut String, m: &Machine) -> Result<()> {
