@@ -329,6 +329,24 @@ fn cli_subcommands_are_clients_of_the_api() {
 }
 
 #[test]
+fn a_listener_that_cannot_bind_fails_the_start_before_the_socket_answers() {
+    // Held for the whole test: the daemon's metrics listener cannot have it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let (error, socket_seen) = TestDaemon::start_err(&format!(
+        "[guard]\nprotect_management = false\n[metrics]\nlisten = \"127.0.0.1:{port}\""
+    ));
+    assert!(
+        error.contains(&format!("metrics.listen 127.0.0.1:{port}")),
+        "the error names the setting and the address: {error}"
+    );
+    assert!(
+        !socket_seen,
+        "the API socket must not appear (a client would take the daemon for healthy)"
+    );
+}
+
+#[test]
 fn the_daemon_serves_metrics_with_sources_and_feeds() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -57,6 +57,43 @@ impl TestDaemon {
         )
     }
 
+    /// Runs a daemon that must fail to start: its error, and whether its API socket existed
+    /// at any point while it ran (watched from another thread).
+    pub fn start_err(extra: &str) -> (String, bool) {
+        let (dir, pin_dir) = fresh_dirs();
+        let socket = dir.join("api.sock");
+        let text = format!(
+            "pin_dir = {:?}\nstate_dir = {:?}\n{extra}\n[api]\nsocket = {:?}\n",
+            pin_dir,
+            dir.join("state"),
+            socket
+        );
+        let config = Validated::parse(&text, Path::new("test.toml"))
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let (done, socket) = (done.clone(), socket.clone());
+            std::thread::spawn(move || {
+                let mut seen = false;
+                while !done.load(Ordering::SeqCst) {
+                    seen |= socket.exists();
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                seen | socket.exists()
+            })
+        };
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let result = rt.block_on(daemon::run(config, std::future::pending()));
+        done.store(true, Ordering::SeqCst);
+        let seen = watcher.join().unwrap();
+        let _ = pins::remove_all(&pin_dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        match result {
+            Ok(()) => panic!("the daemon started, but should have failed"),
+            Err(e) => (format!("{e}"), seen),
+        }
+    }
+
     /// Starts on existing directories (a restart).
     pub fn start_with(dir: PathBuf, pin_dir: PathBuf, extra: &str) -> Self {
         Self::launch(dir, pin_dir, extra, None)
