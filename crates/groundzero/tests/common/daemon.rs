@@ -39,6 +39,27 @@ fn fresh_dirs() -> (PathBuf, PathBuf) {
     (dir, PathBuf::from("/sys/fs/bpf").join(&id))
 }
 
+/// The daemon's config: the generated paths plus `extra` TOML. Returns the API socket's path too.
+fn config_for(dir: &Path, pin_dir: &Path, extra: &str) -> (PathBuf, Validated) {
+    let socket = dir.join("api.sock");
+    let text = format!(
+        "pin_dir = {:?}\nstate_dir = {:?}\n{extra}\n[api]\nsocket = {:?}\n",
+        pin_dir,
+        dir.join("state"),
+        socket
+    );
+    // `[api]` may also come in `extra`: then the generated one would be a duplicate table.
+    let text = if extra.contains("[api]") {
+        text.replace(&format!("[api]\nsocket = {:?}\n", socket), "")
+            .replace("[api]\n", &format!("[api]\nsocket = {:?}\n", socket))
+    } else {
+        text
+    };
+    let config =
+        Validated::parse(&text, Path::new("test.toml")).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    (socket, config)
+}
+
 impl TestDaemon {
     /// Starts a daemon whose config is the generated paths plus `extra` TOML.
     pub fn start(extra: &str) -> Self {
@@ -61,15 +82,7 @@ impl TestDaemon {
     /// at any point while it ran (watched from another thread).
     pub fn start_err(extra: &str) -> (String, bool) {
         let (dir, pin_dir) = fresh_dirs();
-        let socket = dir.join("api.sock");
-        let text = format!(
-            "pin_dir = {:?}\nstate_dir = {:?}\n{extra}\n[api]\nsocket = {:?}\n",
-            pin_dir,
-            dir.join("state"),
-            socket
-        );
-        let config = Validated::parse(&text, Path::new("test.toml"))
-            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let (socket, config) = config_for(&dir, &pin_dir, extra);
         let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let watcher = {
             let (done, socket) = (done.clone(), socket.clone());
@@ -100,22 +113,7 @@ impl TestDaemon {
     }
 
     fn launch(dir: PathBuf, pin_dir: PathBuf, extra: &str, netns: Option<String>) -> Self {
-        let socket = dir.join("api.sock");
-        let text = format!(
-            "pin_dir = {:?}\nstate_dir = {:?}\n{extra}\n[api]\nsocket = {:?}\n",
-            pin_dir,
-            dir.join("state"),
-            socket
-        );
-        // `[api]` may also come in `extra`: then the generated one would be a duplicate table.
-        let text = if extra.contains("[api]") {
-            text.replace(&format!("[api]\nsocket = {:?}\n", socket), "")
-                .replace("[api]\n", &format!("[api]\nsocket = {:?}\n", socket))
-        } else {
-            text
-        };
-        let config = Validated::parse(&text, Path::new("test.toml"))
-            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let (socket, config) = config_for(&dir, &pin_dir, extra);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             if let Some(path) = netns {
