@@ -291,11 +291,10 @@ pub fn raw_batch_load(keys: &[u8], key_size: usize, capacity: u32) -> Result<Dur
     let start = std::time::Instant::now();
     for first in (0..n).step_by(CHUNK) {
         let count = CHUNK.min(n - first);
-        let (_, result) = sys::map_batch(
-            sys::cmd::MAP_UPDATE_BATCH,
+        let (_, result) = sys::map_update_batch(
             fd.as_fd(),
             &keys[first * key_size..(first + count) * key_size],
-            Some(&values[first * 16..(first + count) * 16]),
+            &values[first * 16..(first + count) * 16],
             count,
             0,
         );

@@ -15,15 +15,13 @@ pub(crate) fn entries<K: Copy + Default, V: Copy + Default>(
     let mut out = Vec::new();
     let mut keys = vec![K::default(); CHUNK];
     let mut values = vec![V::default(); CHUNK];
-    let mut token = [0u64; 1];
-    let mut first = true;
+    let mut token = None;
     loop {
-        let (n, over) = sys::map_lookup_batch(fd, &mut token, first, &mut keys, &mut values)?;
+        let (n, over) = sys::map_lookup_batch(fd, &mut token, &mut keys, &mut values)?;
         out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
         if over {
             return Ok(out);
         }
-        first = false;
     }
 }
 
@@ -43,14 +41,7 @@ pub(crate) fn update<K: Copy, V: Copy>(
             std::slice::from_raw_parts(values.as_ptr() as *const u8, std::mem::size_of_val(values)),
         )
     };
-    sys::map_batch(
-        sys::cmd::MAP_UPDATE_BATCH,
-        fd,
-        k,
-        Some(v),
-        keys.len(),
-        elem_flags,
-    )
+    sys::map_update_batch(fd, k, v, keys.len(), elem_flags)
 }
 
 /// Deletes `keys`.
@@ -59,5 +50,5 @@ pub(crate) fn delete<K: Copy>(fd: BorrowedFd<'_>, keys: &[K]) -> (usize, std::io
     let k = unsafe {
         std::slice::from_raw_parts(keys.as_ptr() as *const u8, std::mem::size_of_val(keys))
     };
-    sys::map_batch(sys::cmd::MAP_DELETE_BATCH, fd, k, None, keys.len(), 0)
+    sys::map_delete_batch(fd, k, keys.len())
 }

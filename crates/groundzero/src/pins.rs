@@ -176,17 +176,21 @@ pub fn unpin_link(dir: &Path, interface: &str) -> Result<(), Error> {
 /// no process holds them. Returns what was removed.
 pub fn remove_all(dir: &Path) -> Result<Vec<PathBuf>, Error> {
     let mut removed = Vec::new();
-    for sub in ["links/native", "links/generic", "maps"] {
+    for (sub, links) in [
+        ("links/native", true),
+        ("links/generic", true),
+        ("maps", false),
+    ] {
         let sub_dir = dir.join(sub);
         let Ok(entries) = std::fs::read_dir(&sub_dir) else {
             continue;
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            if sub == "maps" {
-                remove_pin(&path)?;
-            } else {
+            if links {
                 detach_and_unpin(&path)?;
+            } else {
+                remove_pin(&path)?;
             }
             removed.push(path);
         }

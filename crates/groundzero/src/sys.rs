@@ -114,15 +114,34 @@ pub struct TestRunAttr {
     pub _pad: u32,
 }
 
-/// BPF_MAP_UPDATE_BATCH (or, with `values` of `None`, BPF_MAP_DELETE_BATCH when `cmd` says so)
-/// of `count` elements laid out back to back in `keys` (and `values`). Returns how many the
-/// kernel processed and, if it stopped early, why: the element at that index is the one that
-/// failed.
-///
-/// # Panics
-/// If `cmd` is not one of those two: the lookup variant writes into its buffers, which
-/// [`map_lookup_batch`] sizes itself.
-pub fn map_batch(
+/// BPF_MAP_UPDATE_BATCH of `count` elements laid out back to back in `keys` and `values`.
+/// Returns how many the kernel processed and, if it stopped early, why: the element at that
+/// index is the one that failed.
+pub fn map_update_batch(
+    map: BorrowedFd<'_>,
+    keys: &[u8],
+    values: &[u8],
+    count: usize,
+    elem_flags: u64,
+) -> (usize, io::Result<()>) {
+    reading_batch(
+        cmd::MAP_UPDATE_BATCH,
+        map,
+        keys,
+        Some(values),
+        count,
+        elem_flags,
+    )
+}
+
+/// BPF_MAP_DELETE_BATCH of `count` keys laid out back to back in `keys`; returns as
+/// [`map_update_batch`] does.
+pub fn map_delete_batch(map: BorrowedFd<'_>, keys: &[u8], count: usize) -> (usize, io::Result<()>) {
+    reading_batch(cmd::MAP_DELETE_BATCH, map, keys, None, count, 0)
+}
+
+/// The batch commands that only read their buffers.
+fn reading_batch(
     cmd: libc::c_long,
     map: BorrowedFd<'_>,
     keys: &[u8],
@@ -130,10 +149,6 @@ pub fn map_batch(
     count: usize,
     elem_flags: u64,
 ) -> (usize, io::Result<()>) {
-    assert!(
-        cmd == cmd::MAP_UPDATE_BATCH || cmd == cmd::MAP_DELETE_BATCH,
-        "map_batch only reads its buffers"
-    );
     let mut attr = BatchAttr {
         keys: keys.as_ptr() as u64,
         values: values.map_or(0, |v| v.as_ptr() as u64),
@@ -142,26 +157,29 @@ pub fn map_batch(
         elem_flags,
         ..Default::default()
     };
-    // SAFETY: a `batch` attribute for a command that only reads `keys` and `values` (a short
-    // buffer makes the kernel fail with EFAULT or read bytes of ours, never write to them) and
-    // writes back `attr.count`.
+    // SAFETY: a `batch` attribute for UPDATE or DELETE, which only read `keys` and `values` (a
+    // short buffer makes the kernel fail with EFAULT or read bytes of ours, never write to
+    // them) and write back `attr.count`.
     let result = unsafe { bpf(cmd, &mut attr) }.map(drop);
     (attr.count as usize, result)
 }
 
-/// One BPF_MAP_LOOKUP_BATCH call: up to `keys.len()` (= `values.len()`) elements from where
-/// `token` says (`None`: the start). Returns how many came and whether the walk is over.
+/// One BPF_MAP_LOOKUP_BATCH call: up to `keys.len()` (= `values.len()`) elements, from where
+/// `token` says (`None`: the start), which is then moved on. Returns how many came and whether
+/// the walk is over.
 pub fn map_lookup_batch<K: Copy, V: Copy>(
     map: BorrowedFd<'_>,
-    token: &mut [u64; 1],
-    first: bool,
+    token: &mut Option<u64>,
     keys: &mut [K],
     values: &mut [V],
 ) -> io::Result<(usize, bool)> {
     assert_eq!(keys.len(), values.len());
+    // A hash map's token is a u32 bucket index; 8 aligned bytes hold any map's.
+    let from = [token.unwrap_or(0)];
+    let mut next = [0u64];
     let mut attr = BatchAttr {
-        in_batch: if first { 0 } else { token.as_ptr() as u64 },
-        out_batch: token.as_mut_ptr() as u64,
+        in_batch: token.map_or(0, |_| from.as_ptr() as u64),
+        out_batch: next.as_mut_ptr() as u64,
         keys: keys.as_mut_ptr() as u64,
         values: values.as_mut_ptr() as u64,
         count: keys.len() as u32,
@@ -170,8 +188,10 @@ pub fn map_lookup_batch<K: Copy, V: Copy>(
     };
     // SAFETY: the key and value buffers hold `count` elements of K and V, which the caller
     // chose to be the map's key and value types; the kernel writes at most `count` of each,
-    // the token (a hash map's is a u32 bucket index; 8 aligned bytes hold it) and `count`.
-    match unsafe { bpf(cmd::MAP_LOOKUP_BATCH, &mut attr) } {
+    // the next token and `count`.
+    let result = unsafe { bpf(cmd::MAP_LOOKUP_BATCH, &mut attr) };
+    *token = Some(next[0]);
+    match result {
         Ok(_) => Ok((attr.count as usize, false)),
         // ENOENT: the walk is over; `count` still says how many came with this last call.
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok((attr.count as usize, true)),

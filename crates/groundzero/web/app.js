@@ -167,7 +167,8 @@ function showDetail(j) {
 }
 $("#journeys tbody").addEventListener("click", (e) => {
   const tr = e.target.closest("tr");
-  if (tr && shown[Number(tr.dataset.i)]) showDetail(shown[Number(tr.dataset.i)]);
+  const j = tr && shown[Number(tr.dataset.i)];
+  if (j) showDetail(j);
 });
 
 // ---- blocklist ---------------------------------------------------------------------------
