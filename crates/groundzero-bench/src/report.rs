@@ -158,7 +158,7 @@ fn run_line(r: &Results) -> String {
                         .as_ref()
                         .map(|x| x.median)
                 })
-                .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+                .reduce(f64::max);
             let load = |f: Family| {
                 s.loads
                     .iter()

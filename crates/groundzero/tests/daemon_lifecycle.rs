@@ -233,12 +233,9 @@ fn restarts_under_flood_leak_nothing_and_kill_9_loses_nothing() {
     // Until every clean datagram is counted (a loaded machine may starve the receiver for a
     // while; they wait in its socket), then a moment more for any leak to show.
     let good: IpAddr = "198.18.10.3".parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while received.lock().unwrap().get(&good).copied().unwrap_or(0) < sent_good
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
+        received.lock().unwrap().get(&good).copied().unwrap_or(0) >= sent_good
+    });
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::SeqCst);
     rx_thread.join().unwrap();

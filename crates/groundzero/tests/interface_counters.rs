@@ -56,18 +56,10 @@ fn traffic_is_counted_under_the_ingress_interface() {
     });
     // veth hands the frames to the target's NAPI, which may run later on a loaded machine:
     // wait until all are counted (then a moment more, so an over-count would show too).
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while shield
-        .counters()
-        .unwrap()
-        .since(&before_total)
-        .get(Reason::BlockedExact)
-        .packets
-        < N
-        && std::time::Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
+        let counted = shield.counters().unwrap().since(&before_total);
+        counted.get(Reason::BlockedExact).packets >= N
+    });
     std::thread::sleep(Duration::from_millis(50));
     let on_if = shield
         .interface_counters(ifindex)

@@ -11,7 +11,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use groundzero::{
@@ -220,15 +220,9 @@ fn series_values(data: &Value) -> Option<BTreeMap<String, f64>> {
     }
 }
 
-fn wait_for(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    false
+/// Prometheus scrapes every second: polling it faster would only add queries.
+fn wait_for(limit: Duration, ok: impl FnMut() -> bool) -> bool {
+    common::wait_for(limit, Duration::from_millis(200), ok)
 }
 
 fn promtool(args: &[&str], file: &Path) {

@@ -49,3 +49,21 @@ pub fn recv_expected(socket: &std::net::UdpSocket, expected: usize) -> usize {
         }
     }
 }
+
+/// Calls `ok` every `every` until it says yes or `limit` has passed; whether it said yes.
+pub fn wait_for(
+    limit: std::time::Duration,
+    every: std::time::Duration,
+    mut ok: impl FnMut() -> bool,
+) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if ok() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(every);
+    }
+}
