@@ -139,12 +139,16 @@ impl Client {
 }
 
 /// What `POST /v1/block` answered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlockOutcome {
     /// Entries that were not on the blocklist before.
     pub added: u64,
-    /// Entries in the request.
+    /// Distinct entries in the request.
     pub entries: u64,
+    /// Entries now held by the caller (added or already on the list).
+    pub applied: u64,
+    /// Entries the lockout guard refused, with why; the rest of the request was applied.
+    pub refused: Vec<(IpNet, String)>,
     /// When the hold expires (Unix seconds), if it has a TTL.
     pub expires: Option<u64>,
 }
@@ -158,6 +162,8 @@ impl Client {
     /// Blocks `entries`, held by `source` (`api`, `manual`, `auto-ban` or `app:<name>`) with a
     /// reason and an optional time to live (whole seconds, at least 1): `POST /v1/block`.
     /// Blocking an entry again with the same source replaces that source's reason and TTL.
+    /// Entries the daemon's lockout guard refuses are listed in the outcome; the others are
+    /// applied (one protected address in a batch does not save the rest of it).
     pub async fn block(
         &self,
         entries: &[IpNet],
@@ -174,11 +180,38 @@ impl Client {
             body["ttl"] = json!(format!("{}s", ttl.as_secs().max(1)));
         }
         let answer = self.call(Method::POST, "/v1/block", Some(&body)).await?;
-        let field = |name: &str| answer.get(name).and_then(Value::as_u64);
+        let bad = |message: String| ClientError::Protocol {
+            endpoint: self.endpoint.to_string(),
+            message,
+        };
+        let field = |name: &str| {
+            answer
+                .get(name)
+                .and_then(Value::as_u64)
+                .ok_or_else(|| bad(format!("no `{name}` count in {answer}")))
+        };
+        let mut refused = Vec::new();
+        for r in answer
+            .get("results")
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad(format!("no `results` array in {answer}")))?
+        {
+            if r.get("status").and_then(Value::as_str) == Some("refused") {
+                let entry = r
+                    .get("entry")
+                    .and_then(Value::as_str)
+                    .and_then(|e| e.parse().ok())
+                    .ok_or_else(|| bad(format!("not an entry: {r}")))?;
+                let why = r.get("why").and_then(Value::as_str).unwrap_or("");
+                refused.push((entry, why.to_string()));
+            }
+        }
         Ok(BlockOutcome {
-            added: field("added").unwrap_or(0),
-            entries: field("entries").unwrap_or(entries.len() as u64),
-            expires: field("expires"),
+            added: field("added")?,
+            entries: field("entries")?,
+            applied: field("applied")?,
+            refused,
+            expires: answer.get("expires").and_then(Value::as_u64),
         })
     }
 

@@ -62,6 +62,13 @@ pub fn parse_entry(input: &str) -> Result<IpNet, EntryError> {
     Ok(net)
 }
 
+/// PLACEHOLDER (the input helper's version replaces it): one address, as `why` takes it.
+pub fn parse_address(input: &str) -> Result<IpAddr, EntryError> {
+    input.trim().parse().map_err(|_| EntryError::Invalid {
+        input: input.trim().to_string(),
+    })
+}
+
 /// A list file with one or more bad lines. Nothing from it was applied.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub struct ListFileError {

@@ -30,6 +30,7 @@ pub mod ratelimit;
 pub mod shield;
 mod summary;
 pub mod sys;
+pub mod text;
 
 pub use counters::Counters;
 pub use entry::{parse_entry, parse_list, EntryError, ListFileError};

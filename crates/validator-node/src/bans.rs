@@ -101,22 +101,32 @@ impl Banner {
         let mut applied = 0;
         for (reason, nets) in by_reason {
             let result = match self {
+                // Per entry: the daemon's guard may refuse some (a spoofed burst from a
+                // protected address); the other bans of the batch still apply.
                 Banner::Daemon(client) => client
                     .block(&nets, SOURCE, &reason, Some(ttl))
                     .await
-                    .map(|_| ())
+                    .map(|outcome| {
+                        for (entry, why) in &outcome.refused {
+                            log::warn!("not banned {entry}: {why}");
+                        }
+                        outcome.applied as usize
+                    })
                     .map_err(anyhow::Error::from),
                 Banner::Pinned { shield, expiries } => {
                     let until = Instant::now() + ttl;
                     expiries.extend(nets.iter().map(|n| (until, *n)));
-                    shield.block_all(&nets).map_err(anyhow::Error::from)
+                    shield
+                        .block_all(&nets)
+                        .map(|()| nets.len())
+                        .map_err(anyhow::Error::from)
                 }
-                Banner::LogOnly => Ok(()),
+                Banner::LogOnly => Ok(nets.len()),
             };
             match result {
-                Ok(()) => {
-                    applied += nets.len();
-                    log::info!("banned {} peer(s): {reason}", nets.len());
+                Ok(n) => {
+                    applied += n;
+                    log::info!("banned {n} peer(s): {reason}");
                     log::debug!("banned {nets:?}");
                 }
                 Err(e) => log::error!("banning {} peer(s) ({reason}): {e:#}", nets.len()),

@@ -5,7 +5,8 @@ use std::{net::IpAddr, sync::Arc};
 
 use axum::{
     extract::{
-        rejection::JsonRejection, DefaultBodyLimit, FromRequest, Path, Query, Request, State,
+        rejection::{JsonRejection, PathRejection},
+        DefaultBodyLimit, FromRequest, Path, Query, Request, State,
     },
     http::StatusCode,
     middleware::Next,
@@ -19,10 +20,23 @@ use serde_json::{json, Value};
 
 use super::{
     feeds::{parse_feed, FeedFormat},
-    registry::{now_unix, Holder, RegistryError, Side},
+    guard::Policy,
+    registry::{now_unix, EntryStatus, FeedPolicy, Holder, RegistryError, Side},
     Shared,
 };
-use crate::{error::error_chain, parse_entry, Error as ShieldError};
+use crate::{
+    error::error_chain,
+    parse_entry,
+    text::{check_text, MAX_TEXT},
+    Error as ShieldError,
+};
+
+/// The longest time to live a hold may have: ten years. Longer is almost certainly a mistake
+/// (or an attempt to overflow the expiry time); a permanent hold has no TTL.
+pub const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// Import and feed names become file names (`<name>.list`): well under the 255-byte limit.
+pub const MAX_NAME: usize = 100;
 
 /// An API error: a status and a message naming what is wrong.
 #[derive(Debug)]
@@ -38,7 +52,12 @@ impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         let status = match &e {
             RegistryError::Shield(ShieldError::MapFull { .. }) => StatusCode::INSUFFICIENT_STORAGE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
+            RegistryError::Refused(_) | RegistryError::FeedRefused { .. } => StatusCode::CONFLICT,
+            // Nothing was applied and the daemon is otherwise fine: the caller may try again.
+            RegistryError::Journal(_) | RegistryError::Cache { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            RegistryError::Shield(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, error_chain(&e))
     }
@@ -99,6 +118,16 @@ pub fn router(state: Shared, token: Option<Arc<String>>, max_body: usize) -> Rou
             ApiError(
                 StatusCode::NOT_FOUND,
                 "no such endpoint; see docs/api.md".into(),
+            )
+        })
+        .method_not_allowed_fallback(|req: Request| async move {
+            ApiError(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!(
+                    "{} is not allowed on {}; see docs/api.md",
+                    req.method(),
+                    req.uri().path()
+                ),
             )
         })
         .layer(DefaultBodyLimit::max(max_body))
@@ -170,6 +199,10 @@ struct AddRequest {
     /// Override the lockout guard.
     #[serde(default)]
     force: bool,
+    /// Apply nothing if the guard refuses any entry (409). Default: apply what the guard
+    /// accepts and report each refused entry.
+    #[serde(default)]
+    all_or_nothing: bool,
 }
 
 #[derive(Deserialize)]
@@ -213,21 +246,37 @@ fn parse_source(source: Option<String>) -> Result<String, ApiError> {
     }
 }
 
+/// A TTL as the API takes it: at least 1 s, at most [`MAX_TTL`].
+fn parse_ttl(field: &str, ttl: &str) -> Result<std::time::Duration, ApiError> {
+    check_text(field, ttl, 64).map_err(|e| bad(e.to_string()))?;
+    let d = humantime::parse_duration(ttl)
+        .map_err(|e| bad(format!("{field} `{ttl}`: {e} (e.g. 90s, 1h, 7d)")))?;
+    if d.as_secs() == 0 {
+        return Err(bad(format!("{field} `{ttl}`: must be at least 1s")));
+    }
+    if d > MAX_TTL {
+        return Err(bad(format!(
+            "{field} `{ttl}`: at most 10 years (3650d); leave it out for a hold without expiry"
+        )));
+    }
+    Ok(d)
+}
+
 fn holder(req: &AddRequest) -> Result<Holder, ApiError> {
     let created = now_unix();
     let expires = match &req.ttl {
         None => None,
         Some(ttl) => {
-            let d = humantime::parse_duration(ttl)
-                .map_err(|e| bad(format!("ttl `{ttl}`: {e} (e.g. 90s, 1h, 7d)")))?;
-            if d.as_secs() == 0 {
-                return Err(bad(format!("ttl `{ttl}`: must be at least 1s")));
-            }
-            Some(created + d.as_secs())
+            let d = parse_ttl("ttl", ttl)?;
+            Some(
+                created
+                    .checked_add(d.as_secs())
+                    .ok_or_else(|| bad(format!("ttl `{ttl}`: too long")))?,
+            )
         }
     };
-    if req.reason.as_ref().is_some_and(|r| r.len() > 512) {
-        return Err(bad("reason: at most 512 bytes".into()));
+    if let Some(reason) = &req.reason {
+        check_text("reason", reason, MAX_TEXT).map_err(|e| bad(e.to_string()))?;
     }
     Ok(Holder {
         source: parse_source(req.source.clone())?,
@@ -237,21 +286,42 @@ fn holder(req: &AddRequest) -> Result<Holder, ApiError> {
     })
 }
 
-async fn add(state: Shared, side: Side, req: AddRequest) -> Result<Json<Value>, ApiError> {
+async fn add(state: Shared, side: Side, req: AddRequest) -> Result<Response, ApiError> {
     let nets = parse_entries(&req.entries)?;
     let holder = holder(&req)?;
-    let force = req.force;
+    let policy = Policy {
+        force: req.force,
+        allow_wide: req.force,
+    };
+    let all_or_nothing = req.all_or_nothing;
     with_state(state, move |d| {
-        if side == Side::Block && !force {
-            let allowed: Vec<IpNet> = d.shield.allowed()?.into_iter().map(|e| e.net).collect();
-            d.guard
-                .check(&nets, &allowed)
-                .map_err(|r| ApiError(StatusCode::CONFLICT, r.to_string()))?;
+        let outcomes =
+            d.registry
+                .add(&mut d.shield, side, &nets, &holder, policy, all_or_nothing)?;
+        let count = |f: fn(&EntryStatus) -> bool| outcomes.iter().filter(|o| f(&o.status)).count();
+        let added = count(|s| matches!(s, EntryStatus::Added));
+        let refused = count(|s| matches!(s, EntryStatus::Refused { .. }));
+        let mut body = json!({
+            "added": added,
+            "entries": outcomes.len(),
+            "applied": outcomes.len() - refused,
+            "refused": refused,
+            "expires": holder.expires,
+            "results": outcomes,
+        });
+        // Nothing applied because the guard refused it all: a conflict, with the details.
+        if refused > 0 && refused == outcomes.len() {
+            let first = outcomes
+                .iter()
+                .find_map(|o| match &o.status {
+                    EntryStatus::Refused { why } => Some(why.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            body["error"] = json!(format!("{first}; pass force to do it anyway"));
+            return Ok((StatusCode::CONFLICT, Json(body)).into_response());
         }
-        let added = d.registry.add(&mut d.shield, side, &nets, &holder)?;
-        Ok(Json(
-            json!({ "added": added, "entries": nets.len(), "expires": holder.expires }),
-        ))
+        Ok(Json(body).into_response())
     })
     .await
 }
@@ -273,13 +343,13 @@ async fn remove(state: Shared, side: Side, req: RemoveRequest) -> Result<Json<Va
 async fn block(
     State(s): State<Shared>,
     ApiJson(r): ApiJson<AddRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     add(s, Side::Block, r).await
 }
 async fn allow(
     State(s): State<Shared>,
     ApiJson(r): ApiJson<AddRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     add(s, Side::Allow, r).await
 }
 async fn unblock(
@@ -323,11 +393,10 @@ async fn entries(
 
 async fn why(
     State(s): State<Shared>,
-    Path(address): Path<String>,
+    address: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let addr: IpAddr = address
-        .parse()
-        .map_err(|_| bad(format!("`{address}` is not an IP address")))?;
+    let Path(address) = address.map_err(|e| bad(e.body_text()))?;
+    let addr: IpAddr = crate::entry::parse_address(&address).map_err(|e| bad(e.to_string()))?;
     with_state(s, move |d| {
         Ok(Json(
             serde_json::to_value(d.registry.why(&d.shield, addr)?).unwrap_or_default(),
@@ -372,14 +441,21 @@ async fn import(
     ApiJson(r): ApiJson<ImportRequest>,
 ) -> Result<Json<Value>, ApiError> {
     if r.name.is_empty()
+        || r.name.len() > MAX_NAME
         || !r
             .name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
+        let shown: String = r.name.chars().take(40).collect();
         return Err(bad(format!(
-            "name `{}`: use letters, digits, `-` and `_`",
-            r.name
+            "name `{}{}`: 1 to {MAX_NAME} letters, digits, `-` and `_`",
+            crate::text::for_terminal(&shown),
+            if r.name.chars().count() > 40 {
+                "..."
+            } else {
+                ""
+            }
         )));
     }
     with_state(s, move |d| {
@@ -394,19 +470,27 @@ async fn import(
         }
         let parsed = parse_feed(&r.text, r.format, &format!("import {}", r.name))
             .map_err(|e| bad(e.to_string()))?;
-        if !r.force {
-            let allowed: Vec<IpNet> = d.shield.allowed()?.into_iter().map(|e| e.net).collect();
-            d.guard
-                .check(&parsed.nets, &allowed)
-                .map_err(|e| ApiError(StatusCode::CONFLICT, e.to_string()))?;
-        }
+        // An import replaces its whole set on purpose, so the change limit of feeds does not
+        // apply; the guard does, unless forced.
+        let policy = FeedPolicy {
+            guard: Policy {
+                force: r.force,
+                allow_wide: r.force,
+            },
+            max_change: None,
+        };
         let started = std::time::Instant::now();
-        let (added, removed) =
-            d.registry
-                .replace_feed(&mut d.shield, &r.name, "api import", r.format, &parsed)?;
+        let (added, removed) = d.registry.replace_feed(
+            &mut d.shield,
+            &r.name,
+            "api import",
+            r.format,
+            &parsed,
+            policy,
+        )?;
         Ok(Json(json!({
             "name": r.name, "entries": parsed.nets.len(), "added": added, "removed": removed,
-            "normalised": parsed.normalised, "seconds": started.elapsed().as_secs_f64(),
+            "seconds": started.elapsed().as_secs_f64(),
         })))
     })
     .await
@@ -421,26 +505,30 @@ async fn feeds(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
 
 async fn refresh_feed(
     State(s): State<Shared>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Path(name) = name.map_err(|e| bad(e.body_text()))?;
     let feed = {
-        let d = s.lock().unwrap_or_else(|p| p.into_inner());
-        d.config.feeds.iter().find(|f| f.name == name).cloned()
+        let name = name.clone();
+        with_state(s.clone(), move |d| {
+            Ok(d.config.feeds.iter().find(|f| f.name == name).cloned())
+        })
+        .await?
     }
     .ok_or_else(|| {
         ApiError(
             StatusCode::NOT_FOUND,
-            format!("no configured feed `{name}`"),
+            format!("no configured feed `{}`", crate::text::for_terminal(&name)),
         )
     })?;
     super::refresh_feed(&s, &feed).await;
-    let status = {
-        let d = s.lock().unwrap_or_else(|p| p.into_inner());
-        d.registry
+    let status = with_state(s, move |d| {
+        Ok(d.registry
             .feed_statuses()
             .into_iter()
-            .find(|f| f.name == name)
-    };
+            .find(|f| f.name == name))
+    })
+    .await?;
     Ok(Json(json!({ "feed": status })))
 }
 

@@ -203,6 +203,20 @@ pub struct FeedConfig {
     /// Refresh interval, e.g. `1h`, `15m`. Default `1h`.
     #[serde(default = "default_refresh")]
     pub refresh: Spanned<String>,
+    /// Accept prefixes wider than /8 (IPv4) or /32 (IPv6) from this feed. Default false: such
+    /// a line refuses the whole refresh (a typo like `198.51.100.7/0` must never block the
+    /// Internet).
+    #[serde(default)]
+    pub allow_wide: bool,
+    /// Refuse a refresh that adds plus removes more than this share of the current set, and
+    /// keep the old set (a truncated or hijacked feed must not swap the list wholesale). The
+    /// first load of a feed is not limited. Default 0.5.
+    #[serde(default = "default_max_change")]
+    pub max_change: Spanned<f64>,
+}
+
+fn default_max_change() -> Spanned<f64> {
+    Spanned::new(0..0, 0.5)
 }
 
 fn yes() -> bool {
@@ -279,12 +293,14 @@ pub struct Validated {
     pub ban_ttl: Duration,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ValidFeed {
     pub name: String,
     pub url: String,
     pub format: crate::daemon::feeds::FeedFormat,
     pub refresh: Duration,
+    pub allow_wide: bool,
+    pub max_change: f64,
 }
 
 impl Default for Config {
@@ -395,11 +411,21 @@ impl Validated {
                     "must be at least 1s".into(),
                 ));
             }
+            let max_change = *feed.max_change.get_ref();
+            if !(max_change > 0.0 && max_change.is_finite()) {
+                return Err(invalid(
+                    feed.max_change.span(),
+                    "feed.max_change",
+                    format!("`{max_change}`: a share above 0, e.g. 0.5 for 50%"),
+                ));
+            }
             feeds.push(ValidFeed {
                 name: name.clone(),
                 url: feed.url.get_ref().clone(),
                 format: feed.format,
                 refresh,
+                allow_wide: feed.allow_wide,
+                max_change,
             });
         }
         if *raw.journey.sample_every.get_ref() == 0 {
@@ -443,6 +469,28 @@ impl Validated {
             rate_exempt,
             ban_ttl,
         })
+    }
+
+    /// The hosts of http(s) feeds: the guard protects their servers.
+    pub fn feed_hosts(&self) -> Vec<String> {
+        self.feeds
+            .iter()
+            .filter_map(|f| {
+                let rest = f
+                    .url
+                    .strip_prefix("http://")
+                    .or_else(|| f.url.strip_prefix("https://"))?;
+                let authority = rest.split(['/', '?', '#']).next()?;
+                let host = authority.rsplit('@').next()?;
+                // `[2001:db8::1]:8080`, `example.org:8080`, `example.org`
+                let host = if let Some(v6) = host.strip_prefix('[') {
+                    v6.split(']').next()?
+                } else {
+                    host.split(':').next()?
+                };
+                (!host.is_empty()).then(|| host.to_string())
+            })
+            .collect()
     }
 
     /// The rate limit's bucket size.

@@ -583,31 +583,50 @@ pub async fn rate_ban_loop(shared: Shared, events: RateEvents) {
             let d = &mut *d;
             let rate = d.config.raw.ratelimit.rate;
             let ttl = d.config.ban_ttl.as_secs();
+            // One ban per source: a bucket reports at most once a second, but a burst of
+            // reports may name a source twice.
+            let mut nets: Vec<ipnet::IpNet> = Vec::new();
+            let mut dropped = 0;
             for o in over {
                 let net = ipnet::IpNet::from(o.source);
-                if d.registry.present(Side::Block, &net) {
-                    continue;
+                if !d.registry.present(Side::Block, &net) && !nets.contains(&net) {
+                    nets.push(net);
+                    dropped = dropped.max(o.dropped);
                 }
-                // The allowlist never reaches the bucket; the guard covers protected prefixes
-                // and management addresses.
-                if let Err(refusal) = d.guard.check(&[net], &[]) {
-                    log::warn!(
-                        "rate limit: {} is over {rate} pps but not banned: {refusal}",
-                        o.source
-                    );
-                    continue;
+            }
+            if nets.is_empty() {
+                return;
+            }
+            let now = now_unix();
+            let holder = Holder {
+                source: "auto-ban".into(),
+                reason: Some(format!("over {rate} pps (up to {dropped} packets dropped)")),
+                created: now,
+                expires: Some(now.saturating_add(ttl)),
+            };
+            // Through the registry, so through the guard like every other block: a spoofed
+            // flood from a protected, allowlisted or management address is never banned. One
+            // call for the batch: one journal write, one fsync.
+            match d.registry.add(
+                &mut d.shield,
+                Side::Block,
+                &nets,
+                &holder,
+                super::guard::Policy::STRICT,
+                false,
+            ) {
+                Ok(outcomes) => {
+                    for o in outcomes {
+                        match o.status {
+                            super::registry::EntryStatus::Refused { why } => log::warn!(
+                                "rate limit: {} is over {rate} pps but not banned: {why}",
+                                o.entry
+                            ),
+                            _ => log::info!("rate limit: banned {} for {ttl}s", o.entry),
+                        }
+                    }
                 }
-                let now = now_unix();
-                let holder = Holder {
-                    source: "auto-ban".into(),
-                    reason: Some(format!("over {rate} pps ({} packets dropped)", o.dropped)),
-                    created: now,
-                    expires: Some(now + ttl),
-                };
-                match d.registry.add(&mut d.shield, Side::Block, &[net], &holder) {
-                    Ok(_) => log::info!("rate limit: banned {} for {ttl}s", o.source),
-                    Err(e) => log::error!("rate limit: banning {}: {e}", o.source),
-                }
+                Err(e) => log::error!("rate limit: banning {} source(s): {e}", nets.len()),
             }
         })
         .await;

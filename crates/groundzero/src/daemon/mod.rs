@@ -12,6 +12,7 @@ pub mod feeds;
 pub mod guard;
 pub mod journal;
 pub mod journey;
+pub mod lock;
 pub mod registry;
 pub mod web;
 
@@ -23,17 +24,21 @@ use std::{
 };
 
 use config::{AttachModeConfig, ValidFeed, Validated};
-use guard::Guard;
-use registry::Registry;
+use guard::{Guard, ManagementSnapshot, Policy};
+use ipnet::IpNet;
+use registry::{FeedPolicy, Registry};
 
 use crate::{pins, AttachMode, Shield};
 
 /// Everything the API handlers and background tasks share.
 pub struct Daemon {
     pub shield: Shield,
+    /// The lists' records; every block goes through its guard.
     pub registry: Registry,
-    pub guard: Guard,
     pub config: Validated,
+    /// Prefixes the XDP rate limit is told never to count (configured, protected and the
+    /// management addresses, kept current by [`guard_loop`]).
+    pub rate_exempt: std::collections::BTreeSet<IpNet>,
     pub started: Instant,
     /// Journey statistics and live viewers (its own lock: see [`journey::JourneyHub`]).
     pub journey: Arc<Mutex<journey::JourneyHub>>,
@@ -47,6 +52,8 @@ pub enum DaemonError {
     Shield(#[from] crate::Error),
     #[error(transparent)]
     Registry(#[from] registry::RegistryError),
+    #[error(transparent)]
+    Locked(#[from] lock::LockError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -63,6 +70,21 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
 /// Sets everything up, serves until `shutdown` completes, then stops serving. Filtering goes on
 /// after return (pinned); `groundzero cleanup` removes it.
 pub async fn run(config: Validated, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let (_keep, reloads) = tokio::sync::mpsc::channel(1);
+    run_with_reload(config, shutdown, reloads).await
+}
+
+/// [`run`], and each config received on `reloads` (SIGHUP in the binary) is applied without a
+/// gap in filtering: guard, rate limit and feeds change in place; what cannot change while
+/// running (interfaces, directories, listeners, capacities) is logged as needing a restart.
+pub async fn run_with_reload(
+    config: Validated,
+    shutdown: impl Future<Output = ()>,
+    mut reloads: tokio::sync::mpsc::Receiver<Validated>,
+) -> Result<(), DaemonError> {
+    // Before anything is touched: a second daemon on the same pins or state must not strip the
+    // first one's protection, delete its feed state or take over its socket.
+    let _locks = lock::acquire_all(&config)?;
     let (state, journey_events, rate_events) = tokio::task::spawn_blocking({
         let config = config.clone();
         move || start(config)
@@ -76,10 +98,15 @@ pub async fn run(config: Validated, shutdown: impl Future<Output = ()>) -> Resul
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(expiry_loop(shared.clone()));
+    tasks.spawn(guard_loop(shared.clone()));
     tasks.spawn(journey::journey_loop(shared.clone(), journey_events));
     tasks.spawn(journey::rate_ban_loop(shared.clone(), rate_events));
+    let mut feed_tasks = std::collections::BTreeMap::new();
     for feed in config.feeds.clone() {
-        tasks.spawn(feed_loop(shared.clone(), feed));
+        feed_tasks.insert(
+            feed.name.clone(),
+            (feed.clone(), tokio::spawn(feed_loop(shared.clone(), feed))),
+        );
     }
 
     let max_body = config.raw.api.max_body_bytes;
@@ -147,7 +174,18 @@ pub async fn run(config: Validated, shutdown: impl Future<Output = ()>) -> Resul
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     }
-    let _ = std::fs::remove_file(&socket); // a stale socket from a killed daemon
+    // A socket left by a killed daemon is removed; one that answers belongs to a live daemon
+    // (with other pin and state dirs, or the lock above would have said so) and is left alone.
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        return Err(DaemonError::Io {
+            what: format!("binding {}", socket.display()),
+            source: std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another daemon answers on this socket; give this one its own api.socket",
+            ),
+        });
+    }
+    let _ = std::fs::remove_file(&socket);
     let unix = tokio::net::UnixListener::bind(&socket)
         .map_err(io(format!("binding {}", socket.display())))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
@@ -163,7 +201,16 @@ pub async fn run(config: Validated, shutdown: impl Future<Output = ()>) -> Resul
     });
     log::info!("API on {}", socket.display());
 
-    shutdown.await;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(new) = reloads.recv() => reload(&shared, new, &mut feed_tasks).await,
+        }
+    }
+    for (_, (_, task)) in feed_tasks {
+        task.abort();
+    }
     log::info!("shutting down; filtering continues through the pinned links");
     let _ = stop_tx.send(true);
     tasks.abort_all();
@@ -189,7 +236,18 @@ fn start(
     if let Err(e) = shield.enable_run_stats() {
         log::warn!("kernel run-time stats for the XDP program are unavailable: {e}");
     }
-    let mut registry = Registry::open(&config.raw.state_dir, &mut shield)?;
+    let mut guard = Guard::new(
+        config.protected.clone(),
+        config.raw.guard.protect_management,
+        config.raw.guard.ssh_port,
+    );
+    guard.reconfigure(
+        config.protected.clone(),
+        config.raw.guard.protect_management,
+        config.raw.guard.ssh_port,
+        config.feed_hosts(),
+    );
+    let mut registry = Registry::open(&config.raw.state_dir, &mut shield, guard)?;
     let feed_names: Vec<String> = config.feeds.iter().map(|f| f.name.clone()).collect();
     // Imports are feeds with no configuration: keep those that have a cache.
     let mut keep = feed_names.clone();
@@ -204,7 +262,8 @@ fn start(
     shield.set_monitor(config.raw.monitor)?;
     // The config map is pinned: what an earlier daemon set (sampling, rate) must not linger.
     shield.set_sampling(0, Default::default())?;
-    for net in config.rate_exempt.iter().chain(&config.protected) {
+    let rate_exempt = wanted_rate_exempt(&config, registry.guard());
+    for net in &rate_exempt {
         shield.rate_exempt(*net)?;
     }
     shield.set_rate_limit(config.raw.ratelimit.rate, config.rate_burst())?;
@@ -235,16 +294,11 @@ fn start(
             }
         );
     }
-    let guard = Guard::new(
-        config.protected.clone(),
-        config.raw.guard.protect_management,
-        config.raw.guard.ssh_port,
-    );
     let mut daemon = Daemon {
         shield,
         registry,
-        guard,
         config,
+        rate_exempt,
         started: Instant::now(),
         journey: Arc::new(Mutex::new(journey::JourneyHub::new())),
     };
@@ -336,27 +390,225 @@ fn metrics_snapshot(shared: &Shared) -> Result<crate::metrics::MetricsSnapshot, 
     Ok(snapshot)
 }
 
+/// Once a second, removes the holds whose TTL ended, a chunk per lock hold: the API waits
+/// for one chunk at most, never for all of a mass expiry.
 async fn expiry_loop(shared: Shared) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let shared = shared.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let mut d = shared.lock().unwrap_or_else(|p| p.into_inner());
-            let d = &mut *d;
-            d.registry.expire(&mut d.shield, registry::now_unix())
-        })
-        .await;
-        match result {
-            Ok(Ok(gone)) => {
-                for (side, net) in gone {
-                    log::info!("expired: {net} ({side:?})");
+        let now = registry::now_unix();
+        loop {
+            let shared = shared.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                let mut d = shared.lock().unwrap_or_else(|p| p.into_inner());
+                let d = &mut *d;
+                d.registry.expire(&mut d.shield, now, registry::CHUNK)
+            })
+            .await;
+            match result {
+                Ok(Ok((gone, holds))) => {
+                    if gone.len() <= 20 {
+                        for (side, net) in &gone {
+                            log::info!("expired: {net} ({side:?})");
+                        }
+                    } else {
+                        log::info!("expired: {} entries", gone.len());
+                    }
+                    if holds < registry::CHUNK {
+                        break;
+                    }
+                }
+                Ok(Err(e)) => {
+                    log::error!("expiring entries: {e}");
+                    break;
+                }
+                Err(e) => {
+                    log::error!("expiry task: {e}");
+                    break;
                 }
             }
-            Ok(Err(e)) => log::error!("expiring entries: {e}"),
-            Err(e) => log::error!("expiry task: {e}"),
         }
     }
+}
+
+/// How often the guard re-reads the management addresses (own addresses, SSH peers,
+/// resolvers, feed servers) and the rate limit's exempt set follows them.
+pub const GUARD_REFRESH: Duration = Duration::from_secs(2);
+
+/// The prefixes the XDP rate limit must never count: `ratelimit.exempt`, `guard.protected` and
+/// the management addresses the guard last read (a spoofed flood from the admin's address must
+/// not rate-drop the admin, let alone ban them).
+fn wanted_rate_exempt(config: &Validated, guard: &Guard) -> std::collections::BTreeSet<IpNet> {
+    config
+        .rate_exempt
+        .iter()
+        .chain(&config.protected)
+        .copied()
+        .chain(guard.management_addresses())
+        .collect()
+}
+
+/// Keeps the guard's view of the management addresses current, off the daemon's lock, and the
+/// kernel's rate-limit exemptions in step with it.
+async fn guard_loop(shared: Shared) {
+    let mut tick = tokio::time::interval(GUARD_REFRESH);
+    loop {
+        tick.tick().await;
+        let shared = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let inputs = shared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .registry
+                .guard()
+                .refresh_inputs();
+            let snapshot = inputs.map(|(port, hosts)| ManagementSnapshot::read(port, &hosts));
+            let mut d = shared.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(snapshot) = snapshot {
+                d.registry.guard_mut().install(snapshot);
+            }
+            sync_rate_exempt(&mut d);
+        })
+        .await;
+    }
+}
+
+/// Brings the kernel's rate-limit exemptions to what the config and the guard want.
+fn sync_rate_exempt(d: &mut Daemon) {
+    let wanted = wanted_rate_exempt(&d.config, d.registry.guard());
+    for net in wanted.difference(&d.rate_exempt.clone()) {
+        match d.shield.rate_exempt(*net) {
+            Ok(()) => {
+                d.rate_exempt.insert(*net);
+            }
+            Err(e) => log::warn!("rate limit: exempting {net}: {e}"),
+        }
+    }
+    for net in d.rate_exempt.clone().difference(&wanted) {
+        match temp_rate_unexempt(&mut d.shield, *net) {
+            Ok(_) => {
+                d.rate_exempt.remove(net);
+            }
+            Err(e) => log::warn!("rate limit: ending the exemption of {net}: {e}"),
+        }
+    }
+}
+
+/// Applies a new config (SIGHUP): guard, rate limit and feeds change in place, with filtering
+/// never interrupted. Settings that need a restart are named in the log.
+async fn reload(
+    shared: &Shared,
+    new: Validated,
+    feed_tasks: &mut std::collections::BTreeMap<String, (ValidFeed, tokio::task::JoinHandle<()>)>,
+) {
+    let applied = {
+        let shared = shared.clone();
+        let new = new.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), DaemonError> {
+            let mut d = shared.lock().unwrap_or_else(|p| p.into_inner());
+            let d = &mut *d;
+            let old = &d.config.raw;
+            for (what, changed) in [
+                ("interfaces", old.interfaces != new.raw.interfaces),
+                ("attach_mode", old.attach_mode != new.raw.attach_mode),
+                ("pin_dir", old.pin_dir != new.raw.pin_dir),
+                ("state_dir", old.state_dir != new.raw.state_dir),
+                (
+                    "api",
+                    format!("{:?}", old.api) != format!("{:?}", new.raw.api),
+                ),
+                (
+                    "metrics",
+                    format!("{:?}", old.metrics) != format!("{:?}", new.raw.metrics),
+                ),
+                (
+                    "capacity",
+                    format!("{:?}", old.capacity) != format!("{:?}", new.raw.capacity),
+                ),
+                (
+                    "journey",
+                    format!("{:?}", old.journey) != format!("{:?}", new.raw.journey),
+                ),
+            ] {
+                if changed {
+                    log::warn!("reload: `{what}` changed; it takes effect at the next restart");
+                }
+            }
+            d.registry.guard_mut().reconfigure(
+                new.protected.clone(),
+                new.raw.guard.protect_management,
+                new.raw.guard.ssh_port,
+                new.feed_hosts(),
+            );
+            if new.raw.monitor != old.monitor {
+                d.shield.set_monitor(new.raw.monitor)?;
+            }
+            d.shield
+                .set_rate_limit(new.raw.ratelimit.rate, new.rate_burst())?;
+            let keep: Vec<String> = new
+                .feeds
+                .iter()
+                .map(|f| f.name.clone())
+                .chain(
+                    d.registry
+                        .feed_statuses()
+                        .into_iter()
+                        .filter(|f| f.url == "api import")
+                        .map(|f| f.name),
+                )
+                .collect();
+            d.registry.retain_feeds(&mut d.shield, &keep)?;
+            // What only the running config knows stays; the rest is the new file.
+            let mut merged = new;
+            merged.raw.interfaces = d.config.raw.interfaces.clone();
+            merged.raw.attach_mode = d.config.raw.attach_mode;
+            merged.raw.pin_dir = d.config.raw.pin_dir.clone();
+            merged.raw.state_dir = d.config.raw.state_dir.clone();
+            merged.raw.api = d.config.raw.api.clone();
+            merged.raw.metrics = d.config.raw.metrics.clone();
+            merged.raw.capacity = d.config.raw.capacity.clone();
+            merged.raw.journey = d.config.raw.journey.clone();
+            merged.tcp_listen = d.config.tcp_listen;
+            merged.metrics_listen = d.config.metrics_listen;
+            merged.journey_filter = d.config.journey_filter;
+            d.config = merged;
+            sync_rate_exempt(d);
+            Ok(())
+        })
+        .await
+    };
+    match applied {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            log::error!("reload: {e}; the earlier settings stay where they were not yet applied");
+            return;
+        }
+        Err(e) => {
+            log::error!("reload task: {e}");
+            return;
+        }
+    }
+    // Feeds: stop those that went or changed, start those that are new or changed. A changed
+    // feed keeps its entries in force until its first refresh replaces them.
+    let wanted: std::collections::BTreeMap<String, ValidFeed> = new
+        .feeds
+        .iter()
+        .map(|f| (f.name.clone(), f.clone()))
+        .collect();
+    feed_tasks.retain(|name, (feed, task)| {
+        let keep = wanted.get(name).is_some_and(|w| w == feed);
+        if !keep {
+            task.abort();
+        }
+        keep
+    });
+    for (name, feed) in wanted {
+        if !feed_tasks.contains_key(&name) {
+            let task = tokio::spawn(feed_loop(shared.clone(), feed.clone()));
+            feed_tasks.insert(name, (feed, task));
+        }
+    }
+    log::info!("reload: configuration applied");
 }
 
 async fn feed_loop(shared: Shared, feed: ValidFeed) {
@@ -372,16 +624,33 @@ pub async fn refresh_feed(shared: &Shared, feed: &ValidFeed) {
     let feed = feed.clone();
     let _ = tokio::task::spawn_blocking(move || {
         let fetched = feeds::fetch(&feed.url, Duration::from_secs(60))
-            .and_then(|text| feeds::parse_feed(&text, feed.format, &feed.url));
+            .and_then(|text| feeds::parse_feed(&text, feed.format, &format!("feed {}", feed.name)));
         let mut d = shared.lock().unwrap_or_else(|p| p.into_inner());
         let d = &mut *d;
+        let policy = FeedPolicy {
+            guard: Policy {
+                force: false,
+                allow_wide: feed.allow_wide,
+            },
+            max_change: Some(feed.max_change),
+        };
         let outcome = match fetched {
             Ok(parsed) => d
                 .registry
-                .replace_feed(&mut d.shield, &feed.name, &feed.url, feed.format, &parsed)
+                .replace_feed(
+                    &mut d.shield,
+                    &feed.name,
+                    &feed.url,
+                    feed.format,
+                    &parsed,
+                    policy,
+                )
                 .map(|(added, removed)| (parsed.nets.len(), added, removed))
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+                .map_err(|e| {
+                    let refused = matches!(e, registry::RegistryError::FeedRefused { .. });
+                    (e.to_string(), refused)
+                }),
+            Err(e) => Err((e.to_string(), false)),
         };
         match outcome {
             Ok((entries, added, removed)) => {
@@ -390,15 +659,21 @@ pub async fn refresh_feed(shared: &Shared, feed: &ValidFeed) {
                     feed.name
                 )
             }
-            Err(error) => {
+            Err((error, refused)) => {
                 log::warn!(
-                    "feed {}: refresh failed, keeping the previous set: {error}",
-                    feed.name
+                    "feed {}: refresh failed, keeping the previous set: {}",
+                    feed.name,
+                    crate::text::for_terminal(&error)
                 );
                 d.registry
-                    .feed_failed(&feed.name, &feed.url, feed.format, error);
+                    .feed_failed(&feed.name, &feed.url, feed.format, error, refused);
             }
         }
     })
     .await;
+}
+
+// TEMP(merge h-kernel): replaced by Shield::rate_unexempt.
+fn temp_rate_unexempt(_s: &mut Shield, _n: IpNet) -> Result<bool, crate::Error> {
+    Ok(false)
 }

@@ -16,8 +16,14 @@ use std::{
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use groundzero_common::{
+    verdict::{decide_addr, Lists},
+    Reason,
+};
+
 use super::{
     feeds::{FeedFormat, ParsedFeed},
+    guard::{Guard, Policy, Refusal},
     journal::{Journal, JournalError, Record},
 };
 use crate::{Error as ShieldError, ListEntry, Shield};
@@ -50,15 +56,16 @@ pub struct FeedStatus {
     pub url: String,
     pub format: FeedFormat,
     pub entries: usize,
-    /// Prefixes with host bits set in the last good copy, stored normalised.
-    pub normalised: usize,
     pub last_attempt: Option<u64>,
     pub last_success: Option<u64>,
     pub error: Option<String>,
+    /// Refreshes refused by the guard or the change limit since the daemon started.
+    pub refused: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
+    /// The journal could not be written: the change was rolled back and not acknowledged.
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error(transparent)]
@@ -69,6 +76,54 @@ pub enum RegistryError {
         #[source]
         source: std::io::Error,
     },
+    /// The guard refused entries of an all-or-nothing request: nothing was applied.
+    #[error("{}", refusals_text(.0))]
+    Refused(Vec<Refusal>),
+    /// A feed refresh or import was refused as a whole: the previous set stays in force.
+    #[error("feed {feed}: refused, the previous set stays in force: {why}")]
+    FeedRefused { feed: String, why: String },
+}
+
+fn refusals_text(refusals: &[Refusal]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = refusals
+        .iter()
+        .take(SHOWN)
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if refusals.len() > SHOWN {
+        text.push_str(&format!("; and {} more", refusals.len() - SHOWN));
+    }
+    text + "; pass force to do it anyway"
+}
+
+/// What became of one entry of an add request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum EntryStatus {
+    /// It was not on the list: it is now.
+    Added,
+    /// It was already on the list; this source's hold was added or renewed.
+    Held,
+    /// The guard refused it; nothing was changed for it.
+    Refused { why: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EntryOutcome {
+    pub entry: IpNet,
+    #[serde(flatten)]
+    pub status: EntryStatus,
+}
+
+/// How a feed refresh or import is judged before it is applied.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FeedPolicy {
+    pub guard: Policy,
+    /// Refuse a refresh that adds and removes more than this share of the current set (the
+    /// first load of a feed is not limited). `None`: no limit.
+    pub max_change: Option<f64>,
 }
 
 /// An entry as the API shows it.
@@ -105,11 +160,20 @@ struct FeedSet {
     status: FeedStatus,
 }
 
+/// Expiry and restore work in chunks so the daemon's lock is released between them: 50,000
+/// expiring entries must not keep the API waiting.
+pub const CHUNK: usize = 2_000;
+
 pub struct Registry {
     held: BTreeMap<(Side, IpNet), Vec<Holder>>,
     feeds: BTreeMap<String, FeedSet>,
     journal: Journal,
+    /// Records appended since the journal was last rewritten to the live set.
+    appended: usize,
     state_dir: PathBuf,
+    guard: Guard,
+    /// Blocks the guard refused, by the kind of source that asked (`api`, `feed`, `auto-ban`, ...).
+    refusals: BTreeMap<String, u64>,
 }
 
 pub fn now_unix() -> u64 {
@@ -123,10 +187,60 @@ fn is_exact(net: &IpNet) -> bool {
     net.prefix_len() == net.max_prefix_len()
 }
 
+/// The kind of a source (`feed:x` → `feed`): bounded label values for metrics.
+pub fn source_kind(source: &str) -> &str {
+    source.split(':').next().unwrap_or("")
+}
+
+/// `nets` without repeats, in first-seen order.
+fn dedup(nets: &[IpNet]) -> Vec<IpNet> {
+    let mut seen = HashSet::with_capacity(nets.len());
+    nets.iter().filter(|n| seen.insert(**n)).copied().collect()
+}
+
+fn insert(shield: &mut Shield, side: Side, nets: &[IpNet]) -> Result<(), ShieldError> {
+    match side {
+        Side::Block => shield.block_all(nets),
+        Side::Allow => shield.allow_all(nets),
+    }
+}
+
+fn delete(shield: &mut Shield, side: Side, nets: &[IpNet]) -> Result<(), ShieldError> {
+    match side {
+        Side::Block => shield.unblock_all(nets),
+        Side::Allow => nets.iter().try_for_each(|n| shield.unallow(*n).map(|_| ())),
+    }
+}
+
+/// Puts `nets` in their map; when the map is too small for all of them, as many as fit, and
+/// returns the rest (a journal from a daemon with larger maps must not stop this one).
+fn restore(shield: &mut Shield, side: Side, nets: &[IpNet]) -> Result<Vec<IpNet>, ShieldError> {
+    match insert(shield, side, nets) {
+        Ok(()) => Ok(Vec::new()),
+        Err(ShieldError::MapFull { .. }) => {
+            let mut unfit = Vec::new();
+            for net in nets {
+                match insert(shield, side, std::slice::from_ref(net)) {
+                    Ok(()) => {}
+                    Err(ShieldError::MapFull { .. }) => unfit.push(*net),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(unfit)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 impl Registry {
     /// Loads the journal and feed caches from `state_dir`, reconciles them with what `shield`'s
-    /// (possibly pinned) maps hold, and compacts the journal.
-    pub fn open(state_dir: &Path, shield: &mut Shield) -> Result<Self, RegistryError> {
+    /// (possibly pinned) maps hold, and compacts the journal. Every block written later passes
+    /// `guard`.
+    pub fn open(
+        state_dir: &Path,
+        shield: &mut Shield,
+        guard: Guard,
+    ) -> Result<Self, RegistryError> {
         std::fs::create_dir_all(state_dir.join("feeds")).map_err(|source| {
             RegistryError::Cache {
                 path: state_dir.join("feeds"),
@@ -138,7 +252,7 @@ impl Registry {
         for record in Journal::read(&journal_path)? {
             apply_record(&mut held, record);
         }
-        let feeds = load_feed_caches(&state_dir.join("feeds"));
+        let mut feeds = load_feed_caches(&state_dir.join("feeds"));
 
         // Reconcile with the maps: add what is recorded but missing; adopt what is present but
         // unrecorded (never drop a block we cannot account for).
@@ -153,23 +267,50 @@ impl Registry {
         for feed in feeds.values() {
             desired.extend(feed.nets.iter().map(|n| (Side::Block, *n)));
         }
-        let missing_block: Vec<IpNet> = desired
-            .iter()
-            .filter(|k| k.0 == Side::Block && !present.contains(k))
-            .map(|k| k.1)
-            .collect();
-        let missing_allow: Vec<IpNet> = desired
-            .iter()
-            .filter(|k| k.0 == Side::Allow && !present.contains(k))
-            .map(|k| k.1)
-            .collect();
-        shield.allow_all(&missing_allow)?;
-        shield.block_all(&missing_block)?;
+        let missing = |side: Side| -> Vec<IpNet> {
+            let mut v: Vec<IpNet> = desired
+                .iter()
+                .filter(|k| k.0 == side && !present.contains(k))
+                .map(|k| k.1)
+                .collect();
+            v.sort();
+            v
+        };
+        let (missing_allow, missing_block) = (missing(Side::Allow), missing(Side::Block));
+        let unfit_allow = restore(shield, Side::Allow, &missing_allow)?;
+        let unfit_block = restore(shield, Side::Block, &missing_block)?;
         if !missing_block.is_empty() || !missing_allow.is_empty() {
             log::info!(
                 "restored {} blocked and {} allowed entries from the journal and feed caches",
-                missing_block.len(),
-                missing_allow.len()
+                missing_block.len() - unfit_block.len(),
+                missing_allow.len() - unfit_allow.len()
+            );
+        }
+        if !unfit_block.is_empty() || !unfit_allow.is_empty() {
+            // Recorded but no room: set aside where an operator finds them, never dropped
+            // silently, and the daemon still starts.
+            let path = state_dir.join(format!("unfit-{}.txt", now_unix()));
+            let mut text = String::from(
+                "# entries from the journal or feed caches that did not fit in the maps\n",
+            );
+            for (side, nets) in [(Side::Allow, &unfit_allow), (Side::Block, &unfit_block)] {
+                for net in nets {
+                    text.push_str(&format!("{side:?} {net}\n"));
+                    held.remove(&(side, *net));
+                    for feed in feeds.values_mut() {
+                        if side == Side::Block && feed.nets.remove(net) {
+                            feed.status.entries = feed.nets.len();
+                        }
+                    }
+                }
+            }
+            let _ = std::fs::write(&path, text);
+            log::error!(
+                "{} blocked and {} allowed entries did not fit in the maps (capacity too small); \
+                 listed in {}",
+                unfit_block.len(),
+                unfit_allow.len(),
+                path.display()
             );
         }
         let now = now_unix();
@@ -186,24 +327,29 @@ impl Registry {
         if adopted > 0 {
             log::warn!("adopted {adopted} map entries that had no record (source \"adopted\")");
         }
-
-        let live: Vec<Record> = held
-            .iter()
-            .flat_map(|((side, net), holders)| {
-                holders.iter().map(|h| Record::Add {
-                    side: *side,
-                    net: *net,
-                    holder: h.clone(),
-                })
-            })
-            .collect();
-        let journal = Journal::rewrite(&journal_path, &live)?;
+        let journal = Journal::rewrite(&journal_path, &live_records(&held))?;
         Ok(Self {
             held,
             feeds,
             journal,
+            appended: 0,
             state_dir: state_dir.to_path_buf(),
+            guard,
+            refusals: BTreeMap::new(),
         })
+    }
+
+    pub fn guard(&self) -> &Guard {
+        &self.guard
+    }
+
+    pub fn guard_mut(&mut self) -> &mut Guard {
+        &mut self.guard
+    }
+
+    /// Blocks refused by the guard so far, by source kind.
+    pub fn refusal_counts(&self) -> &BTreeMap<String, u64> {
+        &self.refusals
     }
 
     /// Is `net` in its map (held by anyone)?
@@ -212,16 +358,88 @@ impl Registry {
             || (side == Side::Block && self.feeds.values().any(|f| f.nets.contains(net)))
     }
 
-    /// Adds `holder`'s hold on every net (replacing an earlier hold by the same source). All or
-    /// nothing: if the map refuses one (full), none of the new ones stay.
+    /// The allowlist as the guard needs it.
+    fn allowed(&self) -> Vec<IpNet> {
+        self.held
+            .keys()
+            .filter(|(s, _)| *s == Side::Allow)
+            .map(|(_, n)| *n)
+            .collect()
+    }
+
+    fn count_refusals(&mut self, source: &str, n: usize) {
+        if n > 0 {
+            *self
+                .refusals
+                .entry(source_kind(source).to_string())
+                .or_default() += n as u64;
+        }
+    }
+
+    /// Appends to the journal and, once it has grown well past the live set, rewrites it to
+    /// the live set (online compaction: refused and churned changes do not pile up).
+    fn journal(&mut self, records: &[Record]) -> Result<(), RegistryError> {
+        self.journal.append(records)?;
+        self.appended += records.len();
+        if self.appended > 2 * self.held.len() + 10_000 {
+            let path = self.state_dir.join("journal.jsonl");
+            match Journal::rewrite(&path, &live_records(&self.held)) {
+                Ok(j) => {
+                    self.journal = j;
+                    self.appended = 0;
+                }
+                // The old journal is still whole and in use; try again after more appends.
+                Err(e) => log::warn!("compacting the journal: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds `holder`'s hold on every net (replacing an earlier hold by the same source). Blocks
+    /// pass the guard with `policy`; refused entries are reported per entry and the rest is
+    /// applied, or, with `all_or_nothing`, nothing is applied and the refusals are the error.
+    ///
+    /// Order: maps, then journal, then the in-memory records. A change that fails at any step
+    /// is undone in the maps and writes nothing to the journal, and only a change that is in
+    /// both is acknowledged (a crash between the two leaves an unacknowledged entry, which the
+    /// next start adopts rather than drops).
     pub fn add(
         &mut self,
         shield: &mut Shield,
         side: Side,
         nets: &[IpNet],
         holder: &Holder,
-    ) -> Result<usize, RegistryError> {
-        let records: Vec<Record> = nets
+        policy: Policy,
+        all_or_nothing: bool,
+    ) -> Result<Vec<EntryOutcome>, RegistryError> {
+        let nets = dedup(nets);
+        let mut outcomes: Vec<EntryOutcome> = Vec::with_capacity(nets.len());
+        let mut refusals = Vec::new();
+        if side == Side::Block {
+            let allowed = self.allowed();
+            for net in &nets {
+                if let Err(r) = self.guard.check(net, &allowed, policy) {
+                    refusals.push(r);
+                }
+            }
+        }
+        self.count_refusals(&holder.source, refusals.len());
+        if all_or_nothing && !refusals.is_empty() {
+            return Err(RegistryError::Refused(refusals));
+        }
+        let refused: HashSet<IpNet> = refusals.iter().map(|r| r.entry).collect();
+        let accepted: Vec<IpNet> = nets
+            .iter()
+            .filter(|n| !refused.contains(n))
+            .copied()
+            .collect();
+        let new: Vec<IpNet> = accepted
+            .iter()
+            .filter(|n| !self.present(side, n))
+            .copied()
+            .collect();
+        insert(shield, side, &new)?;
+        let records: Vec<Record> = accepted
             .iter()
             .map(|n| Record::Add {
                 side,
@@ -229,39 +447,37 @@ impl Registry {
                 holder: holder.clone(),
             })
             .collect();
-        self.journal.append(&records)?;
-        let new: Vec<IpNet> = nets
-            .iter()
-            .filter(|n| !self.present(side, n))
-            .copied()
-            .collect();
-        let inserted = match side {
-            Side::Block => shield.block_all(&new),
-            Side::Allow => shield.allow_all(&new),
-        };
-        if let Err(e) = inserted {
-            let undo: Vec<Record> = nets
-                .iter()
-                .map(|n| Record::Remove {
-                    side,
-                    net: *n,
-                    source: Some(holder.source.clone()),
-                })
-                .collect();
-            // The maps were rolled back by block_all; make the journal say so too.
-            self.journal.append(&undo)?;
-            return Err(e.into());
+        if let Err(e) = self.journal(&records) {
+            if let Err(undo) = delete(shield, side, &new) {
+                log::error!("undoing a change the journal refused: {undo}");
+            }
+            return Err(e);
         }
-        for net in nets {
+        for net in &accepted {
             let holders = self.held.entry((side, *net)).or_default();
             holders.retain(|h| h.source != holder.source);
             holders.push(holder.clone());
         }
-        Ok(new.len())
+        let new: HashSet<IpNet> = new.into_iter().collect();
+        let mut refusals = refusals.into_iter();
+        for net in nets {
+            let status = if refused.contains(&net) {
+                EntryStatus::Refused {
+                    why: refusals.next().map(|r| r.to_string()).unwrap_or_default(),
+                }
+            } else if new.contains(&net) {
+                EntryStatus::Added
+            } else {
+                EntryStatus::Held
+            };
+            outcomes.push(EntryOutcome { entry: net, status });
+        }
+        Ok(outcomes)
     }
 
     /// Removes holds on `nets`: only `source`'s, or every non-feed hold if `None`. An entry
-    /// leaves its map when nobody holds it any more. Returns (left the map, still held by feeds).
+    /// leaves its map when nobody holds it any more. Returns (left the map, still held).
+    /// Nothing is journaled for entries where nothing changed.
     pub fn remove(
         &mut self,
         shield: &mut Shield,
@@ -269,7 +485,35 @@ impl Registry {
         nets: &[IpNet],
         source: Option<&str>,
     ) -> Result<(Vec<IpNet>, Vec<IpNet>), RegistryError> {
-        let records: Vec<Record> = nets
+        let nets = dedup(nets);
+        let mut changed = Vec::new();
+        let mut leaving = Vec::new();
+        let mut still_held = Vec::new();
+        for net in &nets {
+            let Some(holders) = self.held.get(&(side, *net)) else {
+                if self.present(side, net) {
+                    still_held.push(*net);
+                }
+                continue;
+            };
+            let remaining = holders
+                .iter()
+                .filter(|h| source.is_some_and(|s| h.source != s))
+                .count();
+            if remaining == holders.len() {
+                still_held.push(*net);
+                continue;
+            }
+            changed.push(*net);
+            let fed = side == Side::Block && self.feeds.values().any(|f| f.nets.contains(net));
+            if remaining == 0 && !fed {
+                leaving.push(*net);
+            } else {
+                still_held.push(*net);
+            }
+        }
+        delete(shield, side, &leaving)?;
+        let records: Vec<Record> = changed
             .iter()
             .map(|n| Record::Remove {
                 side,
@@ -277,36 +521,33 @@ impl Registry {
                 source: source.map(str::to_string),
             })
             .collect();
-        self.journal.append(&records)?;
-        let mut removed = Vec::new();
-        let mut still_held = Vec::new();
-        for net in nets {
-            let was_present = self.present(side, net);
-            if let Some(holders) = self.held.get_mut(&(side, *net)) {
-                holders.retain(|h| source.is_some_and(|s| h.source != s));
-                if holders.is_empty() {
-                    self.held.remove(&(side, *net));
-                }
+        if let Err(e) = self.journal(&records) {
+            if let Err(undo) = insert(shield, side, &leaving) {
+                log::error!("undoing a removal the journal refused: {undo}");
             }
-            if was_present && !self.present(side, net) {
-                match side {
-                    Side::Block => shield.unblock(*net)?,
-                    Side::Allow => shield.unallow(*net)?,
-                };
-                removed.push(*net);
-            } else if self.present(side, net) {
-                still_held.push(*net);
-            }
+            return Err(e);
         }
-        Ok((removed, still_held))
+        for net in &changed {
+            apply_record(
+                &mut self.held,
+                Record::Remove {
+                    side,
+                    net: *net,
+                    source: source.map(str::to_string),
+                },
+            );
+        }
+        Ok((leaving, still_held))
     }
 
-    /// Removes every hold whose time has come. Returns the entries that left their map.
+    /// Removes at most `max` holds whose time has come, in one map batch and one journal write.
+    /// Returns the entries that left their map; call again while it returns `max` holds' worth.
     pub fn expire(
         &mut self,
         shield: &mut Shield,
         now: u64,
-    ) -> Result<Vec<(Side, IpNet)>, RegistryError> {
+        max: usize,
+    ) -> Result<(Vec<(Side, IpNet)>, usize), RegistryError> {
         let due: Vec<(Side, IpNet, String)> = self
             .held
             .iter()
@@ -316,17 +557,55 @@ impl Registry {
                     .filter(|h| h.expires.is_some_and(|t| t <= now))
                     .map(|h| (*side, *net, h.source.clone()))
             })
+            .take(max)
             .collect();
-        let mut gone = Vec::new();
-        for (side, net, source) in due {
-            let (removed, _) = self.remove(shield, side, &[net], Some(&source))?;
-            gone.extend(removed.into_iter().map(|n| (side, n)));
+        let records: Vec<Record> = due
+            .iter()
+            .map(|(side, net, source)| Record::Remove {
+                side: *side,
+                net: *net,
+                source: Some(source.clone()),
+            })
+            .collect();
+        // The holders of just the due entries, as they will be: who is left decides what
+        // leaves the map.
+        let mut after: BTreeMap<(Side, IpNet), Vec<Holder>> = due
+            .iter()
+            .filter_map(|(s, n, _)| self.held.get(&(*s, *n)).map(|h| ((*s, *n), h.clone())))
+            .collect();
+        for r in &records {
+            apply_record(&mut after, r.clone());
         }
-        Ok(gone)
+        let mut gone = Vec::new();
+        for side in [Side::Block, Side::Allow] {
+            let mut leaving: Vec<IpNet> = due
+                .iter()
+                .filter(|(s, net, _)| {
+                    *s == side
+                        && !after.contains_key(&(side, *net))
+                        && !(side == Side::Block
+                            && self.feeds.values().any(|f| f.nets.contains(net)))
+                })
+                .map(|(_, n, _)| *n)
+                .collect();
+            leaving.sort();
+            leaving.dedup();
+            delete(shield, side, &leaving)?;
+            gone.extend(leaving.into_iter().map(|n| (side, n)));
+        }
+        // Map first: if the journal write fails the holds are still recorded, and the next
+        // start (or the next tick) expires them again.
+        self.journal(&records)?;
+        for r in records {
+            apply_record(&mut self.held, r);
+        }
+        Ok((gone, due.len()))
     }
 
     /// Replaces feed `name`'s set with `parsed`, with no gap: new entries go in first, stale ones
-    /// leave after. On failure (a full map) the old set stays in force.
+    /// leave after. Refused as a whole, with the old set kept in force, when the guard refuses
+    /// an entry, when the change is larger than `policy.max_change` allows, or when a map or
+    /// the cache cannot take it.
     pub fn replace_feed(
         &mut self,
         shield: &mut Shield,
@@ -334,26 +613,63 @@ impl Registry {
         url: &str,
         format: FeedFormat,
         parsed: &ParsedFeed,
+        policy: FeedPolicy,
     ) -> Result<(usize, usize), RegistryError> {
-        let cache = self.state_dir.join("feeds").join(format!("{name}.list"));
-        let t0 = std::time::Instant::now();
+        let refuse = |why: String| RegistryError::FeedRefused {
+            feed: name.to_string(),
+            why,
+        };
         let new: HashSet<IpNet> = parsed.nets.iter().copied().collect();
-        let to_add: Vec<IpNet> = new
+        let allowed = self.allowed();
+        let refusals: Vec<Refusal> = parsed
+            .nets
+            .iter()
+            .filter_map(|n| self.guard.check(n, &allowed, policy.guard).err())
+            .collect();
+        if !refusals.is_empty() {
+            self.count_refusals("feed", refusals.len());
+            let why = refusals_text(&refusals);
+            return Err(refuse(format!(
+                "{} entr{} refused by the lockout guard: {why}",
+                refusals.len(),
+                if refusals.len() == 1 { "y" } else { "ies" }
+            )));
+        }
+        let old_len = self.feeds.get(name).map_or(0, |f| f.nets.len());
+        if let (Some(max), Some(old)) = (policy.max_change, self.feeds.get(name)) {
+            if old_len > 0 {
+                let added = new.difference(&old.nets).count();
+                let removed = old.nets.difference(&new).count();
+                let share = (added + removed) as f64 / old_len as f64;
+                if share > max {
+                    self.count_refusals("feed", 1);
+                    return Err(refuse(format!(
+                        "it would add {added} and remove {removed} of {old_len} entries \
+                         ({:.0}% > max_change {:.0}%)",
+                        share * 100.0,
+                        max * 100.0
+                    )));
+                }
+            }
+        }
+        let cache = self.state_dir.join("feeds").join(format!("{name}.list"));
+        let to_add: Vec<IpNet> = parsed
+            .nets
             .iter()
             .filter(|n| !self.present(Side::Block, n))
             .copied()
             .collect();
-        let t1 = std::time::Instant::now();
         shield.block_all(&to_add)?;
-        let t2 = std::time::Instant::now();
-        // Cache only after the maps accepted it: a restart then rebuilds exactly this set.
-        write_feed_cache(&cache, url, format, &parsed.nets)?;
-        log::debug!(
-            "feed {name}: diff {:?}, maps {:?}, cache {:?}",
-            t1 - t0,
-            t2 - t1,
-            t2.elapsed()
-        );
+        // Cache only after the maps accepted it: a restart then rebuilds exactly this set. A
+        // cache that cannot be written undoes the maps: entries no record accounts for would
+        // otherwise come back as `adopted` and stay for ever.
+        if let Err(e) = write_feed_cache(&cache, url, format, &parsed.nets) {
+            if let Err(undo) = shield.unblock_all(&to_add) {
+                log::error!("undoing feed {name} after its cache failed: {undo}");
+            }
+            return Err(e);
+        }
+        let now = now_unix();
         let old = self
             .feeds
             .insert(
@@ -365,10 +681,10 @@ impl Registry {
                         url: url.to_string(),
                         format,
                         entries: parsed.nets.len(),
-                        normalised: parsed.normalised,
-                        last_attempt: Some(now_unix()),
-                        last_success: Some(now_unix()),
+                        last_attempt: Some(now),
+                        last_success: Some(now),
                         error: None,
+                        refused: self.feeds.get(name).map_or(0, |f| f.status.refused),
                     },
                 },
             )
@@ -383,7 +699,14 @@ impl Registry {
     }
 
     /// Records a failed refresh; the feed's previous set stays in force.
-    pub fn feed_failed(&mut self, name: &str, url: &str, format: FeedFormat, error: String) {
+    pub fn feed_failed(
+        &mut self,
+        name: &str,
+        url: &str,
+        format: FeedFormat,
+        error: String,
+        refused: bool,
+    ) {
         let feed = self
             .feeds
             .entry(name.to_string())
@@ -398,6 +721,9 @@ impl Registry {
             });
         feed.status.last_attempt = Some(now_unix());
         feed.status.error = Some(error);
+        if refused {
+            feed.status.refused += 1;
+        }
     }
 
     /// Drops feeds that are no longer configured (their entries leave the maps unless held).
@@ -461,7 +787,7 @@ impl Registry {
         };
         for ((side, net), holders) in &self.held {
             for h in holders {
-                let source = h.source.split(':').next().unwrap_or("").to_string();
+                let source = source_kind(&h.source).to_string();
                 *out.entry((*side, source, family(net))).or_default() += 1;
             }
         }
@@ -503,6 +829,9 @@ impl Registry {
         keys.extend(fed.into_iter().map(|n| (Side::Block, n)));
         let mut out = Vec::new();
         for (s, net) in keys {
+            if out.len() >= limit {
+                break;
+            }
             if side.is_some_and(|want| want != s) {
                 continue;
             }
@@ -520,15 +849,12 @@ impl Registry {
                 last_hit_ns: 0,
             });
             out.push(view(s, stats, holders, now_ns));
-            if out.len() >= limit {
-                break;
-            }
         }
         Ok(out)
     }
 
-    /// The longest entry on `side` covering `addr`, exact host first for blocks (the XDP
-    /// program's order), found with one registry lookup per prefix length.
+    /// The longest entry on `side` covering `addr`, and whether an exact entry exists, found
+    /// with one registry lookup per prefix length.
     fn covering(&self, side: Side, addr: IpAddr) -> Vec<IpNet> {
         let max = if addr.is_ipv4() { 32 } else { 128 };
         (0..=max)
@@ -538,7 +864,9 @@ impl Registry {
             .collect()
     }
 
-    /// What the XDP program would do with packets from `addr`, and which entry decides it.
+    /// What the XDP program would do with packets from `addr`, and which entry decides it. The
+    /// decision is the kernel's own function (`groundzero_common::verdict::decide_addr`) asked
+    /// over the registry's lists, so `why` cannot drift from the kernel's rule order.
     pub fn why(&self, shield: &Shield, addr: IpAddr) -> Result<Why, RegistryError> {
         let monitor = shield.monitor()?;
         let now_ns = coarse_now_ns();
@@ -556,35 +884,25 @@ impl Registry {
         };
         let allows = self.covering(Side::Allow, addr);
         let blocks = self.covering(Side::Block, addr);
-        let exact = blocks.iter().find(|b| is_exact(b)).copied();
-        let prefix = blocks.iter().find(|b| !is_exact(b)).copied();
-        let (reason, decided) = if let Some(a) = allows.first() {
-            ("allowlisted", Some((Side::Allow, *a)))
-        } else if let Some(e) = exact {
-            (
-                if monitor {
-                    "monitor_exact"
-                } else {
-                    "blocked_exact"
-                },
-                Some((Side::Block, e)),
-            )
-        } else if let Some(p) = prefix {
-            (
-                if monitor {
-                    "monitor_cidr"
-                } else {
-                    "blocked_cidr"
-                },
-                Some((Side::Block, p)),
-            )
-        } else {
-            ("no_match", None)
+        let lists = CoveringLists {
+            allowed: !allows.is_empty(),
+            exact: blocks.first().is_some_and(is_exact),
+            cidr: blocks.iter().any(|b| !is_exact(b)),
         };
-        let verdict = if reason.starts_with("blocked") {
-            "drop"
-        } else {
-            "pass"
+        let reason = match addr {
+            IpAddr::V4(a) => decide_addr(&a.octets(), &lists, monitor),
+            IpAddr::V6(a) => decide_addr(&a.octets(), &lists, monitor),
+        };
+        let decided = match reason {
+            Reason::Allowlisted => allows.first().map(|a| (Side::Allow, *a)),
+            Reason::BlockedExact | Reason::MonitorExact => {
+                blocks.first().map(|b| (Side::Block, *b))
+            }
+            Reason::BlockedCidr | Reason::MonitorCidr => blocks
+                .iter()
+                .find(|b| !is_exact(b))
+                .map(|b| (Side::Block, *b)),
+            _ => None,
         };
         let matched = decided.map(|(side, net)| show(side, net)).transpose()?;
         let also_matching = blocks
@@ -594,13 +912,49 @@ impl Registry {
             .collect::<Result<_, _>>()?;
         Ok(Why {
             address: addr,
-            verdict,
-            reason,
+            verdict: reason.action().label(),
+            reason: reason.label(),
             monitor,
             matched,
             also_matching,
         })
     }
+}
+
+/// The answers of the registry's lists for one address, as the verdict function asks them.
+/// The rate limit is not a list: `why` describes the lists (a rate-limited source is one no
+/// list decided).
+struct CoveringLists {
+    allowed: bool,
+    exact: bool,
+    cidr: bool,
+}
+
+impl<A> Lists<A> for CoveringLists {
+    fn allowed(&self, _: &A) -> bool {
+        self.allowed
+    }
+    fn blocked_exact(&self, _: &A) -> bool {
+        self.exact
+    }
+    fn blocked_cidr(&self, _: &A) -> bool {
+        self.cidr
+    }
+    fn over_rate(&self, _: &A) -> bool {
+        false
+    }
+}
+
+fn live_records(held: &BTreeMap<(Side, IpNet), Vec<Holder>>) -> Vec<Record> {
+    held.iter()
+        .flat_map(|((side, net), holders)| {
+            holders.iter().map(|h| Record::Add {
+                side: *side,
+                net: *net,
+                holder: h.clone(),
+            })
+        })
+        .collect()
 }
 
 fn view(side: Side, e: ListEntry, holders: Vec<Holder>, now_ns: u64) -> EntryView {
@@ -714,7 +1068,7 @@ fn load_feed_caches(dir: &Path) -> BTreeMap<String, FeedSet> {
             url,
             format,
             entries: nets.len(),
-            normalised: 0,
+            refused: 0,
             last_attempt: None,
             last_success: modified,
             error: None,

@@ -43,7 +43,8 @@ pub struct CleanupArgs {
     purge_state: Option<PathBuf>,
 }
 
-pub fn run(args: RunArgs, socket: Option<PathBuf>) -> Result<()> {
+/// The config file (or the defaults) with the command line's overrides applied.
+fn load_config(args: &RunArgs, socket: Option<&PathBuf>) -> Result<Validated> {
     let mut config = match &args.config {
         Some(path) => Validated::load(path)?,
         None => Validated::parse("", std::path::Path::new("(defaults)"))?,
@@ -52,29 +53,51 @@ pub fn run(args: RunArgs, socket: Option<PathBuf>) -> Result<()> {
         config.raw.interfaces = args.interfaces.clone();
     }
     if let Some(s) = socket {
-        config.raw.api.socket = s;
+        config.raw.api.socket = s.clone();
     }
-    if let Some(s) = args.state_dir {
-        config.raw.state_dir = s;
+    if let Some(s) = &args.state_dir {
+        config.raw.state_dir = s.clone();
     }
-    if let Some(p) = args.pin_dir {
-        config.raw.pin_dir = p;
+    if let Some(p) = &args.pin_dir {
+        config.raw.pin_dir = p.clone();
     }
     if let Some(m) = args.monitor {
         config.raw.monitor = m;
     }
+    Ok(config)
+}
+
+pub fn run(args: RunArgs, socket: Option<PathBuf>) -> Result<()> {
+    let config = load_config(&args, socket.as_ref())?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
-        let shutdown = async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("installing a SIGTERM handler");
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+        // SIGHUP reloads the config (as `systemctl reload` sends it): without a handler it
+        // would end the daemon.
+        let mut hup = signal(SignalKind::hangup()).context("installing a SIGHUP handler")?;
+        let shutdown = async move {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {},
                 _ = term.recv() => {},
             }
         };
-        daemon::run(config, shutdown)
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match load_config(&args, socket.as_ref()) {
+                    Ok(config) => {
+                        log::info!("SIGHUP: reloading the configuration");
+                        if reload_tx.send(config).await.is_err() {
+                            return;
+                        }
+                    }
+                    // A bad edit must not take down a running shield: keep what runs.
+                    Err(e) => log::error!("SIGHUP: not reloaded, the running config stays: {e:#}"),
+                }
+            }
+        });
+        daemon::run_with_reload(config, shutdown, reload_rx)
             .await
             .context("groundzero daemon")
     })

@@ -268,12 +268,11 @@ pub fn run(target: Target, command: Remote) -> Result<()> {
                 call(Method::POST, "/v1/import", Some(body))?,
                 Box::new(|v: &Value| {
                     format!(
-                        "imported {} entries as feed:{} (+{} -{}, {} normalised) in {:.2}s",
+                        "imported {} entries as feed:{} (+{} -{}) in {:.2}s",
                         v["entries"],
                         v["name"].as_str().unwrap_or(""),
                         v["added"],
                         v["removed"],
-                        v["normalised"],
                         v["seconds"].as_f64().unwrap_or(0.0)
                     )
                 }),
@@ -350,12 +349,23 @@ fn added(v: &Value) -> String {
             )
         })
         .unwrap_or_default();
-    let n = v["entries"].as_u64().unwrap_or(0);
-    format!(
+    let n = v["applied"].as_u64().unwrap_or(0);
+    let mut text = format!(
         "{n} {} applied, {} new in the map{expires}",
         if n == 1 { "entry" } else { "entries" },
         v["added"]
-    )
+    );
+    // Entries the lockout guard refused: the rest of the request was applied.
+    for r in v["results"].as_array().into_iter().flatten() {
+        if r["status"] == "refused" {
+            text.push_str(&format!(
+                "\n  refused {}: {}",
+                r["entry"].as_str().unwrap_or("?"),
+                r["why"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    text
 }
 
 fn removed(v: &Value) -> String {
