@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     feeds::{FeedFormat, ParsedFeed},
-    journal::{Journal, JournalError, Record},
+    journal::{self, Journal, JournalError, Record},
 };
 use crate::{Error as ShieldError, ListEntry, Shield};
 
@@ -133,9 +133,13 @@ impl Registry {
                 source,
             }
         })?;
-        let journal_path = state_dir.join("journal.jsonl");
+        // Damage never stops the start: intact records are kept, the rest is moved aside.
+        let recovered = journal::recover(state_dir)?;
+        for damage in &recovered.damage {
+            log::warn!("journal damage: {damage}");
+        }
         let mut held: BTreeMap<(Side, IpNet), Vec<Holder>> = BTreeMap::new();
-        for record in Journal::read(&journal_path)? {
+        for record in recovered.records {
             apply_record(&mut held, record);
         }
         let feeds = load_feed_caches(&state_dir.join("feeds"));
@@ -197,7 +201,7 @@ impl Registry {
                 })
             })
             .collect();
-        let journal = Journal::rewrite(&journal_path, &live)?;
+        let journal = Journal::rewrite(state_dir, &live)?.with_damage(recovered.damage);
         Ok(Self {
             held,
             feeds,
