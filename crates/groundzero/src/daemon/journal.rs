@@ -140,6 +140,10 @@ struct Bad {
     why: String,
 }
 
+/// The intact records of one file's bytes, and its damaged ranges.
+type Parsed = (Vec<Record>, Vec<Bad>);
+type Parser = fn(&[u8]) -> Parsed;
+
 /// Reads the journal in `state_dir` (the framed file and a legacy JSON-lines file, either may be
 /// missing) and keeps every intact record. Damaged ranges are copied to a
 /// `journal.damaged-<unix seconds>` file, fsync'd, and described in [`Recovered::damage`]. The
@@ -150,7 +154,7 @@ struct Bad {
 pub fn recover(state_dir: &Path) -> Result<Recovered, JournalError> {
     let mut records = Vec::new();
     let mut damaged: Vec<(PathBuf, Vec<u8>, Vec<Bad>)> = Vec::new();
-    let parsers: [(&str, fn(&[u8]) -> (Vec<Record>, Vec<Bad>)); 2] =
+    let parsers: [(&str, Parser); 2] =
         [(LEGACY_FILE_NAME, parse_legacy), (FILE_NAME, parse_framed)];
     for (name, parse) in parsers {
         let path = state_dir.join(name);
@@ -223,7 +227,7 @@ fn move_aside(
 
 /// The records of a framed journal and its damaged ranges. Never fails: whatever is not an
 /// intact frame is damage.
-fn parse_framed(bytes: &[u8]) -> (Vec<Record>, Vec<Bad>) {
+fn parse_framed(bytes: &[u8]) -> Parsed {
     let mut records = Vec::new();
     let mut bad = Vec::new();
     if bytes.is_empty() {
@@ -342,7 +346,7 @@ fn frame_at(bytes: &[u8], pos: usize) -> Result<(Record, usize), String> {
 
 /// The records of a legacy JSON-lines journal and its damaged lines. Splits bytes, not `str`
 /// lines: a line cut inside a multi-byte character is one damaged line, not an unreadable file.
-fn parse_legacy(bytes: &[u8]) -> (Vec<Record>, Vec<Bad>) {
+fn parse_legacy(bytes: &[u8]) -> Parsed {
     let mut records = Vec::new();
     let mut bad = Vec::new();
     let mut start = 0;
