@@ -154,6 +154,40 @@ fn a_full_disk_refuses_the_append_and_leaves_no_partial_frame() {
     assert_eq!(journal::recover(&fs.dir).unwrap().records, live);
 }
 
+#[test]
+fn damage_that_cannot_be_moved_aside_on_a_full_disk_is_an_error_not_a_loss() {
+    let fs = Tmpfs::mount("64k");
+    let mut journal = Journal::rewrite(&fs.dir, &[add(0, "before")]).unwrap();
+    let first_end = journal.len() as usize;
+    journal.append(&[add(1, "after")]).unwrap();
+    drop(journal);
+    let path = fs.dir.join(journal::FILE_NAME);
+    let mut bytes = std::fs::read(&path).unwrap();
+    // 30 KiB of garbage between the two frames: more than a full disk has room for.
+    let last_frame = bytes.split_off(first_end);
+    bytes.extend(vec![0x55u8; 30 * 1024]);
+    bytes.extend(last_frame);
+    std::fs::write(&path, &bytes).unwrap();
+    // Fill the rest: the write fails part-way, which is the point.
+    let filler = fs.dir.join("filler");
+    assert!(std::fs::write(&filler, vec![0u8; 64 * 1024]).is_err());
+
+    let err = journal::recover(&fs.dir).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    assert!(damage_files(&fs.dir).is_empty(), "no half copy is left");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "the journal is untouched"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    let recovered = journal::recover(&fs.dir).unwrap();
+    assert_eq!(recovered.records, [add(0, "before"), add(1, "after")]);
+    assert_eq!(recovered.damage.len(), 1);
+    assert_eq!(recovered.damage[0].length, 30 * 1024);
+}
+
 /// A state dir and pin dir for a daemon the test starts on a journal it wrote; removed on drop.
 struct Dirs {
     dir: PathBuf,

@@ -198,30 +198,46 @@ fn move_aside(
             Err(e) => return Err(JournalError::at(&path, "creating the damage file")(e)),
         }
     };
-    let mut out = BufWriter::new(&file);
+    let written = write_damage(&path, &file, damaged);
+    if written.is_err() {
+        // A half copy is no copy (the journal still holds the bytes): do not leave it to pile
+        // up on a full disk at every restart.
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+    }
+    let damage = written?;
+    sync_dir(state_dir)?;
+    Ok(damage)
+}
+
+fn write_damage(
+    path: &Path,
+    file: &File,
+    damaged: &[(PathBuf, Vec<u8>, Vec<Bad>)],
+) -> Result<Vec<Damage>, JournalError> {
+    let mut out = BufWriter::new(file);
     let mut damage = Vec::new();
     let mut moved_offset = 0u64;
     for (source, bytes, bad) in damaged {
         for b in bad {
             out.write_all(&bytes[b.offset..b.offset + b.length])
-                .map_err(JournalError::at(&path, "writing the damage file"))?;
+                .map_err(JournalError::at(path, "writing the damage file"))?;
             damage.push(Damage {
                 file: source.clone(),
                 offset: b.offset as u64,
                 length: b.length as u64,
                 why: b.why.clone(),
-                moved_to: path.clone(),
+                moved_to: path.to_path_buf(),
                 moved_offset,
             });
             moved_offset += b.length as u64;
         }
     }
     out.flush()
-        .map_err(JournalError::at(&path, "writing the damage file"))?;
+        .map_err(JournalError::at(path, "writing the damage file"))?;
     drop(out);
     file.sync_all()
-        .map_err(JournalError::at(&path, "syncing the damage file"))?;
-    sync_dir(state_dir)?;
+        .map_err(JournalError::at(path, "syncing the damage file"))?;
     Ok(damage)
 }
 
