@@ -24,7 +24,7 @@ use groundzero_common::{
 use super::{
     feeds::{FeedFormat, ParsedFeed},
     guard::{Guard, Policy, Refusal},
-    journal::{Journal, JournalError, Record},
+    journal::{self, Journal, JournalError, Record},
 };
 use crate::{Error as ShieldError, ListEntry, Shield};
 
@@ -168,8 +168,6 @@ pub struct Registry {
     held: BTreeMap<(Side, IpNet), Vec<Holder>>,
     feeds: BTreeMap<String, FeedSet>,
     journal: Journal,
-    /// Records appended since the journal was last rewritten to the live set.
-    appended: usize,
     state_dir: PathBuf,
     guard: Guard,
     /// Blocks the guard refused, by the kind of source that asked (`api`, `feed`, `auto-ban`, ...).
@@ -247,9 +245,13 @@ impl Registry {
                 source,
             }
         })?;
-        let journal_path = state_dir.join("journal.jsonl");
+        // Damage never stops the start: intact records are kept, the rest is moved aside.
+        let recovered = journal::recover(state_dir)?;
+        for damage in &recovered.damage {
+            log::warn!("journal damage: {damage}");
+        }
         let mut held: BTreeMap<(Side, IpNet), Vec<Holder>> = BTreeMap::new();
-        for record in Journal::read(&journal_path)? {
+        for record in recovered.records {
             apply_record(&mut held, record);
         }
         let mut feeds = load_feed_caches(&state_dir.join("feeds"));
@@ -327,12 +329,12 @@ impl Registry {
         if adopted > 0 {
             log::warn!("adopted {adopted} map entries that had no record (source \"adopted\")");
         }
-        let journal = Journal::rewrite(&journal_path, &live_records(&held))?;
+        let journal =
+            Journal::rewrite(state_dir, &live_records(&held))?.with_damage(recovered.damage);
         Ok(Self {
             held,
             feeds,
             journal,
-            appended: 0,
             state_dir: state_dir.to_path_buf(),
             guard,
             refusals: BTreeMap::new(),
@@ -380,19 +382,25 @@ impl Registry {
     /// the live set (online compaction: refused and churned changes do not pile up).
     fn journal(&mut self, records: &[Record]) -> Result<(), RegistryError> {
         self.journal.append(records)?;
-        self.appended += records.len();
-        if self.appended > 2 * self.held.len() + 10_000 {
-            let path = self.state_dir.join("journal.jsonl");
-            match Journal::rewrite(&path, &live_records(&self.held)) {
-                Ok(j) => {
-                    self.journal = j;
-                    self.appended = 0;
-                }
-                // The old journal is still whole and in use; try again after more appends.
-                Err(e) => log::warn!("compacting the journal: {e}"),
+        let live = self.held.values().map(Vec::len).sum::<usize>() + records.len();
+        if self.journal.should_compact(live) {
+            // The caller applies `records` to `held` after this returns: compact to the
+            // state they describe.
+            let mut after = self.held.clone();
+            for r in records {
+                apply_record(&mut after, r.clone());
+            }
+            // On failure the old journal is still whole and in use; it is tried again later.
+            if let Err(e) = self.journal.compact(&live_records(&after)) {
+                log::warn!("compacting the journal: {e}");
             }
         }
         Ok(())
+    }
+
+    /// Damage found in the journal at start-up (moved aside, see the log).
+    pub fn journal_damage(&self) -> &[journal::Damage] {
+        self.journal.damage()
     }
 
     /// Adds `holder`'s hold on every net (replacing an earlier hold by the same source). Blocks

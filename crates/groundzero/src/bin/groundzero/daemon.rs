@@ -183,7 +183,11 @@ pub fn cleanup(args: CleanupArgs, socket: PathBuf) -> Result<()> {
         args.pin_dir.display()
     );
     if let Some(state) = args.purge_state {
-        for p in [state.join("journal.jsonl"), state.join("feeds")] {
+        for p in [
+            state.join(groundzero::daemon::journal::FILE_NAME),
+            state.join(groundzero::daemon::journal::LEGACY_FILE_NAME),
+            state.join("feeds"),
+        ] {
             if p.is_dir() {
                 std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
             } else if p.exists() {
