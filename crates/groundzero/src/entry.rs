@@ -241,7 +241,7 @@ impl fmt::Display for ListFileError {
 /// are ignored. All or nothing: any bad line makes the whole list an error listing every bad line.
 /// Duplicates are kept once, in first-seen order. Line ends and a BOM as in [`numbered_lines`].
 pub fn parse_list(text: &str, origin: &str) -> Result<Vec<IpNet>, ListFileError> {
-    parse_lines(text, origin, &['#', ';'], |content| parse_entry(content))
+    parse_lines(text, origin, &['#', ';'], parse_entry)
 }
 
 /// The loop shared by list files and feeds: `comments` start a comment, `entry` parses what is
