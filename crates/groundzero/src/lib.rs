@@ -2,6 +2,7 @@
 //!
 //! - [`Shield`] loads the XDP verdict program, attaches it to interfaces, and edits its lists.
 //! - [`entry`] parses addresses, prefixes and list files, with errors that name what is wrong.
+//! - [`text`] checks free text (reasons, names) on the way in and escapes it for terminals.
 //! - [`Counters`] is a snapshot of the per-reason packet and byte counters.
 //! - [`model`] is the host-side twin of the kernel program (same parser, same rules), for tests,
 //!   for explaining verdicts, and for the differential test against the kernel.
@@ -33,7 +34,7 @@ pub mod sys;
 pub mod text;
 
 pub use counters::Counters;
-pub use entry::{parse_entry, parse_list, EntryError, ListFileError};
+pub use entry::{parse_address, parse_entry, parse_list, EntryError, ListFileError};
 pub use error::{Error, ListKind};
 pub use groundzero_common::{Action, Reason};
 pub use ipnet::IpNet;

@@ -1062,7 +1062,9 @@ fn load_feed_caches(dir: &Path) -> BTreeMap<String, FeedSet> {
                 url = u.to_string();
             } else if let Some(f) = line.strip_prefix("# format=") {
                 format = serde_json::from_str(&format!("\"{f}\"")).unwrap_or_default();
-            } else if let Ok(n) = line.parse::<IpNet>() {
+            } else if let Ok(n) = crate::parse_entry(line) {
+                // The same strict parser as every other input: a cache edited by hand (or
+                // damaged) cannot widen or misread an entry.
                 nets.insert(n);
             }
         }

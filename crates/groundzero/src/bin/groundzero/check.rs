@@ -2,6 +2,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use groundzero::text::{for_terminal, for_terminal_lines};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,7 +22,7 @@ pub fn run(args: Args) -> Result<()> {
                     .count();
                 println!(
                     "{}: {} entries ({} IPv4, {} IPv6)",
-                    path.display(),
+                    for_terminal(&path.display().to_string()),
                     nets.len(),
                     v4,
                     nets.len() - v4
@@ -29,7 +30,9 @@ pub fn run(args: Args) -> Result<()> {
             }
             Err(e) => {
                 bad += 1;
-                eprintln!("{e:#}");
+                // The bad lines are echoed from the file (already escaped by the parser); the
+                // path and I/O errors are escaped here as well.
+                eprintln!("{}", for_terminal_lines(&format!("{e:#}")));
             }
         }
     }

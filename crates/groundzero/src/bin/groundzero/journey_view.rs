@@ -1,7 +1,12 @@
 //! `groundzero journey`: the measured journey in the terminal, or as Mermaid for docs.
 use std::fmt::Write;
 
+use groundzero::text::for_terminal;
 use serde_json::Value;
+
+// Every string in the daemon's answer is printed through `txt` / `for_terminal`: labels and
+// addresses are the daemon's own today, but a renderer should not trust that to stay true.
+use crate::remote::txt;
 
 fn us(ns: &Value) -> String {
     let ns = ns.as_f64().unwrap_or(0.0);
@@ -37,7 +42,7 @@ pub fn text(summary: &Value, recent: &Value) -> String {
             out,
             "sampling 1 in {} packets ({})",
             t["sample_every"],
-            t["filter"].as_str().unwrap_or("any")
+            for_terminal(t["filter"].as_str().unwrap_or("any"))
         );
     }
     for m in summary["tracing"]["stages_missing"]
@@ -48,9 +53,9 @@ pub fn text(summary: &Value, recent: &Value) -> String {
         let _ = writeln!(
             out,
             "  not observable here: {} at {} ({})",
-            m["stage"].as_str().unwrap_or(""),
-            m["hook"].as_str().unwrap_or(""),
-            m["why"].as_str().unwrap_or("")
+            txt(&m["stage"]),
+            txt(&m["hook"]),
+            txt(&m["why"])
         );
     }
     let c = &summary["cost"];
@@ -97,8 +102,8 @@ pub fn text(summary: &Value, recent: &Value) -> String {
         let _ = writeln!(
             out,
             "{:<12} {:<26} {:>8} {:>11} {:>11} {:>14}",
-            s["stage"].as_str().unwrap_or(""),
-            s["label"].as_str().unwrap_or(""),
+            txt(&s["stage"]),
+            txt(&s["label"]),
             s["count"].to_string(), // a JSON value's Display ignores width
             us(&s["p50_ns"]),
             us(&s["p99_ns"]),
@@ -116,12 +121,7 @@ pub fn text(summary: &Value, recent: &Value) -> String {
         .into_iter()
         .flatten()
     {
-        let _ = writeln!(
-            out,
-            "  kernel drop {}: {}",
-            d["reason"].as_str().unwrap_or(""),
-            d["count"]
-        );
+        let _ = writeln!(out, "  kernel drop {}: {}", txt(&d["reason"]), d["count"]);
     }
     let journeys = recent["journeys"].as_array().cloned().unwrap_or_default();
     if !journeys.is_empty() {
@@ -133,23 +133,23 @@ pub fn text(summary: &Value, recent: &Value) -> String {
             .into_iter()
             .flatten()
             .filter(|h| h["stage"] != "xdp")
-            .map(|h| format!("{} +{}", h["stage"].as_str().unwrap_or(""), us(&h["t_ns"])))
+            .map(|h| format!("{} +{}", txt(&h["stage"]), us(&h["t_ns"])))
             .collect();
         let entry = j["entry"]["entry"]
             .as_str()
-            .map(|e| format!(" [entry {e}]"))
+            .map(|e| format!(" [entry {}]", for_terminal(e)))
             .unwrap_or_default();
         let reason = j["drop_reason"]
             .as_str()
-            .map(|r| format!(" [{r}]"))
+            .map(|r| format!(" [{}]", for_terminal(r)))
             .unwrap_or_default();
         let _ = writeln!(
             out,
             "  {} {} → {}  {}{}{}: {}",
-            j["protocol"].as_str().unwrap_or(""),
-            j["src"].as_str().unwrap_or(""),
-            j["dst"].as_str().unwrap_or(""),
-            j["outcome"].as_str().unwrap_or(""),
+            txt(&j["protocol"]),
+            txt(&j["src"]),
+            txt(&j["dst"]),
+            txt(&j["outcome"]),
             entry,
             reason,
             hops.join(" → ")
@@ -270,5 +270,21 @@ mod tests {
         );
         assert!(m.contains("XDP verdict, dropped : 0, 1"), "{m}");
         assert!(m.contains("until read : 9, 40"), "{m}");
+    }
+
+    #[test]
+    fn daemon_strings_are_escaped() {
+        let evil = "\u{1b}[2J\u{1b}]0;owned\u{7}";
+        let mut s = summary();
+        s["tracing"]["filter"] = json!(evil);
+        s["tracing"]["stages_missing"] = json!([{"stage": evil, "hook": evil, "why": evil}]);
+        s["stages"][0]["label"] = json!(evil);
+        s["kernel_drop_reasons"] = json!([{"reason": evil, "count": 1}]);
+        let recent = json!({"journeys": [{"protocol": evil, "src": evil, "dst": evil,
+            "outcome": evil, "entry": {"entry": evil}, "drop_reason": evil,
+            "hops": [{"stage": evil, "t_ns": 5}]}]});
+        let t = text(&s, &recent);
+        assert!(!t.contains(['\u{1b}', '\u{7}']), "{t:?}");
+        assert!(t.contains("[entry \\u{1b}[2J\\u{1b}]0;owned\\u{7}]"), "{t}");
     }
 }

@@ -1,8 +1,11 @@
 //! Subcommands that talk to a running daemon through its API.
-use std::path::PathBuf;
+use std::{borrow::Cow, path::PathBuf};
 
 use anyhow::{Context, Result};
-use groundzero::client::{Client, Endpoint};
+use groundzero::{
+    client::{Client, Endpoint},
+    text::{for_terminal, for_terminal_lines},
+};
 use hyper::Method;
 use serde_json::{json, Value};
 
@@ -29,7 +32,9 @@ impl Target {
     }
 }
 
-/// Turns an API answer into the text a person reads.
+/// Turns an API answer into the text a person reads. Every string in the answer came from the
+/// daemon, and through it from API callers and feed files: renderers print them through [`txt`]
+/// (or [`for_terminal_lines`]), never raw, so a stored reason cannot drive the terminal.
 type Render = Box<dyn Fn(&Value) -> String>;
 
 pub const DEFAULT_SOCKET: &str = "/run/groundzero/api.sock";
@@ -158,8 +163,11 @@ pub fn run(target: Target, command: Remote) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let call = |method: Method, path: &str, body: Option<Value>| {
-        runtime.block_on(client.call(method, path, body.as_ref()))
+    let call = |method: Method, path: &str, body: Option<Value>| -> Result<Value> {
+        // The daemon's error messages echo what callers and feeds sent: escape them too.
+        runtime
+            .block_on(client.call(method, path, body.as_ref()))
+            .map_err(|e| anyhow::anyhow!(for_terminal_lines(&e.to_string())))
     };
     let (value, text): (Value, Render) = match command {
         Remote::Block(a) => (
@@ -266,16 +274,7 @@ pub fn run(target: Target, command: Remote) -> Result<()> {
             let body = json!({"name": name, "format": format, "text": text, "force": force});
             (
                 call(Method::POST, "/v1/import", Some(body))?,
-                Box::new(|v: &Value| {
-                    format!(
-                        "imported {} entries as feed:{} (+{} -{}) in {:.2}s",
-                        v["entries"],
-                        v["name"].as_str().unwrap_or(""),
-                        v["added"],
-                        v["removed"],
-                        v["seconds"].as_f64().unwrap_or(0.0)
-                    )
-                }),
+                Box::new(imported),
             )
         }
         Remote::Monitor { state } => (
@@ -320,6 +319,22 @@ pub fn run(target: Target, command: Remote) -> Result<()> {
     Ok(())
 }
 
+/// A string field of an API answer, escaped for the terminal ("" when absent or not a string).
+pub fn txt(v: &Value) -> Cow<'_, str> {
+    for_terminal(v.as_str().unwrap_or(""))
+}
+
+fn imported(v: &Value) -> String {
+    format!(
+        "imported {} entries as feed:{} (+{} -{}) in {:.2}s",
+        v["entries"],
+        txt(&v["name"]),
+        v["added"],
+        v["removed"],
+        v["seconds"].as_f64().unwrap_or(0.0)
+    )
+}
+
 fn add_body(a: &AddArgs) -> Result<Value> {
     let mut entries = a.entries.clone();
     if let Some(file) = &a.file {
@@ -360,8 +375,8 @@ fn added(v: &Value) -> String {
         if r["status"] == "refused" {
             text.push_str(&format!(
                 "\n  refused {}: {}",
-                r["entry"].as_str().unwrap_or("?"),
-                r["why"].as_str().unwrap_or("")
+                txt(&r["entry"]),
+                txt(&r["why"])
             ));
         }
     }
@@ -374,6 +389,7 @@ fn removed(v: &Value) -> String {
             .map(|a| {
                 a.iter()
                     .filter_map(Value::as_str)
+                    .map(for_terminal)
                     .collect::<Vec<_>>()
                     .join(", ")
             })
@@ -402,9 +418,9 @@ fn holders(e: &Value) -> String {
         .map(|hs| {
             hs.iter()
                 .map(|h| {
-                    let mut s = h["source"].as_str().unwrap_or("?").to_string();
+                    let mut s = for_terminal(h["source"].as_str().unwrap_or("?")).into_owned();
                     if let Some(r) = h["reason"].as_str() {
-                        s.push_str(&format!(" \"{r}\""));
+                        s.push_str(&format!(" \"{}\"", for_terminal(r)));
                     }
                     if let Some(t) = h["expires"].as_u64() {
                         let left = t.saturating_sub(groundzero::daemon::registry::now_unix());
@@ -429,9 +445,9 @@ fn list(v: &Value) -> String {
     for e in v["entries"].as_array().into_iter().flatten() {
         out.push_str(&format!(
             "{:<6} {:<7} {:<40} {:>10}  {}\n",
-            e["list"].as_str().unwrap_or(""),
-            e["kind"].as_str().unwrap_or(""),
-            e["entry"].as_str().unwrap_or(""),
+            txt(&e["list"]),
+            txt(&e["kind"]),
+            txt(&e["entry"]),
             // A JSON value's Display ignores width: make it a string first so the column lines up.
             e["hits"].to_string(),
             holders(e)
@@ -443,9 +459,9 @@ fn list(v: &Value) -> String {
 fn why(v: &Value) -> String {
     let mut out = format!(
         "{}: {} ({}){}",
-        v["address"].as_str().unwrap_or(""),
-        v["verdict"].as_str().unwrap_or("").to_uppercase(),
-        v["reason"].as_str().unwrap_or(""),
+        txt(&v["address"]),
+        txt(&v["verdict"]).to_uppercase(),
+        txt(&v["reason"]),
         if v["monitor"].as_bool() == Some(true) {
             ", monitor mode is on"
         } else {
@@ -455,9 +471,9 @@ fn why(v: &Value) -> String {
     match v.get("matched") {
         Some(m) => out.push_str(&format!(
             "\n  matched {} {} ({}), {} hits{}\n  held by: {}",
-            m["list"].as_str().unwrap_or(""),
-            m["entry"].as_str().unwrap_or(""),
-            m["kind"].as_str().unwrap_or(""),
+            txt(&m["list"]),
+            txt(&m["entry"]),
+            txt(&m["kind"]),
             m["hits"],
             m["last_hit_seconds_ago"]
                 .as_f64()
@@ -470,7 +486,7 @@ fn why(v: &Value) -> String {
     for other in v["also_matching"].as_array().into_iter().flatten() {
         out.push_str(&format!(
             "\n  also covered by block {} (did not decide)",
-            other["entry"].as_str().unwrap_or("")
+            txt(&other["entry"])
         ));
     }
     out
@@ -484,9 +500,9 @@ fn stats(v: &Value) -> String {
     for i in v["interfaces"].as_array().into_iter().flatten() {
         out.push_str(&format!(
             "attached: {} (ifindex {}, {} XDP{})\n",
-            i["interface"].as_str().unwrap_or(""),
+            txt(&i["interface"]),
             i["ifindex"],
-            i["mode"].as_str().unwrap_or(""),
+            txt(&i["mode"]),
             if i["adopted"].as_bool() == Some(true) {
                 ", adopted"
             } else {
@@ -501,7 +517,8 @@ fn stats(v: &Value) -> String {
     if let Some(c) = v["counters"].as_object() {
         for (reason, n) in c {
             out.push_str(&format!(
-                "{reason:<14} {:>14} {:>16}\n",
+                "{:<14} {:>14} {:>16}\n",
+                for_terminal(reason),
                 n["packets"].to_string(),
                 n["bytes"].to_string()
             ));
@@ -510,9 +527,9 @@ fn stats(v: &Value) -> String {
     for e in v["entries"].as_array().into_iter().flatten() {
         out.push_str(&format!(
             "{} {} {}: {} entries\n",
-            e["list"].as_str().unwrap_or(""),
-            e["source"].as_str().unwrap_or(""),
-            e["family"].as_str().unwrap_or(""),
+            txt(&e["list"]),
+            txt(&e["source"]),
+            txt(&e["family"]),
             e["entries"]
         ));
     }
@@ -522,7 +539,7 @@ fn stats(v: &Value) -> String {
 fn feed_line(f: &Value) -> String {
     format!(
         "{:<20} {:>8} entries  last success {}  {}",
-        f["name"].as_str().unwrap_or(""),
+        txt(&f["name"]),
         f["entries"].to_string(),
         f["last_success"]
             .as_u64()
@@ -533,7 +550,8 @@ fn feed_line(f: &Value) -> String {
             .unwrap_or_else(|| "never".into()),
         f["error"]
             .as_str()
-            .map(|e| format!("ERROR: {e}"))
+            // A feed error lists its bad lines, one per line: keep those, escaped, indented.
+            .map(|e| format!("ERROR: {}", for_terminal_lines(e).replace('\n', "\n    ")))
             .unwrap_or_default()
     )
 }
@@ -554,5 +572,53 @@ mod tests {
         let end = lines[0].find("hits").unwrap() + "hits".len();
         assert_eq!(&lines[1][end - 3..end], "152", "{text}");
         assert_eq!(&lines[2][end - 1..end], "0", "{text}");
+    }
+
+    const EVIL: &str = "\u{1b}[2J\u{1b}[31mPWNED\u{9b}0m\u{202e}";
+
+    fn assert_clean(text: &str) {
+        assert!(
+            !text.contains(['\u{1b}', '\u{9b}', '\u{202e}', '\r']),
+            "raw control in {text:?}"
+        );
+    }
+
+    #[test]
+    fn list_and_why_escape_reasons_sources_and_entries() {
+        let holder = json!({"source": format!("app:{EVIL}"), "reason": EVIL, "expires": null});
+        let entry = json!({"list": "block", "kind": EVIL, "entry": EVIL, "hits": 1,
+                           "holders": [holder]});
+        let text = super::list(&json!({ "entries": [entry.clone()] }));
+        assert_clean(&text);
+        assert!(
+            text.contains("\"\\u{1b}[2J\\u{1b}[31mPWNED\\u{9b}0m\\u{202e}\""),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 2, "{text}");
+
+        let why = super::why(&json!({"address": EVIL, "verdict": "drop", "reason": EVIL,
+            "matched": entry, "also_matching": [{"entry": EVIL}]}));
+        assert_clean(&why);
+        assert!(why.contains("app:\\u{1b}[2J"), "{why}");
+    }
+
+    #[test]
+    fn feeds_removed_stats_and_import_escape_daemon_strings() {
+        let error = format!("feed: 1 bad line(s), nothing applied\n  feed:1: `{EVIL}`\r");
+        let line = super::feed_line(&json!({"name": EVIL, "entries": 0, "error": error}));
+        assert_clean(&line);
+        // The error's own line structure is kept, indented under the feed.
+        assert_eq!(line.lines().count(), 2, "{line}");
+        assert!(line.contains("\n      feed:1: `\\u{1b}[2J"), "{line}");
+
+        let removed = super::removed(&json!({"removed": [EVIL], "still_held": [EVIL]}));
+        assert_clean(&removed);
+        let stats = super::stats(&json!({"interfaces": [{"interface": EVIL, "mode": EVIL}],
+            "counters": {EVIL: {"packets": 1, "bytes": 2}},
+            "entries": [{"list": EVIL, "source": EVIL, "family": EVIL, "entries": 1}]}));
+        assert_clean(&stats);
+        let imported = super::imported(&json!({"name": EVIL, "entries": 1}));
+        assert_clean(&imported);
+        assert!(!imported.contains("normalised"), "{imported}");
     }
 }
