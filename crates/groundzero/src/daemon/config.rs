@@ -571,7 +571,10 @@ mod tests {
              [metrics]\ncache_for = \"0s\"\n",
         )
         .unwrap();
-        assert_eq!(c.listener_limits.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(
+            c.listener_limits.header_read_timeout,
+            Duration::from_secs(2)
+        );
         assert_eq!(c.listener_limits.request_timeout, Duration::from_secs(300));
         assert_eq!(c.listener_limits.max_connections, 8);
         assert_eq!(c.metrics_cache, Duration::ZERO);
@@ -582,12 +585,17 @@ mod tests {
             err.starts_with("gz.toml:2: api.header_read_timeout: must be at least"),
             "{err}"
         );
-        let err = check("[api]\nmax_connections = 0\n").unwrap_err().to_string();
+        let err = check("[api]\nmax_connections = 0\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("api.max_connections"), "{err}");
         let err = check("[metrics]\ncache_for = \"soon\"\n")
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("gz.toml:2: metrics.cache_for: `soon`"), "{err}");
+        assert!(
+            err.starts_with("gz.toml:2: metrics.cache_for: `soon`"),
+            "{err}"
+        );
     }
 
     #[test]

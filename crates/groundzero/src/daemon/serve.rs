@@ -140,7 +140,8 @@ pub async fn serve<L: Accept>(
                 }
             },
         };
-        let connection = http.serve_connection(TokioIo::new(io), TowerToHyperService::new(app.clone()));
+        let connection =
+            http.serve_connection(TokioIo::new(io), TowerToHyperService::new(app.clone()));
         let connection = graceful.watch(connection);
         connections.spawn(async move {
             // Header timeouts and clients that hang up land here: nothing to tell anyone.
@@ -184,9 +185,9 @@ fn is_per_connection(e: &io::Error) -> bool {
 fn with_request_timeout(app: Router, limit: Duration) -> Router {
     app.layer(
         tower::ServiceBuilder::new()
-            .layer(HandleErrorLayer::new(move |_: tower::BoxError| async move {
-                timed_out(limit)
-            }))
+            .layer(HandleErrorLayer::new(
+                move |_: tower::BoxError| async move { timed_out(limit) },
+            ))
             .layer(tower::timeout::TimeoutLayer::new(limit)),
     )
 }
