@@ -39,9 +39,11 @@ use std::{
     collections::{BTreeMap, HashMap},
     fmt,
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use axum::{
+    body::Bytes,
     http::{header, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
@@ -703,58 +705,114 @@ fn reason_labels(reason: Reason) -> [(&'static str, &'static str); 2] {
     ]
 }
 
+/// How long one scrape's result answers later scrapes, unless the owner says otherwise
+/// ([`router_with_cache`]).
+pub const DEFAULT_CACHE_FOR: Duration = Duration::from_secs(1);
+
 /// `GET /metrics`: reads a snapshot from `provider` (on a blocking thread: it makes syscalls and
 /// may wait for a lock) and returns it in the OpenMetrics text format. A failed read is a 500
 /// with the error, so Prometheus marks the scrape as failed rather than recording zeros.
+/// Results are reused for [`DEFAULT_CACHE_FOR`] (see [`router_with_cache`]).
 pub fn router(provider: SnapshotProvider) -> Router {
+    router_with_cache(provider, DEFAULT_CACHE_FOR)
+}
+
+/// [`router`], with results (failures too) reused for `cache_for` after each read. Reads run
+/// one at a time: scrapes that come while one runs wait for it and share its result. So however
+/// many clients scrape, the maps are read at most once per `cache_for` plus one read's time: the
+/// endpoint is unauthenticated, and reading a million entries takes about a second.
+pub fn router_with_cache(provider: SnapshotProvider, cache_for: Duration) -> Router {
+    let scraper = Arc::new(Scraper {
+        provider,
+        cache_for,
+        last: tokio::sync::Mutex::new(None),
+    });
     Router::new().route(
         "/metrics",
         get(move || {
-            let provider = provider.clone();
-            async move { scrape(provider).await }
+            let scraper = scraper.clone();
+            async move { respond(scraper.scrape().await) }
         }),
     )
 }
 
-async fn scrape(provider: SnapshotProvider) -> Response {
-    match tokio::task::spawn_blocking(move || provider()).await {
-        Ok(Ok(snapshot)) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, CONTENT_TYPE)],
-            encode(&snapshot),
-        )
-            .into_response(),
-        Ok(Err(error)) => {
-            let mut message = error.to_string();
-            let mut source = std::error::Error::source(&error);
-            while let Some(cause) = source {
-                message.push_str(&format!(": {cause}"));
-                source = cause.source();
+/// The encoded text, or what went wrong.
+type Scraped = Result<Bytes, String>;
+
+/// Single flight and a short cache around a [`SnapshotProvider`].
+struct Scraper {
+    provider: SnapshotProvider,
+    cache_for: Duration,
+    /// When the last read finished, and its result. The lock is held through a read: that is
+    /// what makes scrapes wait for the one in progress.
+    last: tokio::sync::Mutex<Option<(Instant, Scraped)>>,
+}
+
+impl Scraper {
+    async fn scrape(self: Arc<Self>) -> Scraped {
+        // In a task of its own: a client that hangs up (or times out) mid-read drops only its
+        // wait, not the lock holder, so the next scraper shares the read still running on the
+        // blocking thread instead of starting a second one beside it.
+        match tokio::spawn(async move { self.fresh().await }).await {
+            Ok(scraped) => scraped,
+            Err(join) => Err(format!("the scrape task failed: {join}")),
+        }
+    }
+
+    async fn fresh(&self) -> Scraped {
+        let mut last = self.last.lock().await;
+        if let Some((at, scraped)) = &*last {
+            if at.elapsed() < self.cache_for {
+                return scraped.clone();
             }
-            log::warn!("metrics scrape failed: {message}");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("reading metrics failed: {message}\n"),
-            )
-                .into_response()
         }
-        Err(join) => {
-            log::error!("metrics snapshot panicked: {join}");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "reading metrics panicked\n".to_string(),
-            )
-                .into_response()
-        }
+        let provider = self.provider.clone();
+        // Encoding is CPU work in proportion to the snapshot: on the blocking thread as well.
+        let scraped = match tokio::task::spawn_blocking(move || {
+            provider().map(|snapshot| Bytes::from(encode(&snapshot)))
+        })
+        .await
+        {
+            Ok(Ok(text)) => Ok(text),
+            Ok(Err(error)) => {
+                let message = crate::error::error_chain(&error);
+                log::warn!("metrics scrape failed: {message}");
+                Err(format!("reading metrics failed: {message}"))
+            }
+            Err(join) => {
+                log::error!("metrics snapshot panicked: {join}");
+                Err("reading metrics panicked".to_string())
+            }
+        };
+        // Measured from the end of the read: under a stream of scrapes, the maps rest at least
+        // `cache_for` between reads however long a read takes.
+        *last = Some((Instant::now(), scraped.clone()));
+        scraped
     }
 }
 
-/// Serves [`router`] on `listener` until the future is dropped or the listener fails.
+fn respond(scraped: Scraped) -> Response {
+    match scraped {
+        Ok(text) => (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
+        Err(message) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{message}\n")).into_response(),
+    }
+}
+
+/// Serves [`router`] on `listener` with the daemon's listener limits
+/// ([`crate::daemon::serve::Limits`]) until the future is dropped.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     provider: SnapshotProvider,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(provider)).await
+    crate::daemon::serve::serve(
+        "metrics",
+        listener,
+        router(provider),
+        crate::daemon::serve::Limits::default(),
+        std::future::pending(),
+    )
+    .await;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1003,6 +1061,83 @@ mod tests {
         assert!(text.contains("groundzero_xdp_runs_total 0"));
         assert!(!text.contains("groundzero_packets_total"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    /// A provider that counts its calls and takes `takes` per call.
+    fn counting(takes: Duration) -> (SnapshotProvider, Arc<std::sync::atomic::AtomicUsize>) {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let provider: SnapshotProvider = {
+            let calls = calls.clone();
+            Arc::new(move || {
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(takes);
+                Ok(sample())
+            })
+        };
+        (provider, calls)
+    }
+
+    fn scraper(provider: SnapshotProvider, cache_for: Duration) -> Arc<Scraper> {
+        Arc::new(Scraper {
+            provider,
+            cache_for,
+            last: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_scrapes_share_one_read_and_the_cache_expires() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (provider, calls) = counting(Duration::from_millis(200));
+        let scraper = scraper(provider, Duration::from_millis(300));
+        let scrapes: Vec<_> = (0..50)
+            .map(|_| tokio::spawn(scraper.clone().scrape()))
+            .collect();
+        for s in scrapes {
+            let text = s.await.unwrap().unwrap();
+            assert!(text.ends_with(b"# EOF\n"));
+        }
+        assert_eq!(calls.load(SeqCst), 1, "50 concurrent scrapes, one read");
+        // Within the cache interval: no read.
+        scraper.clone().scrape().await.unwrap();
+        assert_eq!(calls.load(SeqCst), 1);
+        // After it: a fresh read.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        scraper.clone().scrape().await.unwrap();
+        assert_eq!(calls.load(SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scraper_that_hangs_up_does_not_start_a_second_read() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (provider, calls) = counting(Duration::from_millis(300));
+        let scraper = scraper(provider, Duration::from_secs(5));
+        let first = tokio::spawn(scraper.clone().scrape());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        first.abort(); // the client went away mid-read
+        let second = scraper.clone().scrape().await.unwrap();
+        assert!(second.ends_with(b"# EOF\n"));
+        assert_eq!(calls.load(SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn failures_are_cached_too() {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let failing: SnapshotProvider = {
+            let calls = calls.clone();
+            Arc::new(move || {
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Err(Error::NotAttached {
+                    interface: "eth9".into(),
+                })
+            })
+        };
+        let scraper = scraper(failing, Duration::from_secs(5));
+        for _ in 0..3 {
+            let error = scraper.clone().scrape().await.unwrap_err();
+            assert!(error.contains("eth9"), "{error}");
+        }
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -95,14 +95,29 @@ pub struct ApiConfig {
     /// Largest request body accepted, in bytes. Default 64 MiB (a 1M-entry import fits).
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Every listener (Unix socket, TCP, metrics): time a client has to send a request's head,
+    /// after connecting or between requests on a kept-alive connection. Default 10s.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: Spanned<String>,
+    /// Every listener: time from a request's head to its answer's head, the body upload
+    /// included. Default 60s.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: Spanned<String>,
+    /// Every listener: connections open at once; more wait to be accepted. Default 256.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Prometheus `/metrics` listener (e.g. `127.0.0.1:9477`). Default: off.
     #[serde(default)]
     pub listen: Option<Spanned<String>>,
+    /// How long one scrape's result answers later scrapes (reading a million entries takes
+    /// about a second). `0s`: every scrape reads anew, still one at a time. Default 1s.
+    #[serde(default = "default_metrics_cache_for")]
+    pub cache_for: Spanned<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -173,6 +188,12 @@ impl Default for JourneyConfig {
     }
 }
 
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("the empty metrics section is valid")
+    }
+}
+
 impl Default for RateLimitConfig {
     fn default() -> Self {
         toml::from_str("").expect("the empty ratelimit section is valid")
@@ -187,6 +208,18 @@ fn default_filter() -> Spanned<String> {
 }
 fn default_ban_ttl() -> Spanned<String> {
     Spanned::new(0..0, "10m".into())
+}
+fn default_header_read_timeout() -> Spanned<String> {
+    Spanned::new(0..0, "10s".into())
+}
+fn default_request_timeout() -> Spanned<String> {
+    Spanned::new(0..0, "60s".into())
+}
+fn default_max_connections() -> usize {
+    crate::daemon::serve::Limits::default().max_connections
+}
+fn default_metrics_cache_for() -> Spanned<String> {
+    Spanned::new(0..0, "1s".into())
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -257,6 +290,9 @@ impl Default for ApiConfig {
             tcp_listen: None,
             token_file: None,
             max_body_bytes: default_max_body(),
+            header_read_timeout: default_header_read_timeout(),
+            request_timeout: default_request_timeout(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -291,6 +327,10 @@ pub struct Validated {
     pub journey_filter: crate::journey::FlowFilter,
     pub rate_exempt: Vec<IpNet>,
     pub ban_ttl: Duration,
+    /// Timeouts and the connection cap of every listener (`[api]`).
+    pub listener_limits: crate::daemon::serve::Limits,
+    /// `metrics.cache_for`.
+    pub metrics_cache: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -458,6 +498,44 @@ impl Validated {
                 "must be at least 1".into(),
             ));
         }
+        let duration = |value: &Spanned<String>, field: &str, at_least: Duration| {
+            let parsed = humantime::parse_duration(value.get_ref()).map_err(|e| {
+                invalid(
+                    value.span(),
+                    field,
+                    format!("`{}`: {e} (e.g. 10s, 1m)", value.get_ref()),
+                )
+            })?;
+            if parsed < at_least {
+                return Err(invalid(
+                    value.span(),
+                    field,
+                    format!("must be at least {}", humantime::format_duration(at_least)),
+                ));
+            }
+            Ok(parsed)
+        };
+        let a_moment = Duration::from_millis(1);
+        let listener_limits = crate::daemon::serve::Limits {
+            header_read_timeout: duration(
+                &raw.api.header_read_timeout,
+                "api.header_read_timeout",
+                a_moment,
+            )?,
+            request_timeout: duration(&raw.api.request_timeout, "api.request_timeout", a_moment)?,
+            max_connections: match raw.api.max_connections {
+                0 => {
+                    return Err(invalid(
+                        0..0,
+                        "api.max_connections",
+                        "must be at least 1".into(),
+                    ))
+                }
+                n => n,
+            },
+            ..Default::default()
+        };
+        let metrics_cache = duration(&raw.metrics.cache_for, "metrics.cache_for", Duration::ZERO)?;
         Ok(Validated {
             raw,
             source: path.to_path_buf(),
@@ -468,6 +546,8 @@ impl Validated {
             journey_filter,
             rate_exempt,
             ban_ttl,
+            listener_limits,
+            metrics_cache,
         })
     }
 
@@ -528,6 +608,42 @@ mod tests {
         assert_eq!(c.raw.capacity.exact, 1 << 20);
         assert!(c.raw.guard.protect_management);
         assert!(c.tcp_listen.is_none() && c.metrics_listen.is_none());
+        assert_eq!(c.listener_limits, crate::daemon::serve::Limits::default());
+        assert_eq!(c.metrics_cache, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn listener_limits_and_the_metrics_cache_are_settable_and_checked() {
+        let c = check(
+            "[api]\nheader_read_timeout = \"2s\"\nrequest_timeout = \"5m\"\nmax_connections = 8\n\
+             [metrics]\ncache_for = \"0s\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.listener_limits.header_read_timeout,
+            Duration::from_secs(2)
+        );
+        assert_eq!(c.listener_limits.request_timeout, Duration::from_secs(300));
+        assert_eq!(c.listener_limits.max_connections, 8);
+        assert_eq!(c.metrics_cache, Duration::ZERO);
+        let err = check("[api]\nheader_read_timeout = \"0s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("gz.toml:2: api.header_read_timeout: must be at least"),
+            "{err}"
+        );
+        let err = check("[api]\nmax_connections = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("api.max_connections"), "{err}");
+        let err = check("[metrics]\ncache_for = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("gz.toml:2: metrics.cache_for: `soon`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod journal;
 pub mod journey;
 pub mod lock;
 pub mod registry;
+pub mod serve;
 pub mod web;
 
 use std::{
@@ -110,6 +111,10 @@ pub async fn run_with_reload(
     }
 
     let max_body = config.raw.api.max_body_bytes;
+    // Listeners apart from the other tasks: on shutdown they drain (bounded by
+    // `Limits::drain_timeout`) instead of being aborted with the rest.
+    let mut servers = tokio::task::JoinSet::new();
+    let limits = config.listener_limits;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -135,15 +140,13 @@ pub async fn run_with_reload(
         // The journey page rides on the TCP listener; merged after the token layer, so its
         // static assets load without the token and the API it calls still needs it.
         let app = api::router(shared.clone(), Some(Arc::new(token)), max_body).merge(web::router());
-        let stop = stopped(stop_rx.clone());
-        tasks.spawn(async move {
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-            {
-                log::error!("API on TCP failed: {e}");
-            }
-        });
+        servers.spawn(serve::serve(
+            "API on TCP",
+            listener,
+            app,
+            limits,
+            stopped(stop_rx.clone()),
+        ));
         log::info!("API and journey page on http://{addr}/ (bearer token required for the API)");
     }
 
@@ -155,15 +158,13 @@ pub async fn run_with_reload(
             let shared = shared.clone();
             Arc::new(move || metrics_snapshot(&shared))
         };
-        let stop = stopped(stop_rx.clone());
-        tasks.spawn(async move {
-            if let Err(e) = axum::serve(listener, crate::metrics::router(provider))
-                .with_graceful_shutdown(stop)
-                .await
-            {
-                log::error!("metrics listener failed: {e}");
-            }
-        });
+        servers.spawn(serve::serve(
+            "metrics",
+            listener,
+            crate::metrics::router_with_cache(provider, config.metrics_cache),
+            limits,
+            stopped(stop_rx.clone()),
+        ));
         log::info!("metrics on http://{addr}/metrics");
     }
 
@@ -191,14 +192,13 @@ pub async fn run_with_reload(
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
         .map_err(io(format!("chmod {}", socket.display())))?;
     let app = api::router(shared.clone(), None, max_body);
-    tasks.spawn({
-        let stop = stopped(stop_rx.clone());
-        async move {
-            if let Err(e) = axum::serve(unix, app).with_graceful_shutdown(stop).await {
-                log::error!("API on the unix socket failed: {e}");
-            }
-        }
-    });
+    servers.spawn(serve::serve(
+        "API on the unix socket",
+        unix,
+        app,
+        limits,
+        stopped(stop_rx.clone()),
+    ));
     log::info!("API on {}", socket.display());
 
     tokio::pin!(shutdown);
@@ -213,6 +213,7 @@ pub async fn run_with_reload(
     }
     log::info!("shutting down; filtering continues through the pinned links");
     let _ = stop_tx.send(true);
+    while servers.join_next().await.is_some() {}
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     let _ = std::fs::remove_file(&socket);

@@ -198,11 +198,18 @@ impl MetricsServer {
             .spawn(move || {
                 let result = runtime.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
-                    axum::serve(listener, metrics::router(provider))
-                        .with_graceful_shutdown(async {
+                    // The daemon's listener limits: timeouts, a connection cap, a bounded drain.
+                    groundzero::daemon::serve::serve(
+                        "metrics",
+                        listener,
+                        metrics::router(provider),
+                        groundzero::daemon::serve::Limits::default(),
+                        async {
                             let _ = shutdown_rx.await;
-                        })
-                        .await
+                        },
+                    )
+                    .await;
+                    Ok(())
                 });
                 if let Err(e) = &result {
                     eprintln!("warning: the metrics server stopped: {e}");
