@@ -313,3 +313,94 @@ fn the_daemon_runs_with_only_the_units_capabilities() {
     let _ = pins::remove_all(&pin_dir);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// scripts/test.sh's verdict on a test log (its `--check-log` mode runs only that part), here
+// because CI trusts it as much as the unit: it must not let ignored or vanished tests pass.
+
+const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+/// A cargo test log with one binary per (passed, failed, ignored).
+fn test_log(binaries: &[(u32, u32, u32)]) -> String {
+    let mut log = String::new();
+    for (i, (passed, failed, ignored)) in binaries.iter().enumerate() {
+        let verdict = if *failed > 0 { "FAILED" } else { "ok" };
+        log.push_str(&format!(
+            "     Running tests/t{i}.rs (target/debug/deps/t{i}-0123)\n\nrunning {} tests\n\
+             test result: {verdict}. {passed} passed; {failed} failed; {ignored} ignored; \
+             0 measured; 0 filtered out; finished in 0.01s\n\n",
+            passed + failed + ignored
+        ));
+    }
+    log.push_str(
+        "   Doc-tests groundzero\n\nrunning 0 tests\n\ntest result: ok. 0 passed; \
+                  0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n",
+    );
+    log
+}
+
+/// Runs `scripts/test.sh --check-log` on `log`: whether it passed, and what it printed.
+fn check_log(tag: &str, log: &str) -> (bool, String) {
+    let path = std::env::temp_dir().join(format!("gz-testlog-{tag}-{}", std::process::id()));
+    std::fs::write(&path, log).unwrap();
+    let out = Command::new("bash")
+        .arg(format!("{REPO}/scripts/test.sh"))
+        .arg("--check-log")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+fn min_tests() -> u32 {
+    let text = std::fs::read_to_string(format!("{REPO}/.ci/min-tests")).unwrap();
+    text.trim().parse().expect(".ci/min-tests holds one number")
+}
+
+#[test]
+fn test_script_passes_a_full_run_and_ends_with_the_total() {
+    let n = min_tests();
+    let (ok, out) = check_log("full", &test_log(&[(n - 1, 0, 0), (1, 0, 0)]));
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.lines().last(),
+        Some(&*format!("total: {n} passed, 0 failed"))
+    );
+}
+
+#[test]
+fn test_script_fails_on_an_ignored_test() {
+    let n = min_tests();
+    let (ok, out) = check_log("ignored", &test_log(&[(n, 0, 0), (1, 0, 1)]));
+    assert!(!ok, "an ignored test passed the check:\n{out}");
+    assert!(out.contains("ignored: 1 test(s) in tests/t1.rs"), "{out}");
+    assert_eq!(
+        out.lines().last(),
+        Some(&*format!("total: {} passed, 0 failed", n + 1))
+    );
+}
+
+#[test]
+fn test_script_fails_when_tests_vanish() {
+    let n = min_tests();
+    let (ok, out) = check_log("fewer", &test_log(&[(n - 1, 0, 0)]));
+    assert!(!ok, "a run with fewer tests passed the check:\n{out}");
+    assert!(
+        out.contains(&format!("only {} tests passed", n - 1)) && out.contains(".ci/min-tests"),
+        "{out}"
+    );
+}
+
+#[test]
+fn test_script_fails_on_a_failed_test() {
+    let n = min_tests();
+    let (ok, out) = check_log("failed", &test_log(&[(n, 0, 0), (1, 1, 0)]));
+    assert!(!ok, "a failed test passed the check:\n{out}");
+    assert!(out.contains("failed: 1 test(s) in tests/t1.rs"), "{out}");
+    assert_eq!(
+        out.lines().last(),
+        Some(&*format!("total: {} passed, 1 failed", n + 1))
+    );
+}
