@@ -206,13 +206,20 @@ fn effective_caps(pid: u32) -> u64 {
     u64::from_str_radix(hex, 16).unwrap()
 }
 
-/// Kills the child on drop, so a failing assertion leaves no daemon behind.
-struct Daemon(Child);
+/// Kills the child and removes its pins and files on drop, so a failing assertion leaves
+/// nothing behind.
+struct Daemon {
+    child: Child,
+    pin_dir: PathBuf,
+    dir: PathBuf,
+}
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = pins::remove_all(&self.pin_dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -263,13 +270,17 @@ fn the_daemon_runs_with_only_the_units_capabilities() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("nsenter and setpriv (util-linux) run groundzero");
-    let mut daemon = Daemon(child);
+    let mut daemon = Daemon {
+        child,
+        pin_dir: pin_dir.clone(),
+        dir: dir.clone(),
+    };
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
 
     // A capability missing makes the daemon exit at start: stop waiting then.
     let mut exited = None;
     let healthy = common::wait_for(Duration::from_secs(60), Duration::from_millis(100), || {
-        if let Ok(Some(status)) = daemon.0.try_wait() {
+        if let Ok(Some(status)) = daemon.child.try_wait() {
             exited = Some(status);
             return true;
         }
@@ -294,7 +305,7 @@ fn the_daemon_runs_with_only_the_units_capabilities() {
         .map(|bit| 1u64 << bit)
         .sum();
     assert_eq!(
-        effective_caps(daemon.0.id()),
+        effective_caps(daemon.child.id()),
         wanted,
         "the daemon should hold exactly {CAPABILITIES:?}"
     );
@@ -332,8 +343,6 @@ fn the_daemon_runs_with_only_the_units_capabilities() {
     assert!(refused.is_empty(), "refused under the unit: {refused:#?}");
 
     drop(daemon);
-    let _ = pins::remove_all(&pin_dir);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // scripts/test.sh's verdict on a test log (its `--check-log` mode runs only that part), here
