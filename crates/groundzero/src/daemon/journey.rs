@@ -584,7 +584,7 @@ pub async fn rate_ban_loop(shared: Shared, events: RateEvents) {
             let rate = d.config.raw.ratelimit.rate;
             let ttl = d.config.ban_ttl.as_secs();
             for o in over {
-                let net = ipnet::IpNet::from(o.source);
+                let net = o.prefix;
                 if d.registry.present(Side::Block, &net) {
                     continue;
                 }
@@ -593,7 +593,7 @@ pub async fn rate_ban_loop(shared: Shared, events: RateEvents) {
                 if let Err(refusal) = d.guard.check(&[net], &[]) {
                     log::warn!(
                         "rate limit: {} is over {rate} pps but not banned: {refusal}",
-                        o.source
+                        o.prefix
                     );
                     continue;
                 }
@@ -605,8 +605,8 @@ pub async fn rate_ban_loop(shared: Shared, events: RateEvents) {
                     expires: Some(now + ttl),
                 };
                 match d.registry.add(&mut d.shield, Side::Block, &[net], &holder) {
-                    Ok(_) => log::info!("rate limit: banned {} for {ttl}s", o.source),
-                    Err(e) => log::error!("rate limit: banning {}: {e}", o.source),
+                    Ok(_) => log::info!("rate limit: banned {} for {ttl}s", o.prefix),
+                    Err(e) => log::error!("rate limit: banning {}: {e}", o.prefix),
                 }
             }
         })

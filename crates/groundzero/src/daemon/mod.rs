@@ -207,7 +207,7 @@ fn start(
     for net in config.rate_exempt.iter().chain(&config.protected) {
         shield.rate_exempt(*net)?;
     }
-    shield.set_rate_limit(config.raw.ratelimit.rate, config.rate_burst())?;
+    shield.set_rate_limit(config.raw.ratelimit.rate, config.rate_burst(), 32, 64)?;
     let journey_events = shield.journey_events()?;
     let rate_events = shield.rate_events()?;
 
