@@ -228,7 +228,23 @@ mod tests {
             0x20, 0x01, 0x00, 0x02, 0xde, 0xad, 0xbe, 0xef, 0x80, 0x01, 0x7f, 0xfe, 0x55, 0xaa,
             0x0f, 0xf1,
         ];
-        for len in [0, 1, 7, 8, 31, 32, 48, 63, 64, 65, 96, 127, 128, 129, u32::MAX] {
+        for len in [
+            0,
+            1,
+            7,
+            8,
+            31,
+            32,
+            48,
+            63,
+            64,
+            65,
+            96,
+            127,
+            128,
+            129,
+            u32::MAX,
+        ] {
             for addr in [&ones, &mixed] {
                 assert_eq!(
                     rate_key_v6(addr, len),
@@ -241,7 +257,10 @@ mod tests {
         assert_eq!(rate_key_v6(&ones, 0), [0; 16]);
         assert_eq!(rate_key_v6(&ones, 1)[0], 0x80);
         assert_eq!(rate_key_v6(&ones, 1)[1..], [0; 15]);
-        assert_eq!(rate_key_v6(&ones, 63)[..8], [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe]);
+        assert_eq!(
+            rate_key_v6(&ones, 63)[..8],
+            [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe]
+        );
         assert_eq!(rate_key_v6(&ones, 63)[8..], [0; 8]);
         assert_eq!(rate_key_v6(&ones, 64)[..8], [0xff; 8]);
         assert_eq!(rate_key_v6(&ones, 64)[8..], [0; 8]);

@@ -184,8 +184,9 @@ impl Shield {
             LpmTrie::try_from(self.map(RATE_EXEMPT_V4)?).map_err(err(RATE_EXEMPT_V4))?;
         for key in trie.keys() {
             let key = key.map_err(err(RATE_EXEMPT_V4))?;
-            // A trie only holds lengths up to its width; a longer one would be refused on insert.
-            if let Ok(n) = Ipv4Net::new(key.data().into(), key.prefix_len() as u8) {
+            // A trie only holds lengths up to its width (the kernel refuses longer ones).
+            if let Some(n) = trie_net(key.prefix_len(), |len| Ipv4Net::new(key.data().into(), len))
+            {
                 v4.push(IpNet::V4(n));
             }
         }
@@ -194,7 +195,8 @@ impl Shield {
             LpmTrie::try_from(self.map(RATE_EXEMPT_V6)?).map_err(err(RATE_EXEMPT_V6))?;
         for key in trie.keys() {
             let key = key.map_err(err(RATE_EXEMPT_V6))?;
-            if let Ok(n) = Ipv6Net::new(key.data().into(), key.prefix_len() as u8) {
+            if let Some(n) = trie_net(key.prefix_len(), |len| Ipv6Net::new(key.data().into(), len))
+            {
                 v6.push(IpNet::V6(n));
             }
         }
@@ -222,6 +224,11 @@ impl Shield {
     }
 }
 
+/// A trie key as a prefix, or None for a length no prefix has.
+fn trie_net<N, E>(prefix_len: u32, new: impl FnOnce(u8) -> Result<N, E>) -> Option<N> {
+    new(u8::try_from(prefix_len).ok()?).ok()
+}
+
 fn clear_buckets<K: aya::Pod>(shield: &mut Shield, name: &'static str) -> Result<usize, Error> {
     let err = |source| Error::MapRead { map: name, source };
     let mut map: HashMap<&mut MapData, K, Bucket> =
@@ -238,4 +245,50 @@ fn clear_buckets<K: aya::Pod>(shield: &mut Shield, name: &'static str) -> Result
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(family: u32, addr: &[u8], prefix_len: u32) -> RateEvent {
+        let mut ev = RateEvent {
+            family,
+            prefix_len,
+            ..Default::default()
+        };
+        ev.addr[..addr.len()].copy_from_slice(addr);
+        ev
+    }
+
+    #[test]
+    fn a_report_names_the_bucket_prefix() {
+        let v6: Ipv6Addr = "2001:2::".parse().unwrap();
+        assert_eq!(
+            event_prefix(&event(6, &v6.octets(), 64)),
+            Some("2001:2::/64".parse().unwrap())
+        );
+        assert_eq!(
+            event_prefix(&event(4, &[198, 18, 0, 0], 24)),
+            Some("198.18.0.0/24".parse().unwrap())
+        );
+        assert_eq!(
+            event_prefix(&event(4, &[198, 18, 0, 7], 32)),
+            Some("198.18.0.7/32".parse().unwrap())
+        );
+        // Host bits from a writer that did not mask them are cleared, not reported.
+        assert_eq!(
+            event_prefix(&event(4, &[198, 18, 0, 7], 24)),
+            Some("198.18.0.0/24".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn a_report_no_prefix_can_have_is_dropped() {
+        assert_eq!(event_prefix(&event(4, &[198, 18, 0, 0], 33)), None);
+        assert_eq!(event_prefix(&event(6, &[0x20, 1], 129)), None);
+        // 256 + 24 must not wrap to 24.
+        assert_eq!(event_prefix(&event(4, &[198, 18, 0, 0], 280)), None);
+        assert_eq!(event_prefix(&event(5, &[198, 18, 0, 0], 24)), None);
+    }
 }
