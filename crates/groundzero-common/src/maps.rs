@@ -111,9 +111,95 @@ pub struct Config {
 impl Config {
     /// Dry run: every packet passes; matches are counted as `monitor_*`.
     pub const MONITOR: u32 = 1 << 0;
+    /// Bits 8..15: how many low bits of an IPv4 source the rate limit ignores (32 minus the
+    /// prefix length of a bucket). Bits 16..23: the same for IPv6 (128 minus the prefix length).
+    /// Host bits rather than prefix lengths so that 0, what a config written before these
+    /// fields existed holds, means "one bucket per address" as it did then; the `Config` value
+    /// itself keeps its size and layout, so a pinned map from an older build is still adopted.
+    pub const RATE_HOST_BITS_V4_SHIFT: u32 = 8;
+    pub const RATE_HOST_BITS_V6_SHIFT: u32 = 16;
+    const RATE_HOST_BITS: u32 = 0xff;
 
     pub const fn monitor(&self) -> bool {
-        self.flags & Self::MONITOR != 0
+        Self::monitor_in(self.flags)
+    }
+
+    /// [`Self::monitor`] of a `flags` value already read (the kernel reads the map value once).
+    #[inline(always)]
+    pub const fn monitor_in(flags: u32) -> bool {
+        flags & Self::MONITOR != 0
+    }
+
+    /// The prefix length of IPv4 rate buckets, 0..=32 (32 = one bucket per address).
+    pub const fn rate_prefix_v4(&self) -> u32 {
+        Self::rate_prefix_v4_in(self.flags)
+    }
+
+    /// The prefix length of IPv6 rate buckets, 0..=128 (128 = one bucket per address).
+    pub const fn rate_prefix_v6(&self) -> u32 {
+        Self::rate_prefix_v6_in(self.flags)
+    }
+
+    /// [`Self::rate_prefix_v4`] of a `flags` value already read. More host bits than the
+    /// address has (only a foreign writer could set them) mean prefix 0, not a wrapped length.
+    #[inline(always)]
+    pub const fn rate_prefix_v4_in(flags: u32) -> u32 {
+        32u32.saturating_sub((flags >> Self::RATE_HOST_BITS_V4_SHIFT) & Self::RATE_HOST_BITS)
+    }
+
+    /// [`Self::rate_prefix_v6`] of a `flags` value already read.
+    #[inline(always)]
+    pub const fn rate_prefix_v6_in(flags: u32) -> u32 {
+        128u32.saturating_sub((flags >> Self::RATE_HOST_BITS_V6_SHIFT) & Self::RATE_HOST_BITS)
+    }
+
+    /// Sets both bucket prefix lengths, leaving every other flag alone. Lengths over the
+    /// address width count as the full width.
+    pub fn set_rate_prefixes(&mut self, prefix_v4: u32, prefix_v6: u32) {
+        let host_v4 = 32 - prefix_v4.min(32);
+        let host_v6 = 128 - prefix_v6.min(128);
+        let fields = (Self::RATE_HOST_BITS << Self::RATE_HOST_BITS_V4_SHIFT)
+            | (Self::RATE_HOST_BITS << Self::RATE_HOST_BITS_V6_SHIFT);
+        self.flags = (self.flags & !fields)
+            | (host_v4 << Self::RATE_HOST_BITS_V4_SHIFT)
+            | (host_v6 << Self::RATE_HOST_BITS_V6_SHIFT);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    #[test]
+    fn a_config_without_prefix_bits_keys_buckets_by_full_address() {
+        let old = Config {
+            flags: Config::MONITOR,
+            ..Default::default()
+        };
+        assert_eq!((old.rate_prefix_v4(), old.rate_prefix_v6()), (32, 128));
+    }
+
+    #[test]
+    fn rate_prefixes_round_trip_and_leave_other_flags_alone() {
+        let mut c = Config {
+            flags: Config::MONITOR | (1 << 31),
+            ..Default::default()
+        };
+        for (v4, v6) in [(0, 0), (1, 1), (24, 64), (31, 127), (32, 128), (16, 48)] {
+            c.set_rate_prefixes(v4, v6);
+            assert_eq!((c.rate_prefix_v4(), c.rate_prefix_v6()), (v4, v6));
+            assert!(c.monitor());
+            assert_ne!(c.flags & (1 << 31), 0);
+        }
+        c.set_rate_prefixes(24, 64);
+        assert_eq!(c.flags & 0xff00, 8 << 8);
+        assert_eq!(c.flags & 0xff_0000, 64 << 16);
+        // Beyond the width: the full address.
+        c.set_rate_prefixes(40, 200);
+        assert_eq!((c.rate_prefix_v4(), c.rate_prefix_v6()), (32, 128));
+        // Host bits beyond the width (a foreign writer): prefix 0, never a wrapped length.
+        c.flags = (0xff << 8) | (0xff << 16);
+        assert_eq!((c.rate_prefix_v4(), c.rate_prefix_v6()), (0, 0));
     }
 }
 

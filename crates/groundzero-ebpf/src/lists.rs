@@ -1,5 +1,5 @@
 //! The verdict's lookups bound to BPF maps: allowlist, exact and prefix blocklists, and the
-//! per-source token buckets of the rate limit.
+//! per-prefix token buckets of the rate limit.
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
@@ -9,8 +9,13 @@ use aya_ebpf::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use groundzero_common::{
-    maps::{EntryStats, DEFAULT_ALLOW_ENTRIES, DEFAULT_CIDR_ENTRIES, DEFAULT_EXACT_ENTRIES},
-    ratelimit::{Bucket, RateEvent, RATE_BUCKETS, RATE_EXEMPT_ENTRIES, RATE_RING_BYTES},
+    maps::{
+        Config, EntryStats, DEFAULT_ALLOW_ENTRIES, DEFAULT_CIDR_ENTRIES, DEFAULT_EXACT_ENTRIES,
+    },
+    ratelimit::{
+        rate_key_v4, rate_key_v6, Bucket, RateEvent, RATE_BUCKETS, RATE_EXEMPT_ENTRIES,
+        RATE_RING_BYTES,
+    },
     summary::{key_v4, key_v6, key_v6_low, SummarySlot, SUMMARY_SLOTS, SUMMARY_SLOT_KEYS},
     Lists,
 };
@@ -138,18 +143,22 @@ fn hit(stats: *const EntryStats) {
 pub struct KernelLists {
     pub rate_pps: u32,
     pub rate_burst: u32,
+    /// `Config.flags` as read once for this packet; the bucket prefix lengths are decoded from
+    /// it only when a packet reaches the rate limit.
+    pub flags: u32,
     pub ifindex: u32,
 }
 
-/// Takes a token from an existing bucket and reports a source that went over its limit.
-/// Returns true when the packet is over the limit.
+/// Takes a token from an existing bucket and reports a bucket that went over its limit.
+/// Returns true when the packet is over the limit. `key` is the bucket's prefix.
 #[inline(always)]
 fn over_limit(
     bucket: *mut Bucket,
     lists: &KernelLists,
     now: u64,
     family: u32,
-    addr: &[u8],
+    prefix_len: u32,
+    key: &[u8],
 ) -> bool {
     // SAFETY: a live LRU value; concurrent updates from other CPUs are tolerated by design (see
     // Bucket).
@@ -158,23 +167,30 @@ fn over_limit(
         return false;
     }
     if bucket.should_report(now) {
-        report(lists, now, family, addr, bucket.dropped);
+        report(lists, now, family, prefix_len, key, bucket.dropped);
     }
     true
 }
 
 #[inline(always)]
-fn report(lists: &KernelLists, now: u64, family: u32, addr: &[u8], dropped: u64) {
+fn report(lists: &KernelLists, now: u64, family: u32, prefix_len: u32, addr: &[u8], dropped: u64) {
     let mut event = RateEvent {
         ts_ns: now,
         dropped,
         family,
         ifindex: lists.ifindex,
         addr: [0; 16],
+        prefix_len,
+        _pad: 0,
     };
+    // Byte by byte, and volatile so that it stays so: the key was stored as two u64 halves,
+    // and LLVM otherwise merges this copy into 8-byte loads at odd stack offsets, which the
+    // verifier refuses ("misaligned stack access"). Only runs on a report, once a second per
+    // bucket at most.
     let mut i = 0;
     while i < addr.len() && i < 16 {
-        event.addr[i] = addr[i];
+        // SAFETY: `i` is within `addr`.
+        event.addr[i] = unsafe { core::ptr::read_volatile(addr.as_ptr().add(i)) };
         i += 1;
     }
     // A full ring only delays the ban: the bucket reports again a second later.
@@ -182,7 +198,7 @@ fn report(lists: &KernelLists, now: u64, family: u32, addr: &[u8], dropped: u64)
 }
 
 macro_rules! kernel_lists {
-    ($addr:ty, $bits:expr, $family:expr, $may_match:ident, $allow:ident, $allow_sum:ident, $allow_low:ident, $exact:ident, $cidr:ident, $cidr_sum:ident, $cidr_low:ident, $rate:ident, $exempt:ident) => {
+    ($addr:ty, $bits:expr, $family:expr, $may_match:ident, $allow:ident, $allow_sum:ident, $allow_low:ident, $exact:ident, $cidr:ident, $cidr_sum:ident, $cidr_low:ident, $rate:ident, $exempt:ident, $rate_prefix:path, $rate_key:ident) => {
         impl Lists<$addr> for KernelLists {
             #[inline(always)]
             fn allowed(&self, src: &$addr) -> bool {
@@ -225,19 +241,24 @@ macro_rules! kernel_lists {
                 if self.rate_pps == 0 {
                     return false;
                 }
+                // Exemption is by the full source: an exempt host inside a bucket's prefix is
+                // never limited and spends none of that bucket's tokens.
                 if $exempt.get(Key::new($bits, *src)).is_some() {
                     return false;
                 }
-                // SAFETY: a helper without preconditions.
+                // One bucket per prefix: a host that owns a whole /64 cannot get a fresh
+                // bucket per address.
+                let prefix_len = $rate_prefix(self.flags);
+                let key = $rate_key(src, prefix_len);
                 let now = coarse_now();
-                match $rate.get_ptr_mut(src) {
-                    Some(bucket) => over_limit(bucket, self, now, $family, src),
+                match $rate.get_ptr_mut(&key) {
+                    Some(bucket) => over_limit(bucket, self, now, $family, prefix_len, &key),
                     None => {
                         // A new source starts with a full bucket. LRU: a flood of new sources
                         // evicts the oldest buckets, the insert never fails for lack of room.
                         let mut fresh = Bucket::full(self.rate_burst, now);
                         let over = !fresh.take(now, self.rate_pps, self.rate_burst);
-                        let _ = $rate.insert(src, &fresh, 0);
+                        let _ = $rate.insert(&key, &fresh, 0);
                         over
                     }
                 }
@@ -258,7 +279,9 @@ kernel_lists!(
     BLOCK_NET_SUM_V4,
     BLOCK_NET_SUM_V4,
     RATE_V4,
-    RATE_EXEMPT_V4
+    RATE_EXEMPT_V4,
+    Config::rate_prefix_v4_in,
+    rate_key_v4
 );
 kernel_lists!(
     [u8; 16],
@@ -273,5 +296,7 @@ kernel_lists!(
     BLOCK_NET_SUM_V6,
     BLOCK_NET_SUM_V6_LOW,
     RATE_V6,
-    RATE_EXEMPT_V6
+    RATE_EXEMPT_V6,
+    Config::rate_prefix_v6_in,
+    rate_key_v6
 );

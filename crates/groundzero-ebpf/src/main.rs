@@ -69,12 +69,15 @@ pub fn groundzero_xdp(ctx: XdpContext) -> u32 {
         None
     };
     let ifindex = ctx.ingress_ifindex() as u32;
+    // Read once: monitor mode and the rate bucket prefix lengths share this word.
+    let flags = config.flags;
     let lists = KernelLists {
         rate_pps: config.rate_pps,
         rate_burst: config.rate_burst,
+        flags,
         ifindex,
     };
-    let reason = decide(&parsed, &lists, config.monitor());
+    let reason = decide(&parsed, &lists, Config::monitor_in(flags));
     let bytes = (pkt.end - pkt.start) as u64;
     // Totals and per-interface: two per-CPU slots, no atomics (only this CPU writes them).
     if let Some(counter) = COUNTERS.get_ptr_mut(reason as u32) {

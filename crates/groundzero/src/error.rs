@@ -76,6 +76,22 @@ pub enum Error {
         source: aya::maps::MapError,
     },
 
+    #[error(
+        "the rate limit's IPv{family} bucket prefix length must be 1 to {max}, not {prefix_len}"
+    )]
+    RatePrefix { family: u8, prefix_len: u8, max: u8 },
+
+    #[error(
+        "updating the rate limit's exempt list for {entry} failed (it holds {capacity} \
+         prefixes per address family)"
+    )]
+    RateExemptUpdate {
+        entry: IpNet,
+        capacity: u32,
+        #[source]
+        source: aya::maps::MapError,
+    },
+
     #[error("reading the `{map}` map failed")]
     MapRead {
         map: &'static str,

@@ -7,24 +7,36 @@
 use std::{
     cell::RefCell,
     collections::{HashMap, HashSet},
+    net::IpAddr,
 };
 
-use groundzero_common::{decide, parse, ratelimit::Bucket, Lists, Reason};
+use groundzero_common::{
+    decide,
+    maps::Config,
+    parse,
+    ratelimit::{rate_key_v4, rate_key_v6, Bucket},
+    Lists, Reason,
+};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 /// The three lists, as the kernel program sees them. Host entries (/32, /128) in the blocklist
 /// go to the exact set, like [`crate::Shield::block`] puts them in the hash map.
 ///
 /// The optional rate limit runs the kernel's token-bucket code with the clock stopped: every
-/// source gets exactly its burst, which is what a fast burst of packets sees in the kernel.
+/// bucket gets exactly its burst, which is what a fast burst of packets sees in the kernel.
+/// Buckets are keyed as in the kernel: the source with its host bits cleared, by the same
+/// functions, with the prefix lengths decoded from the same `Config.flags` bits.
 #[derive(Clone, Debug, Default)]
 pub struct ModelLists {
     allow: Vec<IpNet>,
     block_exact: HashSet<IpNet>,
     block_cidr: Vec<IpNet>,
     rate: Option<(u32, u32)>,
+    /// Only its flags are used: the rate bucket prefix lengths, encoded as the kernel reads them.
+    rate_config: Config,
     rate_exempt: Vec<IpNet>,
-    buckets: RefCell<HashMap<IpNet, Bucket>>,
+    /// Keyed like the kernel's LRU maps: by the masked address alone, not its length.
+    buckets: RefCell<HashMap<IpAddr, Bucket>>,
 }
 
 impl ModelLists {
@@ -44,26 +56,60 @@ impl ModelLists {
         }
     }
 
-    /// Turns on the per-source rate limit (packets per second, burst).
-    pub fn rate_limit(&mut self, rate_pps: u32, burst: u32) {
-        self.rate = Some((rate_pps, burst));
+    /// Turns on the rate limit (packets per second, burst), with one bucket per IPv4
+    /// `/prefix_v4` and per IPv6 `/prefix_v6`, like [`crate::Shield::set_rate_limit`] (which
+    /// refuses lengths of 0 or over the width; here those mean one bucket for the whole family
+    /// and one per address). A rate of 0 turns it off, as in the kernel.
+    pub fn rate_limit(&mut self, rate_pps: u32, burst: u32, prefix_v4: u8, prefix_v6: u8) {
+        self.rate = (rate_pps != 0).then_some((rate_pps, burst.max(1)));
+        self.rate_config
+            .set_rate_prefixes(prefix_v4.into(), prefix_v6.into());
     }
 
     /// Never rate-limit sources in `net`.
     pub fn rate_exempt(&mut self, net: IpNet) {
-        self.rate_exempt.push(net);
+        self.rate_exempt.push(net.trunc());
+    }
+
+    /// Ends the exemption of exactly `net`; whether it was there.
+    pub fn rate_unexempt(&mut self, net: IpNet) -> bool {
+        let net = net.trunc();
+        let before = self.rate_exempt.len();
+        self.rate_exempt.retain(|n| *n != net);
+        self.rate_exempt.len() != before
+    }
+
+    /// Forgets every bucket, like [`crate::Shield::rate_buckets_clear`].
+    pub fn rate_buckets_clear(&mut self) {
+        self.buckets.get_mut().clear();
+    }
+
+    /// The bucket key of `host` (its address with the host bits cleared), as the kernel
+    /// computes it.
+    fn bucket_of(&self, host: IpNet) -> IpAddr {
+        match host {
+            IpNet::V4(n) => {
+                let len = self.rate_config.rate_prefix_v4();
+                IpAddr::from(rate_key_v4(&n.addr().octets(), len))
+            }
+            IpNet::V6(n) => {
+                let len = self.rate_config.rate_prefix_v6();
+                IpAddr::from(rate_key_v6(&n.addr().octets(), len))
+            }
+        }
     }
 
     fn over_rate_host(&self, host: IpNet) -> bool {
         let Some((rate, burst)) = self.rate else {
             return false;
         };
+        // Exempt by the full source, before the bucket, as in the kernel.
         if covered(&self.rate_exempt, &host) {
             return false;
         }
         let mut buckets = self.buckets.borrow_mut();
         let bucket = buckets
-            .entry(host)
+            .entry(self.bucket_of(host))
             .or_insert_with(|| Bucket::full(burst, 0));
         !bucket.take(0, rate, burst)
     }

@@ -600,7 +600,7 @@ impl Shield {
         Ok((action, result.duration))
     }
 
-    fn map(&self, name: &'static str) -> Result<&aya::maps::Map, Error> {
+    pub(crate) fn map(&self, name: &'static str) -> Result<&aya::maps::Map, Error> {
         Ok(self
             .bpf
             .map(name)

@@ -2,7 +2,8 @@
 //! (BPF_PROG_TEST_RUN) and through the host model with the same lists. For every packet the action
 //! AND the reason must agree; the kernel's reason is read from its counters, per packet.
 //!
-//! Reproduce or extend with `GZ_DIFF_SEED=<seed> GZ_DIFF_PACKETS=<count>`; the seed is printed
+//! Reproduce or extend with `GZ_DIFF_SEED=<seed> GZ_DIFF_PACKETS=<count>` (and
+//! `GZ_DIFF_RATE_PACKETS=<count>` for the run with the rate limit on); the seed is printed
 //! (run with `--nocapture` to see it and the per-reason tally).
 //!
 //! XDP_ABORTED (or any code but PASS and DROP) needs no check of its own here:
@@ -28,6 +29,8 @@ use rand_chacha::ChaCha8Rng;
 /// Fixed, so that CI runs the same packets every time; override to explore.
 const DEFAULT_SEED: u64 = 0x6772_6f75_6e64_7a30;
 const DEFAULT_PACKETS: usize = 100_000;
+/// The run with the rate limit on: fewer packets, since it also clears the buckets every chunk.
+const DEFAULT_RATE_PACKETS: usize = 20_000;
 /// Below this many packets the tally is too small to demand that every reason appears.
 const COVERAGE_MIN_PACKETS: usize = 10_000;
 
@@ -349,7 +352,7 @@ fn credited_entry(
         Reason::BlockedCidr | Reason::MonitorCidr => {
             longest(block, false).map(|n| (List::Block, n))
         }
-        // Buckets are not list entries (and the rate limit is off in this test).
+        // Buckets are not list entries.
         Reason::NoMatch
         | Reason::NonIp
         | Reason::Malformed
@@ -383,11 +386,58 @@ fn all_hits(shield: &Shield) -> BTreeMap<(List, IpNet), u64> {
         .collect()
 }
 
+/// The rate limit of one run.
+struct RateLimit {
+    pps: u32,
+    burst: u32,
+    prefix_v4: u8,
+    prefix_v6: u8,
+    exempt: &'static [&'static str],
+    /// Both sides forget their buckets every this many packets. The model runs with the clock
+    /// stopped, the kernel's buckets refill at `pps`: at 1 pps a chunk of 200 packets (10 ms
+    /// on an idle machine, 150 ms on a busy one) refills a fraction of a token, never the whole
+    /// token that would change a verdict, while a run of many seconds would.
+    chunk: usize,
+}
+
 #[test]
 fn kernel_and_model_agree_on_every_packet() {
-    let seed: u64 = env_or("GZ_DIFF_SEED", DEFAULT_SEED);
     let packets: usize = env_or("GZ_DIFF_PACKETS", DEFAULT_PACKETS);
-    println!("differential: GZ_DIFF_SEED={seed} GZ_DIFF_PACKETS={packets}");
+    differential(packets, None);
+}
+
+/// The same with the rate limit on, per /16 and per /48 (not the default lengths): buckets
+/// shared by many sources of the pool, so that rate-limited and passing packets from one prefix
+/// interleave with list verdicts, and with exempt prefixes (a host and prefixes narrower and
+/// wider than a bucket) that must neither be limited nor spend their bucket's tokens.
+#[test]
+fn kernel_and_model_agree_with_the_rate_limit_per_prefix() {
+    let packets: usize = env_or("GZ_DIFF_RATE_PACKETS", DEFAULT_RATE_PACKETS);
+    differential(
+        packets,
+        Some(RateLimit {
+            pps: 1,
+            burst: 3,
+            prefix_v4: 16,
+            prefix_v6: 48,
+            // Each covers sources of the pool that no list decides (the edges just outside
+            // 172.16.0.0/12, 203.0.113.128/25, 198.51.100.0/30, 2001:db8:ffff::/127 and
+            // 2001:db8::/32): wider than their bucket, narrower, a host, equal, narrower.
+            exempt: &[
+                "172.0.0.0/8",
+                "203.0.113.0/26",
+                "198.51.100.4",
+                "2001:db8:fffe::/48",
+                "2001:db9::/64",
+            ],
+            chunk: 200,
+        }),
+    );
+}
+
+fn differential(packets: usize, rate: Option<RateLimit>) {
+    let seed: u64 = env_or("GZ_DIFF_SEED", DEFAULT_SEED);
+    println!("differential: GZ_DIFF_SEED={seed} packets={packets}");
 
     let allow = nets(ALLOW);
     let block = nets(BLOCK);
@@ -397,6 +447,20 @@ fn kernel_and_model_agree_on_every_packet() {
     let mut model = ModelLists::new();
     allow.iter().for_each(|n| model.allow(*n));
     block.iter().for_each(|n| model.block(*n));
+    if let Some(r) = &rate {
+        shield
+            .set_rate_limit(r.pps, r.burst, r.prefix_v4, r.prefix_v6)
+            .unwrap();
+        model.rate_limit(r.pps, r.burst, r.prefix_v4, r.prefix_v6);
+        for n in nets(r.exempt) {
+            shield.rate_exempt(n).unwrap();
+            model.rate_exempt(n);
+        }
+    }
+    let exempt = rate.as_ref().map(|r| nets(r.exempt)).unwrap_or_default();
+    // Packets from exempt sources that reached the rate limit (no list decided them).
+    let mut exempt_reached = 0u64;
+    let mut chunk_started = Instant::now();
 
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let all_entries: Vec<IpNet> = allow.iter().chain(&block).copied().collect();
@@ -434,6 +498,13 @@ fn kernel_and_model_agree_on_every_packet() {
     let mut previous = shield.counters().unwrap();
 
     for index in 0..packets {
+        if let Some(r) = &rate {
+            if index % r.chunk == 0 {
+                shield.rate_buckets_clear().unwrap();
+                model.rate_buckets_clear();
+                chunk_started = Instant::now();
+            }
+        }
         // Monitor mode in runs of ~100 packets, on about a quarter of the time: the monitor
         // reasons get their share, the switch itself is exercised often, and there is no map
         // write per packet.
@@ -448,12 +519,14 @@ fn kernel_and_model_agree_on_every_packet() {
         let fail = |what: String| -> ! {
             panic!(
                 "kernel and model disagree: {what}\n  seed {seed}, packet index {index}, \
-                 monitor {monitor}, {} bytes, parse {:?}\n  packet {}\n  reproduce: \
-                 GZ_DIFF_SEED={seed} GZ_DIFF_PACKETS={} cargo test -p groundzero --test \
-                 differential -- --nocapture",
+                 monitor {monitor}, {} bytes, parse {:?}\n  packet {}\n  rate chunk running \
+                 for {:?} (a rate verdict can only differ after ~1 s)\n  reproduce: \
+                 GZ_DIFF_SEED={seed} GZ_DIFF_PACKETS={} (or GZ_DIFF_RATE_PACKETS) cargo test \
+                 -p groundzero --test differential -- --nocapture",
                 pkt.len(),
                 parse(&pkt[..]),
                 hex(&pkt),
+                chunk_started.elapsed(),
                 index + 1,
             )
         };
@@ -490,6 +563,9 @@ fn kernel_and_model_agree_on_every_packet() {
             *malformed_at.entry(format!("{at:?}")).or_default() += 1;
         }
         if let Some(src) = source_of(&pkt) {
+            if want == Reason::NoMatch && exempt.iter().any(|n| n.contains(&src)) {
+                exempt_reached += 1;
+            }
             if let Some(entry) = credited_entry(want, src, &allow, &block) {
                 *expected_hits
                     .get_mut(&entry)
@@ -514,6 +590,7 @@ fn kernel_and_model_agree_on_every_packet() {
         );
     }
     println!("  malformed at: {malformed_at:?}");
+    println!("  exempt sources that reached the rate limit: {exempt_reached}");
 
     // The totals agree too, as a cross-check of the per-packet reads.
     let totals = shield.counters().unwrap();
@@ -549,15 +626,19 @@ fn kernel_and_model_agree_on_every_packet() {
         // A generator that stopped reaching a path would make this test pass vacuously.
         let floor = packets as u64 / 200;
         for (reason, n) in &tally {
-            // The rate limit is off here: it depends on time, not on the packet, so it is
-            // tested end to end (tests/journey.rs, a flood banned by the daemon) instead.
-            if matches!(reason, Reason::RateLimited | Reason::MonitorRate) {
-                assert_eq!(*n, 0, "the rate limit is off in this test");
+            if rate.is_none() && matches!(reason, Reason::RateLimited | Reason::MonitorRate) {
+                assert_eq!(*n, 0, "the rate limit is off in this run");
                 continue;
             }
             assert!(
                 *n >= floor,
                 "{reason:?} covered only {n} times (< {floor}); the generator misses a path"
+            );
+        }
+        if rate.is_some() {
+            assert!(
+                exempt_reached >= floor / 4,
+                "only {exempt_reached} packets from exempt sources reached the rate limit"
             );
         }
         for at in [MalformedAt::Vlan, MalformedAt::Ipv4, MalformedAt::Ipv6] {

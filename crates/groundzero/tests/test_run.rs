@@ -13,7 +13,9 @@ use std::{
 use groundzero::{
     craft::{self, RawIpv4, RawIpv6, L4, TPID_8021AD, TPID_8021Q},
     model::ModelLists,
-    parse_entry, Error, IpNet, Reason, Shield,
+    parse_entry,
+    ratelimit::OverLimit,
+    Error, IpNet, Reason, Shield,
 };
 use groundzero_common::{
     maps::Counter,
@@ -1041,4 +1043,244 @@ fn raw_ipv4_builds_headers_etherparse_accepts_when_asked_for_a_valid_one() {
     assert_eq!(header.source, v6(EXACT6).octets());
     // And the shared parser reads the same source as etherparse from the same bytes.
     assert!(matches!(parse(&frame[..]), Parsed::V6 { src, .. } if src == v6(EXACT6).octets()));
+}
+
+/// The rate limit on the kernel and on a model that keeps its buckets from packet to packet.
+///
+/// Rate 1 pps, burst 2: a bucket passes two packets at once and refills a whole token only a
+/// second later, so a third packet sent within that second (these run in microseconds) is
+/// over the limit.
+struct RateBench {
+    b: Bench,
+    model: ModelLists,
+}
+
+impl RateBench {
+    fn new(prefix_v4: u8, prefix_v6: u8) -> Self {
+        let mut b = Bench::new();
+        b.shield.set_rate_limit(1, 2, prefix_v4, prefix_v6).unwrap();
+        let mut model = ModelLists::new();
+        model.rate_limit(1, 2, prefix_v4, prefix_v6);
+        Self { b, model }
+    }
+
+    fn exempt(&mut self, s: &str) {
+        self.b.shield.rate_exempt(net(s)).unwrap();
+        self.model.rate_exempt(net(s));
+    }
+
+    fn unexempt(&mut self, s: &str) -> bool {
+        let kernel = self.b.shield.rate_unexempt(net(s)).unwrap();
+        assert_eq!(kernel, self.model.rate_unexempt(net(s)), "unexempt {s}");
+        kernel
+    }
+
+    fn set_monitor(&mut self, on: bool) {
+        self.b.set_monitor(on);
+    }
+
+    /// One UDP packet from `src`: the model and the kernel must both give `reason`.
+    #[track_caller]
+    fn expect(&self, src: &str, reason: Reason) {
+        let pkt = udp(src);
+        assert_eq!(
+            self.model.verdict(&pkt, self.b.monitor),
+            reason,
+            "the model disagrees with this test's expectation for {src}"
+        );
+        assert_eq!(self.b.run(&pkt), reason, "kernel reason for {src}");
+    }
+
+    /// Every report waiting in the ring buffer.
+    fn reports(events: &mut groundzero::ratelimit::RateEvents) -> Vec<OverLimit> {
+        let mut out = Vec::new();
+        events.drain(|o| out.push(o));
+        out
+    }
+}
+
+#[test]
+fn one_ipv6_64_shares_one_bucket_and_the_report_names_the_64() {
+    let mut r = RateBench::new(32, 64);
+    let mut events = r.b.shield.rate_events().unwrap();
+    let config = r.b.shield.config().unwrap();
+    assert_eq!((config.rate_prefix_v4(), config.rate_prefix_v6()), (32, 64));
+
+    r.expect("2001:2::1", Reason::NoMatch);
+    r.expect("2001:2::2", Reason::NoMatch);
+    // A third address of the same /64: its own address is new, its bucket is not.
+    r.expect("2001:2::3", Reason::RateLimited);
+    r.expect("2001:2::ffff:ffff:ffff:ffff", Reason::RateLimited);
+    // The neighbouring /64 has a bucket of its own.
+    r.expect("2001:2:0:1::1", Reason::NoMatch);
+    r.expect("2001:2:0:1::2", Reason::NoMatch);
+    // Monitor mode: the bucket still says no, the packet passes.
+    r.set_monitor(true);
+    r.expect("2001:2::4", Reason::MonitorRate);
+    r.set_monitor(false);
+
+    let reports = RateBench::reports(&mut events);
+    let first = reports
+        .first()
+        .expect("the kernel reported the bucket over its limit");
+    // BPF_PROG_TEST_RUN runs the program as if on the loopback device's first queue.
+    assert_eq!(
+        *first,
+        OverLimit {
+            prefix: net("2001:2::/64"),
+            dropped: 1,
+            ifindex: 1
+        }
+    );
+    // At most once a second per bucket, and never about the other /64.
+    assert!(
+        reports.iter().all(|o| o.prefix == net("2001:2::/64")),
+        "{reports:?}"
+    );
+}
+
+#[test]
+fn at_full_length_every_ipv6_address_has_its_own_bucket() {
+    let mut r = RateBench::new(32, 128);
+    let mut events = r.b.shield.rate_events().unwrap();
+    for src in ["2001:2::1", "2001:2::2", "2001:2::3", "2001:2::4"] {
+        r.expect(src, Reason::NoMatch);
+    }
+    r.expect("2001:2::1", Reason::NoMatch);
+    r.expect("2001:2::1", Reason::RateLimited);
+    r.expect("2001:2::2", Reason::NoMatch);
+    let reports = RateBench::reports(&mut events);
+    assert_eq!(
+        reports.iter().map(|o| o.prefix).collect::<Vec<_>>(),
+        [net("2001:2::1/128")]
+    );
+}
+
+#[test]
+fn one_ipv4_24_shares_one_bucket_and_at_32_each_address_has_its_own() {
+    let mut r = RateBench::new(24, 128);
+    let mut events = r.b.shield.rate_events().unwrap();
+    r.expect("198.18.0.1", Reason::NoMatch);
+    r.expect("198.18.0.2", Reason::NoMatch);
+    r.expect("198.18.0.3", Reason::RateLimited);
+    r.expect("198.18.0.255", Reason::RateLimited);
+    r.expect("198.18.1.1", Reason::NoMatch);
+    // IPv6 stays per address at 128.
+    r.expect("2001:2::1", Reason::NoMatch);
+    r.expect("2001:2::2", Reason::NoMatch);
+    r.expect("2001:2::3", Reason::NoMatch);
+    let reports = RateBench::reports(&mut events);
+    assert_eq!(
+        reports.first().map(|o| (o.prefix, o.dropped)),
+        Some((net("198.18.0.0/24"), 1))
+    );
+
+    let mut r = RateBench::new(32, 64);
+    let mut events = r.b.shield.rate_events().unwrap();
+    for src in ["198.18.0.1", "198.18.0.2", "198.18.0.3"] {
+        r.expect(src, Reason::NoMatch);
+    }
+    r.expect("198.18.0.3", Reason::NoMatch);
+    r.expect("198.18.0.3", Reason::RateLimited);
+    let reports = RateBench::reports(&mut events);
+    assert_eq!(
+        reports.iter().map(|o| o.prefix).collect::<Vec<_>>(),
+        [net("198.18.0.3/32")]
+    );
+}
+
+#[test]
+fn exempt_sources_are_never_limited_until_unexempted() {
+    let mut r = RateBench::new(24, 64);
+    r.exempt("2001:2:0:7::/64");
+    r.exempt("198.18.7.0/24");
+    // A host inside a bucket's prefix: exempt itself, and it spends none of the bucket's tokens.
+    r.exempt("2001:2:0:8::1");
+    assert_eq!(
+        r.b.shield.rate_exempted().unwrap(),
+        [
+            net("198.18.7.0/24"),
+            net("2001:2:0:7::/64"),
+            net("2001:2:0:8::1/128")
+        ]
+    );
+    for _ in 0..5 {
+        r.expect("2001:2:0:7::1", Reason::NoMatch);
+        r.expect("198.18.7.9", Reason::NoMatch);
+        r.expect("2001:2:0:8::1", Reason::NoMatch);
+    }
+    r.expect("2001:2:0:8::2", Reason::NoMatch);
+    r.expect("2001:2:0:8::3", Reason::NoMatch);
+    r.expect("2001:2:0:8::4", Reason::RateLimited);
+    r.expect("2001:2:0:8::1", Reason::NoMatch);
+
+    assert!(r.unexempt("2001:2:0:7::/64"));
+    assert!(
+        !r.unexempt("2001:2:0:7::/64"),
+        "a second removal finds nothing"
+    );
+    // Exactly that entry: a covering prefix is another one.
+    assert!(!r.unexempt("198.18.0.0/16"));
+    assert_eq!(
+        r.b.shield.rate_exempted().unwrap(),
+        [net("198.18.7.0/24"), net("2001:2:0:8::1/128")]
+    );
+    r.expect("2001:2:0:7::1", Reason::NoMatch);
+    r.expect("2001:2:0:7::1", Reason::NoMatch);
+    r.expect("2001:2:0:7::1", Reason::RateLimited);
+    r.expect("198.18.7.9", Reason::NoMatch);
+}
+
+#[test]
+fn set_rate_limit_refuses_out_of_range_prefixes_and_keeps_the_other_flags() {
+    let mut shield = common::shield();
+    shield.set_monitor(true).unwrap();
+    shield.set_rate_limit(10, 5, 24, 56).unwrap();
+    for (v4, v6, family, bad, max) in [
+        (0, 64, 4, 0, 32),
+        (33, 64, 4, 33, 32),
+        (24, 0, 6, 0, 128),
+        (24, 129, 6, 129, 128),
+    ] {
+        match shield.set_rate_limit(1, 1, v4, v6) {
+            Err(Error::RatePrefix {
+                family: f,
+                prefix_len,
+                max: m,
+            }) => assert_eq!((f, prefix_len, m), (family, bad, max), "/{v4} /{v6}"),
+            other => panic!("/{v4} /{v6}: {other:?}"),
+        }
+    }
+    let c = shield.config().unwrap();
+    assert_eq!((c.rate_pps, c.rate_burst), (10, 5), "nothing changed");
+    assert_eq!((c.rate_prefix_v4(), c.rate_prefix_v6()), (24, 56));
+    assert!(c.monitor());
+    shield.set_monitor(false).unwrap();
+    let c = shield.config().unwrap();
+    assert_eq!((c.rate_prefix_v4(), c.rate_prefix_v6()), (24, 56));
+    shield.set_rate_limit(0, 1, 32, 128).unwrap();
+    let c = shield.config().unwrap();
+    assert_eq!(
+        (c.rate_prefix_v4(), c.rate_prefix_v6(), c.flags),
+        (32, 128, 0)
+    );
+}
+
+#[test]
+fn a_full_exempt_list_fails_with_an_error_that_names_it() {
+    let mut shield = common::shield();
+    let capacity = groundzero_common::ratelimit::RATE_EXEMPT_ENTRIES;
+    let host = |i: u32| -> IpNet { net(&format!("2001:2::{:x}:{:x}", i >> 16, i & 0xffff)) };
+    for i in 0..capacity {
+        shield.rate_exempt(host(i)).unwrap();
+    }
+    assert_eq!(shield.rate_exempted().unwrap().len(), capacity as usize);
+    match shield.rate_exempt(host(capacity)) {
+        Err(Error::RateExemptUpdate { entry, .. }) => assert_eq!(entry, host(capacity)),
+        other => panic!("{other:?}"),
+    }
+    // Re-adding one that is there is an update, not a new entry.
+    shield.rate_exempt(host(0)).unwrap();
+    assert!(shield.rate_unexempt(host(0)).unwrap());
+    shield.rate_exempt(host(capacity)).unwrap();
 }

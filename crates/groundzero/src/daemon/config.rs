@@ -180,6 +180,21 @@ pub struct RateLimitConfig {
     /// How long a source over the limit stays blocked. Default 10m.
     #[serde(default = "default_ban_ttl")]
     pub ban_ttl: Spanned<String>,
+    /// IPv4 sources share one bucket per prefix of this length (and are banned as that
+    /// prefix). Default 32: every address its own bucket.
+    #[serde(default = "default_prefix_v4")]
+    pub prefix_v4: u8,
+    /// IPv6 sources share one bucket per prefix of this length. Default 64: a host is handed
+    /// a whole /64, so a per-address bucket would let it rotate through 2^64 addresses.
+    #[serde(default = "default_prefix_v6")]
+    pub prefix_v6: u8,
+}
+
+fn default_prefix_v4() -> u8 {
+    32
+}
+fn default_prefix_v6() -> u8 {
+    64
 }
 
 impl Default for JourneyConfig {
@@ -491,6 +506,18 @@ impl Validated {
                 format!("`{}`: {e} (e.g. 10m, 1h)", raw.ratelimit.ban_ttl.get_ref()),
             )
         })?;
+        for (field, value, max) in [
+            ("ratelimit.prefix_v4", raw.ratelimit.prefix_v4, 32),
+            ("ratelimit.prefix_v6", raw.ratelimit.prefix_v6, 128),
+        ] {
+            if !(1..=max).contains(&value) {
+                return Err(invalid(
+                    0..0,
+                    field,
+                    format!("`{value}`: a prefix length from 1 to {max}"),
+                ));
+            }
+        }
         if raw.ratelimit.burst == Some(0) {
             return Err(invalid(
                 0..0,

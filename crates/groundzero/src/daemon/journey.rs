@@ -588,7 +588,9 @@ pub async fn rate_ban_loop(shared: Shared, events: RateEvents) {
             let mut nets: Vec<ipnet::IpNet> = Vec::new();
             let mut dropped = 0;
             for o in over {
-                let net = ipnet::IpNet::from(o.source);
+                // The bucket's prefix (a /64 by default for IPv6): banning one address of it
+                // would let the rest of the /64 go on.
+                let net = o.prefix;
                 if !d.registry.present(Side::Block, &net) && !nets.contains(&net) {
                     nets.push(net);
                     dropped = dropped.max(o.dropped);

@@ -267,7 +267,12 @@ fn start(
     for net in &rate_exempt {
         shield.rate_exempt(*net)?;
     }
-    shield.set_rate_limit(config.raw.ratelimit.rate, config.rate_burst())?;
+    shield.set_rate_limit(
+        config.raw.ratelimit.rate,
+        config.rate_burst(),
+        config.raw.ratelimit.prefix_v4,
+        config.raw.ratelimit.prefix_v6,
+    )?;
     let journey_events = shield.journey_events()?;
     let rate_events = shield.rate_events()?;
 
@@ -486,7 +491,7 @@ fn sync_rate_exempt(d: &mut Daemon) {
         }
     }
     for net in d.rate_exempt.clone().difference(&wanted) {
-        match temp_rate_unexempt(&mut d.shield, *net) {
+        match d.shield.rate_unexempt(*net) {
             Ok(_) => {
                 d.rate_exempt.remove(net);
             }
@@ -544,8 +549,12 @@ async fn reload(
             if new.raw.monitor != old.monitor {
                 d.shield.set_monitor(new.raw.monitor)?;
             }
-            d.shield
-                .set_rate_limit(new.raw.ratelimit.rate, new.rate_burst())?;
+            d.shield.set_rate_limit(
+                new.raw.ratelimit.rate,
+                new.rate_burst(),
+                new.raw.ratelimit.prefix_v4,
+                new.raw.ratelimit.prefix_v6,
+            )?;
             let keep: Vec<String> = new
                 .feeds
                 .iter()
@@ -672,9 +681,4 @@ pub async fn refresh_feed(shared: &Shared, feed: &ValidFeed) {
         }
     })
     .await;
-}
-
-// TEMP(merge h-kernel): replaced by Shield::rate_unexempt.
-fn temp_rate_unexempt(_s: &mut Shield, _n: IpNet) -> Result<bool, crate::Error> {
-    Ok(false)
 }
