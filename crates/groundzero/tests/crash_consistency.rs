@@ -34,7 +34,8 @@ struct Lab {
 }
 
 impl Lab {
-    fn new(tag: &str) -> Self {
+    /// `extra`: more TOML tables for the config (after `[guard]`).
+    fn new(tag: &str, extra: &str) -> Self {
         common::require_root();
         pins::ensure_bpffs().expect("bpffs mounted");
         let id = format!("gz-{tag}-{}", std::process::id());
@@ -50,7 +51,7 @@ impl Lab {
         std::fs::write(
             &config,
             format!(
-                "pin_dir = {pin_dir:?}\nstate_dir = {:?}\n[api]\nsocket = {socket:?}\n[guard]\nprotect_management = false\n",
+                "pin_dir = {pin_dir:?}\nstate_dir = {:?}\n[api]\nsocket = {socket:?}\n[guard]\nprotect_management = false\n{extra}",
                 dir.join("state")
             ),
         )
@@ -429,7 +430,7 @@ fn kill_9_at_random_points_loses_nothing_acknowledged() {
         .unwrap_or(20);
     let seed = seed();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut lab = Lab::new("crash");
+    let mut lab = Lab::new("crash", "");
     let (block, allow) = pools();
     let mut model = View::new();
     let mut problems: Vec<String> = Vec::new();
@@ -572,7 +573,7 @@ fn kill_9_at_random_points_loses_nothing_acknowledged() {
 
 #[test]
 fn reboot_restores_every_acknowledged_entry_into_fresh_maps() {
-    let mut lab = Lab::new("reboot");
+    let mut lab = Lab::new("reboot", "");
     lab.start();
     let requests = [
         (
@@ -654,5 +655,62 @@ fn reboot_restores_every_acknowledged_entry_into_fresh_maps() {
         after, before,
         "every entry is back with its holders (source, reason, created, expires)"
     );
+    lab.signal(Signal::SIGTERM);
+}
+
+/// A block the map cannot take (507) must leave earlier acknowledged holds alone, in memory
+/// and in the journal: after a SIGKILL the earlier hold is back with its reason and expiry,
+/// and after a reboot (pins removed) it is back in the maps at all.
+#[test]
+fn a_refused_block_keeps_earlier_acknowledged_holds_across_kill_and_reboot() {
+    let mut lab = Lab::new("refused", "[capacity]\nexact = 8\n");
+    lab.start();
+    let first = json!({"entries": ["198.18.0.1"], "reason": "first", "ttl": "1h"});
+    let r = state::request(&lab.socket, "POST", "/v1/block", Some(&first)).expect("an answer");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let expires = r.json().unwrap_or_default()["expires"].as_u64();
+    // The same source again, with more addresses than the map holds: refused, all or nothing.
+    let many: Vec<String> = (1..=20).map(|i| format!("198.18.0.{i}")).collect();
+    let r = state::request(
+        &lab.socket,
+        "POST",
+        "/v1/block",
+        Some(&json!({"entries": many, "reason": "second"})),
+    )
+    .expect("an answer");
+    assert_eq!(r.status, 507, "{}", r.text());
+    let want: View = [(
+        ("block".to_string(), "198.18.0.1/32".parse().unwrap()),
+        [(
+            "api".to_string(),
+            Hold {
+                reason: Some("first".into()),
+                expires,
+                created: 0,
+            },
+        )]
+        .into_iter()
+        .collect(),
+    )]
+    .into_iter()
+    .collect();
+    let check = |lab: &Lab, when: &str| {
+        let (api, _, _) = lab
+            .settled()
+            .unwrap_or_else(|e| panic!("{when}: kernel, API and journal disagree: {e}"));
+        assert_eq!(
+            state::without_created(&api),
+            want,
+            "{when}: the hold acknowledged before the refused request"
+        );
+    };
+    check(&lab, "after the 507");
+    lab.signal(Signal::SIGKILL);
+    lab.start();
+    check(&lab, "after kill -9");
+    lab.signal(Signal::SIGTERM);
+    pins::remove_all(&lab.pin_dir).expect("removing the pins");
+    lab.start();
+    check(&lab, "after a reboot");
     lab.signal(Signal::SIGTERM);
 }
