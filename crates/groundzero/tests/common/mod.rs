@@ -22,6 +22,7 @@ pub fn shield() -> Shield {
 }
 
 pub mod daemon;
+pub mod state;
 pub mod topology;
 
 /// Reads datagrams from `socket` until `expected` have come (waiting up to 5 s for them: a
