@@ -629,12 +629,11 @@ struct Snapshot {
 }
 
 fn snapshot(d: &TestDaemon, kernel: &Kernel) -> Snapshot {
-    let journal = d.dir.join("state").join("journal.jsonl");
     Snapshot {
         api: state::api_view(&d.socket).unwrap_or_else(|e| panic!("reading the API: {e}")),
         kernel: kernel.keys(),
         monitor: kernel.monitor(),
-        journal_len: std::fs::metadata(&journal).map(|m| m.len()).unwrap_or(0),
+        journal_len: state::journal_bytes(&d.dir.join("state")),
     }
 }
 

@@ -66,8 +66,9 @@ impl Lab {
         }
     }
 
+    /// The state directory, where the journal lives.
     fn journal(&self) -> PathBuf {
-        self.dir.join("state").join("journal.jsonl")
+        self.dir.join("state")
     }
 
     fn log_tail(&self) -> String {

@@ -177,6 +177,27 @@ pub fn recover(state_dir: &Path) -> Result<Recovered, JournalError> {
     Ok(Recovered { records, damage })
 }
 
+/// The intact records in `state_dir`'s journal and the number of damaged ranges, read without
+/// changing anything (for inspection and tests; the daemon uses [`recover`]).
+pub fn read_only(state_dir: &Path) -> Result<(Vec<Record>, usize), JournalError> {
+    let mut records = Vec::new();
+    let mut damaged = 0;
+    let parsers: [(&str, Parser); 2] =
+        [(LEGACY_FILE_NAME, parse_legacy), (FILE_NAME, parse_framed)];
+    for (name, parse) in parsers {
+        let path = state_dir.join(name);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(JournalError::at(&path, "reading")(e)),
+        };
+        let (found, bad) = parse(&bytes);
+        records.extend(found);
+        damaged += bad.len();
+    }
+    Ok((records, damaged))
+}
+
 /// Copies every damaged range into one new file and fsyncs it (and the directory), so the copy
 /// survives the rewrite that follows.
 fn move_aside(

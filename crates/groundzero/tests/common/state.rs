@@ -243,49 +243,33 @@ impl Kernel {
     }
 }
 
-/// The state the journal file describes: its records replayed in order (an add replaces the
-/// same source's hold; a remove drops one source's hold, or every non-feed hold). A torn last
-/// line (a kill mid-append) is ignored, as the daemon ignores it.
-pub fn journal_view(path: &Path) -> Result<View, String> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
-    };
-    let lines: Vec<&str> = text.lines().collect();
+/// The state the journal in `state_dir` describes: its intact records replayed in order (an add
+/// replaces the same source's hold; a remove drops one source's hold, or every non-feed hold).
+/// A torn last frame (a kill mid-append) is skipped, as the daemon's recovery skips it; the
+/// records are read with the daemon's own frame reader, without changing anything.
+pub fn journal_view(state_dir: &Path) -> Result<View, String> {
+    use groundzero::daemon::journal::{read_only, Record};
+    let (records, _damaged) = read_only(state_dir).map_err(|e| e.to_string())?;
     let mut view = View::new();
-    for (i, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let r: Value = match serde_json::from_str(line) {
-            Ok(r) => r,
-            Err(_) if i + 1 == lines.len() => continue,
-            Err(e) => return Err(format!("{} line {}: {e}: {line}", path.display(), i + 1)),
-        };
-        let side = r["side"].as_str().ok_or(format!("no side: {line}"))?;
-        let net: IpNet = r["net"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .ok_or(format!("bad net: {line}"))?;
-        let key = (side.to_string(), net);
-        match r["op"].as_str() {
-            Some("add") => {
-                let source = r["source"].as_str().ok_or(format!("no source: {line}"))?;
+    for record in records {
+        match record {
+            Record::Add { side, net, holder } => {
+                let key = (side_name(side), net);
                 view.entry(key).or_default().insert(
-                    source.to_string(),
+                    holder.source.clone(),
                     Hold {
-                        reason: r["reason"].as_str().map(str::to_string),
-                        expires: r["expires"].as_u64(),
-                        created: r["created"].as_u64().unwrap_or(0),
+                        reason: holder.reason.clone(),
+                        expires: holder.expires,
+                        created: holder.created,
                     },
                 );
             }
-            Some("remove") => {
+            Record::Remove { side, net, source } => {
+                let key = (side_name(side), net);
                 if let Some(holders) = view.get_mut(&key) {
-                    match r["source"].as_str() {
+                    match source {
                         Some(s) => {
-                            holders.remove(s);
+                            holders.remove(&s);
                         }
                         None => holders.retain(|s, _| s.starts_with("feed:")),
                     }
@@ -294,10 +278,25 @@ pub fn journal_view(path: &Path) -> Result<View, String> {
                     }
                 }
             }
-            _ => return Err(format!("unknown op: {line}")),
         }
     }
     Ok(view)
+}
+
+fn side_name(side: groundzero::daemon::registry::Side) -> String {
+    match side {
+        groundzero::daemon::registry::Side::Block => "block".into(),
+        groundzero::daemon::registry::Side::Allow => "allow".into(),
+    }
+}
+
+/// The journal's size in bytes (both the framed and a legacy file).
+pub fn journal_bytes(state_dir: &Path) -> u64 {
+    ["journal.gzj", "journal.jsonl"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(state_dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 pub fn now_unix() -> u64 {
