@@ -718,14 +718,22 @@ fn clear(d: &TestDaemon, kernel: &mut Kernel, snap: &Snapshot) {
 
 /// The entries of an add request that would be new (not yet on `list`), or None if the body
 /// is not a plain valid list.
-fn expected_added(body: &Value, list: &str, before: &View) -> Option<usize> {
+/// New distinct entries of the request that the guard did not refuse (the answer lists each
+/// entry's outcome: refused ones are not applied, the rest are).
+fn expected_added(body: &Value, answer: &Value, list: &str, before: &View) -> Option<usize> {
     let mut nets = BTreeSet::new();
     for e in body.get("entries")?.as_array()? {
         nets.insert(groundzero::parse_entry(e.as_str()?).ok()?);
     }
+    let refused: BTreeSet<groundzero::IpNet> = answer["results"]
+        .as_array()?
+        .iter()
+        .filter(|r| r["status"] == "refused")
+        .filter_map(|r| r["entry"].as_str()?.parse().ok())
+        .collect();
     Some(
         nets.iter()
-            .filter(|n| !before.contains_key(&(list.to_string(), **n)))
+            .filter(|n| !refused.contains(n) && !before.contains_key(&(list.to_string(), **n)))
             .count(),
     )
 }
@@ -792,7 +800,7 @@ fn check_success(
                 );
             }
         }
-        if let Some(want) = expected_added(&body, list, &before.api) {
+        if let Some(want) = expected_added(&body, &answer, list, &before.api) {
             if answer["added"].as_u64() != Some(want as u64) {
                 findings.add(
                     "`added` is not the number of new distinct entries",

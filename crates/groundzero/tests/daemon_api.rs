@@ -128,10 +128,36 @@ fn bad_requests_get_a_4xx_that_names_the_problem_and_change_nothing() {
         ),
         (json!({"entries": "198.18.1.1"}), 400, "invalid type"),
         (
-            json!({"entries": ["198.18.1.1", "198.18.77.5"]}),
+            json!({"entries": ["198.18.1.1", "198.18.77.5"], "all_or_nothing": true}),
             409,
             "would cover 198.18.77.0/24 (a protected prefix",
         ),
+        (
+            json!({"entries": ["198.18.77.5"]}),
+            409,
+            "would cover 198.18.77.0/24 (a protected prefix",
+        ),
+        (
+            json!({"entries": ["198.18.1.1"], "ttl": "18446744073709551615s"}),
+            400,
+            "ttl `18446744073709551615s`",
+        ),
+        (
+            json!({"entries": ["198.18.1.1"], "ttl": "3651d"}),
+            400,
+            "at most 10 years",
+        ),
+        (
+            json!({"entries": ["198.18.1.1"], "reason": "\u{1b}[2J\u{1b}[31mPWNED"}),
+            400,
+            "reason: ",
+        ),
+        (
+            json!({"entries": ["198.18.1.1"], "reason": "x".repeat(401)}),
+            400,
+            "reason: ",
+        ),
+        (json!({"entries": ["0.0.0.0/0"]}), 409, "wider than /8"),
     ];
     for (body, status, needle) in cases {
         let (got, message) = api_err(d.call(Method::POST, "/v1/block", Some(body.clone())));
@@ -142,6 +168,66 @@ fn bad_requests_get_a_4xx_that_names_the_problem_and_change_nothing() {
         );
     }
     assert!(listed(&d, "").is_empty(), "nothing was half applied");
+    let kernel = common::state::Kernel::open(&d.pin_dir);
+    assert!(kernel.keys().is_empty(), "nothing reached the kernel maps");
+
+    // By default one protected entry does not cancel the rest of the batch: each entry gets
+    // its own result, and exactly the accepted ones reach the kernel.
+    let v = d.ok(
+        Method::POST,
+        "/v1/block",
+        Some(json!({"entries": ["198.18.1.1", "198.18.77.5", "198.18.1.1", "198.18.1.2"]})),
+    );
+    assert_eq!(
+        (&v["entries"], &v["added"], &v["applied"], &v["refused"]),
+        (&json!(3), &json!(2), &json!(2), &json!(1)),
+        "a duplicate counts once: {v}"
+    );
+    let statuses: Vec<(&str, &str)> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["entry"].as_str().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("198.18.1.1/32", "added"),
+            ("198.18.77.5/32", "refused"),
+            ("198.18.1.2/32", "added")
+        ]
+    );
+    let in_kernel: Vec<String> = kernel.keys().iter().map(|(_, n)| n.to_string()).collect();
+    assert_eq!(in_kernel, ["198.18.1.1/32", "198.18.1.2/32"]);
+    let v = d.ok(
+        Method::POST,
+        "/v1/unblock",
+        Some(json!({"entries": ["198.18.1.1", "198.18.1.2"]})),
+    );
+    assert_eq!(v["removed"].as_array().map(Vec::len), Some(2), "{v}");
+    assert!(kernel.keys().is_empty());
+    assert_eq!(listed(&d, "?limit=0").len(), 0, "limit=0 is no entries");
+
+    // Every error is JSON, including the router's own.
+    let (status, message) = api_err(d.call(Method::GET, "/v1/block", None));
+    assert_eq!(status, 405, "{message}");
+    assert!(
+        message.contains("GET is not allowed on /v1/block"),
+        "{message}"
+    );
+    let (status, message) = api_err(d.call(Method::GET, "/v1/why/%C0%AE", None));
+    assert_eq!(status, 400, "{message}");
+    let (status, message) = api_err(d.call(
+        Method::POST,
+        "/v1/import",
+        Some(json!({"name": "n".repeat(251), "text": "198.18.9.9\n"})),
+    ));
+    assert_eq!(status, 400, "{message}");
+    assert!(message.contains("1 to 100 letters"), "{message}");
+    assert!(
+        kernel.keys().is_empty(),
+        "a refused import leaves nothing in the kernel"
+    );
 
     let (status, body) = post_raw(&d.socket, "/v1/block", "{\"entries\": [\"198.18.1.1\"");
     assert_eq!(status, 400, "{body}");
