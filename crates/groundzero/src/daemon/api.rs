@@ -396,7 +396,14 @@ async fn why(
     address: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path(address) = address.map_err(|e| bad(e.body_text()))?;
-    let addr: IpAddr = crate::entry::parse_address(&address).map_err(|e| bad(e.to_string()))?;
+    let addr: IpAddr = crate::entry::parse_address(&address).map_err(|e| match e {
+        // `why` takes one address, not a prefix: say so rather than list prefix examples.
+        crate::EntryError::Invalid { .. } => bad(format!(
+            "`{}` is not an IP address",
+            crate::text::for_terminal(address.trim())
+        )),
+        other => bad(other.to_string()),
+    })?;
     with_state(s, move |d| {
         Ok(Json(
             serde_json::to_value(d.registry.why(&d.shield, addr)?).unwrap_or_default(),
