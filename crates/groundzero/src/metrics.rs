@@ -30,6 +30,9 @@
 //! | `groundzero_feed_last_success_timestamp_seconds` | gauge | `feed` (0: never) |
 //! | `groundzero_feed_refresh_interval_seconds` | gauge | `feed` (feeds on a schedule) |
 //! | `groundzero_feed_entries` | gauge | `feed` |
+//! | `groundzero_feed_refusals_total` | counter | `feed` (refreshes refused: bad line, guard, too large a change) |
+//! | `groundzero_guard_refusals_total` | counter | `source` (`api`, `feed`, `auto-ban`, `app`, ...: blocks the lockout guard refused) |
+//! | `groundzero_journal_damaged_ranges` | gauge | (damaged journal ranges moved aside at start-up) |
 //! | `groundzero_top_blocked_hits_total` | counter | `entry` (the top N blocked entries by hits) |
 //!
 //! Seconds per packet of the XDP program: `rate(groundzero_xdp_run_time_seconds_total[1m]) /
@@ -95,6 +98,10 @@ pub struct MetricsSnapshot {
     pub program: ProgramStats,
     /// Blocklist feeds and how their last refresh went.
     pub feeds: Vec<FeedStatus>,
+    /// Blocks the lockout guard refused, by the kind of source that asked (daemon only).
+    pub guard_refusals: Vec<(String, u64)>,
+    /// Damaged journal ranges moved aside at start-up (daemon only).
+    pub journal_damage: u64,
     /// The most-hit blocked entries, most hits first (see [`top_blocked`]).
     pub top_blocked: Vec<BlockedSource>,
     /// Per-stage latency histograms of sampled journeys (the daemon, with tracing on).
@@ -205,6 +212,8 @@ pub struct FeedStatus {
     /// How often the feed is meant to be refreshed, if on a schedule (alerts call a feed stale
     /// after a few missed refreshes).
     pub refresh_interval_seconds: Option<f64>,
+    /// Refreshes refused as a whole (a bad line, the guard, too large a change).
+    pub refused: u64,
 }
 
 /// A blocked address or prefix and how many packets it matched.
@@ -318,6 +327,8 @@ impl MetricsSnapshot {
             failed_inserts: shield.failed_inserts(),
             program: shield.program_stats()?,
             feeds: Vec::new(),
+            guard_refusals: Vec::new(),
+            journal_damage: 0,
             top_blocked: top_blocked(blocked, top_n),
             journey: None,
         })
@@ -652,6 +663,12 @@ fn metrics(s: &MetricsSnapshot) -> Vec<Metric> {
         Gauge,
         "Entries the feed contributes to the blocklist.",
     );
+    let mut feed_refusals = Metric::new(
+        "feed_refusals",
+        Counter,
+        "Feed refreshes refused as a whole (a bad line, the lockout guard, too large a change); \
+         the previous set stays in force.",
+    );
     for f in &s.feeds {
         let labels = [("feed", f.name.as_str())];
         feed_ok.add(&labels, bool_value(f.ok));
@@ -660,7 +677,22 @@ fn metrics(s: &MetricsSnapshot) -> Vec<Metric> {
             feed_interval.add(&labels, Value::Float(interval));
         }
         feed_entries.add(&labels, Value::Int(f.entries));
+        feed_refusals.add(&labels, Value::Int(f.refused));
     }
+    let mut guard_refusals = Metric::new(
+        "guard_refusals",
+        Counter,
+        "Blocks the lockout guard refused, by the kind of source that asked.",
+    );
+    for (source, n) in &s.guard_refusals {
+        guard_refusals.add(&[("source", source.as_str())], Value::Int(*n));
+    }
+    let mut journal_damage = Metric::new(
+        "journal_damaged_ranges",
+        Gauge,
+        "Damaged journal ranges found at start-up and moved aside (journal.damaged-*).",
+    );
+    journal_damage.add(&[], Value::Int(s.journal_damage));
 
     let mut top = Metric::new(
         "top_blocked_hits",
@@ -694,6 +726,9 @@ fn metrics(s: &MetricsSnapshot) -> Vec<Metric> {
         feed_last,
         feed_interval,
         feed_entries,
+        feed_refusals,
+        guard_refusals,
+        journal_damage,
         top,
     ]
 }
@@ -890,6 +925,7 @@ mod tests {
                     last_success_unix: Some(1_700_000_000.5),
                     entries: 7,
                     refresh_interval_seconds: Some(3600.0),
+                    refused: 2,
                 },
                 FeedStatus {
                     name: "never".into(),
@@ -897,8 +933,11 @@ mod tests {
                     last_success_unix: None,
                     entries: 0,
                     refresh_interval_seconds: None,
+                    refused: 0,
                 },
             ],
+            guard_refusals: vec![("api".into(), 3)],
+            journal_damage: 1,
             top_blocked: vec![BlockedSource {
                 net: net("198.51.100.7/32"),
                 hits: 30,
@@ -1040,6 +1079,7 @@ mod tests {
             last_success_unix: None,
             entries: 1,
             refresh_interval_seconds: None,
+            refused: 0,
         }];
         // The same interface name twice (e.g. two namespaces): counters add up, no duplicate.
         let again = snapshot.interfaces[0].clone();

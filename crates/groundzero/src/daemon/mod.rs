@@ -390,9 +390,17 @@ fn metrics_snapshot(shared: &Shared) -> Result<crate::metrics::MetricsSnapshot, 
             ok: f.error.is_none() && f.last_success.is_some(),
             last_success_unix: f.last_success.map(|t| t as f64),
             entries: f.entries as u64,
+            refused: f.refused,
             name: f.name,
         })
         .collect();
+    snapshot.guard_refusals = d
+        .registry
+        .refusal_counts()
+        .iter()
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    snapshot.journal_damage = d.registry.journal_damage().len() as u64;
     Ok(snapshot)
 }
 
