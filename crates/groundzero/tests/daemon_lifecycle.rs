@@ -338,8 +338,10 @@ fn entries_of(d: &TestDaemon, source: &str) -> Vec<String> {
 fn feeds_refresh_from_http_and_replace_their_set() {
     let server =
         FeedServer::start("# test feed\n198.18.20.1\n198.18.20.2\n198.18.21.0/24 ; a comment\n");
+    // This test replaces most of a small feed on purpose: the change limit (default 50%, tested
+    // in tests/trust.rs) is raised so the replacement itself is what is tested here.
     let d = TestDaemon::start(&format!(
-        "[guard]\nprotect_management = false\n[[feed]]\nname = \"test\"\nurl = \"http://127.0.0.1:{}/feed.txt\"\nrefresh = \"1h\"\n",
+        "[guard]\nprotect_management = false\n[[feed]]\nname = \"test\"\nurl = \"http://127.0.0.1:{}/feed.txt\"\nrefresh = \"1h\"\nmax_change = 5.0\n",
         server.port
     ));
     let deadline = Instant::now() + Duration::from_secs(10);

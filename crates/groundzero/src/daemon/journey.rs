@@ -179,11 +179,7 @@ fn monotonic_ns() -> u64 {
 /// Drains journey events as they come, and once a second closes timed-out journeys, updates
 /// rates and sends a summary to live viewers.
 pub async fn journey_loop(shared: Shared, events: JourneyEvents) {
-    let hub = shared
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .journey
-        .clone();
+    let hub = hub_of(shared.clone()).await;
     let events = match register(events) {
         Ok(fd) => fd,
         Err(e) => {
@@ -425,8 +421,17 @@ pub fn journey_json(d: &Daemon, h: &JourneyHub, j: &Journey) -> Value {
     })
 }
 
+/// The journey hub, fetched on a blocking thread: the daemon's lock may be held for a while
+/// (a large import), and an async worker must never wait on it.
+async fn hub_of(s: Shared) -> Arc<Mutex<JourneyHub>> {
+    tokio::task::spawn_blocking(move || s.lock().unwrap_or_else(|p| p.into_inner()).journey.clone())
+        .await
+        .expect("fetching the journey hub does not panic")
+}
+
 pub async fn summary(State(s): State<Shared>) -> Json<Value> {
-    let hub = s.lock().unwrap_or_else(|p| p.into_inner()).journey.clone();
+    let hub = hub_of(s).await;
+    // The hub's own lock is only ever held for in-memory work: fine on an async thread.
     let h = hub.lock().unwrap_or_else(|p| p.into_inner());
     Json(summary_json(&h))
 }
@@ -476,8 +481,8 @@ pub async fn recent(
 pub async fn events(
     State(s): State<Shared>,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    let hub = hub_of(s).await;
     let (rx, first) = {
-        let hub = s.lock().unwrap_or_else(|p| p.into_inner()).journey.clone();
         let h = hub.lock().unwrap_or_else(|p| p.into_inner());
         (h.tx.subscribe(), summary_json(&h).to_string())
     };

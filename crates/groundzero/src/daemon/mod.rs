@@ -621,10 +621,9 @@ async fn reload(
         keep
     });
     for (name, feed) in wanted {
-        if !feed_tasks.contains_key(&name) {
-            let task = tokio::spawn(feed_loop(shared.clone(), feed.clone()));
-            feed_tasks.insert(name, (feed, task));
-        }
+        feed_tasks
+            .entry(name)
+            .or_insert_with(|| (feed.clone(), tokio::spawn(feed_loop(shared.clone(), feed))));
     }
     log::info!("reload: configuration applied");
 }
