@@ -467,8 +467,18 @@ fn the_api_answers_within_100ms_while_50k_entries_expire_and_a_flood_runs() {
         loop {
             let asked = Instant::now();
             let stats = d.ok(Method::GET, "/v1/stats", None);
-            latencies.push(asked.elapsed());
+            let took = asked.elapsed();
+            latencies.push(took);
             let left = stats_entries(&stats, "api");
+            if took >= Duration::from_millis(100) {
+                // Where the slow answers fall (entries left before and after) tells what held
+                // the lock.
+                eprintln!(
+                    "slow poll at {:?}: {took:?}, entries {} -> {left}",
+                    asked - polling,
+                    counts.last().copied().unwrap_or(N as u64)
+                );
+            }
             counts.push(left);
             let elapsed = polling.elapsed();
             if (left == 0 && elapsed > Duration::from_secs(5)) || elapsed > Duration::from_secs(15)
@@ -508,12 +518,6 @@ fn the_api_answers_within_100ms_while_50k_entries_expire_and_a_flood_runs() {
         0,
         "the entries did not expire within 15 s"
     );
-    assert!(
-        max < Duration::from_millis(100),
-        "/v1/stats answered in up to {max:?} (p99 {p99:?}, {slow} of {} at or over 100 ms) \
-         while {N} entries expired under a flood",
-        latencies.len()
-    );
     let left: Vec<String> = kernel_blocks(&d)
         .into_iter()
         .filter(|n| n.starts_with("198.19."))
@@ -523,6 +527,12 @@ fn the_api_answers_within_100ms_while_50k_entries_expire_and_a_flood_runs() {
         "{} of the expired entries are still in the kernel, e.g. {:?}",
         left.len(),
         &left[..left.len().min(5)]
+    );
+    assert!(
+        max < Duration::from_millis(100),
+        "/v1/stats answered in up to {max:?} (p99 {p99:?}, {slow} of {} at or over 100 ms) \
+         while {N} entries expired under a flood",
+        latencies.len()
     );
 }
 
@@ -574,6 +584,14 @@ fn a_journal_bigger_than_the_maps_does_not_stop_the_daemon() {
         .map(|(_, n)| n.to_string())
         .collect();
     assert_eq!(api, kernel, "the API lists exactly what the kernel holds");
+    // The journal was rewritten to what is in force: the unfit file is the only record of the
+    // other 48 (a later start with larger maps does not bring them back by itself).
+    let journal: BTreeSet<String> = state::journal_view(&state_dir)
+        .unwrap()
+        .keys()
+        .map(|(_, n)| n.to_string())
+        .collect();
+    assert_eq!(journal, kernel, "the journal records what the kernel holds");
 }
 
 #[test]
