@@ -7,6 +7,7 @@
 mod common;
 
 use std::{
+    io::{Read, Write},
     net::{IpAddr, SocketAddr, TcpListener, TcpStream},
     path::Path,
     sync::atomic::{AtomicBool, Ordering},
@@ -283,9 +284,19 @@ fn sighup_reloads_guard_feeds_and_ratelimit_without_a_gap() {
     let rx = UdpTally::bind(&topo.node, node_addr(9200));
     let dropped_before = d.interface_counter(&dev, "blocked_exact");
     let flood_socket = child::sender(&topo.peer, x);
-    let stop = AtomicBool::new(false);
+    let (stop, progress) = (AtomicBool::new(false), child::Sent::new(0));
+    // Waits until the flood has sent `n` more packets than `from` (up to 5 s).
+    let flooded = |from: u64, n: u64| {
+        assert!(
+            wait_for(Duration::from_secs(5), Duration::from_millis(10), || {
+                progress.load(Ordering::SeqCst) >= from + n
+            }),
+            "the flood stalled"
+        );
+    };
     let sent = std::thread::scope(|s| {
-        // The blocked source floods (500 pps, bounded to 40 s) through every reload below.
+        // The blocked source floods (500 pps, bounded to 40 s) from before the first reload
+        // to after the last.
         let flood = s.spawn(|| {
             child::paced_flood(
                 &flood_socket,
@@ -294,9 +305,11 @@ fn sighup_reloads_guard_feeds_and_ratelimit_without_a_gap() {
                 Duration::from_millis(20),
                 Duration::from_secs(40),
                 &stop,
+                &progress,
             )
         });
         let _stop = StopOnDrop(&stop);
+        flooded(0, 50);
 
         // 1. Protection, a feed and a rate limit added.
         std::fs::write(&config, &reloaded).unwrap();
@@ -359,12 +372,12 @@ fn sighup_reloads_guard_feeds_and_ratelimit_without_a_gap() {
             pid.to_string()
         );
 
+        flooded(progress.load(Ordering::SeqCst), 50);
         stop.store(true, Ordering::SeqCst);
         flood.join().unwrap()
     });
 
     println!("the blocked source sent {sent} packets through three reloads");
-    assert!(sent > 100, "the flood sent only {sent} packets");
     assert!(
         wait_for(Duration::from_secs(3), Duration::from_millis(50), || d
             .interface_counter(&dev, "blocked_exact")
@@ -426,7 +439,7 @@ fn the_admins_address_is_never_rate_limited_or_banned() {
         session.local_addr().unwrap().ip(),
         admin.parse::<IpAddr>().unwrap()
     );
-    let _server_side = accepted.join().unwrap().expect("accepting the session");
+    let mut server_side = accepted.join().unwrap().expect("accepting the session");
 
     // The exempt maps are not pinned (only the lists, counters and config are): they are read
     // through the running program's own map ids.
@@ -453,7 +466,7 @@ fn the_admins_address_is_never_rate_limited_or_banned() {
         child::sender(&topo.peer, admin),
         child::sender(&topo.peer, FLOOD[0]),
     );
-    let stop = AtomicBool::new(false);
+    let (stop, progress) = (AtomicBool::new(false), child::Sent::new(0));
     let flood = |socket: &std::net::UdpSocket| {
         child::paced_flood(
             socket,
@@ -462,6 +475,7 @@ fn the_admins_address_is_never_rate_limited_or_banned() {
             Duration::from_millis(20),
             Duration::from_secs(2),
             &stop,
+            &progress,
         )
     };
     let (admin_sent, attacker_sent) = std::thread::scope(|s| {
@@ -514,6 +528,16 @@ fn the_admins_address_is_never_rate_limited_or_banned() {
         !child::rate_exempt_v4_of(prog).contains(&attacker_net),
         "the attacker is exempt too"
     );
+    // And the session itself still carries data.
+    let mut session = session;
+    session.write_all(b"still here").unwrap();
+    server_side
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 10];
+    server_side
+        .read_exact(&mut buf)
+        .expect("the admin's session after the flood");
+    assert_eq!(&buf, b"still here");
     assert!(d.healthy());
-    drop(session);
 }

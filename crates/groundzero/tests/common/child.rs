@@ -345,8 +345,11 @@ pub fn sender(ns: &Netns, source: &str) -> UdpSocket {
         .expect("binding the sender")
 }
 
+/// How many datagrams a [`paced_flood`] has sent so far (others may watch it run).
+pub type Sent = std::sync::atomic::AtomicU64;
+
 /// Sends `per_tick` datagrams to `to` every `tick` until `duration` has passed or `stop` is
-/// set; returns how many were sent. Bounded in count and time.
+/// set, counting them in `sent`; returns how many it sent. Bounded in count and time.
 pub fn paced_flood(
     socket: &UdpSocket,
     to: SocketAddr,
@@ -354,6 +357,7 @@ pub fn paced_flood(
     tick: Duration,
     duration: Duration,
     stop: &AtomicBool,
+    progress: &Sent,
 ) -> u64 {
     let start = Instant::now();
     let mut sent = 0u64;
@@ -362,6 +366,7 @@ pub fn paced_flood(
         for _ in 0..per_tick {
             if socket.send_to(b"flood", to).is_ok() {
                 sent += 1;
+                progress.fetch_add(1, Ordering::SeqCst);
             }
         }
         next += tick;
