@@ -21,6 +21,7 @@ pub fn shield() -> Shield {
     Shield::load(ShieldOptions::default()).unwrap_or_else(|e| panic!("loading the shield: {e:?}"))
 }
 
+pub mod child;
 pub mod daemon;
 pub mod state;
 pub mod topology;
