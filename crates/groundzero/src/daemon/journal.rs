@@ -36,6 +36,8 @@ pub const FILE_NAME: &str = "journal.gzj";
 pub const LEGACY_FILE_NAME: &str = "journal.jsonl";
 /// A rewrite in progress; never read, removed by the next rewrite.
 const TMP_FILE_NAME: &str = "journal.gzj.tmp";
+/// Where a compaction running beside the daemon writes the live set.
+const COMPACT_FILE_NAME: &str = "journal.gzj.compact";
 /// Damaged bytes moved aside go to `<this><unix seconds>`.
 pub const DAMAGE_FILE_PREFIX: &str = "journal.damaged-";
 
@@ -506,6 +508,9 @@ pub struct Journal {
     appended: usize,
     /// Records written by the last rewrite or compaction.
     live_at_compaction: usize,
+    /// While a compaction runs off the daemon's lock: the frames appended since its snapshot
+    /// (and how many records they hold), to be added to the new file before it replaces this one.
+    pending: Option<(Vec<u8>, usize)>,
     /// What the recovery before the first rewrite found, for the daemon to report.
     damage: Vec<Damage>,
 }
@@ -542,6 +547,7 @@ impl Journal {
             torn: false,
             appended: 0,
             live_at_compaction: records.len(),
+            pending: None,
             damage: Vec::new(),
         })
     }
@@ -624,6 +630,10 @@ impl Journal {
         }
         self.len += buf.len() as u64;
         self.appended += records.len();
+        if let Some((bytes, n)) = &mut self.pending {
+            bytes.extend_from_slice(&buf);
+            *n += records.len();
+        }
         Ok(())
     }
 
@@ -638,6 +648,7 @@ impl Journal {
     /// to the new file. If writing the new file fails (a full disk), the old journal stays in
     /// use, unchanged and valid, and the error is returned.
     pub fn compact(&mut self, live: &[Record]) -> Result<(), JournalError> {
+        self.pending = None;
         let (file, len) = replace(&self.dir, live)?;
         // Renamed: the new file is the journal now, whatever happens next.
         self.file = file;
@@ -647,6 +658,65 @@ impl Journal {
         self.live_at_compaction = live.len();
         sync_dir(&self.dir)
     }
+
+    /// Starts a compaction that writes its file without the daemon's lock: from now on appends
+    /// are also kept aside, until [`Journal::finish_compaction`] adds them to the file that
+    /// [`write_compaction`] wrote from the live set as it was at this moment.
+    pub fn begin_compaction(&mut self) {
+        self.pending = Some((Vec::new(), 0));
+    }
+
+    pub fn compacting(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Ends a compaction begun by [`Journal::begin_compaction`]: appends what was appended
+    /// since to the new file, fsyncs it and renames it over the journal. On any failure the old
+    /// journal stays in use, whole, and the new file is removed.
+    pub fn finish_compaction(
+        &mut self,
+        written: Result<(File, u64), JournalError>,
+        live: usize,
+    ) -> Result<(), JournalError> {
+        let tmp = self.dir.join(COMPACT_FILE_NAME);
+        let Some((since, n)) = self.pending.take() else {
+            let _ = std::fs::remove_file(&tmp);
+            return Ok(());
+        };
+        let result = written.and_then(|(mut file, len)| {
+            file.write_all(&since)
+                .and_then(|()| file.sync_data())
+                .map_err(JournalError::at(&tmp, "writing"))?;
+            std::fs::rename(&tmp, &self.path)
+                .map_err(JournalError::at(&tmp, "renaming over the journal"))?;
+            Ok((file, len + since.len() as u64))
+        });
+        match result {
+            Ok((file, len)) => {
+                self.file = file;
+                self.len = len;
+                self.torn = false;
+                self.appended = n;
+                self.live_at_compaction = live;
+                sync_dir(&self.dir)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Writes `live` (a snapshot taken at [`Journal::begin_compaction`]) to the compaction file in
+/// `state_dir`, fsync'd: the slow part of a compaction, done without the daemon's lock.
+pub fn write_compaction(state_dir: &Path, live: &[Record]) -> Result<(File, u64), JournalError> {
+    let tmp = state_dir.join(COMPACT_FILE_NAME);
+    let written = write_tmp(&tmp, live);
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 #[cfg(test)]
@@ -962,6 +1032,42 @@ mod tests {
         assert_eq!(recovered.records, expected);
         assert!(recovered.damage.is_empty());
         assert!(!dir.0.join(TMP_FILE_NAME).exists());
+    }
+
+    #[test]
+    fn a_compaction_off_the_lock_keeps_what_was_appended_while_it_ran() {
+        let dir = TempDir::new();
+        let all = records(10);
+        let mut journal = Journal::rewrite(&dir.0, &all[..4]).unwrap();
+        journal.begin_compaction();
+        // The snapshot is the first two; records appended while the file is written must
+        // still be in the journal that replaces this one.
+        let live = all[..2].to_vec();
+        journal.append(&all[4..6]).unwrap();
+        let written = write_compaction(&dir.0, &live);
+        journal.append(&all[6..7]).unwrap();
+        journal.finish_compaction(written, live.len()).unwrap();
+        assert!(!journal.compacting());
+        journal.append(&all[7..8]).unwrap();
+        let recovered = recover(&dir.0).unwrap();
+        let mut expected = live.clone();
+        expected.extend_from_slice(&all[4..8]);
+        assert_eq!(recovered.records, expected);
+        assert!(recovered.damage.is_empty());
+        assert!(!dir.0.join(COMPACT_FILE_NAME).exists());
+
+        // A compaction whose file could not be written leaves the journal as it was.
+        journal.begin_compaction();
+        journal.append(&all[8..9]).unwrap();
+        let failed = Err(JournalError {
+            path: dir.0.join(COMPACT_FILE_NAME),
+            action: "writing",
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        });
+        assert!(journal.finish_compaction(failed, 1).is_err());
+        journal.append(&all[9..10]).unwrap();
+        expected.extend_from_slice(&all[8..10]);
+        assert_eq!(recover(&dir.0).unwrap().records, expected);
     }
 
     #[test]

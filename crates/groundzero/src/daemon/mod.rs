@@ -442,7 +442,32 @@ async fn expiry_loop(shared: Shared) {
                 }
             }
         }
+        compact_journal(&shared).await;
     }
+}
+
+/// Compacts the journal once it has grown well past the live set, writing the new file
+/// without the daemon's lock: the API never waits for the whole set to be encoded.
+async fn compact_journal(shared: &Shared) {
+    let shared = shared.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        let started = shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .registry
+            .start_compaction();
+        let Some((dir, live)) = started else {
+            return;
+        };
+        let written = journal::write_compaction(&dir, &live);
+        let mut d = shared.lock().unwrap_or_else(|p| p.into_inner());
+        match d.registry.finish_compaction(written, live.len()) {
+            Ok(()) => log::info!("journal compacted to {} records", live.len()),
+            // The old journal is whole and still in use; the next tick tries again.
+            Err(e) => log::warn!("compacting the journal: {e}"),
+        }
+    })
+    .await;
 }
 
 /// How often the guard re-reads the management addresses (own addresses, SSH peers,
