@@ -496,3 +496,35 @@ fn the_daemon_serves_metrics_with_sources_and_feeds() {
         "{text}"
     );
 }
+
+#[test]
+fn a_step_that_fails_after_the_maps_rolls_the_maps_back() {
+    let d = TestDaemon::start("[guard]\nprotect_management = false");
+    let kernel = common::state::Kernel::open(&d.pin_dir);
+    // The feed cache is written after the maps took the import: make that write fail (its
+    // temporary file's name is taken by a directory), as a full or read-only disk would.
+    let feeds = d.dir.join("state").join("feeds");
+    std::fs::create_dir_all(feeds.join("cachefail.tmp").join("x")).unwrap();
+    let (status, message) = api_err(d.call(
+        Method::POST,
+        "/v1/import",
+        Some(json!({"name": "cachefail", "text": "198.18.30.1\n198.18.31.0/24\n"})),
+    ));
+    assert_eq!(status, 503, "{message}");
+    assert!(message.contains("cachefail"), "{message}");
+    assert!(
+        kernel.keys().is_empty(),
+        "the kernel kept entries no record accounts for: {:?}",
+        kernel.keys()
+    );
+    assert!(listed(&d, "").is_empty());
+    // Once the disk is fine again, the same import applies.
+    std::fs::remove_dir_all(feeds.join("cachefail.tmp")).unwrap();
+    let v = d.ok(
+        Method::POST,
+        "/v1/import",
+        Some(json!({"name": "cachefail", "text": "198.18.30.1\n198.18.31.0/24\n"})),
+    );
+    assert_eq!(v["entries"], 2, "{v}");
+    assert_eq!(kernel.keys().len(), 2);
+}
