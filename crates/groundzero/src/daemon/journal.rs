@@ -154,8 +154,22 @@ type Parser = fn(&[u8]) -> Parsed;
 /// Errors are I/O errors only (reading the journal, or writing the copy of its damage: without
 /// that copy a rewrite would lose the damaged bytes silently).
 pub fn recover(state_dir: &Path) -> Result<Recovered, JournalError> {
+    let (records, damaged) = parse_files(state_dir)?;
+    let damage = if damaged.is_empty() {
+        Vec::new()
+    } else {
+        move_aside(state_dir, &damaged)?
+    };
+    Ok(Recovered { records, damage })
+}
+
+/// The damaged files of a journal: each one's path, bytes and bad ranges.
+type Damaged = Vec<(PathBuf, Vec<u8>, Vec<Bad>)>;
+
+/// Reads and parses the legacy and the framed file (either may be missing), changing nothing.
+fn parse_files(state_dir: &Path) -> Result<(Vec<Record>, Damaged), JournalError> {
     let mut records = Vec::new();
-    let mut damaged: Vec<(PathBuf, Vec<u8>, Vec<Bad>)> = Vec::new();
+    let mut damaged = Vec::new();
     let parsers: [(&str, Parser); 2] =
         [(LEGACY_FILE_NAME, parse_legacy), (FILE_NAME, parse_framed)];
     for (name, parse) in parsers {
@@ -171,41 +185,19 @@ pub fn recover(state_dir: &Path) -> Result<Recovered, JournalError> {
             damaged.push((path, bytes, bad));
         }
     }
-    let damage = if damaged.is_empty() {
-        Vec::new()
-    } else {
-        move_aside(state_dir, &damaged)?
-    };
-    Ok(Recovered { records, damage })
+    Ok((records, damaged))
 }
 
 /// The intact records in `state_dir`'s journal and the number of damaged ranges, read without
 /// changing anything (for inspection and tests; the daemon uses [`recover`]).
 pub fn read_only(state_dir: &Path) -> Result<(Vec<Record>, usize), JournalError> {
-    let mut records = Vec::new();
-    let mut damaged = 0;
-    let parsers: [(&str, Parser); 2] =
-        [(LEGACY_FILE_NAME, parse_legacy), (FILE_NAME, parse_framed)];
-    for (name, parse) in parsers {
-        let path = state_dir.join(name);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(JournalError::at(&path, "reading")(e)),
-        };
-        let (found, bad) = parse(&bytes);
-        records.extend(found);
-        damaged += bad.len();
-    }
-    Ok((records, damaged))
+    let (records, damaged) = parse_files(state_dir)?;
+    Ok((records, damaged.iter().map(|(_, _, bad)| bad.len()).sum()))
 }
 
 /// Copies every damaged range into one new file and fsyncs it (and the directory), so the copy
 /// survives the rewrite that follows.
-fn move_aside(
-    state_dir: &Path,
-    damaged: &[(PathBuf, Vec<u8>, Vec<Bad>)],
-) -> Result<Vec<Damage>, JournalError> {
+fn move_aside(state_dir: &Path, damaged: &Damaged) -> Result<Vec<Damage>, JournalError> {
     let seconds = super::registry::now_unix();
     // Two starts within a second (a restart loop) must not overwrite the first copy.
     let mut n = 0;
