@@ -318,3 +318,73 @@ fn the_daemon_starts_on_a_legacy_journal_cut_inside_a_character() {
     assert_eq!(after.records.len(), 3);
     assert!(after.damage.is_empty());
 }
+
+#[test]
+fn a_daemon_on_a_full_disk_refuses_changes_and_keeps_every_acknowledged_one() {
+    let dirs = Dirs::new();
+    // The state dir itself is a tiny tmpfs: the daemon fills it with journal records.
+    let fs = Tmpfs::mount("96k");
+    std::fs::remove_dir(dirs.state()).unwrap();
+    std::os::unix::fs::symlink(&fs.dir, dirs.state()).unwrap();
+    let extra = "[guard]\nprotect_management = false";
+    let d = TestDaemon::start_with(dirs.dir.clone(), dirs.pin_dir.clone(), extra);
+    let reason = "x".repeat(380);
+    let mut acknowledged = HashSet::new();
+    let mut refused = None;
+    for i in 0..4000u32 {
+        let entry = net(i);
+        match d.call(
+            Method::POST,
+            "/v1/block",
+            Some(serde_json::json!({"entries": [entry.to_string()], "reason": reason})),
+        ) {
+            Ok(_) => {
+                acknowledged.insert(entry);
+            }
+            Err(groundzero::client::ClientError::Api { status, message }) => {
+                assert_eq!(status, 503, "{message}");
+                assert!(message.contains("journal"), "{message}");
+                refused = Some(entry);
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let refused = refused.expect("the 96k tmpfs never filled up");
+    assert!(acknowledged.len() > 10, "{}", acknowledged.len());
+    let kernel = || -> HashSet<IpNet> {
+        Shield::load(ShieldOptions {
+            pin_dir: Some(dirs.pin_dir.clone()),
+            ..Default::default()
+        })
+        .unwrap()
+        .blocked()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.net)
+        .collect()
+    };
+    assert_eq!(kernel(), acknowledged, "the refused block was rolled back");
+    assert!(!kernel().contains(&refused));
+    // A restart on the still full disk starts, and holds exactly what was acknowledged.
+    let (dir, pin_dir) = d.stop();
+    let d = TestDaemon::start_with(dir, pin_dir, extra);
+    let listed = d.ok(Method::GET, "/v1/entries?limit=100000", None);
+    assert_eq!(
+        listed["entries"].as_array().map(Vec::len),
+        Some(acknowledged.len())
+    );
+    assert_eq!(kernel(), acknowledged);
+    d.stop();
+    // Every record on disk is intact.
+    let (records, damaged) = journal::read_only(&fs.dir).unwrap();
+    assert_eq!(damaged, 0);
+    let on_disk: HashSet<IpNet> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Add { net, .. } => Some(*net),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(on_disk, acknowledged);
+}

@@ -544,6 +544,39 @@ impl Journal {
         })
     }
 
+    /// Opens the existing framed journal in `state_dir` for appending, as it is: for a start
+    /// on a full disk, where [`Journal::rewrite`] cannot write the compacted copy. Everything
+    /// [`recover`] read stays readable, and new frames go after it (a torn tail before them is
+    /// skipped by the next recovery, which resynchronises on frame boundaries).
+    pub fn append_to_existing(state_dir: &Path) -> Result<Self, JournalError> {
+        let path = state_dir.join(FILE_NAME);
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(JournalError::at(&path, "opening"))?;
+        let len = file
+            .metadata()
+            .map_err(JournalError::at(&path, "reading the size of"))?
+            .len();
+        if len < HEADER_LEN as u64 {
+            // No whole header: only a rewrite can make this file a journal.
+            return Err(JournalError::at(&path, "opening")(std::io::Error::other(
+                "the file has no journal header",
+            )));
+        }
+        Ok(Self {
+            dir: state_dir.to_path_buf(),
+            path,
+            file,
+            len,
+            torn: false,
+            appended: 0,
+            live_at_compaction: 0,
+            pending: None,
+            damage: Vec::new(),
+        })
+    }
+
     /// Remembers what [`recover`] found, for [`Journal::damage`].
     pub fn with_damage(mut self, damage: Vec<Damage>) -> Self {
         self.damage = damage;

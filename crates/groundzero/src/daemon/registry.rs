@@ -351,8 +351,19 @@ impl Registry {
         if adopted > 0 {
             log::warn!("adopted {adopted} map entries that had no record (source \"adopted\")");
         }
-        let journal =
-            Journal::rewrite(state_dir, &live_records(&held))?.with_damage(recovered.damage);
+        let journal = match Journal::rewrite(state_dir, &live_records(&held)) {
+            Ok(journal) => journal,
+            // A full disk must not keep the daemon from starting (and TTLs from expiring): go
+            // on appending to the journal as it is; the next compaction shrinks it.
+            Err(e) if state_dir.join(journal::FILE_NAME).exists() => {
+                log::warn!(
+                    "compacting the journal at start failed ({e}); appending to it as it is"
+                );
+                Journal::append_to_existing(state_dir)?
+            }
+            Err(e) => return Err(e.into()),
+        }
+        .with_damage(recovered.damage);
         let mut registry = Self {
             held,
             feeds,
