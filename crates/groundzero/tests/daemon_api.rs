@@ -528,3 +528,52 @@ fn a_step_that_fails_after_the_maps_rolls_the_maps_back() {
     assert_eq!(v["entries"], 2, "{v}");
     assert_eq!(kernel.keys().len(), 2);
 }
+
+#[test]
+fn the_guard_shows_what_it_protects_and_counts_what_it_refused() {
+    let d = TestDaemon::start("[guard]\nprotected = [\"198.18.77.0/24\"]\n");
+    d.ok(
+        Method::POST,
+        "/v1/allow",
+        Some(json!({"entries": ["198.18.9.9"]})),
+    );
+    let v = d.ok(
+        Method::POST,
+        "/v1/block",
+        Some(json!({"entries": ["198.18.1.1", "198.18.77.5", "198.18.9.0/24"]})),
+    );
+    assert_eq!(v["refused"], 2, "{v}");
+    let g = d.ok(Method::GET, "/v1/guard", None);
+    assert_eq!(g["configured"], json!(["198.18.77.0/24"]), "{g}");
+    assert_eq!(g["allowlist_entries"], 1, "{g}");
+    assert_eq!(g["refusals"]["api"], 2, "{g}");
+    assert_eq!(g["protect_management"], true);
+    assert!(g["error"].is_null(), "{g}");
+    // This host's own (non-loopback) addresses are among the protected management addresses,
+    // and each is exempt from the rate limit in the kernel too.
+    let own: Vec<&str> = g["management"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["why"] == "an address of this host")
+        .map(|m| m["entry"].as_str().unwrap())
+        .collect();
+    assert!(!own.is_empty(), "{g}");
+    let exempt: Vec<&str> = g["rate_exempt"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    for a in &own {
+        assert!(exempt.contains(a), "{a} is not rate-exempt: {g}");
+    }
+    // Blocking one of them is refused like any protected address.
+    let (status, message) = api_err(d.call(
+        Method::POST,
+        "/v1/block",
+        Some(json!({"entries": [own[0]]})),
+    ));
+    assert_eq!(status, 409, "{message}");
+    assert!(message.contains("an address of this host"), "{message}");
+}

@@ -104,6 +104,7 @@ pub fn router(state: Shared, token: Option<Arc<String>>, max_body: usize) -> Rou
         .route("/v1/allow", post(allow))
         .route("/v1/unallow", post(unallow))
         .route("/v1/why/{address}", get(why))
+        .route("/v1/guard", get(guard))
         .route("/v1/monitor", put(monitor))
         .route("/v1/import", post(import))
         .route("/v1/feeds", get(feeds))
@@ -408,6 +409,24 @@ async fn why(
         Ok(Json(
             serde_json::to_value(d.registry.why(&d.shield, addr)?).unwrap_or_default(),
         ))
+    })
+    .await
+}
+
+/// What the lockout guard protects right now, and how many blocks it refused by source.
+async fn guard(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
+    with_state(s, |d| {
+        let mut v = serde_json::to_value(d.registry.guard().view()).unwrap_or_default();
+        v["allowlist_entries"] = json!(d
+            .registry
+            .counts()
+            .iter()
+            .filter(|((side, _, _), _)| *side == Side::Allow)
+            .map(|(_, n)| n)
+            .sum::<u64>());
+        v["rate_exempt"] = json!(d.rate_exempt);
+        v["refusals"] = json!(d.registry.refusal_counts());
+        Ok(Json(v))
     })
     .await
 }

@@ -119,6 +119,28 @@ impl ManagementSnapshot {
     }
 }
 
+/// A management address the guard protects, and why.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ProtectedAddress {
+    pub entry: IpNet,
+    pub why: &'static str,
+}
+
+/// What `GET /v1/guard` shows.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct GuardView {
+    pub configured: Vec<IpNet>,
+    pub protect_management: bool,
+    pub ssh_port: u16,
+    pub management: Vec<ProtectedAddress>,
+    /// Seconds since the management addresses were last read.
+    pub read_seconds_ago: Option<f64>,
+    /// Why they could not be read: then every block is refused.
+    pub error: Option<String>,
+    pub widest_v4: u8,
+    pub widest_v6: u8,
+}
+
 pub struct Guard {
     configured: Vec<IpNet>,
     management: bool,
@@ -192,6 +214,31 @@ impl Guard {
     /// The prefixes configured as protected.
     pub fn configured(&self) -> &[IpNet] {
         &self.configured
+    }
+
+    /// What the guard protects right now besides the config and the allowlist: each
+    /// management address with why, when it was read, and why it could not be (if so).
+    pub fn view(&self) -> GuardView {
+        let mut management: Vec<(IpNet, &'static str)> = if self.management {
+            self.snapshot.addresses.clone()
+        } else {
+            Vec::new()
+        };
+        management.sort();
+        management.dedup();
+        GuardView {
+            configured: self.configured.clone(),
+            protect_management: self.management,
+            ssh_port: self.ssh_port,
+            management: management
+                .into_iter()
+                .map(|(entry, why)| ProtectedAddress { entry, why })
+                .collect(),
+            read_seconds_ago: self.taken.map(|t| t.elapsed().as_secs_f64()),
+            error: self.snapshot.error.clone(),
+            widest_v4: WIDEST_V4,
+            widest_v6: WIDEST_V6,
+        }
     }
 
     /// Checks one entry. `allowed` is the allowlist (an allowlisted address is protected too).

@@ -65,6 +65,9 @@ pub enum Remote {
     },
     /// Counters, attachments, list sizes.
     Stats,
+    /// What the lockout guard protects right now (config, allowlist, management addresses)
+    /// and how many blocks it refused.
+    Guard,
     /// Explain the verdict packets from ADDRESS get right now.
     Why { address: String },
     /// Load a list file as a named set (source feed:NAME); importing the same name again
@@ -205,6 +208,7 @@ pub fn run(target: Target, command: Remote) -> Result<()> {
             (call(Method::GET, &path, None)?, Box::new(list))
         }
         Remote::Stats => (call(Method::GET, "/v1/stats", None)?, Box::new(stats)),
+        Remote::Guard => (call(Method::GET, "/v1/guard", None)?, Box::new(guard)),
         Remote::Journey {
             watch,
             mermaid,
@@ -381,6 +385,72 @@ fn added(v: &Value) -> String {
         }
     }
     text
+}
+
+fn guard(v: &Value) -> String {
+    let mut out = String::new();
+    let list = |v: &Value| -> String {
+        let items: Vec<String> = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| txt(e).into_owned())
+            .collect();
+        if items.is_empty() {
+            "(none)".into()
+        } else {
+            items.join(", ")
+        }
+    };
+    out.push_str(&format!(
+        "protected by the config: {}\n",
+        list(&v["configured"])
+    ));
+    out.push_str(&format!(
+        "allowlisted entries (always protected): {}\n",
+        v["allowlist_entries"]
+    ));
+    out.push_str(&format!(
+        "prefixes wider than /{} (IPv4) or /{} (IPv6): refused unless forced\n",
+        v["widest_v4"], v["widest_v6"]
+    ));
+    if v["protect_management"] == true {
+        match v["error"].as_str() {
+            Some(e) => out.push_str(&format!(
+                "management addresses: UNREADABLE ({}): every block is refused\n",
+                for_terminal(e)
+            )),
+            None => out.push_str(&format!(
+                "management addresses (read {:.0} s ago, ssh port {}):\n",
+                v["read_seconds_ago"].as_f64().unwrap_or(f64::NAN),
+                v["ssh_port"]
+            )),
+        }
+        for m in v["management"].as_array().into_iter().flatten() {
+            out.push_str(&format!("  {:<40} {}\n", txt(&m["entry"]), txt(&m["why"])));
+        }
+    } else {
+        out.push_str("management addresses: not protected (guard.protect_management = false)\n");
+    }
+    out.push_str(&format!(
+        "exempt from the XDP rate limit: {}\n",
+        list(&v["rate_exempt"])
+    ));
+    let refusals: Vec<String> = v["refusals"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, n)| format!("{} {n}", for_terminal(k)))
+        .collect();
+    out.push_str(&format!(
+        "blocks refused since start: {}",
+        if refusals.is_empty() {
+            "none".to_string()
+        } else {
+            refusals.join(", ")
+        }
+    ));
+    out
 }
 
 fn removed(v: &Value) -> String {
