@@ -18,12 +18,17 @@ use std::{
 use anyhow::{Context, Result};
 use groundzero::{
     client::{Client, Endpoint},
+    daemon::guard::{Guard, ManagementSnapshot, Policy},
     IpNet, Shield, ShieldOptions,
 };
 use tokio::sync::mpsc;
 
 pub const SOURCE: &str = "app:validator-node";
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// The port whose established peers the fallback's guard protects (as the daemon's default).
+const SSH_PORT: u16 = 22;
+/// How often the fallback's guard re-reads this host's management addresses.
+const GUARD_REFRESH: Duration = Duration::from_secs(2);
 
 /// A ban the node decided.
 #[derive(Debug)]
@@ -35,10 +40,14 @@ pub struct Ban {
 /// Where bans go.
 pub enum Banner {
     Daemon(Client),
-    /// The maps pinned by a daemon (or `groundzero attach`), and when each ban ends.
+    /// The maps pinned by a daemon (or `groundzero attach`), and when each ban ends. Bans
+    /// pass the same lockout guard as the daemon's (this host's addresses, SSH peers,
+    /// resolvers, the allowlist, wide prefixes), since no daemon judges them here.
     Pinned {
         shield: Box<Shield>,
         expiries: Vec<(Instant, IpNet)>,
+        guard: Box<Guard>,
+        guard_read: Instant,
     },
     /// Nothing to ban through: bans are only logged.
     LogOnly,
@@ -67,6 +76,8 @@ impl Banner {
                 Ok(Banner::Pinned {
                     shield: Box::new(shield),
                     expiries: Vec::new(),
+                    guard: Box::new(Guard::new(Vec::new(), true, SSH_PORT)),
+                    guard_read: Instant::now(),
                 })
             }
             None => Ok(Banner::LogOnly),
@@ -113,12 +124,32 @@ impl Banner {
                         outcome.applied as usize
                     })
                     .map_err(anyhow::Error::from),
-                Banner::Pinned { shield, expiries } => {
+                Banner::Pinned {
+                    shield,
+                    expiries,
+                    guard,
+                    guard_read,
+                } => {
+                    if guard_read.elapsed() > GUARD_REFRESH {
+                        guard.install(ManagementSnapshot::read(SSH_PORT, &[]));
+                        *guard_read = Instant::now();
+                    }
+                    let allowed: Vec<IpNet> = shield
+                        .allowed()
+                        .map(|a| a.into_iter().map(|e| e.net).collect())
+                        .unwrap_or_default();
+                    let mut accepted = Vec::new();
+                    for net in &nets {
+                        match guard.check(net, &allowed, Policy::STRICT) {
+                            Ok(()) => accepted.push(*net),
+                            Err(refusal) => log::warn!("not banned: {refusal}"),
+                        }
+                    }
                     let until = Instant::now() + ttl;
-                    expiries.extend(nets.iter().map(|n| (until, *n)));
+                    expiries.extend(accepted.iter().map(|n| (until, *n)));
                     shield
-                        .block_all(&nets)
-                        .map(|()| nets.len())
+                        .block_all(&accepted)
+                        .map(|()| accepted.len())
                         .map_err(anyhow::Error::from)
                 }
                 Banner::LogOnly => Ok(nets.len()),
@@ -137,7 +168,10 @@ impl Banner {
 
     /// Lifts the pinned-map bans whose TTL ended (the daemon does its own).
     fn expire(&mut self) {
-        if let Banner::Pinned { shield, expiries } = self {
+        if let Banner::Pinned {
+            shield, expiries, ..
+        } = self
+        {
             let now = Instant::now();
             expiries.retain(|(until, net)| {
                 if *until > now {
@@ -176,4 +210,59 @@ pub async fn run(mut banner: Banner, mut decisions: mpsc::Receiver<Ban>, ttl: Du
         applied += banner.apply(batch, ttl).await;
     }
     applied
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fallback writes straight into the pinned maps, so it must judge bans itself: a ban
+    /// of this host's own address is refused, the rest of the batch applied.
+    #[tokio::test]
+    async fn the_pinned_fallback_passes_bans_through_the_guard() {
+        assert!(
+            std::fs::metadata("/sys/fs/bpf").is_ok() && nix_root(),
+            "this test loads BPF maps: it needs root (CI runs it as root)"
+        );
+        groundzero::pins::ensure_bpffs().unwrap();
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/gz-vn-{}", std::process::id()));
+        let own = ManagementSnapshot::read(SSH_PORT, &[])
+            .addresses
+            .into_iter()
+            .find(|(_, why)| *why == "an address of this host")
+            .map(|(net, _)| net)
+            .expect("this host has a non-loopback address");
+        let mut banner = Banner::connect(None, Some(pin_dir.clone())).await.unwrap();
+        let batch = vec![
+            Ban {
+                peer: own.addr(),
+                reason: "spoofed".into(),
+            },
+            Ban {
+                peer: "198.18.50.1".parse().unwrap(),
+                reason: "spoofed".into(),
+            },
+        ];
+        let applied = banner.apply(batch, Duration::from_secs(60)).await;
+        let blocked: Vec<IpNet> = match &banner {
+            Banner::Pinned { shield, .. } => shield
+                .blocked()
+                .unwrap()
+                .into_iter()
+                .map(|e| e.net)
+                .collect(),
+            _ => panic!("expected the pinned fallback"),
+        };
+        drop(banner);
+        let _ = groundzero::pins::remove_all(&pin_dir);
+        assert_eq!(applied, 1);
+        assert_eq!(blocked, vec!["198.18.50.1/32".parse::<IpNet>().unwrap()]);
+    }
+
+    fn nix_root() -> bool {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+    }
 }
