@@ -240,3 +240,31 @@ fn batched_bulk_inserts_keep_existing_hits_and_refuse_what_does_not_fit() {
     shield.unblock_all(&gone).unwrap();
     assert!(shield.blocked().unwrap().is_empty());
 }
+
+#[test]
+fn attach_refuses_blocks_the_lockout_guard_protects() {
+    common::require_root();
+    // A wide prefix and an allowlisted address: refused before anything is loaded, naming
+    // both; nothing is attached.
+    let (ok, text) = groundzero(&[
+        "attach",
+        "--iface",
+        "lo",
+        "--block",
+        "0.0.0.0/0",
+        "--block",
+        "198.18.4.4",
+        "--allow",
+        "198.18.4.4",
+        "--duration",
+        "1",
+    ]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("the lockout guard refused 2 block(s), nothing applied"),
+        "{text}"
+    );
+    assert!(text.contains("wider than /8"), "{text}");
+    assert!(text.contains("on the allowlist"), "{text}");
+    assert!(!text.contains("attached"), "{text}");
+}

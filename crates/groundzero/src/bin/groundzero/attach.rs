@@ -12,8 +12,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use groundzero::{
+    daemon::guard::{Guard, Policy},
     metrics::{self, MetricsSnapshot, SnapshotProvider},
     parse_entry, AttachMode, IpNet, Shield, ShieldOptions,
 };
@@ -37,6 +38,10 @@ pub struct Args {
     /// Allow one address or prefix (repeatable).
     #[arg(long, value_name = "ADDR|CIDR")]
     allow: Vec<String>,
+    /// Apply blocks the lockout guard refuses (this host's addresses, SSH peers, resolvers,
+    /// the allowlist, prefixes wider than /8 or /32).
+    #[arg(long)]
+    force: bool,
     /// XDP mode: native (driver), generic (skb), or auto (native, falling back to generic).
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
     mode: Mode,
@@ -71,6 +76,23 @@ enum Mode {
 pub fn run(args: Args) -> Result<()> {
     // Parse every input before touching the kernel: a bad line means nothing is applied.
     let (blocks, allows) = collect(&args)?;
+    // The same lockout guard as the daemon's, before anything is loaded: a list must not lock
+    // out the operator running this command.
+    if !args.force {
+        let guard = Guard::new(Vec::new(), true, 22);
+        let refusals: Vec<String> = blocks
+            .iter()
+            .filter_map(|b| guard.check(b, &allows, Policy::STRICT).err())
+            .map(|r| r.to_string())
+            .collect();
+        if !refusals.is_empty() {
+            bail!(
+                "the lockout guard refused {} block(s), nothing applied (--force applies them):\n  {}",
+                refusals.len(),
+                refusals.join("\n  ")
+            );
+        }
+    }
     // Bind before touching the kernel too: a port in use is reported before anything changes.
     let metrics_listener = match args.metrics_listen {
         Some(addr) => Some(
