@@ -55,14 +55,7 @@ fn read_answer(mut stream: impl Read, limit: Duration) -> (u16, String) {
             Err(_) => break,
         }
     }
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
+    common::daemon::status_and_body(&out)
 }
 
 fn unix(socket: &Path) -> UnixStream {

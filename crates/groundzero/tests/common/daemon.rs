@@ -212,7 +212,12 @@ pub fn raw_request(socket: &Path, request: &[u8]) -> (u16, String) {
     let _ = s.write_all(request);
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).to_string();
+    status_and_body(&out)
+}
+
+/// The status code (0 if none) and the body of a raw HTTP/1.1 response.
+pub fn status_and_body(response: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(response).to_string();
     let status = text
         .split_whitespace()
         .nth(1)
