@@ -376,16 +376,18 @@ impl Validated {
 
     /// Checks `text` as if read from `path` (used in messages).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        // Messages quote values from the file, and TOML escapes can put any character there:
+        // escaped, so that `check-config` and the daemon's log never print a raw control.
         let raw: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message: crate::text::for_terminal_lines(&e.to_string()),
         })?;
         let invalid =
             |span: std::ops::Range<usize>, field: &str, message: String| ConfigError::Invalid {
                 path: path.to_path_buf(),
                 line: text[..span.start.min(text.len())].matches('\n').count() + 1,
                 field: field.to_string(),
-                message,
+                message: crate::text::for_terminal(&message).into_owned(),
             };
         let socket_addr = |value: &Option<Spanned<String>>,
                            field: &str|
@@ -690,6 +692,15 @@ mod tests {
             err.contains("gz.toml") && err.contains("line 2") && err.contains("monitr"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn values_quoted_in_errors_are_escaped() {
+        let err = check("[[feed]]\nname = \"a\\u001b[2Jb\"\nurl = \"/x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains('\u{1b}'), "{err:?}");
+        assert!(err.contains("feed.name"), "{err}");
     }
 
     #[test]
