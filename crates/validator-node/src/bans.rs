@@ -76,7 +76,7 @@ impl Banner {
                 Ok(Banner::Pinned {
                     shield: Box::new(shield),
                     expiries: Vec::new(),
-                    guard: Box::new(Guard::new(Vec::new(), true, SSH_PORT)),
+                    guard: Box::new(Guard::new(Vec::new(), true, SSH_PORT, Vec::new())),
                     guard_read: Instant::now(),
                 })
             }

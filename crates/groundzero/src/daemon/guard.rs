@@ -153,18 +153,24 @@ pub struct Guard {
 
 impl Guard {
     /// A guard over `configured` prefixes; with `management`, also this host's management
-    /// addresses (read at once, then kept current by [`Guard::install`]).
-    pub fn new(configured: Vec<IpNet>, management: bool, ssh_port: u16) -> Self {
+    /// addresses and the servers of `feed_hosts` (read at once, then kept current by
+    /// [`Guard::install`]).
+    pub fn new(
+        configured: Vec<IpNet>,
+        management: bool,
+        ssh_port: u16,
+        feed_hosts: Vec<String>,
+    ) -> Self {
         let mut guard = Self {
             configured,
             management,
             ssh_port,
-            feed_hosts: Vec::new(),
+            feed_hosts,
             snapshot: ManagementSnapshot::default(),
             taken: None,
         };
-        if management {
-            guard.install(ManagementSnapshot::read(ssh_port, &[]));
+        if let Some((port, hosts)) = guard.refresh_inputs() {
+            guard.install(ManagementSnapshot::read(port, &hosts));
         }
         guard
     }
@@ -387,7 +393,7 @@ mod tests {
 
     #[test]
     fn refuses_blocks_that_cover_protected_or_allowed_prefixes() {
-        let guard = Guard::new(vec![net("203.0.113.0/28")], false, 22);
+        let guard = Guard::new(vec![net("203.0.113.0/28")], false, 22, vec![]);
         let allowed = [net("198.51.100.7")];
         let check = |e: &str| guard.check(&net(e), &allowed, Policy::STRICT);
         assert_eq!(
@@ -411,7 +417,7 @@ mod tests {
 
     #[test]
     fn wide_prefixes_need_allow_wide() {
-        let guard = Guard::new(vec![], false, 22);
+        let guard = Guard::new(vec![], false, 22, vec![]);
         for wide in ["0.0.0.0/0", "10.0.0.0/7", "::/0", "2001::/31"] {
             let err = guard.check(&net(wide), &[], Policy::STRICT).unwrap_err();
             assert!(err.why.contains("wider than"), "{wide}: {err}");
@@ -429,7 +435,7 @@ mod tests {
 
     #[test]
     fn management_addresses_are_protected_and_the_guard_fails_closed() {
-        let mut guard = Guard::new(vec![], true, 22);
+        let mut guard = Guard::new(vec![], true, 22, vec![]);
         guard.install(ManagementSnapshot {
             addresses: vec![(net("192.0.2.10"), "an address of this host")],
             error: None,

@@ -237,12 +237,7 @@ fn start(
     if let Err(e) = shield.enable_run_stats() {
         log::warn!("kernel run-time stats for the XDP program are unavailable: {e}");
     }
-    let mut guard = Guard::new(
-        config.protected.clone(),
-        config.raw.guard.protect_management,
-        config.raw.guard.ssh_port,
-    );
-    guard.reconfigure(
+    let guard = Guard::new(
         config.protected.clone(),
         config.raw.guard.protect_management,
         config.raw.guard.ssh_port,

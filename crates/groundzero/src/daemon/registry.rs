@@ -439,13 +439,6 @@ impl Registry {
         }
     }
 
-    /// Appends to the journal and, once it has grown well past the live set, rewrites it to
-    /// the live set (online compaction: refused and churned changes do not pile up).
-    fn journal(&mut self, records: &[Record]) -> Result<(), RegistryError> {
-        self.journal.append(records)?;
-        Ok(())
-    }
-
     /// When the journal has grown well past the live set (refused requests write nothing,
     /// but churn and expiry do): begins a compaction and returns what its file must hold. The
     /// caller writes it with [`journal::write_compaction`] without the daemon's lock (it takes
@@ -504,10 +497,12 @@ impl Registry {
         if all_or_nothing && !refusals.is_empty() {
             return Err(RegistryError::Refused(refusals));
         }
-        let refused: HashSet<IpNet> = refusals.iter().map(|r| r.entry).collect();
+        // Each refused entry with why, looked up by entry when the outcomes are built.
+        let refused: HashMap<IpNet, String> =
+            refusals.iter().map(|r| (r.entry, r.to_string())).collect();
         let accepted: Vec<IpNet> = nets
             .iter()
-            .filter(|n| !refused.contains(n))
+            .filter(|n| !refused.contains_key(n))
             .copied()
             .collect();
         let new: Vec<IpNet> = accepted
@@ -524,11 +519,11 @@ impl Registry {
                 holder: holder.clone(),
             })
             .collect();
-        if let Err(e) = self.journal(&records) {
+        if let Err(e) = self.journal.append(&records) {
             if let Err(undo) = delete(shield, side, &new) {
                 log::error!("undoing a change the journal refused: {undo}");
             }
-            return Err(e);
+            return Err(e.into());
         }
         for net in &accepted {
             self.apply(Record::Add {
@@ -538,12 +533,9 @@ impl Registry {
             });
         }
         let new: HashSet<IpNet> = new.into_iter().collect();
-        let mut refusals = refusals.into_iter();
         for net in nets {
-            let status = if refused.contains(&net) {
-                EntryStatus::Refused {
-                    why: refusals.next().map(|r| r.to_string()).unwrap_or_default(),
-                }
+            let status = if let Some(why) = refused.get(&net) {
+                EntryStatus::Refused { why: why.clone() }
             } else if new.contains(&net) {
                 EntryStatus::Added
             } else {
@@ -600,11 +592,11 @@ impl Registry {
                 source: source.map(str::to_string),
             })
             .collect();
-        if let Err(e) = self.journal(&records) {
+        if let Err(e) = self.journal.append(&records) {
             if let Err(undo) = insert(shield, side, &leaving) {
                 log::error!("undoing a removal the journal refused: {undo}");
             }
-            return Err(e);
+            return Err(e.into());
         }
         for net in &changed {
             self.apply(Record::Remove {
@@ -671,7 +663,7 @@ impl Registry {
         }
         // Map first: if the journal write fails the holds are still recorded, and the next
         // start (or the next tick) expires them again.
-        self.journal(&records)?;
+        self.journal.append(&records)?;
         for r in records {
             self.apply(r);
         }

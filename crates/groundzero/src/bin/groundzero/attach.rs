@@ -79,7 +79,7 @@ pub fn run(args: Args) -> Result<()> {
     // The same lockout guard as the daemon's, before anything is loaded: a list must not lock
     // out the operator running this command.
     if !args.force {
-        let guard = Guard::new(Vec::new(), true, 22);
+        let guard = Guard::new(Vec::new(), true, 22, Vec::new());
         let refusals: Vec<String> = blocks
             .iter()
             .filter_map(|b| guard.check(b, &allows, Policy::STRICT).err())
