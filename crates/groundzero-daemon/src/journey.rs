@@ -1,35 +1,23 @@
-//! The daemon's side of journeys and rate-based bans: drains the kernel's ring buffers, keeps
-//! the statistics, serves `/v1/journey*` (JSON and a live `text/event-stream`), and bans
-//! sources the XDP rate limit reports.
+//! The daemon's side of journeys: drains the kernel's journey ring buffer and keeps the
+//! statistics and recent journeys ([`JourneyHub`]) that `/v1/journey*` ([`crate::http::journey`])
+//! serves.
 
 use std::{
-    convert::Infallible,
     net::IpAddr,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use axum::{
-    extract::{Query, State},
-    response::sse::{Event, KeepAlive, Sse},
-    Json,
-};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::{io::unix::AsyncFd, sync::broadcast};
 
-use super::{
-    api::{ApiError, ApiJson},
-    registry::{now_unix, Holder, Side},
-    Daemon, Shared,
-};
+use super::{Daemon, Shared};
 use groundzero::shield::ProgramStats;
 use groundzero::{
     journey::{
         tracer::format_filter, Assembler, FlowFilter, Journey, JourneyEvents, JourneyStats,
-        Kallsyms, KernelInfo, Outcome, TraceStatus,
+        Kallsyms, KernelInfo, TraceStatus,
     },
-    ratelimit::RateEvents,
     Action, Reason,
 };
 
@@ -54,7 +42,7 @@ pub struct JourneyHub {
     /// What the XDP program and the observers cost over the last window (kernel run stats).
     cost: Option<Cost>,
     last_run_stats: Option<(std::time::Instant, RunStats)>,
-    tx: broadcast::Sender<(&'static str, Arc<String>)>,
+    pub(crate) tx: broadcast::Sender<(&'static str, Arc<String>)>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -164,14 +152,14 @@ pub fn stop_tracing(d: &mut Daemon) -> Result<TraceStatus, groundzero::Error> {
 }
 
 /// Registers a ring buffer with the runtime's poller.
-fn register<T: std::os::fd::AsRawFd>(inner: T) -> std::io::Result<AsyncFd<T>> {
+pub(crate) fn register<T: std::os::fd::AsRawFd>(inner: T) -> std::io::Result<AsyncFd<T>> {
     // SAFETY: `inner` owns its fd (a ring buffer map) and keeps it open until the AsyncFd,
     // which owns `inner`, is dropped: the fd cannot be closed while registered.
     unsafe { AsyncFd::register(inner) }.map_err(|e| e.into_parts().1)
 }
 
 /// CLOCK_MONOTONIC in ns, the clock of `bpf_ktime_get_ns`.
-fn monotonic_ns() -> u64 {
+pub(crate) fn monotonic_ns() -> u64 {
     let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .expect("CLOCK_MONOTONIC exists");
     t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
@@ -324,7 +312,7 @@ async fn update_rates(shared: &Shared, hub: &Arc<Mutex<JourneyHub>>) {
     h.last_totals = Some((now, now_totals));
 }
 
-fn round(x: f64) -> f64 {
+pub(crate) fn round(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
@@ -424,222 +412,8 @@ pub fn journey_json(d: &Daemon, h: &JourneyHub, j: &Journey) -> Value {
 
 /// The journey hub, fetched on a blocking thread: the daemon's lock may be held for a while
 /// (a large import), and an async worker must never wait on it.
-async fn hub_of(s: Shared) -> Arc<Mutex<JourneyHub>> {
+pub(crate) async fn hub_of(s: Shared) -> Arc<Mutex<JourneyHub>> {
     tokio::task::spawn_blocking(move || s.lock().unwrap_or_else(|p| p.into_inner()).journey.clone())
         .await
         .expect("fetching the journey hub does not panic")
-}
-
-pub async fn summary(State(s): State<Shared>) -> Json<Value> {
-    let hub = hub_of(s).await;
-    // The hub's own lock is only ever held for in-memory work: fine on an async thread.
-    let h = hub.lock().unwrap_or_else(|p| p.into_inner());
-    Json(summary_json(&h))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RecentQuery {
-    #[serde(default = "default_recent")]
-    limit: usize,
-    /// Only journeys with this outcome (`xdp_drop`, `delivered`, ...).
-    outcome: Option<String>,
-}
-fn default_recent() -> usize {
-    50
-}
-
-pub async fn recent(
-    State(s): State<Shared>,
-    query: Result<Query<RecentQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError(e.status(), e.body_text()))?;
-    if let Some(o) = &q.outcome {
-        if !Outcome::ALL.iter().any(|x| x.label() == o) {
-            return Err(ApiError(
-                axum::http::StatusCode::BAD_REQUEST,
-                format!("unknown outcome `{o}` (xdp_drop, delivered, consumed, kernel_drop, incomplete)"),
-            ));
-        }
-    }
-    let limit = q.limit.min(512);
-    let out = tokio::task::spawn_blocking(move || {
-        let d = s.lock().unwrap_or_else(|p| p.into_inner());
-        let h = d.journey.lock().unwrap_or_else(|p| p.into_inner());
-        h.stats
-            .recent(512)
-            .filter(|j| q.outcome.as_deref().is_none_or(|o| j.outcome.label() == o))
-            .take(limit)
-            .map(|j| journey_json(&d, &h, j))
-            .collect::<Vec<_>>()
-    })
-    .await
-    .map_err(|e| ApiError(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(Json(json!({ "journeys": out })))
-}
-
-/// `GET /v1/journey/events`: `summary` about once a second, `journey` as they finish.
-pub async fn events(
-    State(s): State<Shared>,
-) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
-    let hub = hub_of(s).await;
-    let (rx, first) = {
-        let h = hub.lock().unwrap_or_else(|p| p.into_inner());
-        (h.tx.subscribe(), summary_json(&h).to_string())
-    };
-    let initial = futures_util::stream::once(async move {
-        Ok::<_, Infallible>(Event::default().event("summary").data(first))
-    });
-    let live = futures_util::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok((kind, data)) => {
-                    let event = Event::default().event(kind).data(data.as_str());
-                    return Some((Ok(event), rx));
-                }
-                // A slow viewer misses some events rather than slowing anyone else down.
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    });
-    use futures_util::StreamExt;
-    Sse::new(initial.chain(live)).keep_alive(KeepAlive::default())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TracingRequest {
-    enabled: bool,
-    sample_every: Option<u32>,
-    filter: Option<String>,
-}
-
-/// `PUT /v1/journey`: turn tracing on or off, change sampling.
-pub async fn configure(
-    State(s): State<Shared>,
-    ApiJson(r): ApiJson<TracingRequest>,
-) -> Result<Json<Value>, ApiError> {
-    let bad = |m: String| ApiError(axum::http::StatusCode::BAD_REQUEST, m);
-    if r.sample_every == Some(0) {
-        return Err(bad(
-            "sample_every: must be at least 1 (1 = every packet)".into()
-        ));
-    }
-    let filter = match &r.filter {
-        Some(f) => {
-            Some(groundzero::journey::parse_filter(f).map_err(|e| bad(format!("filter: {e}")))?)
-        }
-        None => None,
-    };
-    let status = tokio::task::spawn_blocking(move || {
-        let mut d = s.lock().unwrap_or_else(|p| p.into_inner());
-        let d = &mut *d;
-        if r.enabled {
-            let current = d
-                .journey
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .status
-                .clone();
-            let every = r.sample_every.unwrap_or(if current.sample_every > 0 {
-                current.sample_every
-            } else {
-                *d.config.raw.journey.sample_every.get_ref()
-            });
-            let filter = filter.unwrap_or_else(|| {
-                groundzero::journey::parse_filter(&current.filter)
-                    .unwrap_or(d.config.journey_filter)
-            });
-            start_tracing(d, every, filter)
-        } else {
-            stop_tracing(d)
-        }
-    })
-    .await
-    .map_err(|e| ApiError(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|e| {
-        ApiError(
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            groundzero::error::error_chain(&e),
-        )
-    })?;
-    Ok(Json(json!({ "tracing": status })))
-}
-
-/// Bans sources the XDP rate limit reports, for `ban_ttl`, unless the guard protects them.
-pub async fn rate_ban_loop(shared: Shared, events: RateEvents) {
-    let mut events = match register(events) {
-        Ok(fd) => fd,
-        Err(e) => {
-            log::error!("rate limit: cannot poll the ring buffer: {e}");
-            return;
-        }
-    };
-    loop {
-        let Ok(mut guard) = events.readable_mut().await else {
-            return;
-        };
-        let mut over = Vec::new();
-        guard.get_inner_mut().drain(|o| over.push(o));
-        guard.clear_ready();
-        if over.is_empty() {
-            continue;
-        }
-        let shared = shared.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            let mut d = shared.lock().unwrap_or_else(|p| p.into_inner());
-            let d = &mut *d;
-            let rate = d.config.raw.ratelimit.rate;
-            let ttl = d.config.ban_ttl.as_secs();
-            // One ban per source: a bucket reports at most once a second, but a burst of
-            // reports may name a source twice.
-            let mut nets: Vec<ipnet::IpNet> = Vec::new();
-            let mut dropped = 0;
-            for o in over {
-                // The bucket's prefix (a /64 by default for IPv6): banning one address of it
-                // would let the rest of the /64 go on.
-                let net = o.prefix;
-                if !d.registry.present(Side::Block, &net) && !nets.contains(&net) {
-                    nets.push(net);
-                    dropped = dropped.max(o.dropped);
-                }
-            }
-            if nets.is_empty() {
-                return;
-            }
-            let now = now_unix();
-            let holder = Holder {
-                source: "auto-ban".into(),
-                reason: Some(format!("over {rate} pps (up to {dropped} packets dropped)")),
-                created: now,
-                expires: Some(now.saturating_add(ttl)),
-            };
-            // Through the registry, so through the guard like every other block: a spoofed
-            // flood from a protected, allowlisted or management address is never banned. One
-            // call for the batch: one journal write, one fsync.
-            match d.registry.add(
-                &mut d.shield,
-                Side::Block,
-                &nets,
-                &holder,
-                groundzero::guard::Policy::STRICT,
-                false,
-            ) {
-                Ok(outcomes) => {
-                    for o in outcomes {
-                        match o.status {
-                            super::registry::EntryStatus::Refused { why } => log::warn!(
-                                "rate limit: {} is over {rate} pps but not banned: {why}",
-                                o.entry
-                            ),
-                            _ => log::info!("rate limit: banned {} for {ttl}s", o.entry),
-                        }
-                    }
-                }
-                Err(e) => log::error!("rate limit: banning {} source(s): {e}", nets.len()),
-            }
-        })
-        .await;
-    }
 }

@@ -6,15 +6,16 @@
 //!
 //! [`run`] takes the shutdown signal as a future (mini-redis style), so tests drive it directly.
 
-pub mod api;
 pub mod config;
 pub mod feeds;
+pub mod http;
 pub mod journal;
 pub mod journey;
 pub mod lock;
 pub mod metrics;
 pub mod registry;
 pub mod serve;
+pub mod tasks;
 pub mod web;
 
 use std::{
@@ -101,7 +102,7 @@ pub async fn run_with_reload(
     tasks.spawn(expiry_loop(shared.clone()));
     tasks.spawn(guard_loop(shared.clone()));
     tasks.spawn(journey::journey_loop(shared.clone(), journey_events));
-    tasks.spawn(journey::rate_ban_loop(shared.clone(), rate_events));
+    tasks.spawn(tasks::rate_bans::rate_ban_loop(shared.clone(), rate_events));
     let mut feed_tasks = std::collections::BTreeMap::new();
     for feed in config.feeds.clone() {
         feed_tasks.insert(
@@ -139,7 +140,8 @@ pub async fn run_with_reload(
             .map_err(io(format!("binding {addr}")))?;
         // The journey page rides on the TCP listener; merged after the token layer, so its
         // static assets load without the token and the API it calls still needs it.
-        let app = api::router(shared.clone(), Some(Arc::new(token)), max_body).merge(web::router());
+        let app =
+            http::router(shared.clone(), Some(Arc::new(token)), max_body).merge(web::router());
         servers.spawn(serve::serve(
             "API on TCP",
             listener,
@@ -191,7 +193,7 @@ pub async fn run_with_reload(
         .map_err(io(format!("binding {}", socket.display())))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
         .map_err(io(format!("chmod {}", socket.display())))?;
-    let app = api::router(shared.clone(), None, max_body);
+    let app = http::router(shared.clone(), None, max_body);
     servers.spawn(serve::serve(
         "API on the unix socket",
         unix,
