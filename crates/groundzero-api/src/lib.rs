@@ -19,10 +19,14 @@
 //! - [`errors`]: the JSON body of every error;
 //! - [`endpoints`]: every route, with its method;
 //! - [`labels`]: the string labels of the kernel's own enums (reasons, verdicts, stages);
-//! - [`sample`]: a typical value of every reply, for contract tests and documentation.
+//! - [`sample`]: a typical value of every reply, for contract tests and documentation;
+//! - [`client`] (feature `client`, on by default): the client for the daemon's Unix socket or
+//!   TCP listener, returning these types.
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod counters;
 pub mod endpoints;
 pub mod errors;

@@ -6,25 +6,21 @@
 //! - [`Counters`] is a snapshot of the per-reason packet and byte counters.
 //! - [`model`] is the host-side twin of the kernel program (same parser, same rules), for tests,
 //!   for explaining verdicts, and for the differential test against the kernel.
-//! - [`craft`] builds test packets; [`netns`] makes throw-away network namespaces and veth pairs.
+//! - [`guard`] is the one check every block passes: it refuses blocks that would cut off the host's
+//!   owner (protected and allowlisted prefixes, the host's own and management addresses).
 //! - [`sys`] issues the few `bpf()` commands aya does not wrap (batches, link detach, raw fds).
 //!
 //! The library never initialises a logger, never exits the process and never builds an async
 //! runtime: those belong to the binary.
 
 mod batch;
-pub mod client;
 pub mod counters;
-pub mod craft;
-pub mod daemon;
 pub mod entry;
 pub mod error;
+pub mod guard;
 pub mod journey;
-pub mod lab;
 pub mod list_reader;
-pub mod metrics;
 pub mod model;
-pub mod netns;
 pub mod pins;
 mod program;
 pub mod ratelimit;

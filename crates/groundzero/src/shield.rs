@@ -415,12 +415,12 @@ impl Shield {
     }
 
     /// Hit statistics of the blocklist entry `net`, which the caller knows is present.
-    pub(crate) fn blocked_entry(&self, net: IpNet) -> Result<Option<ListEntry>, Error> {
+    pub fn blocked_entry(&self, net: IpNet) -> Result<Option<ListEntry>, Error> {
         self.lookup(list_for_block(&net), net)
     }
 
     /// Hit statistics of the allowlist entry `net`, which the caller knows is present.
-    pub(crate) fn allowed_entry(&self, net: IpNet) -> Result<Option<ListEntry>, Error> {
+    pub fn allowed_entry(&self, net: IpNet) -> Result<Option<ListEntry>, Error> {
         self.lookup(ListKind::Allow, net)
     }
 
