@@ -43,5 +43,11 @@ pub use errors::ErrorBody;
 pub use labels::UnknownLabel;
 pub use source::{Source, SourceError, SourceKind};
 
+/// A wire value as JSON text. Wire types always serialize (their map keys are strings and
+/// none has a fallible `Serialize`), so this has no error to return.
+pub fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("wire types serialize: string keys, no fallible impls")
+}
+
 /// The kernel's vocabulary, re-exported: the API's labels for these come from their `label()`.
 pub use groundzero_common::{journey::Stage, Action, Reason};

@@ -23,6 +23,8 @@ crate::labels::label_enum! {
         Feed => "feed",
         /// An operator, by hand.
         Manual => "manual",
+        /// A source this version does not know (see [`Source::Other`]).
+        Other => "other",
     }
 }
 
@@ -42,17 +44,15 @@ pub enum Source {
     Feed(String),
     /// An operator, by hand (`manual`).
     Manual,
+    /// Any other string: a journal written by another version or by hand, a feed cache with
+    /// an odd file name. Kept and shown as it is, so that reading never fails on a holder the
+    /// daemon has; nobody can set one through the API ([`Source::caller_settable`]).
+    Other(String),
 }
 
-/// A string that is not a source.
+/// A source an API caller may not set.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SourceError {
-    /// Not one of the source forms.
-    #[error("`{0}` is not a source (api, manual, auto-ban, adopted, app:<name> or feed:<name>)")]
-    Unknown(String),
-    /// `app:` or `feed:` with nothing after it.
-    #[error("`{0}` has no name after the `:`")]
-    EmptyName(String),
     /// A well-formed source an API caller may not set (feeds and adoption are the daemon's),
     /// or an application name outside 1 to 64 letters, digits, `-`, `_` and `.`.
     #[error("`{0}` cannot be set by an API caller (use api, manual, auto-ban or app:<name>)")]
@@ -72,6 +72,7 @@ impl Source {
             Source::AutoBan => SourceKind::AutoBan,
             Source::Feed(_) => SourceKind::Feed,
             Source::Manual => SourceKind::Manual,
+            Source::Other(_) => SourceKind::Other,
         }
     }
 
@@ -88,7 +89,7 @@ impl Source {
     /// set by the daemon only.
     pub fn caller_settable(s: &str) -> Result<Source, SourceError> {
         let not_settable = || SourceError::NotSettable(s.to_string());
-        match s.parse::<Source>().map_err(|_| not_settable())? {
+        match Source::parse(s) {
             source @ (Source::Api | Source::Manual | Source::AutoBan) => Ok(source),
             Source::App(name)
                 if name.len() <= MAX_APP_NAME
@@ -117,40 +118,44 @@ impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Source::App(name) | Source::Feed(name) => write!(f, "{}:{name}", self.kind()),
+            Source::Other(text) => f.write_str(text),
             other => f.write_str(other.kind().label()),
         }
     }
 }
 
 impl FromStr for Source {
-    type Err = SourceError;
+    type Err = std::convert::Infallible;
 
-    /// The wire form. Names are taken as they are (non-empty): what a name may hold is the
-    /// business of whoever creates it ([`Source::caller_settable`], the daemon's config), and
-    /// a reader must not fail on a name the daemon accepted.
+    /// The wire form; never fails: what is not a known form is [`Source::Other`]. Names are
+    /// taken as they are (non-empty): what a name may hold is the business of whoever creates
+    /// it ([`Source::caller_settable`], the daemon's config), and a reader must not fail on a
+    /// holder the daemon has.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let named = |name: &str, make: fn(String) -> Source| {
-            if name.is_empty() {
-                Err(SourceError::EmptyName(s.to_string()))
-            } else {
-                Ok(make(name.to_string()))
-            }
-        };
+        Ok(Source::parse(s))
+    }
+}
+
+impl Source {
+    /// [`FromStr`] without the `Result`: every string is a source.
+    pub fn parse(s: &str) -> Source {
         match s.split_once(':') {
-            Some(("app", name)) => named(name, Source::App),
-            Some(("feed", name)) => named(name, Source::Feed),
-            Some(_) => Err(SourceError::Unknown(s.to_string())),
+            Some(("app", name)) if !name.is_empty() => Source::App(name.to_string()),
+            Some(("feed", name)) if !name.is_empty() => Source::Feed(name.to_string()),
+            Some(_) => Source::Other(s.to_string()),
             None => match s.parse::<SourceKind>() {
-                Ok(SourceKind::Adopted) => Ok(Source::Adopted),
-                Ok(SourceKind::Api) => Ok(Source::Api),
-                Ok(SourceKind::AutoBan) => Ok(Source::AutoBan),
-                Ok(SourceKind::Manual) => Ok(Source::Manual),
-                Ok(SourceKind::App | SourceKind::Feed) => {
-                    Err(SourceError::EmptyName(s.to_string()))
-                }
-                Err(_) => Err(SourceError::Unknown(s.to_string())),
+                Ok(SourceKind::Adopted) => Source::Adopted,
+                Ok(SourceKind::Api) => Source::Api,
+                Ok(SourceKind::AutoBan) => Source::AutoBan,
+                Ok(SourceKind::Manual) => Source::Manual,
+                _ => Source::Other(s.to_string()),
             },
         }
+    }
+
+    /// The kind of a source given as text (`feed:x` → [`SourceKind::Feed`]).
+    pub fn kind_of(s: &str) -> SourceKind {
+        Source::parse(s).kind()
     }
 }
 

@@ -8,7 +8,10 @@ use std::{
     time::Duration,
 };
 
-use serde_json::{json, Value};
+use groundzero_api::journey::{
+    DecidingEntry, JourneySummary, KernelDropCount, Outcomes, Rates as WireRates,
+    Totals as WireTotals,
+};
 use tokio::{io::unix::AsyncFd, sync::broadcast};
 
 use super::{Daemon, Shared};
@@ -58,20 +61,9 @@ struct RunStats {
     observers: ProgramStats,
 }
 
-/// Measured on this host, from the kernel's own run-time statistics (BPF_ENABLE_STATS), over
-/// the last window: the verdict's cost per packet and what tracing's observers cost.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
-struct Cost {
-    window_s: f64,
-    /// Mean time of one run of the XDP program (verdict, counters and, when on, sampling).
-    xdp_ns_per_packet: Option<f64>,
-    /// CPU time the observer programs used, per second of wall time (ms/s; 1000 is one CPU).
-    observers_cpu_ms_per_s: f64,
-    /// Observer runs per second: they run for every skb at their hooks, sampled or not.
-    observers_runs_per_s: f64,
-    /// Their mean time per run.
-    observers_ns_per_run: Option<f64>,
-}
+// What the XDP program and the observers cost, measured on this host from the kernel's own
+// run-time statistics (BPF_ENABLE_STATS) over the last window: the wire type itself.
+use groundzero_api::journey::Cost;
 
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 struct Rates {
@@ -316,52 +308,71 @@ pub(crate) fn round(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-/// `GET /v1/journey`'s body (documented in docs/api.md).
-pub fn summary_json(h: &JourneyHub) -> Value {
+/// `GET /v1/journey`'s body and the stream's `summary` event (documented in docs/api.md).
+pub fn summary(h: &JourneyHub) -> JourneySummary {
     let r = h.rates;
     let est = |stage: &str| round(r.passed_pps * h.stats.reach_share(stage));
-    let outcomes: serde_json::Map<String, Value> = h
-        .stats
-        .outcomes()
-        .into_iter()
-        .map(|(o, n)| (o.label().to_string(), json!(n)))
-        .chain([(
-            "unmatched".to_string(),
-            json!(h.assembler.counts.unseen_in_stack + h.assembler.counts.unknown_id),
-        )])
-        .collect();
+    let mut outcomes = Outcomes {
+        unmatched: h.assembler.counts.unseen_in_stack + h.assembler.counts.unknown_id,
+        ..Outcomes::default()
+    };
+    for (o, n) in h.stats.outcomes() {
+        outcomes.set(crate::wire::outcome(o), n);
+    }
     let totals = h.last_totals.map(|(_, t)| t).unwrap_or_default();
-    json!({
-        "tracing": h.status,
-        "rates": {
-            "window_s": round(r.window_s),
-            "seen_pps": round(r.seen_pps),
-            "dropped_pps": round(r.dropped_pps),
-            "passed_pps": round(r.passed_pps),
-            "stack_pps": est("stack"),
-            "socket_pps": est("socket"),
-            "app_pps": est("app"),
-            "kernel_dropped_pps": est("kernel_drop"),
+    JourneySummary {
+        cost: h.cost,
+        cumulative: h
+            .stats
+            .cumulative()
+            .iter()
+            .map(crate::wire::stage_latency)
+            .collect(),
+        journeys_skipped: h.skipped,
+        kernel_drop_reasons: h
+            .stats
+            .kernel_drop_reasons()
+            .into_iter()
+            .map(|(reason, count)| KernelDropCount {
+                count,
+                reason: h.drop_reason(reason),
+            })
+            .collect(),
+        matching: crate::wire::match_counts(&h.assembler.counts),
+        outcomes,
+        rates: WireRates {
+            app_pps: est("app"),
+            dropped_pps: round(r.dropped_pps),
+            kernel_dropped_pps: est("kernel_drop"),
+            passed_pps: round(r.passed_pps),
+            seen_pps: round(r.seen_pps),
+            socket_pps: est("socket"),
+            stack_pps: est("stack"),
+            window_s: round(r.window_s),
         },
-        "totals": {
-            "seen": totals.seen,
-            "dropped": totals.dropped,
-            "passed": totals.seen - totals.dropped,
+        stages: h
+            .stats
+            .stages()
+            .iter()
+            .map(crate::wire::stage_latency)
+            .collect(),
+        totals: WireTotals {
+            dropped: totals.dropped,
+            passed: totals.seen - totals.dropped,
+            seen: totals.seen,
         },
-        "stages": h.stats.stages(),
-        "cumulative": h.stats.cumulative(),
-        "outcomes": outcomes,
-        "matching": h.assembler.counts,
-        "kernel_drop_reasons": h.stats.kernel_drop_reasons().into_iter()
-            .map(|(reason, count)| json!({"reason": h.drop_reason(reason), "count": count}))
-            .collect::<Vec<_>>(),
-        "journeys_skipped": h.skipped,
-        "cost": h.cost,
-    })
+        tracing: crate::wire::trace_status(&h.status),
+    }
 }
 
-/// One journey as JSON, with the entry that decided a drop and the interface's name.
-pub fn journey_json(d: &Daemon, h: &JourneyHub, j: &Journey) -> Value {
+/// [`summary`] as the stream sends it.
+pub fn summary_json(h: &JourneyHub) -> String {
+    groundzero_api::to_json(&summary(h))
+}
+
+/// One journey as the API shows it, with the entry that decided a drop and the interface's
+/// name.
+pub fn journey_view(d: &Daemon, h: &JourneyHub, j: &Journey) -> groundzero_api::journey::Journey {
     let entry = if j.verdict() == Action::Drop {
         d.registry
             .why(&d.shield, j.src)
@@ -369,12 +380,12 @@ pub fn journey_json(d: &Daemon, h: &JourneyHub, j: &Journey) -> Value {
             .and_then(|why| why.matched)
             .map(|m| {
                 let holder = m.holders.first();
-                json!({
-                    "entry": m.entry.to_string(),
-                    "source": holder.map(|h| h.source.clone()),
-                    "reason": holder.and_then(|h| h.reason.clone()),
-                    "expires_unix": holder.and_then(|h| h.expires),
-                })
+                DecidingEntry {
+                    entry: m.entry,
+                    expires_unix: holder.and_then(|h| h.expires),
+                    reason: holder.and_then(|h| h.reason.clone()),
+                    source: holder.map(|h| h.source.clone()),
+                }
             })
     } else {
         None
@@ -390,24 +401,29 @@ pub fn journey_json(d: &Daemon, h: &JourneyHub, j: &Journey) -> Value {
         (IpAddr::V6(_), p) => format!("[{ip}]:{p}"),
         (IpAddr::V4(_), p) => format!("{ip}:{p}"),
     };
-    json!({
-        "id": j.id,
-        "unix_ms": unix_ms,
-        "family": j.family,
-        "protocol": j.protocol_name(),
-        "src": sock(j.src, j.src_port),
-        "dst": sock(j.dst, j.dst_port),
-        "interface": nix::net::if_::if_indextoname(j.ifindex)
+    groundzero_api::journey::Journey {
+        drop_reason: j.drop_reason.map(|r| h.drop_reason(r)),
+        dst: sock(j.dst, j.dst_port),
+        entry,
+        family: j.family,
+        hops: j.hops.iter().map(crate::wire::hop).collect(),
+        id: j.id,
+        interface: nix::net::if_::if_indextoname(j.ifindex)
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|_| format!("ifindex {}", j.ifindex)),
-        "verdict": j.verdict().label(),
-        "reason": j.reason.label(),
-        "entry": entry,
-        "outcome": j.outcome.label(),
-        "drop_reason": j.drop_reason.map(|r| h.drop_reason(r)),
-        "hops": j.hops,
-        "total_ns": j.total_ns(),
-    })
+        outcome: crate::wire::outcome(j.outcome),
+        protocol: j.protocol_name(),
+        reason: j.reason,
+        src: sock(j.src, j.src_port),
+        total_ns: j.total_ns(),
+        unix_ms,
+        verdict: j.verdict(),
+    }
+}
+
+/// [`journey_view`] as the stream sends it.
+pub fn journey_json(d: &Daemon, h: &JourneyHub, j: &Journey) -> String {
+    groundzero_api::to_json(&journey_view(d, h, j))
 }
 
 /// The journey hub, fetched on a blocking thread: the daemon's lock may be held for a while

@@ -17,6 +17,7 @@ pub mod registry;
 pub mod serve;
 pub mod tasks;
 pub mod web;
+pub mod wire;
 
 use std::{
     future::Future,

@@ -51,18 +51,8 @@ pub struct Holder {
     pub expires: Option<u64>,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct FeedStatus {
-    pub name: String,
-    pub url: String,
-    pub format: FeedFormat,
-    pub entries: usize,
-    pub last_attempt: Option<u64>,
-    pub last_success: Option<u64>,
-    pub error: Option<String>,
-    /// Refreshes refused by the guard or the change limit since the daemon started.
-    pub refused: u64,
-}
+/// A feed's or an import's status, as the API shows it.
+pub use groundzero_api::feeds::FeedStatus;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -99,24 +89,8 @@ fn refusals_text(refusals: &[Refusal]) -> String {
     text + "; pass force to do it anyway"
 }
 
-/// What became of one entry of an add request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "status", rename_all = "lowercase")]
-pub enum EntryStatus {
-    /// It was not on the list: it is now.
-    Added,
-    /// It was already on the list; this source's hold was added or renewed.
-    Held,
-    /// The guard refused it; nothing was changed for it.
-    Refused { why: String },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct EntryOutcome {
-    pub entry: IpNet,
-    #[serde(flatten)]
-    pub status: EntryStatus,
-}
+/// What became of each entry of an add request, as the API shows it.
+pub use groundzero_api::lists::{EntryOutcome, EntryStatus};
 
 /// How a feed refresh or import is judged before it is applied.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -127,34 +101,9 @@ pub struct FeedPolicy {
     pub max_change: Option<f64>,
 }
 
-/// An entry as the API shows it.
-#[derive(Clone, Debug, Serialize)]
-pub struct EntryView {
-    pub entry: IpNet,
-    pub list: Side,
-    /// `exact` (hash) or `prefix` (LPM trie).
-    pub kind: &'static str,
-    pub holders: Vec<Holder>,
-    pub hits: u64,
-    /// Seconds since the last hit, if it was ever hit.
-    pub last_hit_seconds_ago: Option<f64>,
-}
-
-/// The answer to "what happens to packets from this address, and why".
-#[derive(Clone, Debug, Serialize)]
-pub struct Why {
-    pub address: IpAddr,
-    /// `pass` or `drop` (or `pass` with `would_drop` in monitor mode).
-    pub verdict: &'static str,
-    /// The counter reason the XDP program would use.
-    pub reason: &'static str,
-    pub monitor: bool,
-    /// The entry that decided, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub matched: Option<EntryView>,
-    /// Block entries that also cover the address but did not decide (e.g. under an allow).
-    pub also_matching: Vec<EntryView>,
-}
+use groundzero_api::lists::EntryKind;
+/// An entry, and the answer to "why", as the API shows them.
+pub use groundzero_api::lists::{EntryView, WhyReply as Why};
 
 struct FeedSet {
     nets: HashSet<IpNet>,
@@ -323,7 +272,7 @@ impl Registry {
                     held.remove(&(side, *net));
                     for feed in feeds.values_mut() {
                         if side == Side::Block && feed.nets.remove(net) {
-                            feed.status.entries = feed.nets.len();
+                            feed.status.entries = feed.nets.len() as u64;
                             feed.v4 -= usize::from(net.addr().is_ipv4());
                         }
                     }
@@ -749,7 +698,7 @@ impl Registry {
                         name: name.to_string(),
                         url: url.to_string(),
                         format,
-                        entries: parsed.nets.len(),
+                        entries: parsed.nets.len() as u64,
                         last_attempt: Some(now),
                         last_success: Some(now),
                         error: None,
@@ -974,8 +923,8 @@ impl Registry {
             .collect::<Result<_, _>>()?;
         Ok(Why {
             address: addr,
-            verdict: reason.action().label(),
-            reason: reason.label(),
+            verdict: reason.action(),
+            reason,
             monitor,
             matched,
             also_matching,
@@ -1022,13 +971,13 @@ fn live_records(held: &BTreeMap<(Side, IpNet), Vec<Holder>>) -> Vec<Record> {
 fn view(side: Side, e: ListEntry, holders: Vec<Holder>, now_ns: u64) -> EntryView {
     EntryView {
         entry: e.net,
-        list: side,
+        list: crate::wire::list_side(side),
         kind: if is_exact(&e.net) && side == Side::Block {
-            "exact"
+            EntryKind::Exact
         } else {
-            "prefix"
+            EntryKind::Prefix
         },
-        holders,
+        holders: holders.iter().map(crate::wire::holder).collect(),
         hits: e.hits,
         last_hit_seconds_ago: (e.last_hit_ns > 0)
             .then(|| now_ns.saturating_sub(e.last_hit_ns) as f64 / 1e9),
@@ -1131,7 +1080,7 @@ fn load_feed_caches(dir: &Path) -> BTreeMap<String, FeedSet> {
             name: name.to_string(),
             url,
             format,
-            entries: nets.len(),
+            entries: nets.len() as u64,
             refused: 0,
             last_attempt: None,
             last_success: modified,
