@@ -387,7 +387,7 @@ fn metrics_snapshot(shared: &Shared) -> Result<crate::metrics::MetricsSnapshot, 
                 .map(|c| c.refresh.as_secs_f64()),
             ok: f.error.is_none() && f.last_success.is_some(),
             last_success_unix: f.last_success.map(|t| t as f64),
-            entries: f.entries as u64,
+            entries: f.entries,
             refused: f.refused,
             name: f.name,
         })

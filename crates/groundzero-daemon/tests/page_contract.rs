@@ -13,8 +13,8 @@ use groundzero_api::{
     feeds::FeedFormat,
     journey::{EventKind, HopStage, JourneySummary, Outcome, RecentQuery, RecentReply},
     lists::{
-        AddReply, AddRequest, EntriesQuery, EntriesReply, EntryKind, Family, ListSide,
-        RemoveReply, RemoveRequest,
+        AddReply, AddRequest, EntriesQuery, EntriesReply, EntryKind, Family, ListSide, RemoveReply,
+        RemoveRequest,
     },
     sample::Sample,
     status::XdpMode,
@@ -110,7 +110,10 @@ fn property_reads(code: &str) -> BTreeSet<String> {
         if chars[i] != '.' || !(is_ident(before) || before == ')' || before == ']') {
             continue;
         }
-        let name: String = chars[i + 1..].iter().take_while(|c| is_ident(**c)).collect();
+        let name: String = chars[i + 1..]
+            .iter()
+            .take_while(|c| is_ident(**c))
+            .collect();
         let next = chars.get(i + 1 + name.chars().count()).copied();
         let starts_like_a_name = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_');
         if starts_like_a_name && next != Some('(') {
@@ -139,9 +142,14 @@ fn the_page_reads_only_fields_the_replies_have() {
     let labels = labels();
     let unknown: Vec<String> = property_reads(&code())
         .into_iter()
-        .filter(|name| name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
         .filter(|name| {
-            !fields.contains(name) && !labels.contains(name) && !JS_PROPERTIES.contains(&name.as_str())
+            name.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        })
+        .filter(|name| {
+            !fields.contains(name)
+                && !labels.contains(name)
+                && !JS_PROPERTIES.contains(&name.as_str())
         })
         .collect();
     assert!(
@@ -150,7 +158,14 @@ fn the_page_reads_only_fields_the_replies_have() {
     );
     // The check itself sees what the page reads.
     let reads = property_reads(&code());
-    for name in ["unix_ms", "total_ns", "stages_missing", "xdp_ns_per_packet", "holders", "journeys"] {
+    for name in [
+        "unix_ms",
+        "total_ns",
+        "stages_missing",
+        "xdp_ns_per_packet",
+        "holders",
+        "journeys",
+    ] {
         assert!(reads.contains(name), "{name} not seen in app.js: {reads:?}");
     }
 }
@@ -163,13 +178,19 @@ fn snake_case_strings_of_the_page_are_fields_or_labels() {
         .into_iter()
         .filter(|s| {
             s.contains('_')
-                && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         })
         .filter(|s| !fields.contains(s) && !labels.contains(s))
         .collect();
-    assert!(unknown.is_empty(), "web/app.js uses {unknown:?}: neither a field nor a label");
+    assert!(
+        unknown.is_empty(),
+        "web/app.js uses {unknown:?}: neither a field nor a label"
+    );
     // The rates the flowchart reads by key are among them.
-    assert!(string_literals(&code()).iter().any(|s| s == "kernel_dropped_pps"));
+    assert!(string_literals(&code())
+        .iter()
+        .any(|s| s == "kernel_dropped_pps"));
 }
 
 #[test]
@@ -190,10 +211,16 @@ fn the_page_calls_only_routes_with_their_query_fields() {
         let path = literal.as_str();
         calls += 1;
         let (route, query) = path.split_once('?').unwrap_or((path, ""));
-        assert!(routes.contains(route), "web/app.js calls {route}, not a route");
+        assert!(
+            routes.contains(route),
+            "web/app.js calls {route}, not a route"
+        );
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let key = pair.split('=').next().unwrap_or_default();
-            assert!(query_fields.contains(key), "web/app.js queries `{key}` on {route}");
+            assert!(
+                query_fields.contains(key),
+                "web/app.js queries `{key}` on {route}"
+            );
         }
     }
     assert!(calls >= 5, "only {calls} API calls seen in app.js");
