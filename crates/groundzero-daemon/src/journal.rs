@@ -28,7 +28,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::registry::{Holder, Side};
+use crate::records::{Holder, Side};
 
 /// The journal's file name in the state directory.
 pub const FILE_NAME: &str = "journal.gzj";

@@ -13,6 +13,7 @@ pub mod journal;
 pub mod journey;
 pub mod lock;
 pub mod metrics;
+pub mod records;
 pub mod registry;
 pub mod serve;
 pub mod tasks;
