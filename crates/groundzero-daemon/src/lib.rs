@@ -159,7 +159,7 @@ pub async fn run_with_reload(
             .map_err(io(format!("binding metrics.listen {addr}")))?;
         let provider: crate::metrics::SnapshotProvider = {
             let shared = shared.clone();
-            Arc::new(move || metrics_snapshot(&shared))
+            Arc::new(move || metrics::daemon_snapshot(&shared))
         };
         servers.spawn(serve::serve(
             "metrics",
@@ -329,77 +329,6 @@ fn start(
         );
     }
     Ok((daemon, journey_events, rate_events))
-}
-
-/// What the shield knows, plus the registry's view: entries by source, and feed status.
-fn metrics_snapshot(shared: &Shared) -> Result<crate::metrics::MetricsSnapshot, groundzero::Error> {
-    use crate::metrics::{
-        AddressFamily, FeedStatus, ListCount, ListSide, MetricsSnapshot, DEFAULT_TOP_N,
-    };
-    // The lists (a million entries take about a second to read) are read through the
-    // reader's own map fds with the lock released, so a scrape never stalls the API.
-    let reader = shared
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .shield
-        .list_reader()?;
-    let (blocked, allowed) = (reader.blocked()?, reader.allowed()?);
-    let d = shared.lock().unwrap_or_else(|p| p.into_inner());
-    let mut snapshot =
-        MetricsSnapshot::from_shield_and_lists(&d.shield, &blocked, &allowed, DEFAULT_TOP_N)?;
-    snapshot.journey = Some(crate::metrics::JourneyHistograms(
-        d.journey
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .stats
-            .histograms
-            .clone(),
-    ));
-    snapshot.lists = d
-        .registry
-        .counts()
-        .into_iter()
-        .map(|((side, source, family), entries)| ListCount {
-            list: match side {
-                registry::Side::Block => ListSide::Block,
-                registry::Side::Allow => ListSide::Allow,
-            },
-            family: if family == "ipv4" {
-                AddressFamily::Ipv4
-            } else {
-                AddressFamily::Ipv6
-            },
-            // The source's kind only (`feed`, `app`, ...): names stay out of this label.
-            source,
-            entries,
-        })
-        .collect();
-    snapshot.feeds = d
-        .registry
-        .feed_statuses()
-        .into_iter()
-        .map(|f| FeedStatus {
-            refresh_interval_seconds: d
-                .config
-                .feeds
-                .iter()
-                .find(|c| c.name == f.name)
-                .map(|c| c.refresh.as_secs_f64()),
-            ok: f.error.is_none() && f.last_success.is_some(),
-            last_success_unix: f.last_success.map(|t| t as f64),
-            entries: f.entries as u64,
-            refused: f.refused,
-            name: f.name,
-        })
-        .collect();
-    snapshot.guard_refusals = d
-        .registry
-        .refusal_counts()
-        .iter()
-        .map(|(k, v)| (k.clone(), *v))
-        .collect();
-    snapshot.journal_damage = d.registry.journal_damage().len() as u64;
-    Ok(snapshot)
 }
 
 /// Once a second, removes the holds whose TTL ended, a chunk per lock hold: the API waits

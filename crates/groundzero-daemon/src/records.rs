@@ -31,7 +31,7 @@ pub struct Holder {
 }
 
 /// How a feed (or an API import) is doing: its entries and its last refresh.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct FeedStatus {
     /// The feed's name from the configuration, or the import's name.
     pub name: String,
