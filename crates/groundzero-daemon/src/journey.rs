@@ -30,12 +30,12 @@ const STREAM_PER_SECOND: u32 = 50;
 /// What the journey view knows. Behind its own lock, apart from the daemon's, so that a long
 /// import never stalls the ring buffer.
 pub struct JourneyHub {
-    pub status: TraceStatus,
-    pub stats: JourneyStats,
+    pub(crate) status: TraceStatus,
+    pub(crate) stats: JourneyStats,
     assembler: Assembler,
     kernel: Option<KernelInfo>,
     symbols: Kallsyms,
-    pub skipped: u64,
+    pub(crate) skipped: u64,
     streamed_this_second: u32,
     rates: Rates,
     last_totals: Option<(std::time::Instant, Totals)>,

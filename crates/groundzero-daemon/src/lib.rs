@@ -33,22 +33,25 @@ use registry::{FeedPolicy, Registry};
 
 use groundzero::{pins, AttachMode, Shield};
 
-/// Everything the API handlers and background tasks share.
+/// Everything the API handlers and background tasks share. Its fields are the crate's own:
+/// handlers and tasks change them under the [`Shared`] lock.
 pub struct Daemon {
-    pub shield: Shield,
+    pub(crate) shield: Shield,
     /// The lists' records; every block goes through its guard.
-    pub registry: Registry,
-    pub config: Validated,
+    pub(crate) registry: Registry,
+    pub(crate) config: Validated,
     /// Prefixes the XDP rate limit is told never to count (configured, protected and the
     /// management addresses, kept current by [`guard_loop`]).
-    pub rate_exempt: std::collections::BTreeSet<IpNet>,
-    pub started: Instant,
+    pub(crate) rate_exempt: std::collections::BTreeSet<IpNet>,
+    pub(crate) started: Instant,
     /// Journey statistics and live viewers (its own lock: see [`journey::JourneyHub`]).
-    pub journey: Arc<Mutex<journey::JourneyHub>>,
+    pub(crate) journey: Arc<Mutex<journey::JourneyHub>>,
 }
 
+/// The daemon's state as handlers and tasks hold it.
 pub type Shared = Arc<Mutex<Daemon>>;
 
+/// Why the daemon could not start (or stopped).
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
