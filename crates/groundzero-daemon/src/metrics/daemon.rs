@@ -1,7 +1,7 @@
 //! The daemon's snapshot: what the shield knows, plus the registry's view (entries by list,
 //! source and family; feed status; guard refusals; journal damage) and the journey histograms.
 
-use crate::{records::Side, Shared};
+use crate::{records::Side, state::Shared};
 
 use super::snapshot::{
     AddressFamily, FeedMetrics, JourneyHistograms, ListCount, ListSide, MetricsSnapshot,

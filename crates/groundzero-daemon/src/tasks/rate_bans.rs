@@ -1,10 +1,10 @@
 //! Rate-based bans: sources the XDP rate limit reports are banned for `ban_ttl`, through the
 //! registry (so through the guard).
 
-use crate::journey::register;
+use super::ring::register;
 use crate::{
-    registry::{now_unix, Holder, Side},
-    Shared,
+    registry::{now_unix, EntryStatus, Holder, Side},
+    state::Shared,
 };
 use groundzero::ratelimit::RateEvents;
 
@@ -70,7 +70,7 @@ pub async fn rate_ban_loop(shared: Shared, events: RateEvents) {
                 Ok(outcomes) => {
                     for o in outcomes {
                         match o.status {
-                            crate::registry::EntryStatus::Refused { why } => log::warn!(
+                            EntryStatus::Refused { why } => log::warn!(
                                 "rate limit: {} is over {rate} pps but not banned: {why}",
                                 o.entry
                             ),
