@@ -48,7 +48,7 @@ use config::{AttachModeConfig, Validated};
 use error::io;
 use groundzero::guard::Guard;
 use registry::Registry;
-use stop::Stop;
+use stop::{Stop, StopHandle};
 
 use groundzero::{pins, AttachMode, Shield};
 
@@ -81,16 +81,28 @@ pub async fn run_with_reload(
     })??;
     let shared: Shared = Arc::new(Mutex::new(state));
 
-    // Listeners stop on this signal.
+    // Every background task and listener stops on this one signal.
     let (stop_handle, stop) = Stop::new();
     let mut background = tokio::task::JoinSet::new();
-    background.spawn(tasks::expiry::expiry_loop(shared.clone()));
-    background.spawn(tasks::guard::guard_loop(shared.clone()));
-    background.spawn(tasks::journey::journey_loop(shared.clone(), journey_events));
-    background.spawn(tasks::rate_bans::rate_ban_loop(shared.clone(), rate_events));
+    background.spawn(tasks::expiry::expiry_loop(shared.clone(), stop.clone()));
+    background.spawn(tasks::guard::guard_loop(shared.clone(), stop.clone()));
+    background.spawn(tasks::journey::journey_loop(
+        shared.clone(),
+        journey_events,
+        stop.clone(),
+    ));
+    background.spawn(tasks::rate_bans::rate_ban_loop(
+        shared.clone(),
+        rate_events,
+        stop.clone(),
+    ));
     let mut feed_tasks = BTreeMap::new();
     for feed in config.feeds.clone() {
-        let task = tokio::spawn(tasks::feeds::feed_loop(shared.clone(), feed.clone()));
+        let task = tokio::spawn(tasks::feeds::feed_loop(
+            shared.clone(),
+            feed.clone(),
+            stop.clone(),
+        ));
         feed_tasks.insert(feed.name.clone(), (feed, task));
     }
 
@@ -187,20 +199,55 @@ pub async fn run_with_reload(
         tokio::select! {
             _ = &mut shutdown => break,
             Some(new) = reloads.recv() => {
-                reload::reload(&shared, new, &mut feed_tasks).await
+                reload::reload(&shared, new, &mut feed_tasks, &stop).await
             }
         }
     }
-    for (_, (_, task)) in feed_tasks {
-        task.abort();
-    }
     log::info!("shutting down; filtering continues through the pinned links");
-    stop_handle.stop();
-    while servers.join_next().await.is_some() {}
-    background.abort_all();
-    while background.join_next().await.is_some() {}
+    stop_everything(
+        &shared,
+        stop_handle,
+        servers,
+        background,
+        feed_tasks,
+        limits.drain_timeout,
+    )
+    .await;
     let _ = std::fs::remove_file(&socket);
     Ok(())
+}
+
+/// Shutdown: listeners stop accepting and drain (each bounded by `drain_timeout`), background
+/// tasks finish the step they are in (also bounded, then aborted), and any change a handler
+/// handed to a blocking thread has written its journal record before this returns.
+async fn stop_everything(
+    shared: &Shared,
+    stop: StopHandle,
+    mut servers: tokio::task::JoinSet<()>,
+    mut background: tokio::task::JoinSet<()>,
+    feed_tasks: reload::FeedTasks,
+    drain_timeout: std::time::Duration,
+) {
+    stop.stop();
+    while servers.join_next().await.is_some() {}
+    let feed_aborts: Vec<_> = feed_tasks.values().map(|(_, t)| t.abort_handle()).collect();
+    let joined = tokio::time::timeout(drain_timeout, async {
+        while background.join_next().await.is_some() {}
+        for (_, (_, task)) in feed_tasks {
+            // A JoinError here is a panic, which the panic hook has already reported.
+            let _ = task.await;
+        }
+    })
+    .await;
+    if joined.is_err() {
+        log::warn!("background tasks still busy after {drain_timeout:?}: stopping them");
+        feed_aborts.iter().for_each(|a| a.abort());
+        background.shutdown().await;
+    }
+    // The journal is written (and fsync'd) under the daemon's lock: once the lock is ours,
+    // every write begun by a request or a task has reached the disk.
+    let shared = shared.clone();
+    let _ = tokio::task::spawn_blocking(move || drop(shared.lock())).await;
 }
 
 /// The blocking part of start-up: load (adopting pins), reconcile lists, attach; set up the

@@ -8,6 +8,7 @@ use crate::{
     config::{ValidFeed, Validated},
     error::DaemonError,
     state::Shared,
+    stop::Stop,
     tasks::{feeds::feed_loop, guard::sync_rate_exempt},
 };
 
@@ -16,7 +17,12 @@ pub(crate) type FeedTasks = BTreeMap<String, (ValidFeed, tokio::task::JoinHandle
 
 /// Applies a new config (SIGHUP): guard, rate limit and feeds change in place, with filtering
 /// never interrupted. Settings that need a restart are named in the log.
-pub(crate) async fn reload(shared: &Shared, new: Validated, feed_tasks: &mut FeedTasks) {
+pub(crate) async fn reload(
+    shared: &Shared,
+    new: Validated,
+    feed_tasks: &mut FeedTasks,
+    stop: &Stop,
+) {
     let applied = {
         let shared = shared.clone();
         let new = new.clone();
@@ -124,7 +130,7 @@ pub(crate) async fn reload(shared: &Shared, new: Validated, feed_tasks: &mut Fee
     });
     for (name, feed) in wanted {
         feed_tasks.entry(name).or_insert_with(|| {
-            let task = tokio::spawn(feed_loop(shared.clone(), feed.clone()));
+            let task = tokio::spawn(feed_loop(shared.clone(), feed.clone(), stop.clone()));
             (feed, task)
         });
     }

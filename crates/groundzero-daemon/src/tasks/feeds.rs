@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use groundzero::guard::Policy;
 
+use crate::stop::Stop;
 use crate::{
     config::ValidFeed,
     feeds::{self, ParsedFeed},
@@ -15,11 +16,21 @@ use crate::{
 /// How long one feed download may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Refreshes `feed` now and then every `feed.refresh`.
-pub async fn feed_loop(shared: Shared, feed: ValidFeed) {
+/// Refreshes `feed` now and then every `feed.refresh`, until `stop`. A stop during a download
+/// abandons it (nothing was changed yet); a refresh being applied finishes first.
+pub async fn feed_loop(shared: Shared, feed: ValidFeed, stop: Stop) {
+    let stopped = stop.stopped();
+    tokio::pin!(stopped);
     loop {
-        refresh_feed(&shared, &feed).await;
-        tokio::time::sleep(feed.refresh).await;
+        let fetched = tokio::select! {
+            _ = &mut stopped => return,
+            fetched = fetch(&feed) => fetched,
+        };
+        apply(&shared, &feed, fetched).await;
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = tokio::time::sleep(feed.refresh) => {}
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use std::{collections::BTreeSet, time::Duration};
 use groundzero::guard::{Guard, ManagementSnapshot};
 use ipnet::IpNet;
 
+use crate::stop::Stop;
 use crate::{
     config::Validated,
     state::{Daemon, Shared},
@@ -17,10 +18,15 @@ pub const GUARD_REFRESH: Duration = Duration::from_secs(2);
 
 /// Keeps the guard's view of the management addresses current, off the daemon's lock, and the
 /// kernel's rate-limit exemptions in step with it.
-pub async fn guard_loop(shared: Shared) {
+pub async fn guard_loop(shared: Shared, stop: Stop) {
     let mut tick = tokio::time::interval(GUARD_REFRESH);
+    let stopped = stop.stopped();
+    tokio::pin!(stopped);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = tick.tick() => {}
+        }
         let shared = shared.clone();
         let _ = tokio::task::spawn_blocking(move || {
             let inputs = shared

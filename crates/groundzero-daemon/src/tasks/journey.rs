@@ -10,6 +10,7 @@ use std::{
 use groundzero::journey::{Journey, JourneyEvents};
 
 use super::ring::register;
+use crate::stop::Stop;
 use crate::{
     journey::{
         hub::{JourneyHub, Sample},
@@ -19,8 +20,8 @@ use crate::{
 };
 
 /// Drains journey events as they come, and once a second closes timed-out journeys, updates
-/// rates and sends a summary to live viewers.
-pub async fn journey_loop(shared: Shared, events: JourneyEvents) {
+/// rates and sends a summary to live viewers; until `stop`.
+pub async fn journey_loop(shared: Shared, events: JourneyEvents, stop: Stop) {
     let hub = hub_of(shared.clone()).await;
     let mut events = match register(events) {
         Ok(fd) => fd,
@@ -30,8 +31,11 @@ pub async fn journey_loop(shared: Shared, events: JourneyEvents) {
         }
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let stopped = stop.stopped();
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
+            _ = &mut stopped => return,
             ready = events.readable_mut() => {
                 let Ok(mut guard) = ready else { return };
                 let done = lock(&hub).assemble(guard.get_inner_mut());
