@@ -2,6 +2,8 @@
 //! entry there ([`Holder`]) and how a feed is doing ([`FeedStatus`]). Their own module so the
 //! registry and the journal both use them without importing each other.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use serde::{Deserialize, Serialize};
 
 use crate::feeds::FeedFormat;
@@ -55,4 +57,12 @@ pub struct FeedStatus {
 /// The kind of a source (`feed:x` → `feed`): bounded label values for metrics.
 pub fn source_kind(source: &str) -> &str {
     source.split(':').next().unwrap_or("")
+}
+
+/// The clock records are stamped with: Unix seconds now (0 if the clock is before 1970).
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -10,7 +10,7 @@ use std::{
     collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
     path::{Path, PathBuf},
-    time::{SystemTime, UNIX_EPOCH},
+    time::UNIX_EPOCH,
 };
 
 use ipnet::IpNet;
@@ -23,7 +23,7 @@ use groundzero_common::{
 
 use groundzero::guard::{Guard, Policy, Refusal};
 
-pub use crate::records::{source_kind, FeedStatus, Holder, Side};
+pub use crate::records::{now_unix, source_kind, FeedStatus, Holder, Side};
 use crate::{
     feeds::{FeedFormat, ParsedFeed},
     journal::{self, Journal, JournalError, Record},
@@ -160,13 +160,6 @@ fn family(n: &IpNet) -> &'static str {
     } else {
         "ipv6"
     }
-}
-
-pub fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn is_exact(net: &IpNet) -> bool {
