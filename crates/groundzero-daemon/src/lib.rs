@@ -18,6 +18,7 @@ pub mod feeds;
 pub mod http;
 pub mod journal;
 pub mod journey;
+mod listeners;
 pub mod lock;
 pub mod metrics;
 pub mod records;
@@ -39,13 +40,11 @@ pub(crate) use tasks::feeds::refresh_feed;
 use std::{
     collections::BTreeMap,
     future::Future,
-    os::unix::fs::PermissionsExt,
     sync::{Arc, Mutex},
     time::Instant,
 };
 
 use config::{AttachModeConfig, Validated};
-use error::io;
 use groundzero::guard::Guard;
 use registry::Registry;
 use stop::{Stop, StopHandle};
@@ -106,93 +105,9 @@ pub async fn run_with_reload(
         feed_tasks.insert(feed.name.clone(), (feed, task));
     }
 
-    let max_body = config.raw.api.max_body_bytes;
     // Listeners apart from the other tasks: on shutdown they drain (bounded by
     // `Limits::drain_timeout`) before the tasks are stopped.
-    let mut servers = tokio::task::JoinSet::new();
-    let limits = config.listener_limits;
-
-    if let (Some(addr), Some(token_file)) = (config.tcp_listen, &config.raw.api.token_file) {
-        let token = std::fs::read_to_string(token_file)
-            .map_err(io(format!(
-                "reading api.token_file {}",
-                token_file.display()
-            )))?
-            .trim()
-            .to_string();
-        if token.len() < 16 {
-            return Err(DaemonError::Io {
-                what: format!("api.token_file {}", token_file.display()),
-                source: std::io::Error::other("the token must be at least 16 characters"),
-            });
-        }
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(io(format!("binding {addr}")))?;
-        // The journey page rides on the TCP listener; merged after the token layer, so its
-        // static assets load without the token and the API it calls still needs it.
-        let app =
-            http::router(shared.clone(), Some(Arc::new(token)), max_body).merge(web::router());
-        servers.spawn(serve::serve(
-            "API on TCP",
-            listener,
-            app,
-            limits,
-            stop.clone().stopped(),
-        ));
-        log::info!("API and journey page on http://{addr}/ (bearer token required for the API)");
-    }
-
-    if let Some(addr) = config.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(io(format!("binding metrics.listen {addr}")))?;
-        let provider: crate::metrics::SnapshotProvider = {
-            let shared = shared.clone();
-            Arc::new(move || metrics::daemon_snapshot(&shared))
-        };
-        servers.spawn(serve::serve(
-            "metrics",
-            listener,
-            crate::metrics::router_with_cache(provider, config.metrics_cache),
-            limits,
-            stop.clone().stopped(),
-        ));
-        log::info!("metrics on http://{addr}/metrics");
-    }
-
-    // The Unix socket last: a daemon that answers there (what `groundzero` commands, tests and
-    // scripts wait for) has every listener bound, and one that fails to bind TCP or metrics
-    // never looked healthy for a moment.
-    let socket = config.raw.api.socket.clone();
-    if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
-    }
-    // A socket left by a killed daemon is removed; one that answers belongs to a live daemon
-    // (with other pin and state dirs, or the lock above would have said so) and is left alone.
-    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-        return Err(DaemonError::Io {
-            what: format!("binding {}", socket.display()),
-            source: std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                "another daemon answers on this socket; give this one its own api.socket",
-            ),
-        });
-    }
-    let _ = std::fs::remove_file(&socket);
-    let unix = tokio::net::UnixListener::bind(&socket)
-        .map_err(io(format!("binding {}", socket.display())))?;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
-        .map_err(io(format!("chmod {}", socket.display())))?;
-    let app = http::router(shared.clone(), None, max_body);
-    servers.spawn(serve::serve(
-        "API on the unix socket",
-        unix,
-        app,
-        limits,
-        stop.clone().stopped(),
-    ));
-    log::info!("API on {}", socket.display());
+    let (servers, socket) = listeners::serve_all(&config, &shared, &stop).await?;
 
     tokio::pin!(shutdown);
     loop {
@@ -210,7 +125,7 @@ pub async fn run_with_reload(
         servers,
         background,
         feed_tasks,
-        limits.drain_timeout,
+        config.listener_limits.drain_timeout,
     )
     .await;
     let _ = std::fs::remove_file(&socket);
