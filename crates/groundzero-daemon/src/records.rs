@@ -24,6 +24,7 @@ pub struct Holder {
     /// pinned map with no record, e.g. written by another tool while the daemon was down).
     pub source: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Why, in the holder's words.
     pub reason: Option<String>,
     /// Unix seconds.
     pub created: u64,

@@ -22,10 +22,13 @@ const STREAM_PER_SECOND: u32 = 50;
 /// What the journey view knows. Behind its own lock, apart from the daemon's, so that a long
 /// import never stalls the ring buffer.
 pub struct JourneyHub {
+    /// Whether tracing is on, how it samples, and what this kernel cannot observe.
     pub(crate) status: TraceStatus,
+    /// Every finished journey, counted by stage and outcome (with latency histograms).
     pub(crate) stats: JourneyStats,
     assembler: Assembler,
     kernel: Option<KernelInfo>,
+    /// Journeys not streamed to live viewers (over [`STREAM_PER_SECOND`]).
     pub(crate) skipped: u64,
     streamed_this_second: u32,
     rates: Rates,
@@ -33,6 +36,7 @@ pub struct JourneyHub {
     /// What the XDP program and the observers cost over the last window (kernel run stats).
     cost: Option<Cost>,
     last_run_stats: Option<(std::time::Instant, RunStats)>,
+    /// Live viewers: `summary` and `journey` events.
     pub(crate) tx: broadcast::Sender<(&'static str, Arc<String>)>,
 }
 
@@ -80,6 +84,7 @@ impl Default for JourneyHub {
 }
 
 impl JourneyHub {
+    /// An empty hub, with kernel symbols for naming drop locations if they are readable.
     pub fn new() -> Self {
         let symbols = Kallsyms::load().unwrap_or_else(|e| {
             log::warn!("journey: /proc/kallsyms unreadable ({e}); drop locations stay unnamed");
