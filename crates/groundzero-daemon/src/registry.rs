@@ -10,11 +10,10 @@ use std::{
     collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
     path::{Path, PathBuf},
-    time::{SystemTime, UNIX_EPOCH},
+    time::UNIX_EPOCH,
 };
 
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
 
 use groundzero_common::{
     verdict::{decide_addr, Lists},
@@ -23,36 +22,12 @@ use groundzero_common::{
 
 use groundzero::guard::{Guard, Policy, Refusal};
 
-use super::{
+pub use crate::records::{now_unix, source_kind, FeedStatus, Holder, Side};
+use crate::{
     feeds::{FeedFormat, ParsedFeed},
     journal::{self, Journal, JournalError, Record},
 };
 use groundzero::{Error as ShieldError, ListEntry, Shield};
-
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum Side {
-    Block,
-    Allow,
-}
-
-/// One reason an entry is on a list.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Holder {
-    /// `manual`, `api`, `feed:<name>`, `auto-ban`, `app:<name>`, or `adopted` (found in a
-    /// pinned map with no record, e.g. written by another tool while the daemon was down).
-    pub source: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Unix seconds.
-    pub created: u64,
-    /// Unix seconds; the hold is removed at this time without anyone acting.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires: Option<u64>,
-}
-
-/// A feed's or an import's status, as the API shows it.
-pub use groundzero_api::feeds::FeedStatus;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -101,9 +76,9 @@ pub struct FeedPolicy {
     pub max_change: Option<f64>,
 }
 
-use groundzero_api::lists::EntryKind;
 /// An entry, and the answer to "why", as the API shows them.
 pub use groundzero_api::lists::{EntryView, WhyReply as Why};
+use groundzero_api::{lists::EntryKind, Source};
 
 struct FeedSet {
     nets: HashSet<IpNet>,
@@ -145,20 +120,8 @@ fn family(n: &IpNet) -> &'static str {
     }
 }
 
-pub fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 fn is_exact(net: &IpNet) -> bool {
     net.prefix_len() == net.max_prefix_len()
-}
-
-/// The kind of a source (`feed:x` → `feed`): bounded label values for metrics.
-pub fn source_kind(source: &str) -> &str {
-    source.split(':').next().unwrap_or("")
 }
 
 /// `nets` without repeats, in first-seen order.
@@ -291,7 +254,7 @@ impl Registry {
         let mut adopted = 0;
         for key in present.difference(&desired) {
             held.entry(*key).or_default().push(Holder {
-                source: "adopted".into(),
+                source: Source::Adopted.to_string(),
                 reason: Some("found in the pinned map with no record".into()),
                 created: now,
                 expires: None,
@@ -780,7 +743,7 @@ impl Registry {
             for (name, feed) in &self.feeds {
                 if feed.nets.contains(net) {
                     out.push(Holder {
-                        source: format!("feed:{name}"),
+                        source: Source::Feed(name.clone()).to_string(),
                         reason: None,
                         created: feed.status.last_success.unwrap_or(0),
                         expires: None,
@@ -825,7 +788,7 @@ impl Registry {
             source.is_none_or(|want| {
                 holders
                     .iter()
-                    .any(|h| h.source == want || h.source.starts_with(&format!("{want}:")))
+                    .any(|h| Source::parse(&h.source).matches_filter(want))
             })
         };
         let mut keys: Vec<(Side, IpNet)> = self.held.keys().copied().collect();
