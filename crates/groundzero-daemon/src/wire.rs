@@ -10,7 +10,7 @@ use groundzero_api::{
     Source, Stage,
 };
 
-use crate::registry::{Holder, Side};
+use crate::records::{Holder, Side};
 
 /// The wire's name for a list.
 pub fn list_side(side: Side) -> ListSide {
