@@ -6,27 +6,25 @@ use ipnet::IpNet;
 
 use crate::entry::EntryError;
 
-/// Which list map an operation touched.
+pub use groundzero_common::lists::ListKind;
+
+/// What was being done to a list entry when its map failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ListKind {
-    /// Blocked single addresses (hash).
-    BlockExact,
-    /// Blocked prefixes (LPM trie).
-    BlockCidr,
-    /// Allowed prefixes and addresses (LPM trie).
-    Allow,
+pub enum EntryOp {
+    Add,
+    Remove,
 }
 
-impl fmt::Display for ListKind {
+impl fmt::Display for EntryOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            ListKind::BlockExact => "blocklist (exact addresses)",
-            ListKind::BlockCidr => "blocklist (prefixes)",
-            ListKind::Allow => "allowlist",
+            EntryOp::Add => "adding",
+            EntryOp::Remove => "removing",
         })
     }
 }
 
+/// The library's errors.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
@@ -68,9 +66,13 @@ pub enum Error {
         entry: IpNet,
     },
 
-    #[error("updating the {list} for {entry} failed")]
+    #[error(
+        "{op} {entry} in the {list} (map `{}`) failed",
+        list.map_name(groundzero_common::lists::Family::of(entry))
+    )]
     MapUpdate {
         list: ListKind,
+        op: EntryOp,
         entry: IpNet,
         #[source]
         source: aya::maps::MapError,
@@ -92,12 +94,42 @@ pub enum Error {
         source: aya::maps::MapError,
     },
 
+    #[error("removing {entry} from the rate limit's exempt list failed")]
+    RateExemptRemove {
+        entry: IpNet,
+        #[source]
+        source: aya::maps::MapError,
+    },
+
     #[error("reading the `{map}` map failed")]
     MapRead {
         map: &'static str,
         #[source]
         source: aya::maps::MapError,
     },
+
+    #[error("writing the `{map}` map failed")]
+    MapWrite {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+
+    #[error("deleting from the `{map}` map failed")]
+    MapDelete {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+
+    #[error(
+        "the eBPF object has no `{map}` map, or it was taken already (a ring buffer has one \
+         reader); is the object from another groundzero version?"
+    )]
+    NoMap { map: &'static str },
+
+    #[error("the eBPF object has no program `{program}`; is it from another groundzero version?")]
+    NoProgram { program: &'static str },
 
     #[error("pinning at {path}: {message}")]
     Pin {

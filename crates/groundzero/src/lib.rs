@@ -7,12 +7,13 @@
 //! - [`model`] is the host-side twin of the kernel program (same parser, same rules), for tests,
 //!   for explaining verdicts, and for the differential test against the kernel.
 //! - [`craft`] builds test packets; [`netns`] makes throw-away network namespaces and veth pairs.
-//! - [`sys`] issues the few `bpf()` commands aya does not wrap (batches, link detach, raw fds).
+//! - [`bpf`] is the layer under [`Shield`]: the object, the typed map handles, attach, pins,
+//!   and [`sys`], the few `bpf()` commands aya does not wrap (batches, link detach, raw fds).
 //!
 //! The library never initialises a logger, never exits the process and never builds an async
 //! runtime: those belong to the binary.
 
-mod batch;
+pub mod bpf;
 pub mod client;
 pub mod counters;
 pub mod craft;
@@ -21,21 +22,18 @@ pub mod entry;
 pub mod error;
 pub mod journey;
 pub mod lab;
-pub mod list_reader;
 pub mod metrics;
 pub mod model;
 pub mod netns;
-pub mod pins;
-mod program;
-pub mod ratelimit;
 pub mod shield;
-mod summary;
-pub mod sys;
 pub mod text;
+
+pub use bpf::{list_reader, pins, ratelimit, sys};
 
 pub use counters::Counters;
 pub use entry::{parse_address, parse_entry, parse_list, EntryError, ListFileError};
 pub use error::{Error, ListKind};
+pub use groundzero_common::lists;
 pub use groundzero_common::{Action, Reason};
 pub use ipnet::IpNet;
 pub use shield::{

@@ -3,7 +3,7 @@
 //! caller's job: the daemon does it through its registry so bans carry metadata and expire.
 //!
 //! Buckets are per prefix (the source with its host bits cleared; lengths set with
-//! [`Shield::set_rate_limit`]), so a report names a prefix: one address per bucket when the
+//! [`Shield::set_rate_limit`](crate::Shield::set_rate_limit)), so a report names a prefix: one address per bucket when the
 //! lengths are 32 and 128, a whole IPv6 /64 (say) otherwise.
 
 use std::{
@@ -11,14 +11,15 @@ use std::{
     os::fd::{AsRawFd, RawFd},
 };
 
-use aya::maps::{lpm_trie::Key, HashMap, LpmTrie, MapData, MapError, RingBuf};
+use aya::maps::{lpm_trie::Key, HashMap, LpmTrie, MapData, RingBuf};
 use groundzero_common::ratelimit::{
     Bucket, RateEvent, RATE_EVENTS, RATE_EXEMPT_ENTRIES, RATE_EXEMPT_V4, RATE_EXEMPT_V6, RATE_V4,
     RATE_V6,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use crate::{Error, Shield};
+use super::{lists::not_found, object::Object};
+use crate::error::Error;
 
 /// A bucket the kernel found over its limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,107 +83,75 @@ impl AsRawFd for RateEvents {
     }
 }
 
-fn not_found(e: &MapError) -> bool {
-    match e {
-        MapError::KeyNotFound | MapError::ElementNotFound => true,
-        MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
-        MapError::IoError(io) => io.raw_os_error() == Some(libc::ENOENT),
-        _ => false,
-    }
+/// The rate limit's maps: exempt prefixes and buckets, per family.
+pub(crate) struct RateMaps {
+    exempt_v4: LpmTrie<MapData, [u8; 4], u32>,
+    exempt_v6: LpmTrie<MapData, [u8; 16], u32>,
+    buckets_v4: HashMap<MapData, [u8; 4], Bucket>,
+    buckets_v6: HashMap<MapData, [u8; 16], Bucket>,
 }
 
-impl Shield {
-    /// Turns the rate limit on (`rate_pps` > 0) or off (0). `burst` is how many packets a
-    /// bucket may pass at once; at least 1. Sources share a bucket per IPv4 `/prefix_v4` and
-    /// per IPv6 `/prefix_v6` (1..=32 and 1..=128; 32 and 128 give every address its own):
-    /// whoever holds a /64 cannot escape the limit by rotating through its addresses.
-    ///
-    /// Nothing changes when a length is out of range.
-    pub fn set_rate_limit(
-        &mut self,
-        rate_pps: u32,
-        burst: u32,
-        prefix_v4: u8,
-        prefix_v6: u8,
-    ) -> Result<(), Error> {
-        for (family, prefix_len, max) in [(4, prefix_v4, 32), (6, prefix_v6, 128)] {
-            if !(1..=max).contains(&prefix_len) {
-                return Err(Error::RatePrefix {
-                    family,
-                    prefix_len,
-                    max,
-                });
-            }
+impl RateMaps {
+    /// Takes the rate limit's maps out of the loaded object.
+    pub(crate) fn take(object: &mut Object) -> Result<Self, Error> {
+        fn typed<M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+            object: &mut Object,
+            name: &'static str,
+        ) -> Result<M, Error> {
+            M::try_from(object.take_map(name)?)
+                .map_err(|source| Error::MapRead { map: name, source })
         }
-        self.update_config(|c| {
-            c.rate_pps = rate_pps;
-            c.rate_burst = burst.max(1);
-            c.set_rate_prefixes(prefix_v4.into(), prefix_v6.into());
+        Ok(RateMaps {
+            exempt_v4: typed(object, RATE_EXEMPT_V4)?,
+            exempt_v6: typed(object, RATE_EXEMPT_V6)?,
+            buckets_v4: typed(object, RATE_V4)?,
+            buckets_v6: typed(object, RATE_V6)?,
         })
     }
 
-    /// Never rate-limit sources in `net` (host bits of `net` are ignored). The exemption is
-    /// looked up with the full source address, before its bucket: an exempt host inside a
-    /// bucket's prefix neither is limited nor spends that bucket's tokens.
-    pub fn rate_exempt(&mut self, net: IpNet) -> Result<(), Error> {
+    /// Never rate-limit sources in `net` (host bits ignored).
+    pub(crate) fn exempt(&mut self, net: IpNet) -> Result<(), Error> {
         let net = net.trunc();
-        let err = |source| Error::RateExemptUpdate {
-            entry: net,
-            capacity: RATE_EXEMPT_ENTRIES,
-            source,
-        };
-        match net {
-            IpNet::V4(n) => {
-                let mut trie: LpmTrie<&mut MapData, [u8; 4], u32> =
-                    LpmTrie::try_from(self.map_mut_pub(RATE_EXEMPT_V4)?).map_err(err)?;
-                trie.insert(&Key::new(n.prefix_len().into(), n.network().octets()), 1, 0)
-                    .map_err(err)
-            }
-            IpNet::V6(n) => {
-                let mut trie: LpmTrie<&mut MapData, [u8; 16], u32> =
-                    LpmTrie::try_from(self.map_mut_pub(RATE_EXEMPT_V6)?).map_err(err)?;
-                trie.insert(&Key::new(n.prefix_len().into(), n.network().octets()), 1, 0)
-                    .map_err(err)
-            }
-        }
-    }
-
-    /// Ends the exemption of exactly `net` (as given to [`Self::rate_exempt`]; a covering or
-    /// covered prefix is another entry). Returns whether it was there.
-    pub fn rate_unexempt(&mut self, net: IpNet) -> Result<bool, Error> {
-        let net = net.trunc();
-        let err = |source| Error::RateExemptUpdate {
-            entry: net,
-            capacity: RATE_EXEMPT_ENTRIES,
-            source,
-        };
         let result = match net {
             IpNet::V4(n) => {
-                let mut trie: LpmTrie<&mut MapData, [u8; 4], u32> =
-                    LpmTrie::try_from(self.map_mut_pub(RATE_EXEMPT_V4)?).map_err(err)?;
-                trie.remove(&Key::new(n.prefix_len().into(), n.network().octets()))
+                let key = Key::new(n.prefix_len().into(), n.network().octets());
+                self.exempt_v4.insert(&key, 1, 0)
             }
             IpNet::V6(n) => {
-                let mut trie: LpmTrie<&mut MapData, [u8; 16], u32> =
-                    LpmTrie::try_from(self.map_mut_pub(RATE_EXEMPT_V6)?).map_err(err)?;
-                trie.remove(&Key::new(n.prefix_len().into(), n.network().octets()))
+                let key = Key::new(n.prefix_len().into(), n.network().octets());
+                self.exempt_v6.insert(&key, 1, 0)
             }
+        };
+        result.map_err(|source| Error::RateExemptUpdate {
+            entry: net,
+            capacity: RATE_EXEMPT_ENTRIES,
+            source,
+        })
+    }
+
+    /// Ends the exemption of exactly `net`; whether it was there.
+    pub(crate) fn unexempt(&mut self, net: IpNet) -> Result<bool, Error> {
+        let net = net.trunc();
+        let result = match net {
+            IpNet::V4(n) => self
+                .exempt_v4
+                .remove(&Key::new(n.prefix_len().into(), n.network().octets())),
+            IpNet::V6(n) => self
+                .exempt_v6
+                .remove(&Key::new(n.prefix_len().into(), n.network().octets())),
         };
         match result {
             Ok(()) => Ok(true),
             Err(e) if not_found(&e) => Ok(false),
-            Err(e) => Err(err(e)),
+            Err(source) => Err(Error::RateExemptRemove { entry: net, source }),
         }
     }
 
-    /// Every exempt prefix, IPv4 first, each family sorted: what a caller diffs against the
-    /// set it wants, then adds and removes the difference.
-    pub fn rate_exempted(&self) -> Result<Vec<IpNet>, Error> {
+    /// Every exempt prefix, IPv4 first, each family sorted.
+    pub(crate) fn exempted(&self) -> Result<Vec<IpNet>, Error> {
         let err = |map| move |source| Error::MapRead { map, source };
         let mut v4 = Vec::new();
-        let trie: LpmTrie<&MapData, [u8; 4], u32> =
-            LpmTrie::try_from(self.map(RATE_EXEMPT_V4)?).map_err(err(RATE_EXEMPT_V4))?;
-        for key in trie.keys() {
+        for key in self.exempt_v4.keys() {
             let key = key.map_err(err(RATE_EXEMPT_V4))?;
             // A trie only holds lengths up to its width (the kernel refuses longer ones).
             if let Some(n) = trie_net(key.prefix_len(), |len| Ipv4Net::new(key.data().into(), len))
@@ -191,9 +160,7 @@ impl Shield {
             }
         }
         let mut v6 = Vec::new();
-        let trie: LpmTrie<&MapData, [u8; 16], u32> =
-            LpmTrie::try_from(self.map(RATE_EXEMPT_V6)?).map_err(err(RATE_EXEMPT_V6))?;
-        for key in trie.keys() {
+        for key in self.exempt_v6.keys() {
             let key = key.map_err(err(RATE_EXEMPT_V6))?;
             if let Some(n) = trie_net(key.prefix_len(), |len| Ipv6Net::new(key.data().into(), len))
             {
@@ -206,22 +173,20 @@ impl Shield {
         Ok(v4)
     }
 
-    /// Forgets every rate bucket: every prefix starts again with a full burst. Returns how many
-    /// buckets there were. For tests that need a known starting point, and for an operator who
-    /// changed the settings and wants them applied to everyone at once.
-    pub fn rate_buckets_clear(&mut self) -> Result<usize, Error> {
-        Ok(clear_buckets::<[u8; 4]>(self, RATE_V4)? + clear_buckets::<[u8; 16]>(self, RATE_V6)?)
+    /// Forgets every rate bucket; how many there were.
+    pub(crate) fn clear_buckets(&mut self) -> Result<usize, Error> {
+        Ok(clear(&mut self.buckets_v4, RATE_V4)? + clear(&mut self.buckets_v6, RATE_V6)?)
     }
+}
 
-    /// Takes the over-limit report ring buffer (once per shield).
-    pub fn rate_events(&mut self) -> Result<RateEvents, Error> {
-        let map = self.take_map(RATE_EVENTS)?;
-        let ring = RingBuf::try_from(map).map_err(|source| Error::MapRead {
+/// Takes the over-limit report ring buffer out of the object (once per shield).
+pub(crate) fn take_events(object: &mut Object) -> Result<RateEvents, Error> {
+    let ring =
+        RingBuf::try_from(object.take_map(RATE_EVENTS)?).map_err(|source| Error::MapRead {
             map: RATE_EVENTS,
             source,
         })?;
-        Ok(RateEvents { ring })
-    }
+    Ok(RateEvents { ring })
 }
 
 /// A trie key as a prefix, or None for a length no prefix has.
@@ -229,19 +194,22 @@ fn trie_net<N, E>(prefix_len: u32, new: impl FnOnce(u8) -> Result<N, E>) -> Opti
     new(u8::try_from(prefix_len).ok()?).ok()
 }
 
-fn clear_buckets<K: aya::Pod>(shield: &mut Shield, name: &'static str) -> Result<usize, Error> {
-    let err = |source| Error::MapRead { map: name, source };
-    let mut map: HashMap<&mut MapData, K, Bucket> =
-        HashMap::try_from(shield.map_mut_pub(name)?).map_err(err)?;
+fn clear<K: aya::Pod>(
+    map: &mut HashMap<MapData, K, Bucket>,
+    name: &'static str,
+) -> Result<usize, Error> {
     // Keys first, then deletes: deleting while walking with get_next_key can restart the walk.
-    let keys = map.keys().collect::<Result<Vec<K>, _>>().map_err(err)?;
+    let keys = map
+        .keys()
+        .collect::<Result<Vec<K>, _>>()
+        .map_err(|source| Error::MapRead { map: name, source })?;
     let mut removed = 0;
     for key in &keys {
         match map.remove(key) {
             Ok(()) => removed += 1,
             // Evicted by the LRU since the walk: gone either way.
             Err(e) if not_found(&e) => {}
-            Err(e) => return Err(err(e)),
+            Err(source) => return Err(Error::MapDelete { map: name, source }),
         }
     }
     Ok(removed)
