@@ -156,3 +156,19 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// The errno of a failed map operation, if it has one.
+pub(crate) fn errno(e: &aya::maps::MapError) -> Option<i32> {
+    use aya::maps::MapError;
+    match e {
+        MapError::SyscallError(s) => s.io_error.raw_os_error(),
+        MapError::IoError(io) => io.raw_os_error(),
+        _ => None,
+    }
+}
+
+/// The key was not there (aya reports that in several ways, depending on the call).
+pub(crate) fn not_found(e: &aya::maps::MapError) -> bool {
+    use aya::maps::MapError;
+    matches!(e, MapError::KeyNotFound | MapError::ElementNotFound) || errno(e) == Some(libc::ENOENT)
+}

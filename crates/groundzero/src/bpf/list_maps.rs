@@ -1,20 +1,21 @@
 //! The six list maps as typed handles: per family, one map per [`ListKind`], each a hash (exact
 //! addresses) or an LPM trie (prefixes). The family × kind × shape dispatch is written here
-//! once; everything above names an entry by its [`ListKind`] and [`IpNet`].
+//! once: the family picks the table array ([`by_family`]), the kind indexes it, and the table
+//! knows its shape. Everything above names an entry by its [`ListKind`] and [`IpNet`].
 
 use std::os::fd::{AsFd, BorrowedFd};
 
-use aya::{
-    maps::{lpm_trie::Key, HashMap, IterableMap, LpmTrie, Map, MapData, MapError},
-    Pod,
-};
+use aya::maps::{lpm_trie::Key, HashMap, IterableMap, LpmTrie, Map, MapData, MapError};
 use groundzero_common::{
     lists::{Family, ListKind},
     maps::EntryStats,
 };
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ipnet::IpNet;
 
-use super::object::Object;
+use super::{
+    keys::{by_family, Addr},
+    object::Object,
+};
 use crate::error::Error;
 
 /// BPF_NOEXIST from the kernel UAPI (include/uapi/linux/bpf.h): create, never overwrite.
@@ -36,28 +37,6 @@ impl ListEntry {
             hits: stats.hits,
             last_hit_ns: stats.last_hit_ns,
         }
-    }
-}
-
-/// An address family's map key: the address bytes in network order.
-pub(crate) trait Addr: Pod + Default + Ord + std::hash::Hash {
-    /// The address as a prefix of `prefix_len` bits, or None for a length no prefix has.
-    fn net(self, prefix_len: u32) -> Option<IpNet>;
-}
-
-impl Addr for [u8; 4] {
-    fn net(self, prefix_len: u32) -> Option<IpNet> {
-        Ipv4Net::new(self.into(), u8::try_from(prefix_len).ok()?)
-            .ok()
-            .map(IpNet::V4)
-    }
-}
-
-impl Addr for [u8; 16] {
-    fn net(self, prefix_len: u32) -> Option<IpNet> {
-        Ipv6Net::new(self.into(), u8::try_from(prefix_len).ok()?)
-            .ok()
-            .map(IpNet::V6)
     }
 }
 
@@ -111,14 +90,13 @@ impl<K: Addr> Table<K> {
 
     /// Every entry; a hash in batches (a million entries in a few dozen syscalls, not two
     /// million), a trie key by key (the kernel has no batch lookup for tries).
-    fn entries(&self, family: Family, out: &mut Vec<ListEntry>) -> Result<(), MapError> {
+    fn entries(&self, out: &mut Vec<ListEntry>) -> Result<(), MapError> {
         match self {
             Table::Hash(m) => {
                 let all = super::batch::entries::<K, EntryStats>(m.map().fd().as_fd())
                     .map_err(MapError::IoError)?;
-                let bits = family.bits().into();
                 for (k, v) in all {
-                    if let Some(net) = k.net(bits) {
+                    if let Some(net) = k.net(K::FAMILY.bits().into()) {
                         out.push(ListEntry::new(net, v));
                     }
                 }
@@ -135,23 +113,6 @@ impl<K: Addr> Table<K> {
         }
         Ok(())
     }
-}
-
-/// `net`'s table in `v4` or `v6`, its key and prefix length, handed to `body`: the one place
-/// where an entry's family picks its map and key type.
-macro_rules! by_family {
-    ($net:expr, $v4:expr, $v6:expr, |$table:ident, $addr:ident, $len:ident| $body:expr) => {
-        match $net {
-            IpNet::V4(n) => {
-                let ($table, $addr, $len) = ($v4, n.addr().octets(), n.prefix_len());
-                $body
-            }
-            IpNet::V6(n) => {
-                let ($table, $addr, $len) = ($v6, n.addr().octets(), n.prefix_len());
-                $body
-            }
-        }
-    };
 }
 
 /// The six list maps, indexed by [`ListKind::index`] within each family.
@@ -204,37 +165,43 @@ impl ListMaps {
     /// Adds `net` to `kind`'s map of its family, never overwriting.
     pub(crate) fn insert(&mut self, kind: ListKind, net: IpNet) -> Result<(), MapError> {
         let i = kind.index();
-        by_family!(net, &mut self.v4[i], &mut self.v6[i], |t, a, l| t
-            .insert(a, l))
+        by_family!(net, &mut self.v4[i], &mut self.v6[i], |table, addr, len| {
+            table.insert(addr, len)
+        })
     }
 
     /// Removes exactly `net` from `kind`'s map of its family.
     pub(crate) fn remove(&mut self, kind: ListKind, net: IpNet) -> Result<(), MapError> {
         let i = kind.index();
-        by_family!(net, &mut self.v4[i], &mut self.v6[i], |t, a, l| t
-            .remove(a, l))
+        by_family!(net, &mut self.v4[i], &mut self.v6[i], |table, addr, len| {
+            table.remove(addr, len)
+        })
     }
 
     /// The stats of `net`. For prefixes the kernel answers with the longest *covering* prefix
     /// (LPM semantics hold for user-space lookups too).
     pub(crate) fn get(&self, kind: ListKind, net: IpNet) -> Result<EntryStats, MapError> {
         let i = kind.index();
-        by_family!(net, &self.v4[i], &self.v6[i], |t, a, l| t.get(a, l))
+        by_family!(net, &self.v4[i], &self.v6[i], |table, addr, len| {
+            table.get(addr, len)
+        })
     }
 
     /// Every entry of `list`, both families (IPv4 first), in no particular order.
     pub(crate) fn list(&self, list: ListKind) -> Result<Vec<ListEntry>, Error> {
-        let mut out = Vec::new();
-        for family in Family::ALL {
-            let result = match family {
-                Family::V4 => self.v4[list.index()].entries(family, &mut out),
-                Family::V6 => self.v6[list.index()].entries(family, &mut out),
-            };
-            result.map_err(|source| Error::MapRead {
+        let read_err = |family| {
+            move |source| Error::MapRead {
                 map: list.map_name(family),
                 source,
-            })?;
-        }
+            }
+        };
+        let mut out = Vec::new();
+        self.v4[list.index()]
+            .entries(&mut out)
+            .map_err(read_err(Family::V4))?;
+        self.v6[list.index()]
+            .entries(&mut out)
+            .map_err(read_err(Family::V6))?;
         Ok(out)
     }
 }

@@ -17,7 +17,7 @@ use super::{
     object::Object,
     summary::Summaries,
 };
-use crate::error::{EntryOp, Error};
+use crate::error::{errno, not_found, EntryOp, Error};
 
 /// The list maps, their prefix summaries and their capacities.
 pub(crate) struct Lists {
@@ -324,17 +324,4 @@ fn update_error(list: ListKind, op: EntryOp, entry: IpNet, source: MapError) -> 
 /// A failed raw `bpf()` command as aya reports its own.
 fn syscall_error(call: &'static str, io_error: std::io::Error) -> MapError {
     MapError::SyscallError(aya::sys::SyscallError { call, io_error })
-}
-
-fn errno(e: &MapError) -> Option<i32> {
-    match e {
-        MapError::SyscallError(s) => s.io_error.raw_os_error(),
-        MapError::IoError(io) => io.raw_os_error(),
-        _ => None,
-    }
-}
-
-/// The key was not there (aya reports that in several ways, depending on the call).
-pub(crate) fn not_found(e: &MapError) -> bool {
-    matches!(e, MapError::KeyNotFound | MapError::ElementNotFound) || errno(e) == Some(libc::ENOENT)
 }

@@ -18,8 +18,11 @@ use groundzero_common::ratelimit::{
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use super::{lists::not_found, object::Object};
-use crate::error::Error;
+use super::{
+    keys::{by_family, Addr},
+    object::Object,
+};
+use crate::error::{not_found, Error};
 
 /// A bucket the kernel found over its limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,17 +115,13 @@ impl RateMaps {
     /// Never rate-limit sources in `net` (host bits ignored).
     pub(crate) fn exempt(&mut self, net: IpNet) -> Result<(), Error> {
         let net = net.trunc();
-        let result = match net {
-            IpNet::V4(n) => {
-                let key = Key::new(n.prefix_len().into(), n.network().octets());
-                self.exempt_v4.insert(&key, 1, 0)
-            }
-            IpNet::V6(n) => {
-                let key = Key::new(n.prefix_len().into(), n.network().octets());
-                self.exempt_v6.insert(&key, 1, 0)
-            }
-        };
-        result.map_err(|source| Error::RateExemptUpdate {
+        by_family!(
+            net,
+            &mut self.exempt_v4,
+            &mut self.exempt_v6,
+            |trie, addr, len| trie.insert(&Key::new(len.into(), addr), 1, 0)
+        )
+        .map_err(|source| Error::RateExemptUpdate {
             entry: net,
             capacity: RATE_EXEMPT_ENTRIES,
             source,
@@ -132,14 +131,12 @@ impl RateMaps {
     /// Ends the exemption of exactly `net`; whether it was there.
     pub(crate) fn unexempt(&mut self, net: IpNet) -> Result<bool, Error> {
         let net = net.trunc();
-        let result = match net {
-            IpNet::V4(n) => self
-                .exempt_v4
-                .remove(&Key::new(n.prefix_len().into(), n.network().octets())),
-            IpNet::V6(n) => self
-                .exempt_v6
-                .remove(&Key::new(n.prefix_len().into(), n.network().octets())),
-        };
+        let result = by_family!(
+            net,
+            &mut self.exempt_v4,
+            &mut self.exempt_v6,
+            |trie, addr, len| trie.remove(&Key::new(len.into(), addr))
+        );
         match result {
             Ok(()) => Ok(true),
             Err(e) if not_found(&e) => Ok(false),
@@ -149,27 +146,8 @@ impl RateMaps {
 
     /// Every exempt prefix, IPv4 first, each family sorted.
     pub(crate) fn exempted(&self) -> Result<Vec<IpNet>, Error> {
-        let err = |map| move |source| Error::MapRead { map, source };
-        let mut v4 = Vec::new();
-        for key in self.exempt_v4.keys() {
-            let key = key.map_err(err(RATE_EXEMPT_V4))?;
-            // A trie only holds lengths up to its width (the kernel refuses longer ones).
-            if let Some(n) = trie_net(key.prefix_len(), |len| Ipv4Net::new(key.data().into(), len))
-            {
-                v4.push(IpNet::V4(n));
-            }
-        }
-        let mut v6 = Vec::new();
-        for key in self.exempt_v6.keys() {
-            let key = key.map_err(err(RATE_EXEMPT_V6))?;
-            if let Some(n) = trie_net(key.prefix_len(), |len| Ipv6Net::new(key.data().into(), len))
-            {
-                v6.push(IpNet::V6(n));
-            }
-        }
-        v4.sort();
-        v6.sort();
-        v4.extend(v6);
+        let mut v4 = exempt_prefixes(&self.exempt_v4, RATE_EXEMPT_V4)?;
+        v4.extend(exempt_prefixes(&self.exempt_v6, RATE_EXEMPT_V6)?);
         Ok(v4)
     }
 
@@ -189,9 +167,19 @@ pub(crate) fn take_events(object: &mut Object) -> Result<RateEvents, Error> {
     Ok(RateEvents { ring })
 }
 
-/// A trie key as a prefix, or None for a length no prefix has.
-fn trie_net<N, E>(prefix_len: u32, new: impl FnOnce(u8) -> Result<N, E>) -> Option<N> {
-    new(u8::try_from(prefix_len).ok()?).ok()
+/// One family's exempt prefixes, sorted.
+fn exempt_prefixes<K: Addr>(
+    trie: &LpmTrie<MapData, K, u32>,
+    name: &'static str,
+) -> Result<Vec<IpNet>, Error> {
+    let mut out = Vec::new();
+    for key in trie.keys() {
+        let key = key.map_err(|source| Error::MapRead { map: name, source })?;
+        // A trie only holds lengths up to its width (the kernel refuses longer ones).
+        out.extend(key.data().net(key.prefix_len()));
+    }
+    out.sort();
+    Ok(out)
 }
 
 fn clear<K: aya::Pod>(
