@@ -56,7 +56,7 @@ mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing 
 # playwright-core for the browser test, pinned by its lock file (it drives Debian's chromium;
 # it never downloads a browser of its own).
 # Node.js and npm come with the machine (not Debian's older npm).
-web_ui="$(dirname "$0")/../crates/groundzero/tests/web_ui"
+web_ui="$(dirname "$0")/../crates/groundzero-cli/tests/web_ui"
 if [ ! -d "$web_ui/node_modules/playwright-core" ]; then
   command -v npm >/dev/null || { echo "setup.sh: npm is missing (needed for the browser test)" >&2; exit 1; }
   log "installing playwright-core for the browser test"

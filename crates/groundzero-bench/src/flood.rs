@@ -31,10 +31,10 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context, Result};
-use groundzero::{
+use groundzero::{AttachMode, IpNet, Shield, ShieldOptions};
+use groundzero_lab::{
     craft,
     netns::{veth, Netns},
-    AttachMode, IpNet, Shield, ShieldOptions,
 };
 
 use crate::{

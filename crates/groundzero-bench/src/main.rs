@@ -143,7 +143,7 @@ fn main() -> Result<()> {
     // namespaces (their veths, XDP attachments, nftables and iptables state go with them) and
     // pins. Normal exits and errors clean up through Drop.
     progs::PinDir::remove_stale();
-    groundzero::netns::Netns::remove_stale();
+    groundzero_lab::netns::Netns::remove_stale();
     ctrlc::set_handler(|| {
         eprintln!("interrupted: cleaning up");
         cleanup_own();
@@ -227,7 +227,7 @@ fn cleanup_own() {
     if let Ok(entries) = std::fs::read_dir("/run/netns") {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if own(&name, groundzero::netns::PREFIX) {
+            if own(&name, groundzero_lab::netns::PREFIX) {
                 let _ = std::process::Command::new("ip")
                     .args(["netns", "del", &name])
                     .status();

@@ -4,7 +4,8 @@
 use std::net::IpAddr;
 
 use anyhow::{ensure, Result};
-use groundzero::{craft, parse_entry, Action, Shield, ShieldOptions};
+use groundzero::{parse_entry, Action, Shield, ShieldOptions};
+use groundzero_lab::craft;
 
 use crate::{
     progs::{Floor, XdpFilter},

@@ -1088,7 +1088,7 @@ fn overheads_section(
          In-process, without HTTP. The lock column is how long API calls could wait behind a \
          scrape.\n\n\
          | exact entries per family | prefixes per family | block entries in total | scrape s | of which under the daemon's lock, s | response bytes |\n|---|---|---|---|---|---|",
-        groundzero::metrics::DEFAULT_TOP_N
+        groundzero_daemon::metrics::DEFAULT_TOP_N
     )?;
     for x in &s.scrapes {
         writeln!(

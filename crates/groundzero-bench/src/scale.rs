@@ -13,7 +13,8 @@ use std::{
 };
 
 use anyhow::{ensure, Result};
-use groundzero::{metrics, IpNet, Shield, ShieldOptions};
+use groundzero::{IpNet, Shield, ShieldOptions};
+use groundzero_daemon::metrics;
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::{

@@ -9,7 +9,7 @@ pub struct Counters {
 }
 
 impl Counters {
-    pub(crate) fn from_slots(slots: impl IntoIterator<Item = (Reason, Counter)>) -> Self {
+    pub fn from_slots(slots: impl IntoIterator<Item = (Reason, Counter)>) -> Self {
         let mut c = Counters::default();
         for (reason, counter) in slots {
             let slot = &mut c.by_reason[reason as usize];

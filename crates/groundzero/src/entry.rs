@@ -246,7 +246,7 @@ pub fn parse_list(text: &str, origin: &str) -> Result<Vec<IpNet>, ListFileError>
 
 /// The loop shared by list files and feeds: `comments` start a comment, `entry` parses what is
 /// left of a non-blank line. Every bad line is collected; any makes the whole text an error.
-pub(crate) fn parse_lines(
+pub fn parse_lines(
     text: &str,
     origin: &str,
     comments: &[char],

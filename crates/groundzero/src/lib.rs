@@ -6,25 +6,23 @@
 //! - [`Counters`] is a snapshot of the per-reason packet and byte counters.
 //! - [`model`] is the host-side twin of the kernel program (same parser, same rules), for tests,
 //!   for explaining verdicts, and for the differential test against the kernel.
-//! - [`craft`] builds test packets; [`netns`] makes throw-away network namespaces and veth pairs.
+//! - [`guard`] is the one check every block passes: it refuses blocks that would cut off the host's
+//!   owner (protected and allowlisted prefixes, the host's own and management addresses).
 //! - [`bpf`] is the layer under [`Shield`]: the object, the typed map handles, attach, pins,
 //!   and [`sys`], the few `bpf()` commands aya does not wrap (batches, link detach, raw fds).
+//! - [`lists`] is the list vocabulary (side, family, exact or prefix, which map), from
+//!   groundzero-common.
 //!
 //! The library never initialises a logger, never exits the process and never builds an async
 //! runtime: those belong to the binary.
 
 pub mod bpf;
-pub mod client;
 pub mod counters;
-pub mod craft;
-pub mod daemon;
 pub mod entry;
 pub mod error;
+pub mod guard;
 pub mod journey;
-pub mod lab;
-pub mod metrics;
 pub mod model;
-pub mod netns;
 pub mod shield;
 pub mod text;
 

@@ -16,12 +16,9 @@ use std::{
     time::Instant,
 };
 
-use groundzero::{
-    craft::{self, RawIpv4, RawIpv6},
-    model::ModelLists,
-    parse_entry, IpNet, Reason, Shield,
-};
+use groundzero::{model::ModelLists, parse_entry, IpNet, Reason, Shield};
 use groundzero_common::parse::{parse, MalformedAt, Parsed};
+use groundzero_lab::craft::{self, RawIpv4, RawIpv6};
 use ipnet::{Ipv4Net, Ipv6Net};
 use rand::{seq::SliceRandom, Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

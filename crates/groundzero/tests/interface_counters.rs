@@ -4,10 +4,8 @@ mod common;
 
 use std::{net::UdpSocket, time::Duration};
 
-use groundzero::{
-    netns::{veth, Netns},
-    parse_entry, ActiveMode, AttachMode, Reason,
-};
+use groundzero::{parse_entry, ActiveMode, AttachMode, Reason};
+use groundzero_lab::netns::{veth, Netns};
 
 #[test]
 fn traffic_is_counted_under_the_ingress_interface() {

@@ -5,10 +5,8 @@ mod common;
 
 use std::net::IpAddr;
 
-use groundzero::{
-    craft::{self, L4},
-    parse_entry, Action, IpNet, ListKind,
-};
+use groundzero::{parse_entry, Action, IpNet, ListKind};
+use groundzero_lab::craft::{self, L4};
 
 fn net(s: &str) -> IpNet {
     parse_entry(s).unwrap_or_else(|e| panic!("{s}: {e}"))

@@ -2,12 +2,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use groundzero::{
-    craft::{self, L4, TPID_8021AD, TPID_8021Q},
-    model::ModelLists,
-    parse_entry, Action, Reason,
-};
+use groundzero::{model::ModelLists, parse_entry, Action, Reason};
 use groundzero_common::parse::{parse, MalformedAt, Parsed};
+use groundzero_lab::craft::{self, L4, TPID_8021AD, TPID_8021Q};
 
 fn v4(s: &str) -> Ipv4Addr {
     s.parse().unwrap()

@@ -4,10 +4,8 @@ mod common;
 
 use std::{net::UdpSocket, path::PathBuf};
 
-use groundzero::{
-    netns::{veth, Netns},
-    parse_entry, pins, ActiveMode, AttachMode, Reason, Shield, ShieldOptions,
-};
+use groundzero::{parse_entry, pins, ActiveMode, AttachMode, Reason, Shield, ShieldOptions};
+use groundzero_lab::netns::{veth, Netns};
 
 fn options(dir: &std::path::Path) -> ShieldOptions {
     ShieldOptions {

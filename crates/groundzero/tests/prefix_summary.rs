@@ -6,10 +6,8 @@ mod common;
 
 use std::{net::IpAddr, path::PathBuf};
 
-use groundzero::{
-    craft::{self, L4},
-    parse_entry, pins, Action, IpNet, ListKind, Shield, ShieldOptions,
-};
+use groundzero::{parse_entry, pins, Action, IpNet, ListKind, Shield, ShieldOptions};
+use groundzero_lab::craft::{self, L4};
 
 fn net(s: &str) -> IpNet {
     parse_entry(s).unwrap_or_else(|e| panic!("{s}: {e}"))

@@ -11,16 +11,13 @@ use std::{
 };
 
 use groundzero::{
-    craft::{self, RawIpv4, RawIpv6, L4, TPID_8021AD, TPID_8021Q},
-    model::ModelLists,
-    parse_entry,
-    ratelimit::OverLimit,
-    Error, IpNet, Reason, Shield,
+    model::ModelLists, parse_entry, ratelimit::OverLimit, Error, IpNet, Reason, Shield,
 };
 use groundzero_common::{
     maps::Counter,
     parse::{parse, MalformedAt, Parsed},
 };
+use groundzero_lab::craft::{self, RawIpv4, RawIpv6, L4, TPID_8021AD, TPID_8021Q};
 
 // Documentation and benchmarking ranges only: nothing here can be a real host.
 const EXACT4: &str = "203.0.113.7";

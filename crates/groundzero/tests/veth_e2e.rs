@@ -14,11 +14,9 @@ use std::{
 };
 
 use etherparse::{IcmpEchoHeader, Icmpv4Header, Icmpv4Type, Icmpv6Header, Icmpv6Type};
-use groundzero::{
-    netns::{veth, Netns, NetnsError},
-    parse_entry, ActiveMode, AttachMode, Counters, IpNet, Reason, Shield,
-};
+use groundzero::{parse_entry, ActiveMode, AttachMode, Counters, IpNet, Reason, Shield};
 use groundzero_common::maps::Counter;
+use groundzero_lab::netns::{veth, Netns, NetnsError};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 /// Fixed MACs, so both sides can have permanent neighbour entries for each other.

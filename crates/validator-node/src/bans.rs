@@ -1,6 +1,6 @@
 //! Turning the node's decisions into drops in XDP, through the groundzero library.
 //!
-//! Preferred: the running daemon's API (`groundzero::client`), so each entry carries who asked
+//! Preferred: the running daemon's API (`groundzero_api::client`), so each entry carries who asked
 //! (`app:validator-node`), why, and a TTL the daemon enforces, and shows up in `groundzero list`
 //! and on the journey page. Fallback, when no daemon answers: the daemon's pinned maps opened
 //! with `groundzero::Shield` (no metadata; the node lifts its own bans when their TTL ends).
@@ -17,10 +17,10 @@ use std::{
 
 use anyhow::{Context, Result};
 use groundzero::{
-    client::{Client, Endpoint},
-    daemon::guard::{Guard, ManagementSnapshot, Policy},
+    guard::{Guard, ManagementSnapshot, Policy},
     IpNet, Shield, ShieldOptions,
 };
+use groundzero_api::client::{Client, Endpoint};
 use tokio::sync::mpsc;
 
 pub const SOURCE: &str = "app:validator-node";

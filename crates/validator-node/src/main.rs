@@ -1,6 +1,6 @@
 //! `validator-node`: an example application that embeds groundzero.
 //!
-//! It serves the lab's peer protocol (`groundzero::lab::peer_protocol`: `PING n`, `GET height`)
+//! It serves the lab's peer protocol (`groundzero_lab::peer_protocol`: `PING n`, `GET height`)
 //! on UDP and TCP, counts requests and invalid messages per peer, and bans a peer that sends too
 //! many requests or too many invalid messages, through groundzero, with a reason and a TTL
 //! (see `bans.rs`).
@@ -29,10 +29,8 @@ use std::{
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use groundzero::{
-    client::Endpoint,
-    lab::peer_protocol::{Request, MAX_MESSAGE, PORT},
-};
+use groundzero_api::client::Endpoint;
+use groundzero_lab::peer_protocol::{Request, MAX_MESSAGE, PORT};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{TcpListener, TcpStream, UdpSocket},
@@ -249,7 +247,7 @@ fn calibrate(work_us: u32) -> u32 {
     let fastest = (0..5)
         .map(|_| {
             let started = Instant::now();
-            std::hint::black_box(groundzero::lab::peer_protocol::block_hash(1, SAMPLE));
+            std::hint::black_box(groundzero_lab::peer_protocol::block_hash(1, SAMPLE));
             started.elapsed()
         })
         .min()

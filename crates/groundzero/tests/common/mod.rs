@@ -21,11 +21,6 @@ pub fn shield() -> Shield {
     Shield::load(ShieldOptions::default()).unwrap_or_else(|e| panic!("loading the shield: {e:?}"))
 }
 
-pub mod child;
-pub mod daemon;
-pub mod state;
-pub mod topology;
-
 /// Reads datagrams from `socket` until `expected` have come (waiting up to 5 s for them: a
 /// loaded machine may deliver late), then for a quiet 300 ms, so any extra (a leak past a
 /// block) is counted too. Returns how many came. Sets the socket's read timeout.

@@ -1,0 +1,650 @@
+//! `groundzero demo`: the whole story on one machine, in the lab's throw-away namespaces.
+//!
+//! It builds the lab (a node, legitimate peers, attackers), starts the daemon (`groundzero run`)
+//! and the example validator node inside the node's namespace, and runs three phases of the same
+//! legitimate traffic: calm; a flood with the shield off; the same flood with the shield on.
+//! "Off" is the daemon's monitor mode: the XDP program runs and counts what it would drop, the
+//! node's bans are recorded, but nothing is dropped, so the node pays for every flood packet.
+//! Each flood phase uses fresh spoofed sources, so bans do not carry over.
+//!
+//! Everything is bounded in count and time and uses only 198.18.0.0/15 and 2001:2::/48; on the
+//! way out (normal end, error or Ctrl-C) the children are stopped and `lab::down` removes the
+//! namespaces and pins.
+use std::{
+    fs::File,
+    io::Read,
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use groundzero_api::client::{Client, Endpoint, Method};
+use groundzero_lab::{
+    self as lab,
+    topology::{LAB_PIN_DIR, NODE_NS},
+    watch::{BanClock, XdpTally},
+    Lab, LabSpec, LabState, PhasePlan, PhaseReport,
+};
+use serde_json::json;
+
+use crate::lab::{legit_line, print_phase, stop_on_ctrl_c};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Length of the calm phase.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    calm: Duration,
+    /// Length of each flood phase.
+    #[arg(long, default_value = "12s", value_parser = humantime::parse_duration)]
+    phase: Duration,
+    /// Requests per second of each legitimate client (3 per peer).
+    #[arg(long, default_value_t = 50)]
+    legit_pps: u32,
+    /// Spoofed UDP request flood, packets per second.
+    #[arg(long, default_value_t = 40_000)]
+    flood_pps: u32,
+    /// Port of the journey page and API on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Also turn on the daemon's XDP rate limit at this many packets per second per source
+    /// (0: off, so every ban in the demo is the validator node's).
+    #[arg(long, default_value_t = 0)]
+    rate_limit: u32,
+    /// After the summary, keep everything up this long for the journey page.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    linger: Duration,
+    /// After the summary, keep everything up until Ctrl-C.
+    #[arg(long)]
+    keep_running: bool,
+}
+
+/// Ports inside the node's namespace; the same numbers are forwarded from this host's loopback.
+struct Ports {
+    api: u16,
+    metrics: u16,
+}
+
+/// The daemon's config for the demo. The one place that says how the demo's daemon runs (add
+/// new sections here).
+fn daemon_config(dir: &Path, lab: &LabState, ports: &Ports, args: &Args) -> String {
+    format!(
+        r#"# Written by `groundzero demo`.
+interfaces = ["{iface}"]
+monitor = true            # phase 2 runs with the shield off; phase 3 turns monitor off
+pin_dir = "{pins}"
+state_dir = "{state}"
+
+[api]
+socket = "{socket}"
+tcp_listen = "127.0.0.1:{api}"
+token_file = "{token}"
+
+[metrics]
+listen = "127.0.0.1:{metrics}"
+
+[journey]
+enabled = true
+sample_every = 256
+filter = "port {port}"
+
+[ratelimit]
+rate = {rate}
+ban_ttl = "2m"
+"#,
+        iface = lab.node_if,
+        pins = LAB_PIN_DIR,
+        state = dir.join("state").display(),
+        socket = dir.join("api.sock").display(),
+        api = ports.api,
+        token = dir.join("token").display(),
+        metrics = ports.metrics,
+        port = lab::peer_protocol::PORT,
+        rate = args.rate_limit,
+    )
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let stop = stop_on_ctrl_c()?;
+    let node_bin = sibling("validator-node")?;
+    let lab = Lab::up(LabSpec::default()).context("building the lab")?;
+    let state = lab.state().clone();
+    let dir = WorkDir::create()?;
+    println!("groundzero demo: the lab is up (namespaces gz-lab-*, bridge, veth; addresses from 198.18.0.0/15 and 2001:2::/48)");
+    println!(
+        "  node {} / {} in {} (XDP on {}), {} peers, {} attackers",
+        state.node_v4,
+        state.node_v6,
+        state.node_ns,
+        state.node_if,
+        state.peers.len(),
+        state.attackers.len()
+    );
+
+    // Measured before the daemon starts: it turns on the kernel's per-program run statistics,
+    // which add to every run.
+    let cost = measure_cost();
+    let ports = Ports {
+        api: free_port(args.port)?,
+        metrics: free_port(0)?,
+    };
+    let token = random_token()?;
+    std::fs::write(dir.0.join("token"), &token).context("writing the API token")?;
+    let config = dir.0.join("groundzero.toml");
+    std::fs::write(&config, daemon_config(&dir.0, &state, &ports, &args))
+        .context("writing the daemon's config")?;
+    let me = std::env::current_exe().context("finding this executable")?;
+    let mut daemon = Proc::spawn_in_node(
+        "daemon",
+        &me,
+        &["run".as_ref(), "--config".as_ref(), config.as_os_str()],
+        &dir.0.join("daemon.log"),
+    )?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = Client::new(Endpoint::Unix(dir.0.join("api.sock")));
+    wait_for(
+        "the daemon",
+        &mut daemon,
+        &stop,
+        Duration::from_secs(30),
+        || rt.block_on(client.health()).is_ok(),
+    )?;
+    let socket = dir.0.join("api.sock");
+    let mut node = Proc::spawn_in_node(
+        "validator-node",
+        &node_bin,
+        &[
+            "--api-socket".as_ref(),
+            socket.as_os_str(),
+            "--ban-ttl".as_ref(),
+            "2m".as_ref(),
+        ],
+        &dir.0.join("node.log"),
+    )?;
+    wait_for(
+        "the validator node",
+        &mut node,
+        &stop,
+        Duration::from_secs(10),
+        || std::fs::read_to_string(dir.0.join("node.log")).is_ok_and(|l| l.contains("ready")),
+    )?;
+    let _forwards = [ports.api, ports.metrics]
+        .into_iter()
+        .map(Forward::start)
+        .collect::<Result<Vec<_>>>()?;
+    println!(
+        "  daemon (groundzero run, monitor mode) and validator-node are running in {NODE_NS}; logs in {}",
+        dir.0.display()
+    );
+    // Printed now as well as at the end, so the phases can be watched live in the page.
+    print_links(&ports, &token, &socket);
+    println!();
+
+    let mut rows = Vec::new();
+    let calm = PhasePlan::calm(args.calm, args.legit_pps);
+    let flood = |block: u8| PhasePlan {
+        duration: args.phase,
+        legit_pps: args.legit_pps,
+        flood_pps: args.flood_pps,
+        source_block: block,
+        ..PhasePlan::default()
+    };
+    let phases = [
+        ("1. calm", calm, false),
+        ("2. flood, shield off (monitor)", flood(1), false),
+        ("3. flood, shield on", flood(2), true),
+    ];
+    for (title, plan, shield) in phases {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        if shield {
+            rt.block_on(client.call(Method::PUT, "/v1/monitor", Some(&json!({"enabled": false}))))
+                .context("turning monitor mode off")?;
+        }
+        match run_phase(title, &state, &plan, &rt, &client, &stop)? {
+            Some(row) => rows.push(row),
+            None => break, // interrupted mid-phase: its numbers would mean nothing
+        }
+        std::thread::sleep(Duration::from_millis(500)); // let queues drain between phases
+    }
+
+    if stop.load(Ordering::SeqCst) {
+        println!("\ninterrupted: cleaning up");
+    }
+    print_summary(&rows);
+    if !stop.load(Ordering::SeqCst) {
+        match &cost {
+            Ok(lines) => {
+                println!("\nXDP verdict cost on this host (BPF_PROG_TEST_RUN, 1,000,000 runs each, includes test_run's own overhead):");
+                for line in lines {
+                    println!("  {line}");
+                }
+            }
+            Err(e) => println!("(could not measure the verdict cost: {e:#})"),
+        }
+        print_links(&ports, &token, &socket);
+        linger(&args, &stop);
+    }
+    drop(node);
+    drop(daemon);
+    drop(lab);
+    drop(dir);
+    println!("cleaned up: processes stopped, lab namespaces and pins removed");
+    Ok(())
+}
+
+fn print_links(ports: &Ports, token: &str, socket: &Path) {
+    println!(
+        "\njourney page: http://127.0.0.1:{}/#token={token}",
+        ports.api
+    );
+    println!("metrics:      http://127.0.0.1:{}/metrics", ports.metrics);
+    println!(
+        "bans:         groundzero --socket {} list --source app:validator-node",
+        socket.display()
+    );
+}
+
+/// Keeps everything up for the journey page, as asked.
+fn linger(args: &Args, stop: &AtomicBool) {
+    {
+        let until = if args.keep_running {
+            println!("\neverything stays up until Ctrl-C");
+            None
+        } else {
+            println!(
+                "\neverything stays up for {} (Ctrl-C ends it sooner; --keep-running keeps it)",
+                humantime::format_duration(args.linger)
+            );
+            Some(Instant::now() + args.linger)
+        };
+        while !stop.load(Ordering::SeqCst) && until.is_none_or(|u| Instant::now() < u) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// One phase's line in the summary.
+struct Row {
+    title: &'static str,
+    report: PhaseReport,
+    xdp: XdpTally,
+    bans: usize,
+    clock: BanClock,
+}
+
+fn run_phase(
+    title: &'static str,
+    state: &LabState,
+    plan: &PhasePlan,
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    stop: &AtomicBool,
+) -> Result<Option<Row>> {
+    println!("{title}: {}", describe(plan));
+    let before = rt.block_on(XdpTally::read(client))?;
+    let bans_before = rt.block_on(client.blocked_by(APP))?.len();
+    // What the node can see and ban: the flood's spoofed sources and the sender of invalid
+    // messages (atk3). SYN-flood sources never reach the application.
+    let mut expected = if plan.flood_pps > 0 {
+        plan.flood_sources()
+    } else {
+        Vec::new()
+    };
+    if plan.invalid_pps > 0 {
+        expected.extend(state.attackers.get(2).map(|a| IpAddr::from(a.v4)));
+    }
+    let mut clock = BanClock::new(expected, Instant::now() + plan.attack_delay);
+    let mut last_poll = Instant::now();
+    let report = lab::run_phase(state, plan, stop, |_| {
+        if last_poll.elapsed() >= Duration::from_millis(200) && clock.expected() > 0 {
+            last_poll = Instant::now();
+            let _ = rt.block_on(clock.poll(client, APP));
+        }
+    })
+    .context("running the phase's traffic")?;
+    if stop.load(Ordering::SeqCst) {
+        return Ok(None);
+    }
+    if clock.expected() > 0 {
+        let _ = rt.block_on(clock.poll(client, APP));
+    }
+    let xdp = rt.block_on(XdpTally::read(client))?.since(&before);
+    let bans = rt
+        .block_on(client.blocked_by(APP))?
+        .len()
+        .saturating_sub(bans_before);
+    print_phase(&format!("  {title}"), &report);
+    println!(
+        "  XDP: {} dropped, {} would have been dropped (monitor), {} malformed; {} new ban(s) by the node{}",
+        xdp.dropped,
+        xdp.would_drop,
+        xdp.malformed,
+        bans,
+        ban_timing(&clock)
+    );
+    println!();
+    Ok(Some(Row {
+        title,
+        report,
+        xdp,
+        bans,
+        clock,
+    }))
+}
+
+const APP: &str = "app:validator-node";
+
+fn describe(plan: &PhasePlan) -> String {
+    if plan.flood_pps == 0 {
+        return format!(
+            "legitimate traffic only for {}",
+            humantime::format_duration(plan.duration)
+        );
+    }
+    format!(
+        "{} of legitimate traffic; from {} s on: {} pps of spoofed GET requests from {} sources, {} SYN/s, {} malformed/s, {} invalid messages/s",
+        humantime::format_duration(plan.duration),
+        plan.attack_delay.as_secs(),
+        plan.flood_pps,
+        plan.flood_sources().len(),
+        plan.syn_pps,
+        plan.malformed_pps,
+        plan.invalid_pps
+    )
+}
+
+fn ban_timing(clock: &BanClock) -> String {
+    if clock.expected() == 0 {
+        return String::new();
+    }
+    match clock.all_banned_after() {
+        Some(t) => format!(
+            "; all {} attackers the node can see banned {:.1} s after the attack began",
+            clock.expected(),
+            t.as_secs_f64()
+        ),
+        None => format!(
+            "; {} of {} attackers banned",
+            clock.banned(),
+            clock.expected()
+        ),
+    }
+}
+
+fn print_summary(rows: &[Row]) {
+    if rows.is_empty() {
+        return;
+    }
+    println!("summary");
+    println!(
+        "  {:<32} {:<44} {:>12} {:>12} {:>6} {:>10}",
+        "phase", "legitimate requests answered", "attack pkts", "XDP dropped", "bans", "all banned"
+    );
+    for r in rows {
+        let dropped = if r.xdp.would_drop > 0 && r.xdp.dropped == 0 {
+            format!("0 ({} w.)", short(r.xdp.would_drop))
+        } else {
+            short(r.xdp.dropped)
+        };
+        println!(
+            "  {:<32} {:<44} {:>12} {:>12} {:>6} {:>10}",
+            r.title,
+            legit_line(&r.report.legit_total()),
+            r.report.attack_packets(),
+            dropped,
+            r.bans,
+            r.clock
+                .all_banned_after()
+                .map(|t| format!("{:.1} s", t.as_secs_f64()))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    println!("  (w. = would have been dropped: monitor mode counts but passes)");
+}
+
+/// The cost of one verdict on this host: BPF_PROG_TEST_RUN over 1M runs per case, on a shield
+/// of its own (not the daemon's), with one entry of each kind. One line per case.
+fn measure_cost() -> Result<Vec<String>> {
+    use groundzero::{parse_entry, Action, Shield, ShieldOptions};
+    use groundzero_lab::craft;
+    let mut shield = Shield::load(ShieldOptions::default())?;
+    shield.block(parse_entry("198.18.0.66")?)?;
+    shield.block(parse_entry("198.19.66.0/24")?)?;
+    shield.allow(parse_entry("198.18.0.10")?)?;
+    let mut lines = Vec::new();
+    for (label, src, expect) in [
+        ("pass, no match", "198.18.0.200", Action::Pass),
+        ("pass, allowlisted", "198.18.0.10", Action::Pass),
+        ("drop, exact", "198.18.0.66", Action::Drop),
+        ("drop, prefix", "198.19.66.9", Action::Drop),
+    ] {
+        let packet = craft::udp4(src.parse()?, &[0u8; 64]);
+        let (action, per_run) = shield.test_run_repeat(&packet, 1_000_000)?;
+        anyhow::ensure!(action == expect, "{label}: the program returned {action:?}");
+        lines.push(format!(
+            "{label:<20} {:>6} ns per packet",
+            per_run.as_nanos()
+        ));
+    }
+    Ok(lines)
+}
+
+fn short(n: u64) -> String {
+    if n >= 10_000 {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
+
+/// A binary built next to this one (`cargo build` builds the whole workspace's defaults).
+fn sibling(name: &str) -> Result<PathBuf> {
+    let me = std::env::current_exe().context("finding this executable")?;
+    let path = me.with_file_name(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: build it with `cargo build --release` (or run ./scripts/demo.sh)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn free_port(wanted: u16) -> Result<u16> {
+    let listener = TcpListener::bind(("127.0.0.1", wanted)).with_context(|| {
+        format!("port {wanted} on 127.0.0.1 is taken: choose another with --port")
+    })?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn random_token() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom for the API token")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn wait_for(
+    what: &str,
+    proc: &mut Proc,
+    stop: &AtomicBool,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !ready() {
+        if stop.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+        if proc.exited() || Instant::now() > deadline {
+            bail!(
+                "{what} did not come up; its log: {}\n{}",
+                proc.log.display(),
+                std::fs::read_to_string(&proc.log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// A child process in the node's namespace, stopped (SIGTERM, then SIGKILL) when dropped. It
+/// also gets SIGTERM if this process dies first (PR_SET_PDEATHSIG), and `lab down` would stop
+/// it anyway.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Runs `program` under `nsenter --net`: only the network namespace changes, so the daemon
+    /// sees the host's /sys/fs/bpf and its pins outlive it (`ip netns exec` would give it a
+    /// private /sys, where pins die with the process).
+    fn spawn_in_node(
+        name: &str,
+        program: &Path,
+        args: &[&std::ffi::OsStr],
+        log: &Path,
+    ) -> Result<Proc> {
+        let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{NODE_NS}"))
+            .arg(program)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            // Its own process group: a Ctrl-C in the terminal reaches only the demo, which then
+            // stops the children in order and reports, instead of the daemon vanishing mid-phase.
+            .process_group(0)
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting the {name} (is nsenter installed? util-linux)"))?;
+        Ok(Proc {
+            child,
+            log: log.to_path_buf(),
+        })
+    }
+
+    fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let pid = self.child.id() as i32;
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The demo's files (config, token, state, logs); removed when dropped.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn create() -> Result<Self> {
+        // A demo that was killed could not remove its directory: do it for it.
+        if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let pid = name
+                    .strip_prefix("groundzero-demo-")
+                    .and_then(|p| p.parse::<u32>().ok());
+                if pid.is_some_and(|p| !lab::topology::process_alive(p)) {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("groundzero-demo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(WorkDir(dir))
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Forwards 127.0.0.1:`port` on this host to 127.0.0.1:`port` in the node's namespace, where
+/// the daemon listens: the browser is here, the daemon is there. Stops when dropped.
+struct Forward {
+    stop: Arc<AtomicBool>,
+}
+
+impl Forward {
+    fn start(port: u16) -> Result<Forward> {
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .with_context(|| format!("listening on 127.0.0.1:{port}"))?;
+        listener.set_nonblocking(true)?;
+        let node = groundzero_lab::netns::Netns::open(NODE_NS)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            let target = SocketAddr::from(([127, 0, 0, 1], port));
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let _ = client.set_nonblocking(false);
+                        // The socket is made inside the namespace and keeps it afterwards.
+                        if let Ok(Ok(upstream)) = node.try_run(|| TcpStream::connect(target)) {
+                            pipe(client, upstream);
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        });
+        Ok(Forward { stop })
+    }
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Copies both ways until either side closes (one thread per direction; the page holds a few
+/// connections at most).
+fn pipe(a: TcpStream, b: TcpStream) {
+    let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else {
+        return;
+    };
+    for (mut from, mut to) in [(a, b2), (b, a2)] {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(std::net::Shutdown::Both);
+        });
+    }
+}

@@ -1,0 +1,731 @@
+//! The daemon's TOML configuration. Every field has a documented default; unknown keys are an
+//! error (a typo must not silently do nothing); semantic errors name file, line and field.
+//!
+//! See `deploy/groundzero.toml` for an annotated example.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use groundzero::{parse_entry, pins::DEFAULT_PIN_DIR, ShieldOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// toml's own message already says "line N, column M" and shows the line.
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{path}:{line}: {field}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        field: String,
+        message: String,
+    },
+}
+
+/// The whole file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Interfaces to protect. Default: none (the API still runs; attach later by config).
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    /// `auto` (native, else generic), `native` or `generic`. Default `auto`.
+    #[serde(default)]
+    pub attach_mode: AttachModeConfig,
+    /// Monitor (dry-run) mode at start. Default false.
+    #[serde(default)]
+    pub monitor: bool,
+    /// bpffs directory for pinned maps and links. Default `/sys/fs/bpf/groundzero`.
+    #[serde(default = "default_pin_dir")]
+    pub pin_dir: PathBuf,
+    /// Where the journal of entries and feed caches live. Default `/var/lib/groundzero`.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub capacity: CapacityConfig,
+    #[serde(default)]
+    pub guard: GuardConfig,
+    #[serde(default)]
+    pub journey: JourneyConfig,
+    #[serde(default)]
+    pub ratelimit: RateLimitConfig,
+    /// Blocklist feeds, refreshed on an interval.
+    #[serde(default, rename = "feed")]
+    pub feeds: Vec<FeedConfig>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachModeConfig {
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Unix socket of the management API (mode 0600: root only). Default `/run/groundzero/api.sock`.
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+    /// Also serve the API on TCP (e.g. `127.0.0.1:9478`); requires `token_file`. Default: off.
+    #[serde(default)]
+    pub tcp_listen: Option<Spanned<String>>,
+    /// File holding the bearer token TCP clients must send. Default: none.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Largest request body accepted, in bytes. Default 64 MiB (a 1M-entry import fits).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Every listener (Unix socket, TCP, metrics): time a client has to send a request's head,
+    /// after connecting or between requests on a kept-alive connection. Default 10s.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: Spanned<String>,
+    /// Every listener: time from a request's head to its answer's head, the body upload
+    /// included. Default 60s.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: Spanned<String>,
+    /// Every listener: connections open at once; more wait to be accepted. Default 256.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Prometheus `/metrics` listener (e.g. `127.0.0.1:9477`). Default: off.
+    #[serde(default)]
+    pub listen: Option<Spanned<String>>,
+    /// How long one scrape's result answers later scrapes (reading a million entries takes
+    /// about a second). `0s`: every scrape reads anew, still one at a time. Default 1s.
+    #[serde(default = "default_metrics_cache_for")]
+    pub cache_for: Spanned<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityConfig {
+    /// Exact blocked addresses per family. Default 1048576.
+    #[serde(default = "default_exact")]
+    pub exact: u32,
+    /// Blocked prefixes per family. Default 262144.
+    #[serde(default = "default_cidr")]
+    pub cidr: u32,
+    /// Allowlist entries per family. Default 16384.
+    #[serde(default = "default_allow")]
+    pub allow: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardConfig {
+    /// Prefixes that can never be blocked without `force`. Default: none.
+    #[serde(default)]
+    pub protected: Vec<Spanned<String>>,
+    /// Also protect this host's own addresses and the peers of established SSH sessions.
+    /// Default true.
+    #[serde(default = "yes")]
+    pub protect_management: bool,
+    /// The port whose established peers count as management sessions. Default 22.
+    #[serde(default = "default_ssh_port")]
+    pub ssh_port: u16,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JourneyConfig {
+    /// Follow sampled packets from XDP to the application. Default false (then the XDP program
+    /// does no tracing work and no observer is attached).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Sample one packet in this many (of those the filter admits). Default 64.
+    #[serde(default = "default_sample_every")]
+    pub sample_every: Spanned<u32>,
+    /// Which packets may be sampled: `tcp`, `udp`, `icmp`, `port N`, `src PREFIX`, or `any`.
+    /// Default `any`.
+    #[serde(default = "default_filter")]
+    pub filter: Spanned<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Packets per second allowed per source address; 0 turns the rate limit off. Default 0.
+    #[serde(default)]
+    pub rate: u32,
+    /// Packets a source may send at once before the rate applies. Default: 2 × rate.
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// Prefixes never rate-limited (the allowlist and guard.protected are exempt too).
+    #[serde(default)]
+    pub exempt: Vec<Spanned<String>>,
+    /// How long a source over the limit stays blocked. Default 10m.
+    #[serde(default = "default_ban_ttl")]
+    pub ban_ttl: Spanned<String>,
+    /// IPv4 sources share one bucket per prefix of this length (and are banned as that
+    /// prefix). Default 32: every address its own bucket.
+    #[serde(default = "default_prefix_v4")]
+    pub prefix_v4: u8,
+    /// IPv6 sources share one bucket per prefix of this length. Default 64: a host is handed
+    /// a whole /64, so a per-address bucket would let it rotate through 2^64 addresses.
+    #[serde(default = "default_prefix_v6")]
+    pub prefix_v6: u8,
+}
+
+fn default_prefix_v4() -> u8 {
+    32
+}
+fn default_prefix_v6() -> u8 {
+    64
+}
+
+impl Default for JourneyConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("the empty journey section is valid")
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("the empty metrics section is valid")
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("the empty ratelimit section is valid")
+    }
+}
+
+fn default_sample_every() -> Spanned<u32> {
+    Spanned::new(0..0, 64)
+}
+fn default_filter() -> Spanned<String> {
+    Spanned::new(0..0, "any".into())
+}
+fn default_ban_ttl() -> Spanned<String> {
+    Spanned::new(0..0, "10m".into())
+}
+fn default_header_read_timeout() -> Spanned<String> {
+    Spanned::new(0..0, "10s".into())
+}
+fn default_request_timeout() -> Spanned<String> {
+    Spanned::new(0..0, "60s".into())
+}
+fn default_max_connections() -> usize {
+    crate::serve::Limits::default().max_connections
+}
+fn default_metrics_cache_for() -> Spanned<String> {
+    Spanned::new(0..0, "1s".into())
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedConfig {
+    /// Name, used as the entries' source (`feed:<name>`). Letters, digits, `-`, `_`.
+    pub name: Spanned<String>,
+    /// `http://` or `https://` URL, or a local file path.
+    pub url: Spanned<String>,
+    /// `plain` (one address/prefix per line), `spamhaus` (DROP/EDROP: `prefix ; SBL id`) or
+    /// `firehol` (netset). Default `plain`.
+    #[serde(default)]
+    pub format: crate::feeds::FeedFormat,
+    /// Refresh interval, e.g. `1h`, `15m`. Default `1h`.
+    #[serde(default = "default_refresh")]
+    pub refresh: Spanned<String>,
+    /// Accept prefixes wider than /8 (IPv4) or /32 (IPv6) from this feed. Default false: such
+    /// a line refuses the whole refresh (a typo like `198.51.100.7/0` must never block the
+    /// Internet).
+    #[serde(default)]
+    pub allow_wide: bool,
+    /// Refuse a refresh that adds plus removes more than this share of the current set, and
+    /// keep the old set (a truncated or hijacked feed must not swap the list wholesale). The
+    /// first load of a feed is not limited. Default 0.5.
+    #[serde(default = "default_max_change")]
+    pub max_change: Spanned<f64>,
+}
+
+fn default_max_change() -> Spanned<f64> {
+    Spanned::new(0..0, 0.5)
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_pin_dir() -> PathBuf {
+    DEFAULT_PIN_DIR.into()
+}
+fn default_state_dir() -> PathBuf {
+    "/var/lib/groundzero".into()
+}
+fn default_socket() -> PathBuf {
+    "/run/groundzero/api.sock".into()
+}
+fn default_max_body() -> usize {
+    64 << 20
+}
+fn default_exact() -> u32 {
+    ShieldOptions::default().exact_capacity
+}
+fn default_cidr() -> u32 {
+    ShieldOptions::default().cidr_capacity
+}
+fn default_allow() -> u32 {
+    ShieldOptions::default().allow_capacity
+}
+fn default_ssh_port() -> u16 {
+    22
+}
+fn default_refresh() -> Spanned<String> {
+    Spanned::new(0..0, "1h".to_string())
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            socket: default_socket(),
+            tcp_listen: None,
+            token_file: None,
+            max_body_bytes: default_max_body(),
+            header_read_timeout: default_header_read_timeout(),
+            request_timeout: default_request_timeout(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+impl Default for CapacityConfig {
+    fn default() -> Self {
+        Self {
+            exact: default_exact(),
+            cidr: default_cidr(),
+            allow: default_allow(),
+        }
+    }
+}
+impl Default for GuardConfig {
+    fn default() -> Self {
+        Self {
+            protected: Vec::new(),
+            protect_management: true,
+            ssh_port: default_ssh_port(),
+        }
+    }
+}
+
+/// A config that parsed and passed every check, with its values in usable types.
+#[derive(Clone, Debug)]
+pub struct Validated {
+    pub raw: Config,
+    pub source: PathBuf,
+    pub tcp_listen: Option<SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
+    pub protected: Vec<IpNet>,
+    pub feeds: Vec<ValidFeed>,
+    pub journey_filter: groundzero::journey::FlowFilter,
+    pub rate_exempt: Vec<IpNet>,
+    pub ban_ttl: Duration,
+    /// Timeouts and the connection cap of every listener (`[api]`).
+    pub listener_limits: crate::serve::Limits,
+    /// `metrics.cache_for`.
+    pub metrics_cache: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidFeed {
+    pub name: String,
+    pub url: String,
+    pub format: crate::feeds::FeedFormat,
+    pub refresh: Duration,
+    pub allow_wide: bool,
+    pub max_change: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        toml::from_str("").expect("the empty config is valid")
+    }
+}
+
+impl Validated {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Checks `text` as if read from `path` (used in messages).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        // Messages quote values from the file, and TOML escapes can put any character there:
+        // escaped, so that `check-config` and the daemon's log never print a raw control.
+        let raw: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: groundzero::text::for_terminal_lines(&e.to_string()),
+        })?;
+        let invalid =
+            |span: std::ops::Range<usize>, field: &str, message: String| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line: text[..span.start.min(text.len())].matches('\n').count() + 1,
+                field: field.to_string(),
+                message: groundzero::text::for_terminal(&message).into_owned(),
+            };
+        let socket_addr = |value: &Option<Spanned<String>>,
+                           field: &str|
+         -> Result<Option<SocketAddr>, ConfigError> {
+            value
+                .as_ref()
+                .map(|v| {
+                    v.get_ref().parse::<SocketAddr>().map_err(|_| {
+                        invalid(
+                            v.span(),
+                            field,
+                            format!(
+                                "`{}` is not an address:port like 127.0.0.1:9477",
+                                v.get_ref()
+                            ),
+                        )
+                    })
+                })
+                .transpose()
+        };
+        let tcp_listen = socket_addr(&raw.api.tcp_listen, "api.tcp_listen")?;
+        if let (Some(listen), None) = (&raw.api.tcp_listen, &raw.api.token_file) {
+            return Err(invalid(
+                listen.span(),
+                "api.tcp_listen",
+                "a TCP API needs api.token_file (a bearer token); it would otherwise be open to anyone who can connect".into(),
+            ));
+        }
+        let metrics_listen = socket_addr(&raw.metrics.listen, "metrics.listen")?;
+        let mut protected = Vec::new();
+        for p in &raw.guard.protected {
+            protected.push(
+                parse_entry(p.get_ref())
+                    .map_err(|e| invalid(p.span(), "guard.protected", e.to_string()))?,
+            );
+        }
+        for (field, value) in [
+            ("capacity.exact", raw.capacity.exact),
+            ("capacity.cidr", raw.capacity.cidr),
+            ("capacity.allow", raw.capacity.allow),
+        ] {
+            if value == 0 {
+                return Err(invalid(0..0, field, "must be at least 1".into()));
+            }
+        }
+        let mut feeds = Vec::new();
+        for feed in &raw.feeds {
+            let name = feed.name.get_ref();
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(invalid(
+                    feed.name.span(),
+                    "feed.name",
+                    format!("`{name}`: use letters, digits, `-` and `_`"),
+                ));
+            }
+            if feeds.iter().any(|f: &ValidFeed| &f.name == name) {
+                return Err(invalid(
+                    feed.name.span(),
+                    "feed.name",
+                    format!("`{name}` is used by two feeds"),
+                ));
+            }
+            let refresh = humantime::parse_duration(feed.refresh.get_ref()).map_err(|e| {
+                invalid(
+                    feed.refresh.span(),
+                    "feed.refresh",
+                    format!("`{}`: {e} (e.g. 15m, 1h)", feed.refresh.get_ref()),
+                )
+            })?;
+            if refresh < Duration::from_secs(1) {
+                return Err(invalid(
+                    feed.refresh.span(),
+                    "feed.refresh",
+                    "must be at least 1s".into(),
+                ));
+            }
+            let max_change = *feed.max_change.get_ref();
+            if !(max_change > 0.0 && max_change.is_finite()) {
+                return Err(invalid(
+                    feed.max_change.span(),
+                    "feed.max_change",
+                    format!("`{max_change}`: a share above 0, e.g. 0.5 for 50%"),
+                ));
+            }
+            feeds.push(ValidFeed {
+                name: name.clone(),
+                url: feed.url.get_ref().clone(),
+                format: feed.format,
+                refresh,
+                allow_wide: feed.allow_wide,
+                max_change,
+            });
+        }
+        if *raw.journey.sample_every.get_ref() == 0 {
+            return Err(invalid(
+                raw.journey.sample_every.span(),
+                "journey.sample_every",
+                "must be at least 1 (1 = every packet)".into(),
+            ));
+        }
+        let journey_filter = groundzero::journey::parse_filter(raw.journey.filter.get_ref())
+            .map_err(|e| invalid(raw.journey.filter.span(), "journey.filter", e))?;
+        let mut rate_exempt = Vec::new();
+        for p in &raw.ratelimit.exempt {
+            rate_exempt.push(
+                parse_entry(p.get_ref())
+                    .map_err(|e| invalid(p.span(), "ratelimit.exempt", e.to_string()))?,
+            );
+        }
+        let ban_ttl = humantime::parse_duration(raw.ratelimit.ban_ttl.get_ref()).map_err(|e| {
+            invalid(
+                raw.ratelimit.ban_ttl.span(),
+                "ratelimit.ban_ttl",
+                format!("`{}`: {e} (e.g. 10m, 1h)", raw.ratelimit.ban_ttl.get_ref()),
+            )
+        })?;
+        for (field, value, max) in [
+            ("ratelimit.prefix_v4", raw.ratelimit.prefix_v4, 32),
+            ("ratelimit.prefix_v6", raw.ratelimit.prefix_v6, 128),
+        ] {
+            if !(1..=max).contains(&value) {
+                return Err(invalid(
+                    0..0,
+                    field,
+                    format!("`{value}`: a prefix length from 1 to {max}"),
+                ));
+            }
+        }
+        if raw.ratelimit.burst == Some(0) {
+            return Err(invalid(
+                0..0,
+                "ratelimit.burst",
+                "must be at least 1".into(),
+            ));
+        }
+        let duration = |value: &Spanned<String>, field: &str, at_least: Duration| {
+            let parsed = humantime::parse_duration(value.get_ref()).map_err(|e| {
+                invalid(
+                    value.span(),
+                    field,
+                    format!("`{}`: {e} (e.g. 10s, 1m)", value.get_ref()),
+                )
+            })?;
+            if parsed < at_least {
+                return Err(invalid(
+                    value.span(),
+                    field,
+                    format!("must be at least {}", humantime::format_duration(at_least)),
+                ));
+            }
+            Ok(parsed)
+        };
+        let a_moment = Duration::from_millis(1);
+        let listener_limits = crate::serve::Limits {
+            header_read_timeout: duration(
+                &raw.api.header_read_timeout,
+                "api.header_read_timeout",
+                a_moment,
+            )?,
+            request_timeout: duration(&raw.api.request_timeout, "api.request_timeout", a_moment)?,
+            max_connections: match raw.api.max_connections {
+                0 => {
+                    return Err(invalid(
+                        0..0,
+                        "api.max_connections",
+                        "must be at least 1".into(),
+                    ))
+                }
+                n => n,
+            },
+            ..Default::default()
+        };
+        let metrics_cache = duration(&raw.metrics.cache_for, "metrics.cache_for", Duration::ZERO)?;
+        Ok(Validated {
+            raw,
+            source: path.to_path_buf(),
+            tcp_listen,
+            metrics_listen,
+            protected,
+            feeds,
+            journey_filter,
+            rate_exempt,
+            ban_ttl,
+            listener_limits,
+            metrics_cache,
+        })
+    }
+
+    /// The hosts of http(s) feeds: the guard protects their servers.
+    pub fn feed_hosts(&self) -> Vec<String> {
+        self.feeds
+            .iter()
+            .filter_map(|f| {
+                let rest = f
+                    .url
+                    .strip_prefix("http://")
+                    .or_else(|| f.url.strip_prefix("https://"))?;
+                let authority = rest.split(['/', '?', '#']).next()?;
+                let host = authority.rsplit('@').next()?;
+                // `[2001:db8::1]:8080`, `example.org:8080`, `example.org`
+                let host = if let Some(v6) = host.strip_prefix('[') {
+                    v6.split(']').next()?
+                } else {
+                    host.split(':').next()?
+                };
+                (!host.is_empty()).then(|| host.to_string())
+            })
+            .collect()
+    }
+
+    /// The rate limit's bucket size.
+    pub fn rate_burst(&self) -> u32 {
+        self.raw
+            .ratelimit
+            .burst
+            .unwrap_or(self.raw.ratelimit.rate.saturating_mul(2))
+            .max(1)
+    }
+
+    pub fn shield_options(&self) -> ShieldOptions {
+        ShieldOptions {
+            exact_capacity: self.raw.capacity.exact,
+            cidr_capacity: self.raw.capacity.cidr,
+            allow_capacity: self.raw.capacity.allow,
+            pin_dir: Some(self.raw.pin_dir.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<Validated, ConfigError> {
+        Validated::parse(text, Path::new("gz.toml"))
+    }
+
+    #[test]
+    fn empty_config_gets_documented_defaults() {
+        let c = check("").unwrap();
+        assert_eq!(c.raw.pin_dir, PathBuf::from("/sys/fs/bpf/groundzero"));
+        assert_eq!(c.raw.api.socket, PathBuf::from("/run/groundzero/api.sock"));
+        assert_eq!(c.raw.capacity.exact, 1 << 20);
+        assert!(c.raw.guard.protect_management);
+        assert!(c.tcp_listen.is_none() && c.metrics_listen.is_none());
+        assert_eq!(c.listener_limits, crate::serve::Limits::default());
+        assert_eq!(c.metrics_cache, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn listener_limits_and_the_metrics_cache_are_settable_and_checked() {
+        let c = check(
+            "[api]\nheader_read_timeout = \"2s\"\nrequest_timeout = \"5m\"\nmax_connections = 8\n\
+             [metrics]\ncache_for = \"0s\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.listener_limits.header_read_timeout,
+            Duration::from_secs(2)
+        );
+        assert_eq!(c.listener_limits.request_timeout, Duration::from_secs(300));
+        assert_eq!(c.listener_limits.max_connections, 8);
+        assert_eq!(c.metrics_cache, Duration::ZERO);
+        let err = check("[api]\nheader_read_timeout = \"0s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("gz.toml:2: api.header_read_timeout: must be at least"),
+            "{err}"
+        );
+        let err = check("[api]\nmax_connections = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("api.max_connections"), "{err}");
+        let err = check("[metrics]\ncache_for = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("gz.toml:2: metrics.cache_for: `soon`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let c = check(include_str!("../../../deploy/groundzero.toml")).unwrap();
+        assert_eq!(c.raw.interfaces, ["eth0"]);
+        assert_eq!(c.feeds.len(), 1);
+        assert_eq!(c.feeds[0].refresh, Duration::from_secs(12 * 3600));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_a_line() {
+        let err = check("interfaces = [\"eth0\"]\nmonitr = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("gz.toml") && err.contains("line 2") && err.contains("monitr"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn values_quoted_in_errors_are_escaped() {
+        let err = check("[[feed]]\nname = \"a\\u001b[2Jb\"\nurl = \"/x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains('\u{1b}'), "{err:?}");
+        assert!(err.contains("feed.name"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_name_file_line_and_field() {
+        let err =
+            check("[guard]\nprotected = [\n  \"203.0.113.0/24\",\n  \"203.0.113.7/24\",\n]\n")
+                .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "gz.toml:4: guard.protected: `203.0.113.7/24` has host bits set after /24; did you mean 203.0.113.0/24?"
+        );
+        let err = check("[api]\ntcp_listen = \"127.0.0.1:9478\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("gz.toml:2: api.tcp_listen: a TCP API needs api.token_file"),
+            "{err}"
+        );
+        let err = check("[[feed]]\nname = \"x\"\nurl = \"/tmp/x\"\nrefresh = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("gz.toml:4: feed.refresh: `soon`"), "{err}");
+        let err = check("[metrics]\nlisten = \"localhost\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("gz.toml:2: metrics.listen"), "{err}");
+    }
+}

@@ -1,0 +1,157 @@
+//! `/v1/journey*`: the journey summary, recent journeys, the live `text/event-stream`, and
+//! switching tracing on and off.
+
+use std::convert::Infallible;
+
+use axum::{
+    extract::{Query, State},
+    response::sse::{Event, KeepAlive, Sse},
+    Json,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+
+use crate::journey::{hub_of, journey_json, start_tracing, stop_tracing, summary_json};
+use crate::{
+    http::{ApiError, ApiJson},
+    Shared,
+};
+use groundzero::journey::Outcome;
+
+pub async fn summary(State(s): State<Shared>) -> Json<Value> {
+    let hub = hub_of(s).await;
+    // The hub's own lock is only ever held for in-memory work: fine on an async thread.
+    let h = hub.lock().unwrap_or_else(|p| p.into_inner());
+    Json(summary_json(&h))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecentQuery {
+    #[serde(default = "default_recent")]
+    limit: usize,
+    /// Only journeys with this outcome (`xdp_drop`, `delivered`, ...).
+    outcome: Option<String>,
+}
+fn default_recent() -> usize {
+    50
+}
+
+pub async fn recent(
+    State(s): State<Shared>,
+    query: Result<Query<RecentQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError(e.status(), e.body_text()))?;
+    if let Some(o) = &q.outcome {
+        if !Outcome::ALL.iter().any(|x| x.label() == o) {
+            return Err(ApiError(
+                axum::http::StatusCode::BAD_REQUEST,
+                format!("unknown outcome `{o}` (xdp_drop, delivered, consumed, kernel_drop, incomplete)"),
+            ));
+        }
+    }
+    let limit = q.limit.min(512);
+    let out = tokio::task::spawn_blocking(move || {
+        let d = s.lock().unwrap_or_else(|p| p.into_inner());
+        let h = d.journey.lock().unwrap_or_else(|p| p.into_inner());
+        h.stats
+            .recent(512)
+            .filter(|j| q.outcome.as_deref().is_none_or(|o| j.outcome.label() == o))
+            .take(limit)
+            .map(|j| journey_json(&d, &h, j))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| ApiError(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(json!({ "journeys": out })))
+}
+
+/// `GET /v1/journey/events`: `summary` about once a second, `journey` as they finish.
+pub async fn events(
+    State(s): State<Shared>,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    let hub = hub_of(s).await;
+    let (rx, first) = {
+        let h = hub.lock().unwrap_or_else(|p| p.into_inner());
+        (h.tx.subscribe(), summary_json(&h).to_string())
+    };
+    let initial = futures_util::stream::once(async move {
+        Ok::<_, Infallible>(Event::default().event("summary").data(first))
+    });
+    let live = futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok((kind, data)) => {
+                    let event = Event::default().event(kind).data(data.as_str());
+                    return Some((Ok(event), rx));
+                }
+                // A slow viewer misses some events rather than slowing anyone else down.
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    use futures_util::StreamExt;
+    Sse::new(initial.chain(live)).keep_alive(KeepAlive::default())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingRequest {
+    enabled: bool,
+    sample_every: Option<u32>,
+    filter: Option<String>,
+}
+
+/// `PUT /v1/journey`: turn tracing on or off, change sampling.
+pub async fn configure(
+    State(s): State<Shared>,
+    ApiJson(r): ApiJson<TracingRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let bad = |m: String| ApiError(axum::http::StatusCode::BAD_REQUEST, m);
+    if r.sample_every == Some(0) {
+        return Err(bad(
+            "sample_every: must be at least 1 (1 = every packet)".into()
+        ));
+    }
+    let filter = match &r.filter {
+        Some(f) => {
+            Some(groundzero::journey::parse_filter(f).map_err(|e| bad(format!("filter: {e}")))?)
+        }
+        None => None,
+    };
+    let status = tokio::task::spawn_blocking(move || {
+        let mut d = s.lock().unwrap_or_else(|p| p.into_inner());
+        let d = &mut *d;
+        if r.enabled {
+            let current = d
+                .journey
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .status
+                .clone();
+            let every = r.sample_every.unwrap_or(if current.sample_every > 0 {
+                current.sample_every
+            } else {
+                *d.config.raw.journey.sample_every.get_ref()
+            });
+            let filter = filter.unwrap_or_else(|| {
+                groundzero::journey::parse_filter(&current.filter)
+                    .unwrap_or(d.config.journey_filter)
+            });
+            start_tracing(d, every, filter)
+        } else {
+            stop_tracing(d)
+        }
+    })
+    .await
+    .map_err(|e| ApiError(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| {
+        ApiError(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            groundzero::error::error_chain(&e),
+        )
+    })?;
+    Ok(Json(json!({ "tracing": status })))
+}

@@ -1,0 +1,604 @@
+//! The management API: HTTP/JSON, on a Unix socket (root only) and optionally on TCP with a
+//! bearer token. Documented in docs/api.md; every error is `{"error": "..."}` with a 4xx/5xx.
+
+pub mod journey;
+
+use std::{net::IpAddr, sync::Arc};
+
+use axum::{
+    extract::{
+        rejection::{JsonRejection, PathRejection},
+        DefaultBodyLimit, FromRequest, Path, Query, Request, State,
+    },
+    http::StatusCode,
+    middleware::Next,
+    response::{IntoResponse, Response},
+    routing::{get, post, put},
+    Json, Router,
+};
+use ipnet::IpNet;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use groundzero::guard::Policy;
+
+use super::{
+    feeds::{parse_feed, FeedFormat},
+    registry::{now_unix, EntryStatus, FeedPolicy, Holder, RegistryError, Side},
+    Shared,
+};
+use groundzero::{
+    error::error_chain,
+    parse_entry,
+    text::{check_text, MAX_TEXT},
+    Error as ShieldError,
+};
+
+/// The longest time to live a hold may have: ten years. Longer is almost certainly a mistake
+/// (or an attempt to overflow the expiry time); a permanent hold has no TTL.
+pub const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// Import and feed names become file names (`<name>.list`): well under the 255-byte limit.
+pub const MAX_NAME: usize = 100;
+
+/// An API error: a status and a message naming what is wrong.
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        let status = match &e {
+            RegistryError::Shield(ShieldError::MapFull { .. }) => StatusCode::INSUFFICIENT_STORAGE,
+            RegistryError::Refused(_) | RegistryError::FeedRefused { .. } => StatusCode::CONFLICT,
+            // Nothing was applied and the daemon is otherwise fine: the caller may try again.
+            RegistryError::Journal(_) | RegistryError::Cache { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            RegistryError::Shield(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, error_chain(&e))
+    }
+}
+
+impl From<ShieldError> for ApiError {
+    fn from(e: ShieldError) -> Self {
+        RegistryError::Shield(e).into()
+    }
+}
+
+/// `Json<T>` whose rejections (bad JSON, unknown fields, wrong content type, too large) are
+/// our JSON errors with the message that says what is wrong.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => {
+                let status = match &rejection {
+                    JsonRejection::JsonDataError(_) | JsonRejection::JsonSyntaxError(_) => {
+                        StatusCode::BAD_REQUEST
+                    }
+                    other => other.status(),
+                };
+                Err(ApiError(status, rejection.body_text()))
+            }
+        }
+    }
+}
+
+pub fn router(state: Shared, token: Option<Arc<String>>, max_body: usize) -> Router {
+    let router = Router::new()
+        .route(
+            "/v1/health",
+            get(|| async { Json(json!({"status": "ok"})) }),
+        )
+        .route("/v1/stats", get(stats))
+        .route("/v1/entries", get(entries))
+        .route("/v1/block", post(block))
+        .route("/v1/unblock", post(unblock))
+        .route("/v1/allow", post(allow))
+        .route("/v1/unallow", post(unallow))
+        .route("/v1/why/{address}", get(why))
+        .route("/v1/guard", get(guard))
+        .route("/v1/monitor", put(monitor))
+        .route("/v1/import", post(import))
+        .route("/v1/feeds", get(feeds))
+        .route("/v1/journey", get(journey::summary).put(journey::configure))
+        .route("/v1/journey/recent", get(journey::recent))
+        .route("/v1/journey/events", get(journey::events))
+        .route("/v1/feeds/{name}/refresh", post(refresh_feed))
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; see docs/api.md".into(),
+            )
+        })
+        .method_not_allowed_fallback(|req: Request| async move {
+            ApiError(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!(
+                    "{} is not allowed on {}; see docs/api.md",
+                    req.method(),
+                    req.uri().path()
+                ),
+            )
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state);
+    match token {
+        Some(token) => router.layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| {
+                let token = token.clone();
+                async move {
+                    let ok = req
+                        .headers()
+                        .get(axum::http::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                        .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()));
+                    if ok {
+                        next.run(req).await
+                    } else {
+                        ApiError(
+                            StatusCode::UNAUTHORIZED,
+                            "missing or wrong bearer token".into(),
+                        )
+                        .into_response()
+                    }
+                }
+            },
+        )),
+        None => router,
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Runs `f` on the daemon state on a blocking thread (map syscalls, fsyncs, big imports).
+async fn with_state<T: Send + 'static>(
+    state: Shared,
+    f: impl FnOnce(&mut super::Daemon) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let mut daemon = state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut daemon)
+    })
+    .await
+    .map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("worker failed: {e}"),
+        )
+    })?
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddRequest {
+    /// Addresses or prefixes.
+    entries: Vec<String>,
+    #[serde(default)]
+    reason: Option<String>,
+    /// Time to live, e.g. "90s", "1h", "7d". None: until removed.
+    #[serde(default)]
+    ttl: Option<String>,
+    /// `api` (default), `manual`, `auto-ban` or `app:<name>`.
+    #[serde(default)]
+    source: Option<String>,
+    /// Override the lockout guard.
+    #[serde(default)]
+    force: bool,
+    /// Apply nothing if the guard refuses any entry (409). Default: apply what the guard
+    /// accepts and report each refused entry.
+    #[serde(default)]
+    all_or_nothing: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveRequest {
+    entries: Vec<String>,
+    /// Only remove this source's hold (default: every non-feed hold).
+    #[serde(default)]
+    source: Option<String>,
+}
+
+fn bad(message: String) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, message)
+}
+
+/// Parses every entry; the error names the index and the input. Nothing is applied on error.
+fn parse_entries(entries: &[String]) -> Result<Vec<IpNet>, ApiError> {
+    if entries.is_empty() {
+        return Err(bad("`entries` is empty".into()));
+    }
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, s)| parse_entry(s).map_err(|e| bad(format!("entries[{i}]: {e}"))))
+        .collect()
+}
+
+fn parse_source(source: Option<String>) -> Result<String, ApiError> {
+    let source = source.unwrap_or_else(|| "api".into());
+    let valid = matches!(source.as_str(), "api" | "manual" | "auto-ban")
+        || source.strip_prefix("app:").is_some_and(|n| {
+            !n.is_empty()
+                && n.len() <= 64
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        });
+    if valid {
+        Ok(source)
+    } else {
+        Err(bad(format!("source `{source}`: use api, manual, auto-ban or app:<name> (feeds are set by the daemon)")))
+    }
+}
+
+/// A TTL as the API takes it: at least 1 s, at most [`MAX_TTL`].
+fn parse_ttl(field: &str, ttl: &str) -> Result<std::time::Duration, ApiError> {
+    check_text(field, ttl, 64).map_err(|e| bad(e.to_string()))?;
+    let d = humantime::parse_duration(ttl)
+        .map_err(|e| bad(format!("{field} `{ttl}`: {e} (e.g. 90s, 1h, 7d)")))?;
+    if d.as_secs() == 0 {
+        return Err(bad(format!("{field} `{ttl}`: must be at least 1s")));
+    }
+    if d > MAX_TTL {
+        return Err(bad(format!(
+            "{field} `{ttl}`: at most 10 years (3650d); leave it out for a hold without expiry"
+        )));
+    }
+    Ok(d)
+}
+
+fn holder(req: &AddRequest) -> Result<Holder, ApiError> {
+    let created = now_unix();
+    let expires = match &req.ttl {
+        None => None,
+        Some(ttl) => {
+            let d = parse_ttl("ttl", ttl)?;
+            Some(
+                created
+                    .checked_add(d.as_secs())
+                    .ok_or_else(|| bad(format!("ttl `{ttl}`: too long")))?,
+            )
+        }
+    };
+    if let Some(reason) = &req.reason {
+        check_text("reason", reason, MAX_TEXT).map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(Holder {
+        source: parse_source(req.source.clone())?,
+        reason: req.reason.clone(),
+        created,
+        expires,
+    })
+}
+
+async fn add(state: Shared, side: Side, req: AddRequest) -> Result<Response, ApiError> {
+    let nets = parse_entries(&req.entries)?;
+    let holder = holder(&req)?;
+    let policy = Policy {
+        force: req.force,
+        allow_wide: req.force,
+    };
+    let all_or_nothing = req.all_or_nothing;
+    with_state(state, move |d| {
+        let outcomes =
+            d.registry
+                .add(&mut d.shield, side, &nets, &holder, policy, all_or_nothing)?;
+        let count = |f: fn(&EntryStatus) -> bool| outcomes.iter().filter(|o| f(&o.status)).count();
+        let added = count(|s| matches!(s, EntryStatus::Added));
+        let refused = count(|s| matches!(s, EntryStatus::Refused { .. }));
+        let mut body = json!({
+            "added": added,
+            "entries": outcomes.len(),
+            "applied": outcomes.len() - refused,
+            "refused": refused,
+            "expires": holder.expires,
+            "results": outcomes,
+        });
+        // Nothing applied because the guard refused it all: a conflict, with the details.
+        if refused > 0 && refused == outcomes.len() {
+            let first = outcomes
+                .iter()
+                .find_map(|o| match &o.status {
+                    EntryStatus::Refused { why } => Some(why.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            body["error"] = json!(format!("{first}; pass force to do it anyway"));
+            return Ok((StatusCode::CONFLICT, Json(body)).into_response());
+        }
+        Ok(Json(body).into_response())
+    })
+    .await
+}
+
+async fn remove(state: Shared, side: Side, req: RemoveRequest) -> Result<Json<Value>, ApiError> {
+    let nets = parse_entries(&req.entries)?;
+    let source = req.source.clone();
+    with_state(state, move |d| {
+        let (removed, still_held) =
+            d.registry
+                .remove(&mut d.shield, side, &nets, source.as_deref())?;
+        Ok(Json(
+            json!({ "removed": removed, "still_held": still_held }),
+        ))
+    })
+    .await
+}
+
+async fn block(
+    State(s): State<Shared>,
+    ApiJson(r): ApiJson<AddRequest>,
+) -> Result<Response, ApiError> {
+    add(s, Side::Block, r).await
+}
+async fn allow(
+    State(s): State<Shared>,
+    ApiJson(r): ApiJson<AddRequest>,
+) -> Result<Response, ApiError> {
+    add(s, Side::Allow, r).await
+}
+async fn unblock(
+    State(s): State<Shared>,
+    ApiJson(r): ApiJson<RemoveRequest>,
+) -> Result<Json<Value>, ApiError> {
+    remove(s, Side::Block, r).await
+}
+async fn unallow(
+    State(s): State<Shared>,
+    ApiJson(r): ApiJson<RemoveRequest>,
+) -> Result<Json<Value>, ApiError> {
+    remove(s, Side::Allow, r).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntriesQuery {
+    list: Option<Side>,
+    source: Option<String>,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+fn default_limit() -> usize {
+    10_000
+}
+
+async fn entries(
+    State(s): State<Shared>,
+    query: Result<Query<EntriesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|e| bad(e.body_text()))?;
+    with_state(s, move |d| {
+        let list = d
+            .registry
+            .entries(&d.shield, q.list, q.source.as_deref(), q.limit)?;
+        Ok(Json(json!({ "entries": list })))
+    })
+    .await
+}
+
+async fn why(
+    State(s): State<Shared>,
+    address: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(address) = address.map_err(|e| bad(e.body_text()))?;
+    let addr: IpAddr = groundzero::entry::parse_address(&address).map_err(|e| match e {
+        // `why` takes one address, not a prefix: say so rather than list prefix examples.
+        groundzero::EntryError::Invalid { .. } => bad(format!(
+            "`{}` is not an IP address",
+            groundzero::text::for_terminal(address.trim())
+        )),
+        other => bad(other.to_string()),
+    })?;
+    with_state(s, move |d| {
+        Ok(Json(
+            serde_json::to_value(d.registry.why(&d.shield, addr)?).unwrap_or_default(),
+        ))
+    })
+    .await
+}
+
+/// What the lockout guard protects right now, and how many blocks it refused by source.
+async fn guard(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
+    with_state(s, |d| {
+        let mut v = serde_json::to_value(d.registry.guard().view()).unwrap_or_default();
+        v["allowlist_entries"] = json!(d
+            .registry
+            .counts()
+            .iter()
+            .filter(|((side, _, _), _)| *side == Side::Allow)
+            .map(|(_, n)| n)
+            .sum::<u64>());
+        v["rate_exempt"] = json!(d.rate_exempt);
+        v["refusals"] = json!(d.registry.refusal_counts());
+        Ok(Json(v))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MonitorRequest {
+    enabled: bool,
+}
+
+async fn monitor(
+    State(s): State<Shared>,
+    ApiJson(r): ApiJson<MonitorRequest>,
+) -> Result<Json<Value>, ApiError> {
+    with_state(s, move |d| {
+        d.shield.set_monitor(r.enabled)?;
+        Ok(Json(json!({ "monitor": d.shield.monitor()? })))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportRequest {
+    /// The import's name: its entries have source `feed:<name>`; a later import with the same
+    /// name replaces them atomically.
+    name: String,
+    #[serde(default)]
+    format: FeedFormat,
+    /// The list itself.
+    text: String,
+    #[serde(default)]
+    force: bool,
+}
+
+async fn import(
+    State(s): State<Shared>,
+    ApiJson(r): ApiJson<ImportRequest>,
+) -> Result<Json<Value>, ApiError> {
+    if r.name.is_empty()
+        || r.name.len() > MAX_NAME
+        || !r
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        let shown: String = r.name.chars().take(40).collect();
+        return Err(bad(format!(
+            "name `{}{}`: 1 to {MAX_NAME} letters, digits, `-` and `_`",
+            groundzero::text::for_terminal(&shown),
+            if r.name.chars().count() > 40 {
+                "..."
+            } else {
+                ""
+            }
+        )));
+    }
+    with_state(s, move |d| {
+        if d.config.feeds.iter().any(|f| f.name == r.name) {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!(
+                    "`{}` is a configured feed; import under another name",
+                    r.name
+                ),
+            ));
+        }
+        let parsed = parse_feed(&r.text, r.format, &format!("import {}", r.name))
+            .map_err(|e| bad(e.to_string()))?;
+        // An import replaces its whole set on purpose, so the change limit of feeds does not
+        // apply; the guard does, unless forced.
+        let policy = FeedPolicy {
+            guard: Policy {
+                force: r.force,
+                allow_wide: r.force,
+            },
+            max_change: None,
+        };
+        let started = std::time::Instant::now();
+        let (added, removed) = d.registry.replace_feed(
+            &mut d.shield,
+            &r.name,
+            "api import",
+            r.format,
+            &parsed,
+            policy,
+        )?;
+        Ok(Json(json!({
+            "name": r.name, "entries": parsed.nets.len(), "added": added, "removed": removed,
+            "seconds": started.elapsed().as_secs_f64(),
+        })))
+    })
+    .await
+}
+
+async fn feeds(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
+    with_state(s, |d| {
+        Ok(Json(json!({ "feeds": d.registry.feed_statuses() })))
+    })
+    .await
+}
+
+async fn refresh_feed(
+    State(s): State<Shared>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(name) = name.map_err(|e| bad(e.body_text()))?;
+    let feed = {
+        let name = name.clone();
+        with_state(s.clone(), move |d| {
+            Ok(d.config.feeds.iter().find(|f| f.name == name).cloned())
+        })
+        .await?
+    }
+    .ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no configured feed `{}`",
+                groundzero::text::for_terminal(&name)
+            ),
+        )
+    })?;
+    super::refresh_feed(&s, &feed).await;
+    let status = with_state(s, move |d| {
+        Ok(d.registry
+            .feed_statuses()
+            .into_iter()
+            .find(|f| f.name == name))
+    })
+    .await?;
+    Ok(Json(json!({ "feed": status })))
+}
+
+#[derive(Serialize)]
+struct CounterView {
+    packets: u64,
+    bytes: u64,
+}
+
+async fn stats(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
+    with_state(s, |d| {
+        let totals = d.shield.counters()?;
+        let reasons = |c: &groundzero::Counters| -> serde_json::Map<String, Value> {
+            c.iter()
+                .map(|(r, v)| (r.label().to_string(), json!(CounterView { packets: v.packets, bytes: v.bytes })))
+                .collect()
+        };
+        let mut interfaces = Vec::new();
+        for a in d.shield.attachments() {
+            let c = d.shield.interface_counters(a.ifindex)?;
+            interfaces.push(json!({
+                "interface": a.interface, "ifindex": a.ifindex, "mode": a.mode.to_string(),
+                "adopted": a.adopted, "counters": reasons(&c),
+            }));
+        }
+        let counts: Vec<Value> = d
+            .registry
+            .counts()
+            .into_iter()
+            .map(|((side, source, family), n)| json!({"list": side, "source": source, "family": family, "entries": n}))
+            .collect();
+        let o = d.shield.options();
+        Ok(Json(json!({
+            "monitor": d.shield.monitor()?,
+            "uptime_seconds": d.started.elapsed().as_secs(),
+            "counters": reasons(&totals),
+            "interfaces": interfaces,
+            "entries": counts,
+            "capacity": {"exact": o.exact_capacity, "cidr": o.cidr_capacity, "allow": o.allow_capacity},
+            "failed_inserts": d.shield.failed_inserts(),
+        })))
+    })
+    .await
+}

@@ -1,0 +1,3 @@
+//! Background tasks: each loops until the daemon shuts down.
+
+pub mod rate_bans;
