@@ -50,6 +50,23 @@ pub enum Error {
         source: aya::programs::ProgramError,
     },
 
+    #[error("detaching XDP from `{interface}` failed")]
+    Detach {
+        interface: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+
+    #[error("reading the kernel's information about program `{program}` failed")]
+    ProgramInfo {
+        program: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+
+    #[error("turning on the kernel's BPF run-time statistics (BPF_ENABLE_STATS) failed")]
+    RunStats(#[source] aya::sys::SyscallError),
+
     #[error("`{interface}` is already attached")]
     AlreadyAttached { interface: String },
 

@@ -211,8 +211,7 @@ impl Shield {
     /// run of every program, which is why the kernel keeps it off by default).
     pub fn enable_run_stats(&mut self) -> Result<(), Error> {
         if self.stats_fd.is_none() {
-            let fd = aya::sys::enable_stats(aya::sys::Stats::RunTime)
-                .map_err(|e| Error::Program(aya::programs::ProgramError::SyscallError(e)))?;
+            let fd = aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(Error::RunStats)?;
             self.stats_fd = Some(fd);
         }
         Ok(())

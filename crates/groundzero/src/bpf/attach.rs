@@ -164,7 +164,10 @@ impl Attachments {
             let _ = std::fs::remove_file(pins::link_path(dir, interface, attachment.mode));
         }
         match attachment.link {
-            LinkHandle::Managed(id) => program.detach(id).map_err(Error::Program),
+            LinkHandle::Managed(id) => program.detach(id).map_err(|source| Error::Detach {
+                interface: interface.to_string(),
+                source,
+            }),
             LinkHandle::Pinned(pinned) => {
                 drop(pinned);
                 Ok(())

@@ -202,7 +202,10 @@ impl Object {
     /// The kernel's run time and run count of the XDP program (zero unless run stats are on).
     pub(crate) fn xdp_stats(&self) -> Result<ProgramStats, Error> {
         let program: &Xdp = self.program(names::XDP_PROGRAM)?;
-        let info = program.info().map_err(Error::Program)?;
+        let info = program.info().map_err(|source| Error::ProgramInfo {
+            program: names::XDP_PROGRAM,
+            source,
+        })?;
         Ok(ProgramStats {
             run_time_ns: info.run_time().as_nanos() as u64,
             run_count: info.run_count(),

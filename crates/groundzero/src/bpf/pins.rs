@@ -101,7 +101,9 @@ pub(crate) fn pin_link(program: &mut Xdp, id: XdpLinkId, path: &Path) -> Result<
         path: path.to_path_buf(),
         message,
     };
-    let link = program.take_link(id).map_err(Error::Program)?;
+    let link = program
+        .take_link(id)
+        .map_err(|e| pin_err(format!("taking the link to pin it: {}", error_chain(&e))))?;
     let fd_link = FdLink::try_from(link).map_err(|e| {
         pin_err(format!(
             "this kernel attached XDP without a bpf_link, which cannot be pinned: {e}"
@@ -126,7 +128,10 @@ pub(crate) fn adopt_link(program: &mut Xdp, path: &Path) -> Result<Option<XdpLin
         {
             Ok(None)
         }
-        Err(e) => Err(Error::Program(e)),
+        Err(e) => Err(pin_err(format!(
+            "replacing the program in the pinned link: {}",
+            error_chain(&e)
+        ))),
     }
 }
 
