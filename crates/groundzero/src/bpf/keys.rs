@@ -49,3 +49,47 @@ macro_rules! by_family {
     };
 }
 pub(crate) use by_family;
+
+#[cfg(test)]
+mod tests {
+    use groundzero_common::lists::{is_exact_net, ListKind, Side};
+
+    use super::*;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn keys_turn_back_into_the_prefixes_they_came_from() {
+        for s in [
+            "198.18.0.0/15",
+            "198.18.0.7/32",
+            "2001:2::/48",
+            "2001:2::1/128",
+        ] {
+            let n = net(s);
+            let back = by_family!(n, (), (), |_unused, addr, len| addr.net(len.into()));
+            assert_eq!(back, Some(n), "{s}");
+        }
+        // A length no prefix of the family has is no prefix, not a panic.
+        assert_eq!([198u8, 18, 0, 0].net(33), None);
+        assert_eq!([0u8; 16].net(129), None);
+        assert_eq!([0u8; 4].net(u32::MAX), None);
+    }
+
+    #[test]
+    fn hosts_are_exact_and_block_to_the_hash_prefixes_to_the_trie() {
+        assert!(is_exact_net(&net("198.18.0.7/32")));
+        assert!(!is_exact_net(&net("198.18.0.0/24")));
+        assert!(is_exact_net(&net("2001:2::1/128")));
+        assert!(!is_exact_net(&net("2001:2::/64")));
+        let block = |s| ListKind::for_net(Side::Block, &net(s));
+        assert_eq!(block("198.18.0.7/32"), ListKind::BlockExact);
+        assert_eq!(block("2001:2::/64"), ListKind::BlockCidr);
+        assert_eq!(
+            ListKind::for_net(Side::Allow, &net("198.18.0.7/32")),
+            ListKind::Allow
+        );
+    }
+}

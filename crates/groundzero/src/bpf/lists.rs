@@ -155,21 +155,14 @@ impl Lists {
         list_of: &impl Fn(&IpNet) -> ListKind,
         added: &mut Vec<(ListKind, IpNet)>,
     ) -> Result<(), Error> {
-        let (mut exact4, mut exact6) = (Vec::new(), Vec::new());
-        for &net in nets {
-            let list = list_of(&net);
-            match (list, net) {
-                (ListKind::BlockExact, IpNet::V4(n)) => exact4.push((net, n.addr().octets())),
-                (ListKind::BlockExact, IpNet::V6(n)) => exact6.push((net, n.addr().octets())),
-                _ => {
-                    if self.insert(list, net)? {
-                        added.push((list, net));
-                    }
-                }
+        let split = Split::of(nets, list_of);
+        for &(list, net) in &split.one_by_one {
+            if self.insert(list, net)? {
+                added.push((list, net));
             }
         }
-        self.insert_exact_batch(Family::V4, &exact4, added)?;
-        self.insert_exact_batch(Family::V6, &exact6, added)
+        self.insert_exact_batch(Family::V4, &split.exact4, added)?;
+        self.insert_exact_batch(Family::V6, &split.exact6, added)
     }
 
     /// Exact entries go in with BPF_MAP_UPDATE_BATCH. The kernel's batch update cannot be told
@@ -264,18 +257,12 @@ impl Lists {
         nets: &[IpNet],
         list_of: impl Fn(&IpNet) -> ListKind,
     ) -> Result<(), Error> {
-        let (mut exact4, mut exact6) = (Vec::new(), Vec::new());
-        for &net in nets {
-            match (list_of(&net), net) {
-                (ListKind::BlockExact, IpNet::V4(n)) => exact4.push((net, n.addr().octets())),
-                (ListKind::BlockExact, IpNet::V6(n)) => exact6.push((net, n.addr().octets())),
-                (list, _) => {
-                    self.remove(list, net)?;
-                }
-            }
+        let split = Split::of(nets, &list_of);
+        for &(list, net) in &split.one_by_one {
+            self.remove(list, net)?;
         }
-        self.remove_exact_batch(Family::V4, &exact4)?;
-        self.remove_exact_batch(Family::V6, &exact6)
+        self.remove_exact_batch(Family::V4, &split.exact4)?;
+        self.remove_exact_batch(Family::V6, &split.exact6)
     }
 
     fn remove_exact_batch<const N: usize>(
@@ -308,6 +295,32 @@ impl Lists {
         for &(list, net) in entries.iter().filter(|(l, _)| *l != ListKind::BlockExact) {
             let _ = self.remove(list, net);
         }
+    }
+}
+
+/// Entries split for a bulk edit: exact ones by family with their keys (they go in batches),
+/// the rest (trie entries, one syscall each) with their list.
+struct Split {
+    exact4: Vec<(IpNet, [u8; 4])>,
+    exact6: Vec<(IpNet, [u8; 16])>,
+    one_by_one: Vec<(ListKind, IpNet)>,
+}
+
+impl Split {
+    fn of(nets: &[IpNet], list_of: &impl Fn(&IpNet) -> ListKind) -> Self {
+        let mut split = Split {
+            exact4: Vec::new(),
+            exact6: Vec::new(),
+            one_by_one: Vec::new(),
+        };
+        for &net in nets {
+            match (list_of(&net), net) {
+                (ListKind::BlockExact, IpNet::V4(n)) => split.exact4.push((net, n.addr().octets())),
+                (ListKind::BlockExact, IpNet::V6(n)) => split.exact6.push((net, n.addr().octets())),
+                (list, _) => split.one_by_one.push((list, net)),
+            }
+        }
+        split
     }
 }
 
