@@ -1,7 +1,7 @@
 //! The eBPF object (built by build.rs from crates/groundzero-ebpf and embedded in the binary):
 //! loading it, and finding its programs and maps by name.
 //!
-//! Maps with a typed handle ([`super::lists`], [`super::config`], ...) are taken out of the
+//! Maps with a typed handle (the lists, the config, the counters, ...) are taken out of the
 //! object once the XDP program is loaded; what stays here are the programs and the ring
 //! buffers, which a reader takes when it wants them.
 
