@@ -2,11 +2,12 @@
 //!
 //! Two kinds: enums that exist only on the wire (list sides, outcomes, ...), declared with
 //! this module's `label_enum!`, and the kernel's own enums from `groundzero-common`
-//! ([`Reason`], [`Action`], [`Stage`]), which have a `label()` but no serde: the modules
-//! [`reason`], [`action`] and [`stage`] (de)serialize them by that label with
+//! ([`Reason`], [`Action`], [`Stage`], [`Family`]), which have a `label()` but no serde of the
+//! wire's: the modules [`reason`], [`action`], [`stage`] and [`family`] (de)serialize them by
+//! that label with
 //! `#[serde(with = "...")]`, so their names are defined once, next to the kernel's code.
 
-use groundzero_common::{journey::Stage, Action, Reason};
+use groundzero_common::{journey::Stage, lists::Family, Action, Reason};
 
 /// A label that names none of a type's values.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -147,6 +148,15 @@ pub fn parse_stage(s: &str) -> Result<Stage, UnknownLabel> {
         .ok_or_else(|| UnknownLabel::new("stage", s, Stage::ALL.iter().map(|st| st.label())))
 }
 
+/// The address family a label names (`ipv4`, `ipv6`).
+pub fn parse_family(s: &str) -> Result<Family, UnknownLabel> {
+    Family::ALL
+        .iter()
+        .copied()
+        .find(|f| f.label() == s)
+        .ok_or_else(|| UnknownLabel::new("family", s, Family::ALL.iter().map(|f| f.label())))
+}
+
 /// Generates a `serde(with)` module for a foreign enum with a `label()` and a parser.
 macro_rules! label_module {
     ($(#[$meta:meta])* $module:ident, $ty:ty, $parse:path) => {
@@ -179,6 +189,11 @@ label_module!(
 label_module!(
     /// `#[serde(with = "groundzero_api::labels::stage")]` for a journey [`Stage`].
     stage, Stage, parse_stage
+);
+label_module!(
+    /// `#[serde(with = "groundzero_api::labels::family")]` for a [`Family`] as its label
+    /// (`ipv4`; common's own serde says `v4`, which is not the wire's word).
+    family, Family, parse_family
 );
 
 #[cfg(test)]

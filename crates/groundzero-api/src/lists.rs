@@ -10,15 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::source::Source;
 
-crate::labels::label_enum! {
-    /// Which list: the blocklist or the allowlist (`list` on the wire).
-    pub enum ListSide as "list" {
-        /// The blocklist.
-        Block => "block",
-        /// The allowlist (it wins over every block).
-        Allow => "allow",
-    }
-}
+/// Which list: the blocklist or the allowlist (`list` on the wire, `block` or `allow`): the
+/// list vocabulary of `groundzero-common`, whose serde is the wire's.
+pub use groundzero_common::lists::Side as ListSide;
 
 crate::labels::label_enum! {
     /// How an entry is stored: single addresses on the blocklist are `exact` (O(1) hash);
@@ -31,25 +25,9 @@ crate::labels::label_enum! {
     }
 }
 
-crate::labels::label_enum! {
-    /// An address family (`family` in list counts).
-    pub enum Family as "family" {
-        /// IPv4.
-        Ipv4 => "ipv4",
-        /// IPv6.
-        Ipv6 => "ipv6",
-    }
-}
-
-impl Family {
-    /// The family of `net`.
-    pub fn of(net: &IpNet) -> Family {
-        match net {
-            IpNet::V4(_) => Family::Ipv4,
-            IpNet::V6(_) => Family::Ipv6,
-        }
-    }
-}
+/// An address family: the list vocabulary of `groundzero-common`. On the wire it is its
+/// label (`ipv4`, `ipv6`), through [`crate::labels::family`].
+pub use groundzero_common::lists::Family;
 
 /// For `skip_serializing_if`: a flag that is off is left out of a request.
 pub(crate) fn is_false(b: &bool) -> bool {

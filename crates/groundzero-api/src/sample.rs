@@ -316,13 +316,13 @@ impl Sample for StatsReply {
             entries: vec![
                 ListCount {
                     entries: 3,
-                    family: Family::Ipv4,
+                    family: Family::V4,
                     list: ListSide::Block,
                     source: SourceKind::Api,
                 },
                 ListCount {
                     entries: 1200,
-                    family: Family::Ipv6,
+                    family: Family::V6,
                     list: ListSide::Block,
                     source: SourceKind::Feed,
                 },

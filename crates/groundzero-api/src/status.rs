@@ -81,7 +81,8 @@ pub struct InterfaceStats {
 pub struct ListCount {
     /// The number of entries.
     pub entries: u64,
-    /// Their family.
+    /// Their family (`ipv4` or `ipv6`).
+    #[serde(with = "crate::labels::family")]
     pub family: Family,
     /// Their list.
     pub list: ListSide,

@@ -731,7 +731,7 @@ mod tests {
             counters,
             entries: vec![ListCount {
                 entries: 1,
-                family: Family::Ipv4,
+                family: Family::V4,
                 list: ListSide::Block,
                 source: SourceKind::Api,
             }],

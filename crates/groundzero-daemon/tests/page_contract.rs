@@ -71,13 +71,13 @@ fn labels() -> BTreeSet<String> {
     out.insert(HopStage::XdpVerdict.label().to_string());
     out.extend(Reason::ALL.iter().map(|r| r.label().to_string()));
     out.extend([Action::Pass.label(), Action::Drop.label()].map(String::from));
+    out.extend(ListSide::ALL.iter().map(|s| s.label().to_string()));
+    out.extend(Family::ALL.iter().map(|f| f.label().to_string()));
     for labels in [
         Outcome::LABELS,
         EventKind::LABELS,
         SourceKind::LABELS,
-        ListSide::LABELS,
         EntryKind::LABELS,
-        Family::LABELS,
         FeedFormat::LABELS,
         XdpMode::LABELS,
     ] {

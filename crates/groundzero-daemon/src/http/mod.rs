@@ -579,9 +579,9 @@ async fn stats(State(s): State<Shared>) -> Result<Json<StatsReply>, ApiError> {
             .map(|((side, source, family), n)| ListCount {
                 entries: n,
                 family: if family == "ipv4" {
-                    Family::Ipv4
+                    Family::V4
                 } else {
-                    Family::Ipv6
+                    Family::V6
                 },
                 list: wire::list_side(side),
                 // The registry counts by kind as text; one this version does not know
