@@ -19,7 +19,7 @@ use crate::{
     guard::GuardReply,
     journey::{JourneySummary, RecentQuery, RecentReply, TracingReply, TracingRequest},
     lists::{
-        AddReply, AddRequest, EntriesQuery, EntriesReply, ListSide, RemoveReply, RemoveRequest,
+        AddReply, AddRequest, EntriesQuery, EntriesReply, RemoveReply, RemoveRequest, Side,
         WhyReply,
     },
     status::{HealthReply, MonitorReply, MonitorRequest, StatsReply},
@@ -263,10 +263,10 @@ impl Client {
 
     /// `POST /v1/block` or `/v1/allow`. When the guard refuses every entry the daemon
     /// answers 409, which is a [`ClientError::Api`].
-    pub async fn add(&self, list: ListSide, request: &AddRequest) -> Result<AddReply, ClientError> {
+    pub async fn add(&self, list: Side, request: &AddRequest) -> Result<AddReply, ClientError> {
         let path = match list {
-            ListSide::Block => endpoints::BLOCK,
-            ListSide::Allow => endpoints::ALLOW,
+            Side::Block => endpoints::BLOCK,
+            Side::Allow => endpoints::ALLOW,
         };
         self.request(Method::POST, path, Some(request)).await
     }
@@ -274,12 +274,12 @@ impl Client {
     /// `POST /v1/unblock` or `/v1/unallow`.
     pub async fn remove(
         &self,
-        list: ListSide,
+        list: Side,
         request: &RemoveRequest,
     ) -> Result<RemoveReply, ClientError> {
         let path = match list {
-            ListSide::Block => endpoints::UNBLOCK,
-            ListSide::Allow => endpoints::UNALLOW,
+            Side::Block => endpoints::UNBLOCK,
+            Side::Allow => endpoints::UNALLOW,
         };
         self.request(Method::POST, path, Some(request)).await
     }
@@ -357,14 +357,14 @@ impl Client {
             source: Some(source.to_string()),
             ..AddRequest::default()
         };
-        self.add(ListSide::Block, &request).await.map(Into::into)
+        self.add(Side::Block, &request).await.map(Into::into)
     }
 
     /// Blocklist entries held by `source` (exactly, or by prefix: `feed` matches every
     /// `feed:<name>`): `GET /v1/entries?list=block&source=...`.
     pub async fn blocked_by(&self, source: &str) -> Result<Vec<IpNet>, ClientError> {
         let query = EntriesQuery {
-            list: Some(ListSide::Block),
+            list: Some(Side::Block),
             source: Some(source.to_string()),
             limit: 100_000,
         };

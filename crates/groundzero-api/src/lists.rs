@@ -12,7 +12,7 @@ use crate::source::Source;
 
 /// Which list: the blocklist or the allowlist (`list` on the wire, `block` or `allow`): the
 /// list vocabulary of `groundzero-common`, whose serde is the wire's.
-pub use groundzero_common::lists::Side as ListSide;
+pub use groundzero_common::lists::Side;
 
 crate::labels::label_enum! {
     /// How an entry is stored: single addresses on the blocklist are `exact` (O(1) hash);
@@ -160,7 +160,7 @@ pub struct Holder {
 pub struct EntriesQuery {
     /// Only this list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub list: Option<ListSide>,
+    pub list: Option<Side>,
     /// Only entries with a holder matching this filter (see [`Source::matches_filter`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
@@ -228,7 +228,7 @@ pub struct EntryView {
     /// Seconds since the last hit, if it was ever hit.
     pub last_hit_seconds_ago: Option<f64>,
     /// Which list.
-    pub list: ListSide,
+    pub list: Side,
 }
 
 /// The reply to `GET /v1/entries`.
@@ -266,7 +266,7 @@ mod tests {
     #[test]
     fn entries_query_path_encodes_the_source() {
         let q = EntriesQuery {
-            list: Some(ListSide::Block),
+            list: Some(Side::Block),
             source: Some("feed:a b&c".into()),
             limit: 5,
         };

@@ -16,7 +16,7 @@ use crate::{
     },
     lists::{
         AddReply, AddRequest, EntriesQuery, EntriesReply, EntryKind, EntryOutcome, EntryStatus,
-        EntryView, Family, Holder, ListSide, RemoveReply, RemoveRequest, WhyReply,
+        EntryView, Family, Holder, RemoveReply, RemoveRequest, Side, WhyReply,
     },
     source::{Source, SourceKind},
     status::{
@@ -134,7 +134,7 @@ impl Sample for EntryView {
             ],
             kind: EntryKind::Exact,
             last_hit_seconds_ago: Some(0.4),
-            list: ListSide::Block,
+            list: Side::Block,
         }
     }
 }
@@ -142,7 +142,7 @@ impl Sample for EntryView {
 impl Sample for EntriesQuery {
     fn sample() -> Self {
         EntriesQuery {
-            list: Some(ListSide::Block),
+            list: Some(Side::Block),
             source: Some("feed".into()),
             limit: 200,
         }
@@ -167,7 +167,7 @@ impl Sample for WhyReply {
                 holders: vec![Holder::sample()],
                 kind: EntryKind::Prefix,
                 last_hit_seconds_ago: None,
-                list: ListSide::Block,
+                list: Side::Block,
             }],
             matched: Some(EntryView {
                 entry: net("198.19.7.0/24"),
@@ -178,7 +178,7 @@ impl Sample for WhyReply {
                 }],
                 kind: EntryKind::Prefix,
                 last_hit_seconds_ago: Some(3.5),
-                list: ListSide::Allow,
+                list: Side::Allow,
             }),
             monitor: false,
             reason: Reason::Allowlisted,
@@ -317,13 +317,13 @@ impl Sample for StatsReply {
                 ListCount {
                     entries: 3,
                     family: Family::V4,
-                    list: ListSide::Block,
+                    list: Side::Block,
                     source: SourceKind::Api,
                 },
                 ListCount {
                     entries: 1200,
                     family: Family::V6,
-                    list: ListSide::Block,
+                    list: Side::Block,
                     source: SourceKind::Feed,
                 },
             ],

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     counters::ReasonCounters,
-    lists::{Family, ListSide},
+    lists::{Family, Side},
     source::SourceKind,
 };
 
@@ -85,7 +85,7 @@ pub struct ListCount {
     #[serde(with = "crate::labels::family")]
     pub family: Family,
     /// Their list.
-    pub list: ListSide,
+    pub list: Side,
     /// The kind of source holding them.
     pub source: SourceKind,
 }

@@ -299,10 +299,10 @@ fn holder_today(h: &Holder) -> today::Holder {
     }
 }
 
-fn side_today(side: groundzero_api::lists::ListSide) -> today::Side {
+fn side_today(side: groundzero_api::lists::Side) -> today::Side {
     match side {
-        groundzero_api::lists::ListSide::Block => today::Side::Block,
-        groundzero_api::lists::ListSide::Allow => today::Side::Allow,
+        groundzero_api::lists::Side::Block => today::Side::Block,
+        groundzero_api::lists::Side::Allow => today::Side::Allow,
     }
 }
 

@@ -9,8 +9,8 @@ use groundzero_api::{
     guard::GuardReply,
     journey::{JourneySummary, RecentQuery, RecentReply, TracingRequest},
     lists::{
-        AddReply, AddRequest, EntriesQuery, EntriesReply, EntryStatus, Holder, ListSide,
-        RemoveReply, RemoveRequest, WhyReply,
+        AddReply, AddRequest, EntriesQuery, EntriesReply, EntryStatus, Holder, RemoveReply,
+        RemoveRequest, Side, WhyReply,
     },
     status::{MonitorReply, StatsReply},
 };
@@ -195,20 +195,14 @@ pub fn run(target: Target, command: Remote) -> Result<()> {
         };
     }
     let answer = match command {
-        Remote::Block(a) => Answer::of(
-            &call!(client.add(ListSide::Block, &add_request(&a)?)),
-            added,
-        )?,
-        Remote::Allow(a) => Answer::of(
-            &call!(client.add(ListSide::Allow, &add_request(&a)?)),
-            added,
-        )?,
+        Remote::Block(a) => Answer::of(&call!(client.add(Side::Block, &add_request(&a)?)), added)?,
+        Remote::Allow(a) => Answer::of(&call!(client.add(Side::Allow, &add_request(&a)?)), added)?,
         Remote::Unblock(r) => Answer::of(
-            &call!(client.remove(ListSide::Block, &remove_request(&r))),
+            &call!(client.remove(Side::Block, &remove_request(&r))),
             removed,
         )?,
         Remote::Unallow(r) => Answer::of(
-            &call!(client.remove(ListSide::Allow, &remove_request(&r))),
+            &call!(client.remove(Side::Allow, &remove_request(&r))),
             removed,
         )?,
         Remote::List {
@@ -219,9 +213,9 @@ pub fn run(target: Target, command: Remote) -> Result<()> {
         } => {
             let query = EntriesQuery {
                 list: if allow {
-                    Some(ListSide::Allow)
+                    Some(Side::Allow)
                 } else if block {
-                    Some(ListSide::Block)
+                    Some(Side::Block)
                 } else {
                     None
                 },
@@ -640,7 +634,7 @@ mod tests {
             holders,
             kind,
             last_hit_seconds_ago: None,
-            list: ListSide::Block,
+            list: Side::Block,
         }
     }
 
@@ -732,7 +726,7 @@ mod tests {
             entries: vec![ListCount {
                 entries: 1,
                 family: Family::V4,
-                list: ListSide::Block,
+                list: Side::Block,
                 source: SourceKind::Api,
             }],
             ..StatsReply::sample()

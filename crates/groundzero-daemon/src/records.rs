@@ -6,14 +6,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-/// Which list an entry is on.
-// One list vocabulary is coming to groundzero-common; this is the one place to switch.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum Side {
-    Block,
-    Allow,
-}
+/// Which list an entry is on: the common list vocabulary's (its serde form, `block`/`allow`,
+/// is what the journal stores).
+pub use groundzero::lists::Side;
 
 /// One reason an entry is on a list.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

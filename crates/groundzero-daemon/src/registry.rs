@@ -6,6 +6,7 @@
 //! map is touched, so an acknowledged change survives `kill -9`; at start the journal, the feed
 //! caches and the pinned maps are reconciled, and nothing found in a map is dropped.
 
+use groundzero::lists::Family;
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
@@ -109,19 +110,7 @@ pub struct Registry {
     refusals: BTreeMap<String, u64>,
     /// Holds per (side, source kind, family), kept in step with `held` so that `/v1/stats` and
     /// scrapes do not walk every entry (50 ms at 50k entries in a debug build).
-    tally: HashMap<(Side, String, &'static str), u64>,
-}
-
-fn family(n: &IpNet) -> &'static str {
-    if matches!(n, IpNet::V4(_)) {
-        "ipv4"
-    } else {
-        "ipv6"
-    }
-}
-
-fn is_exact(net: &IpNet) -> bool {
-    net.prefix_len() == net.max_prefix_len()
+    tally: HashMap<(Side, String, Family), u64>,
 }
 
 /// `nets` without repeats, in first-seen order.
@@ -309,7 +298,11 @@ impl Registry {
             return;
         };
         for h in holders {
-            let slot = (key.0, source_kind(&h.source).to_string(), family(&key.1));
+            let slot = (
+                key.0,
+                source_kind(&h.source).to_string(),
+                Family::of(&key.1),
+            );
             let n = self.tally.entry(slot).or_default();
             *n = if add { *n + 1 } else { n.saturating_sub(1) };
         }
@@ -756,15 +749,18 @@ impl Registry {
 
     /// Number of entries per (side, source, family), for metrics. An entry with two holders
     /// counts under both sources.
-    pub fn counts(&self) -> BTreeMap<(Side, String, &'static str), u64> {
-        let mut out: BTreeMap<(Side, String, &'static str), u64> = self
+    pub fn counts(&self) -> BTreeMap<(Side, String, Family), u64> {
+        let mut out: BTreeMap<(Side, String, Family), u64> = self
             .tally
             .iter()
             .filter(|(_, n)| **n > 0)
             .map(|(k, n)| (k.clone(), *n))
             .collect();
         for feed in self.feeds.values() {
-            for (fam, n) in [("ipv4", feed.v4), ("ipv6", feed.nets.len() - feed.v4)] {
+            for (fam, n) in [
+                (Family::V4, feed.v4),
+                (Family::V6, feed.nets.len() - feed.v4),
+            ] {
                 if n > 0 {
                     *out.entry((Side::Block, "feed".to_string(), fam))
                         .or_default() += n as u64;
@@ -860,8 +856,8 @@ impl Registry {
         let blocks = self.covering(Side::Block, addr);
         let lists = CoveringLists {
             allowed: !allows.is_empty(),
-            exact: blocks.first().is_some_and(is_exact),
-            cidr: blocks.iter().any(|b| !is_exact(b)),
+            exact: blocks.first().is_some_and(groundzero::lists::is_exact_net),
+            cidr: blocks.iter().any(|b| !groundzero::lists::is_exact_net(b)),
         };
         let reason = match addr {
             IpAddr::V4(a) => decide_addr(&a.octets(), &lists, monitor),
@@ -874,7 +870,7 @@ impl Registry {
             }
             Reason::BlockedCidr | Reason::MonitorCidr => blocks
                 .iter()
-                .find(|b| !is_exact(b))
+                .find(|b| !groundzero::lists::is_exact_net(b))
                 .map(|b| (Side::Block, *b)),
             _ => None,
         };
@@ -934,8 +930,8 @@ fn live_records(held: &BTreeMap<(Side, IpNet), Vec<Holder>>) -> Vec<Record> {
 fn view(side: Side, e: ListEntry, holders: Vec<Holder>, now_ns: u64) -> EntryView {
     EntryView {
         entry: e.net,
-        list: crate::wire::list_side(side),
-        kind: if is_exact(&e.net) && side == Side::Block {
+        list: side,
+        kind: if groundzero::lists::is_exact_net(&e.net) && side == Side::Block {
             EntryKind::Exact
         } else {
             EntryKind::Prefix

@@ -6,27 +6,10 @@ use groundzero::journey as lib;
 use groundzero_api::{
     journey::{HopStage, MatchCounts, MissingStage, Outcome, StageLatency, TraceStatus},
     labels::parse_stage,
-    lists::{self, ListSide},
-    Source, Stage,
+    lists, Source, Stage,
 };
 
-use crate::records::{Holder, Side};
-
-/// The wire's name for a list.
-pub fn list_side(side: Side) -> ListSide {
-    match side {
-        Side::Block => ListSide::Block,
-        Side::Allow => ListSide::Allow,
-    }
-}
-
-/// The daemon's name for a list.
-pub fn side(list: ListSide) -> Side {
-    match list {
-        ListSide::Block => Side::Block,
-        ListSide::Allow => Side::Allow,
-    }
-}
+use crate::records::Holder;
 
 /// A holder as the API shows it.
 pub fn holder(h: &Holder) -> lists::Holder {

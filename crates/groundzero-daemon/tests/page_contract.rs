@@ -13,8 +13,8 @@ use groundzero_api::{
     feeds::FeedFormat,
     journey::{EventKind, HopStage, JourneySummary, Outcome, RecentQuery, RecentReply},
     lists::{
-        AddReply, AddRequest, EntriesQuery, EntriesReply, EntryKind, Family, ListSide, RemoveReply,
-        RemoveRequest,
+        AddReply, AddRequest, EntriesQuery, EntriesReply, EntryKind, Family, RemoveReply,
+        RemoveRequest, Side,
     },
     sample::Sample,
     status::XdpMode,
@@ -71,7 +71,7 @@ fn labels() -> BTreeSet<String> {
     out.insert(HopStage::XdpVerdict.label().to_string());
     out.extend(Reason::ALL.iter().map(|r| r.label().to_string()));
     out.extend([Action::Pass.label(), Action::Drop.label()].map(String::from));
-    out.extend(ListSide::ALL.iter().map(|s| s.label().to_string()));
+    out.extend(Side::ALL.iter().map(|s| s.label().to_string()));
     out.extend(Family::ALL.iter().map(|f| f.label().to_string()));
     for labels in [
         Outcome::LABELS,

@@ -22,8 +22,8 @@ use groundzero_api::{
     feeds::{FeedStatus, FeedsReply, ImportReply, ImportRequest, RefreshReply},
     guard::{GuardReply, ProtectedAddress},
     lists::{
-        AddReply, AddRequest, EntriesQuery, EntriesReply, EntryStatus, Family, RemoveReply,
-        RemoveRequest, WhyReply,
+        AddReply, AddRequest, EntriesQuery, EntriesReply, EntryStatus, RemoveReply, RemoveRequest,
+        WhyReply,
     },
     status::{
         Capacity, HealthReply, InterfaceStats, ListCount, MonitorReply, MonitorRequest, StatsReply,
@@ -39,7 +39,7 @@ use groundzero::guard::Policy;
 use super::{
     feeds::parse_feed,
     registry::{now_unix, FeedPolicy, Holder, RegistryError, Side},
-    wire, Shared,
+    Shared,
 };
 use groundzero::{
     error::error_chain,
@@ -352,7 +352,7 @@ async fn entries(
     query: Result<Query<EntriesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<EntriesReply>, ApiError> {
     let Query(q) = query.map_err(|e| bad(e.body_text()))?;
-    let side = q.list.map(wire::side);
+    let side = q.list;
     with_state(s, move |d| {
         let entries = d
             .registry
@@ -578,12 +578,8 @@ async fn stats(State(s): State<Shared>) -> Result<Json<StatsReply>, ApiError> {
             .into_iter()
             .map(|((side, source, family), n)| ListCount {
                 entries: n,
-                family: if family == "ipv4" {
-                    Family::V4
-                } else {
-                    Family::V6
-                },
-                list: wire::list_side(side),
+                family,
+                list: side,
                 // The registry counts by kind as text; one this version does not know
                 // (only a journal from elsewhere has one) counts as `other`.
                 source: source.parse().unwrap_or(SourceKind::Other),

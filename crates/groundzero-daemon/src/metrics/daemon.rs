@@ -1,12 +1,9 @@
 //! The daemon's snapshot: what the shield knows, plus the registry's view (entries by list,
 //! source and family; feed status; guard refusals; journal damage) and the journey histograms.
 
-use crate::{records::Side, state::Shared};
+use crate::state::Shared;
 
-use super::snapshot::{
-    AddressFamily, FeedMetrics, JourneyHistograms, ListCount, ListSide, MetricsSnapshot,
-    DEFAULT_TOP_N,
-};
+use super::snapshot::{FeedMetrics, JourneyHistograms, ListCount, MetricsSnapshot, DEFAULT_TOP_N};
 
 /// Reads a snapshot of the running daemon; called at scrape time on a blocking thread.
 pub(crate) fn daemon_snapshot(shared: &Shared) -> Result<MetricsSnapshot, groundzero::Error> {
@@ -34,15 +31,8 @@ pub(crate) fn daemon_snapshot(shared: &Shared) -> Result<MetricsSnapshot, ground
         .counts()
         .into_iter()
         .map(|((side, source, family), entries)| ListCount {
-            list: match side {
-                Side::Block => ListSide::Block,
-                Side::Allow => ListSide::Allow,
-            },
-            family: if family == "ipv4" {
-                AddressFamily::Ipv4
-            } else {
-                AddressFamily::Ipv6
-            },
+            list: side,
+            family,
             // The source's kind only (`feed`, `app`, ...): names stay out of this label.
             source,
             entries,

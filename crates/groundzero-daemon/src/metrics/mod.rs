@@ -49,8 +49,8 @@ pub(crate) use daemon::daemon_snapshot;
 pub use encode::{encode, CONTENT_TYPE};
 pub use scrape::{router, router_with_cache, serve, SnapshotProvider, DEFAULT_CACHE_FOR};
 pub use snapshot::{
-    top_blocked, AddressFamily, BlockedSource, FeedMetrics, InterfaceSnapshot, JourneyHistograms,
-    ListCount, ListSide, MapFill, MetricsSnapshot, DEFAULT_TOP_N, MAX_TOP_N,
+    top_blocked, BlockedSource, Family, FeedMetrics, InterfaceSnapshot, JourneyHistograms,
+    ListCount, MapFill, MetricsSnapshot, Side, DEFAULT_TOP_N, MAX_TOP_N,
 };
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! [`MetricsSnapshot`]: everything `/metrics` shows, as plain data read from the maps at one
 //! moment (at scrape time), and what a [`Shield`] alone can fill in.
 
+pub use groundzero::lists::{Family, Side};
 use std::{collections::HashMap, time::Duration};
 
 use groundzero_common::maps::interface_slot;
@@ -80,49 +81,11 @@ pub struct InterfaceSnapshot {
     pub counters: Option<Counters>,
 }
 
-/// Which list an entry is on, as the user sees it (both blocklist maps are `block`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ListSide {
-    Block,
-    Allow,
-}
-
-impl ListSide {
-    pub const fn label(self) -> &'static str {
-        match self {
-            ListSide::Block => "block",
-            ListSide::Allow => "allow",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum AddressFamily {
-    Ipv4,
-    Ipv6,
-}
-
-impl AddressFamily {
-    pub fn of(net: &IpNet) -> Self {
-        match net {
-            IpNet::V4(_) => AddressFamily::Ipv4,
-            IpNet::V6(_) => AddressFamily::Ipv6,
-        }
-    }
-
-    pub const fn label(self) -> &'static str {
-        match self {
-            AddressFamily::Ipv4 => "ipv4",
-            AddressFamily::Ipv6 => "ipv6",
-        }
-    }
-}
-
 /// Entries of one list and family that came from one source.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListCount {
-    pub list: ListSide,
-    pub family: AddressFamily,
+    pub list: Side,
+    pub family: Family,
     /// Where the entries came from: `manual` for the CLI; the daemon uses a bounded set such as
     /// `api`, `feed:<name>`, `auto-ban`, `application`. Never an address or anything per entry.
     pub source: String,
@@ -133,7 +96,7 @@ pub struct ListCount {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapFill {
     pub map: ListKind,
-    pub family: AddressFamily,
+    pub family: Family,
     pub entries: u64,
     pub capacity: u64,
 }
@@ -201,25 +164,25 @@ impl MetricsSnapshot {
         }
 
         let options = shield.options();
-        let families = [AddressFamily::Ipv4, AddressFamily::Ipv6];
+        let families = [Family::V4, Family::V6];
         let mut lists = Vec::new();
         let mut maps = Vec::new();
         for family in families {
             let count = |entries: &[ListEntry], map: Option<ListKind>| {
                 entries
                     .iter()
-                    .filter(|e| AddressFamily::of(&e.net) == family)
+                    .filter(|e| Family::of(&e.net) == family)
                     .filter(|e| map.is_none_or(|m| block_map(&e.net) == m))
                     .count() as u64
             };
             lists.push(ListCount {
-                list: ListSide::Block,
+                list: Side::Block,
                 family,
                 source: "manual".to_string(),
                 entries: count(blocked, None),
             });
             lists.push(ListCount {
-                list: ListSide::Allow,
+                list: Side::Allow,
                 family,
                 source: "manual".to_string(),
                 entries: count(allowed, None),

@@ -55,21 +55,21 @@ fn sample() -> MetricsSnapshot {
         monitor: false,
         lists: vec![
             ListCount {
-                list: ListSide::Block,
-                family: AddressFamily::Ipv4,
+                list: Side::Block,
+                family: Family::V4,
                 source: "manual".into(),
                 entries: 3,
             },
             ListCount {
-                list: ListSide::Block,
-                family: AddressFamily::Ipv6,
+                list: Side::Block,
+                family: Family::V6,
                 source: "feed:spamhaus".into(),
                 entries: 7,
             },
         ],
         maps: vec![MapFill {
             map: ListKind::BlockExact,
-            family: AddressFamily::Ipv4,
+            family: Family::V4,
             entries: 3,
             capacity: 1024,
         }],
