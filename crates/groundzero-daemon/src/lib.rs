@@ -18,6 +18,7 @@ pub mod feeds;
 pub mod http;
 pub mod journal;
 pub mod journey;
+mod journey_ops;
 mod listeners;
 pub mod lock;
 pub mod metrics;
@@ -252,7 +253,7 @@ fn start(
     if daemon.config.raw.journey.enabled {
         let every = *daemon.config.raw.journey.sample_every.get_ref();
         let filter = daemon.config.journey_filter;
-        let status = journey::start_tracing(&mut daemon, every, filter)?;
+        let status = journey_ops::start_tracing(&mut daemon, every, filter)?;
         log::info!(
             "journey tracing: 1 in {every} packets ({}){}",
             status.filter,

@@ -13,7 +13,8 @@ use groundzero_api::journey::{
 };
 use tokio::sync::broadcast;
 
-use crate::journey::{hub_of, journey_view, start_tracing, stop_tracing, summary, summary_json};
+use crate::journey::{summary, summary_json};
+use crate::journey_ops::{hub_of, journey_view, start_tracing, stop_tracing};
 use crate::{
     http::{ApiError, ApiJson},
     Shared,

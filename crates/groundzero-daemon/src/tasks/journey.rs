@@ -15,8 +15,9 @@ use crate::stop::Stop;
 use crate::{
     journey::{
         hub::{JourneyHub, Sample},
-        hub_of, journey_json, monotonic_ns, summary_json,
+        monotonic_ns, summary_json,
     },
+    journey_ops::{hub_of, journey_json},
     state::Shared,
 };
 
