@@ -23,7 +23,7 @@ use anyhow::{bail, Context, Result};
 use groundzero_api::client::{Client, Endpoint, Method};
 use groundzero_lab::{
     self as lab,
-    harness::{ChildDaemon, DaemonConfig, Forward, Launch, Workdir},
+    harness::{node, ChildDaemon, DaemonConfig, Forward, Launch, Workdir},
     topology::{LAB_PIN_DIR, NODE_NS},
     watch::{BanClock, XdpTally},
     Lab, LabSpec, LabState, PhasePlan, PhaseReport,
@@ -135,19 +135,16 @@ pub fn run(args: Args) -> Result<()> {
         .enable_all()
         .build()?;
     let client = Client::new(Endpoint::Unix(socket.clone()));
-    let node_log = dir.path("node.log");
-    let mut node = in_node(
-        Launch::new("the validator node", &node_bin)
-            .arg("--api-socket")
-            .arg(&socket)
-            .args(["--ban-ttl", "2m"])
-            .env("RUST_LOG", "info")
-            .log_to(&node_log),
+    let node = node::start(
+        &in_node(node::command(
+            &node_bin,
+            &socket,
+            "2m",
+            NODE_NS,
+            &dir.path("node.log"),
+        )),
+        Some(&stop),
     )
-    .spawn()?;
-    node.wait_ready(Duration::from_secs(10), Some(&stop), || {
-        std::fs::read_to_string(&node_log).is_ok_and(|l| l.contains("ready"))
-    })
     .context("starting the validator node")?;
     let _forwards = [ports.api, ports.metrics]
         .into_iter()

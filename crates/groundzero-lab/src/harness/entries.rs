@@ -93,6 +93,10 @@ pub fn api_view(socket: &Path) -> Result<View, String> {
     Ok(view)
 }
 
+fn maps_error(e: groundzero::Error) -> HarnessError {
+    HarnessError::ReadMaps(Box::new(e))
+}
+
 /// The pinned maps under a pin dir, opened as a daemon left them: a second handle on the same
 /// kernel objects, read (and only repaired by [`PinnedMaps::remove`]).
 pub struct PinnedMaps {
@@ -108,15 +112,15 @@ impl PinnedMaps {
         })
         .map_err(|source| HarnessError::PinnedMaps {
             pin_dir: PathBuf::from(pin_dir),
-            source,
+            source: Box::new(source),
         })?;
         Ok(Self { shield })
     }
 
     /// Every entry of both lists.
     pub fn keys(&self) -> Result<BTreeSet<Key>, HarnessError> {
-        let blocked = self.shield.blocked().map_err(HarnessError::ReadMaps)?;
-        let allowed = self.shield.allowed().map_err(HarnessError::ReadMaps)?;
+        let blocked = self.shield.blocked().map_err(maps_error)?;
+        let allowed = self.shield.allowed().map_err(maps_error)?;
         Ok(blocked
             .into_iter()
             .map(|e| ("block".to_string(), e.net))
@@ -132,12 +136,12 @@ impl PinnedMaps {
         } else {
             self.shield.unallow(key.1)
         }
-        .map_err(HarnessError::ReadMaps)
+        .map_err(maps_error)
     }
 
     /// Whether the program only counts what it would drop.
     pub fn monitor(&self) -> Result<bool, HarnessError> {
-        self.shield.monitor().map_err(HarnessError::ReadMaps)
+        self.shield.monitor().map_err(maps_error)
     }
 
     /// The shield behind the maps, for what else a caller reads.

@@ -13,7 +13,8 @@
 //! - [`http`]: a blocking raw HTTP/1.1 exchange on the API socket, showing bad answers as
 //!   they are;
 //! - [`entries`]: what a daemon holds, read from its API and from its pinned kernel maps;
-//! - [`forward`]: [`Forward`], a loopback port forwarded into a namespace.
+//! - [`forward`]: [`Forward`], a loopback port forwarded into a namespace;
+//! - [`node`]: the example validator node as a child process.
 //!
 //! The in-process daemon of the tests (which runs `groundzero_daemon::run`) is not here: this
 //! crate does not depend on the daemon's crate (the example node depends on this one).
@@ -23,6 +24,7 @@ pub mod daemon;
 pub mod entries;
 pub mod forward;
 pub mod http;
+pub mod node;
 pub mod process;
 pub mod wait;
 pub mod workdir;
@@ -90,15 +92,15 @@ pub enum HarnessError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("mounting bpffs at /sys/fs/bpf")]
-    Bpffs(#[source] groundzero::Error),
+    Bpffs(#[source] Box<groundzero::Error>),
     #[error("opening the pinned maps in {}", pin_dir.display())]
     PinnedMaps {
         pin_dir: PathBuf,
         #[source]
-        source: groundzero::Error,
+        source: Box<groundzero::Error>,
     },
     #[error("reading or changing the pinned maps")]
-    ReadMaps(#[source] groundzero::Error),
+    ReadMaps(#[source] Box<groundzero::Error>),
 }
 
 /// An `io::Error` mapper naming what was being done.

@@ -60,7 +60,7 @@ impl Workdir {
     /// A pin directory `/sys/fs/bpf/<prefix>-<pid>-<name>` (emptied, not created), removed on
     /// drop. bpffs is mounted if it is not.
     pub fn pin_dir(&mut self, name: &str) -> Result<PathBuf, HarnessError> {
-        pins::ensure_bpffs().map_err(HarnessError::Bpffs)?;
+        pins::ensure_bpffs().map_err(|e| HarnessError::Bpffs(Box::new(e)))?;
         let p = Path::new(BPFFS).join(format!("{}-{name}", self.name));
         let _ = pins::remove_all(&p);
         self.pin_dirs.push(p.clone());
