@@ -58,14 +58,14 @@ pub enum HarnessError {
     },
     #[error(transparent)]
     Netns(#[from] NetnsError),
-    #[error("{what} exited ({status}) before it was ready; its log ({}):\n{log}", path.display())]
+    #[error("{what} exited ({status}) before it was ready; the end of its log ({}):\n{log}", path.display())]
     Exited {
         what: String,
         status: ExitStatus,
         path: PathBuf,
         log: String,
     },
-    #[error("{what} was not ready within {seconds} s; its log ({}):\n{log}", path.display())]
+    #[error("{what} was not ready within {seconds} s; the end of its log ({}):\n{log}", path.display())]
     NotReady {
         what: String,
         seconds: u64,

@@ -19,6 +19,8 @@ use super::{io, wait_for, HarnessError};
 
 /// How long a dropped process has between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How many of the last log lines an error shows.
+const ERROR_LOG_LINES: usize = 60;
 
 /// How to start a child process: a builder for [`Launch::spawn`].
 #[derive(Clone, Debug)]
@@ -154,7 +156,7 @@ impl Launch {
                         }
                     }
                     if die_with_parent {
-                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
                     }
                     Ok(())
                 });
@@ -204,6 +206,14 @@ impl Supervised {
             .as_ref()
             .and_then(|p| std::fs::read_to_string(p).ok())
             .unwrap_or_default()
+    }
+
+    /// The last `n` lines of its log: what an error shows (a restarted child's log holds its
+    /// predecessors' too).
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
     /// Its exit status, if it has exited (reaped here).
@@ -273,7 +283,7 @@ impl Supervised {
                     what: self.what.clone(),
                     status,
                     path: self.log.clone().unwrap_or_default(),
-                    log: self.log_text(),
+                    log: self.log_tail(ERROR_LOG_LINES),
                 });
             }
             failure.is_some()
@@ -285,7 +295,7 @@ impl Supervised {
                 what: self.what.clone(),
                 seconds: limit.as_secs(),
                 path: self.log.clone().unwrap_or_default(),
-                log: self.log_text(),
+                log: self.log_tail(ERROR_LOG_LINES),
             }),
         }
     }
@@ -297,5 +307,60 @@ impl Drop for Supervised {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_path(tag: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("gz-harness-{tag}-{}.log", std::process::id()))
+    }
+
+    #[test]
+    fn a_child_is_waited_for_through_its_log_and_stopped_by_signal() {
+        let log = log_path("ready");
+        let mut p = Launch::new("a shell", "sh")
+            .args(["-c", "echo $GZ_WORD; exec sleep 30"])
+            .env("GZ_WORD", "ready")
+            .log_to(&log)
+            .spawn()
+            .unwrap();
+        p.wait_ready(Duration::from_secs(10), None, || {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("ready"))
+        })
+        .unwrap();
+        assert_eq!(p.log_tail(1), "ready");
+        let status = p
+            .stop_with(Signal::SIGTERM, Duration::from_secs(10))
+            .unwrap();
+        assert!(!status.success(), "{status}");
+        let _ = std::fs::remove_file(&log);
+    }
+
+    #[test]
+    fn a_child_that_exits_before_it_is_ready_is_an_error_with_its_log() {
+        let log = log_path("exit");
+        let mut p = Launch::new("a shell", "sh")
+            .args(["-c", "echo broken config; exit 3"])
+            .log_to(&log)
+            .spawn()
+            .unwrap();
+        let err = p
+            .wait_ready(Duration::from_secs(10), None, || false)
+            .unwrap_err();
+        assert!(
+            matches!(&err, HarnessError::Exited { status, log, .. }
+                if status.code() == Some(3) && log.contains("broken config")),
+            "{err}"
+        );
+        let abort = AtomicBool::new(true);
+        let mut q = Launch::new("a shell", "sleep").arg("30").spawn().unwrap();
+        assert!(matches!(
+            q.wait_ready(Duration::from_secs(10), Some(&abort), || false),
+            Err(HarnessError::Interrupted { .. })
+        ));
+        let _ = std::fs::remove_file(&log);
     }
 }
