@@ -1,4 +1,4 @@
-//! `groundzero lab up|down|status|traffic`: the lab topology by hand (see `groundzero::lab`).
+//! `groundzero lab up|down|status|traffic`: the lab topology by hand (see `groundzero_lab`).
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},

@@ -10,11 +10,11 @@ use std::{
     collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
     path::{Path, PathBuf},
-    time::{SystemTime, UNIX_EPOCH},
+    time::UNIX_EPOCH,
 };
 
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use groundzero_common::{
     verdict::{decide_addr, Lists},
@@ -23,46 +23,12 @@ use groundzero_common::{
 
 use groundzero::guard::{Guard, Policy, Refusal};
 
-use super::{
+pub use crate::records::{now_unix, source_kind, FeedStatus, Holder, Side};
+use crate::{
     feeds::{FeedFormat, ParsedFeed},
     journal::{self, Journal, JournalError, Record},
 };
 use groundzero::{Error as ShieldError, ListEntry, Shield};
-
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum Side {
-    Block,
-    Allow,
-}
-
-/// One reason an entry is on a list.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Holder {
-    /// `manual`, `api`, `feed:<name>`, `auto-ban`, `app:<name>`, or `adopted` (found in a
-    /// pinned map with no record, e.g. written by another tool while the daemon was down).
-    pub source: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Unix seconds.
-    pub created: u64,
-    /// Unix seconds; the hold is removed at this time without anyone acting.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires: Option<u64>,
-}
-
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct FeedStatus {
-    pub name: String,
-    pub url: String,
-    pub format: FeedFormat,
-    pub entries: usize,
-    pub last_attempt: Option<u64>,
-    pub last_success: Option<u64>,
-    pub error: Option<String>,
-    /// Refreshes refused by the guard or the change limit since the daemon started.
-    pub refused: u64,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -196,20 +162,8 @@ fn family(n: &IpNet) -> &'static str {
     }
 }
 
-pub fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 fn is_exact(net: &IpNet) -> bool {
     net.prefix_len() == net.max_prefix_len()
-}
-
-/// The kind of a source (`feed:x` → `feed`): bounded label values for metrics.
-pub fn source_kind(source: &str) -> &str {
-    source.split(':').next().unwrap_or("")
 }
 
 /// `nets` without repeats, in first-seen order.
