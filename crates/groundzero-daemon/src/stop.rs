@@ -1,5 +1,7 @@
 //! The shutdown signal every background task and listener watches.
 
+use std::{future::Future, time::Duration};
+
 use tokio::sync::watch;
 
 /// Tells background tasks (and listeners) that the daemon is shutting down. Cheap to clone;
@@ -22,6 +24,25 @@ impl Stop {
     pub async fn stopped(mut self) {
         // An error means the handle is gone: that is a stop as well.
         let _ = self.0.wait_for(|stopped| *stopped).await;
+    }
+
+    /// Runs `step` every `period` (the first at once) until the signal comes. A step in
+    /// progress is not cut short: the signal is seen between steps.
+    pub async fn every<F, Fut>(self, period: Duration, mut step: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let mut tick = tokio::time::interval(period);
+        let stopped = self.stopped();
+        tokio::pin!(stopped);
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return,
+                _ = tick.tick() => {}
+            }
+            step().await;
+        }
     }
 }
 

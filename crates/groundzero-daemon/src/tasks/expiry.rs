@@ -9,17 +9,11 @@ use crate::{journal, registry, state::Shared};
 /// Once a second, removes the holds whose TTL ended, a chunk per lock hold: the API waits
 /// for one chunk at most, never for all of a mass expiry.
 pub async fn expiry_loop(shared: Shared, stop: Stop) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let stopped = stop.stopped();
-    tokio::pin!(stopped);
-    loop {
-        tokio::select! {
-            _ = &mut stopped => return,
-            _ = tick.tick() => {}
-        }
+    stop.every(Duration::from_secs(1), || async {
         expire_due(&shared).await;
         compact_journal(&shared).await;
-    }
+    })
+    .await;
 }
 
 /// Removes every hold due now, chunk by chunk.

@@ -19,31 +19,27 @@ pub const GUARD_REFRESH: Duration = Duration::from_secs(2);
 /// Keeps the guard's view of the management addresses current, off the daemon's lock, and the
 /// kernel's rate-limit exemptions in step with it.
 pub async fn guard_loop(shared: Shared, stop: Stop) {
-    let mut tick = tokio::time::interval(GUARD_REFRESH);
-    let stopped = stop.stopped();
-    tokio::pin!(stopped);
-    loop {
-        tokio::select! {
-            _ = &mut stopped => return,
-            _ = tick.tick() => {}
+    stop.every(GUARD_REFRESH, || refresh(shared.clone())).await;
+}
+
+/// One refresh, on a blocking thread: the management addresses read off the lock, then the
+/// guard and the rate limit's exemptions updated under it.
+async fn refresh(shared: Shared) {
+    let _ = tokio::task::spawn_blocking(move || {
+        let inputs = shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .registry
+            .guard()
+            .refresh_inputs();
+        let snapshot = inputs.map(|(port, hosts)| ManagementSnapshot::read(port, &hosts));
+        let mut d = shared.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(snapshot) = snapshot {
+            d.registry.guard_mut().install(snapshot);
         }
-        let shared = shared.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            let inputs = shared
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .registry
-                .guard()
-                .refresh_inputs();
-            let snapshot = inputs.map(|(port, hosts)| ManagementSnapshot::read(port, &hosts));
-            let mut d = shared.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(snapshot) = snapshot {
-                d.registry.guard_mut().install(snapshot);
-            }
-            sync_rate_exempt(&mut d);
-        })
-        .await;
-    }
+        sync_rate_exempt(&mut d);
+    })
+    .await;
 }
 
 /// The prefixes the XDP rate limit must never count: `ratelimit.exempt`, `guard.protected` and
