@@ -6,6 +6,7 @@ mod demo;
 mod journey_view;
 mod lab;
 mod remote;
+mod replay;
 mod table;
 
 use anyhow::Result;
@@ -27,6 +28,8 @@ enum Command {
     Attach(attach::Args),
     /// Validate list files (one address or prefix per line) without touching the kernel.
     CheckList(check::Args),
+    /// Run every packet of a pcap/pcapng file through the verdict: what would these lists do?
+    Replay(replay::Args),
     /// Run a self-contained demo in throw-away network namespaces (no real interface touched).
     Demo(demo::Args),
     /// Build, inspect or remove the lab topology (node, peers, attackers) and run its traffic.
@@ -49,6 +52,7 @@ fn main() -> Result<()> {
         Command::Attach(args) => attach::run(args),
         Command::CheckList(args) => check::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Replay(args) => replay::run(args),
         Command::Lab(args) => lab::run(args),
         Command::Run(args) => daemon::run(args, cli.target.socket.clone()),
         Command::CheckConfig(args) => daemon::check(args),

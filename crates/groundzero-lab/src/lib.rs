@@ -1,6 +1,7 @@
 //! groundzero's lab: everything to run groundzero against real traffic on one machine.
 //!
-//! - [`netns`] makes throw-away network namespaces and veth pairs; [`craft`] builds test packets.
+//! - [`netns`] makes throw-away network namespaces and veth pairs; [`craft`] builds test packets;
+//!   [`capture_file`] reads pcap/pcapng files as the Ethernet frames the program sees.
 //!
 //! A lab on one machine: a protected node, legitimate peers and attackers in network namespaces
 //! ([`topology`]), traffic generators that measure what legitimate peers get and attack in
@@ -12,6 +13,7 @@
 //! Everything stays in namespaces named `gz-lab-*`, addressed from 198.18.0.0/15 and
 //! 2001:2::/48; [`topology::down`] removes it all, also after a crash.
 
+pub mod capture_file;
 pub mod craft;
 pub mod harness;
 pub mod netns;
