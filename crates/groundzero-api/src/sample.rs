@@ -20,8 +20,8 @@ use crate::{
     },
     source::{Source, SourceKind},
     status::{
-        Capacity, HealthReply, InterfaceStats, ListCount, MonitorReply, MonitorRequest, StatsReply,
-        XdpMode,
+        Capacity, HealthReply, InterfaceStats, ListCount, MonitorReply, MonitorRequest,
+        OriginDrops, StatsReply, XdpMode,
     },
 };
 
@@ -313,6 +313,16 @@ impl Sample for StatsReply {
                 exact: 1_048_576,
             },
             counters: ReasonCounters::sample(),
+            drops_by_origin: vec![
+                OriginDrops {
+                    origin: "feed:spamhaus".into(),
+                    packets: 1500,
+                },
+                OriginDrops {
+                    origin: "auto-ban".into(),
+                    packets: 20,
+                },
+            ],
             entries: vec![
                 ListCount {
                     entries: 3,

@@ -90,6 +90,16 @@ pub struct ListCount {
     pub source: SourceKind,
 }
 
+/// Drops by the blocked entries one origin holds: the sum of those entries' hit counters (an
+/// entry two origins hold counts for both; in monitor mode, the packets they would drop).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginDrops {
+    /// The holder's source: `feed:<name>`, `auto-ban`, `app:<name>`, `api`, `manual`, ...
+    pub origin: String,
+    /// Packets matched by its entries.
+    pub packets: u64,
+}
+
 /// The reply to `GET /v1/stats`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsReply {
@@ -97,6 +107,10 @@ pub struct StatsReply {
     pub capacity: Capacity,
     /// What the XDP program counted, over every interface.
     pub counters: ReasonCounters,
+    /// Packets dropped by the blocked entries each origin holds, most first (absent from a
+    /// daemon older than this field).
+    #[serde(default)]
+    pub drops_by_origin: Vec<OriginDrops>,
     /// List sizes by list, kind of source and family.
     pub entries: Vec<ListCount>,
     /// Map inserts the kernel refused since start.

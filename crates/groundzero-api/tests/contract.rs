@@ -563,6 +563,9 @@ fn stats() {
             "monitor": reply.monitor,
             "uptime_seconds": reply.uptime_seconds,
             "counters": reasons(&reply.counters),
+            "drops_by_origin": reply.drops_by_origin.iter()
+                .map(|o| json!({"origin": o.origin, "packets": o.packets}))
+                .collect::<Vec<_>>(),
             "interfaces": interfaces,
             "entries": counts,
             "capacity": {"exact": o.exact, "cidr": o.cidr, "allow": o.allow},

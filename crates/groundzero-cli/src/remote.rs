@@ -584,6 +584,16 @@ fn stats(v: &StatsReply) -> String {
             e.list, e.source, e.family, e.entries
         ));
     }
+    if !v.drops_by_origin.is_empty() {
+        out.push_str("drops by origin:\n");
+        for o in &v.drops_by_origin {
+            out.push_str(&format!(
+                "  {:<40} {:>14}\n",
+                for_terminal(&o.origin),
+                o.packets
+            ));
+        }
+    }
     out.trim_end().to_string()
 }
 

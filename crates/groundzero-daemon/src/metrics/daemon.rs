@@ -58,6 +58,7 @@ pub(crate) fn daemon_snapshot(shared: &Shared) -> Result<MetricsSnapshot, ground
         .iter()
         .map(|(k, v)| (k.clone(), *v))
         .collect();
+    snapshot.drops_by_origin = d.registry.drops_by_origin(&blocked).into_iter().collect();
     snapshot.journal_damage = d.registry.journal_damage().len() as u64;
     Ok(snapshot)
 }

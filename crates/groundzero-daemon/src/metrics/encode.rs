@@ -366,6 +366,22 @@ fn metrics(s: &MetricsSnapshot) -> Vec<Metric> {
         top.add(&[("entry", &b.net.to_string())], Value::Int(b.hits));
     }
 
+    let mut by_origin = Metric::new(
+        "origin_dropped_packets",
+        Gauge,
+        "Packets dropped (or, in monitor mode, matched) by the blocked entries each origin holds \
+         (feed:<name>, auto-ban, app:<name>, api, ...): the sum of those entries' hit counters, \
+         so it falls when hit entries are removed. An entry two origins hold counts for both.",
+    );
+    let mut origins = s.drops_by_origin.clone();
+    if origins.len() > MAX_ORIGINS {
+        origins.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        origins.truncate(MAX_ORIGINS);
+    }
+    for (origin, n) in &origins {
+        by_origin.add(&[("origin", origin.as_str())], Value::Int(*n));
+    }
+
     vec![
         build,
         packets,
@@ -388,8 +404,13 @@ fn metrics(s: &MetricsSnapshot) -> Vec<Metric> {
         guard_refusals,
         journal_damage,
         top,
+        by_origin,
     ]
 }
+
+/// The most origins `groundzero_origin_dropped_packets` shows (those with the most drops): a
+/// bound on its label cardinality, since applications name themselves.
+pub const MAX_ORIGINS: usize = 100;
 
 fn reason_labels(reason: Reason) -> [(&'static str, &'static str); 2] {
     [

@@ -34,6 +34,7 @@
 //! | `groundzero_guard_refusals_total` | counter | `source` (`api`, `feed`, `auto-ban`, `app`, ...: blocks the lockout guard refused) |
 //! | `groundzero_journal_damaged_ranges` | gauge | (damaged journal ranges moved aside at start-up) |
 //! | `groundzero_top_blocked_hits_total` | counter | `entry` (the top N blocked entries by hits) |
+//! | `groundzero_origin_dropped_packets` | gauge | `origin` (`feed:<name>`, `auto-ban`, `app:<name>`, `api`, ...: the hits of the entries it holds) |
 //!
 //! Seconds per packet of the XDP program: `rate(groundzero_xdp_run_time_seconds_total[1m]) /
 //! rate(groundzero_xdp_runs_total[1m])`.//!

@@ -45,6 +45,10 @@ pub struct MetricsSnapshot {
     pub journal_damage: u64,
     /// The most-hit blocked entries, most hits first (see [`top_blocked`]).
     pub top_blocked: Vec<BlockedSource>,
+    /// Packets dropped by blocked entries, summed by each entry's holder (`feed:<name>`,
+    /// `auto-ban`, `app:<name>`, `api`, ...; `manual` without a daemon): the entries' own hit
+    /// counters added up at scrape time, so it costs the packet path nothing.
+    pub drops_by_origin: Vec<(String, u64)>,
     /// Per-stage latency histograms of sampled journeys (the daemon, with tracing on).
     pub journey: Option<JourneyHistograms>,
 }
@@ -225,6 +229,8 @@ impl MetricsSnapshot {
             guard_refusals: Vec::new(),
             journal_damage: 0,
             top_blocked: top_blocked(blocked, top_n),
+            // Without a registry every entry is the operator's.
+            drops_by_origin: vec![("manual".to_string(), blocked.iter().map(|e| e.hits).sum())],
             journey: None,
         })
     }

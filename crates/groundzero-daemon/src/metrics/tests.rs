@@ -11,6 +11,7 @@ use groundzero::{
 use groundzero_common::{maps::Counter, Reason};
 use ipnet::IpNet;
 
+use super::encode::MAX_ORIGINS;
 use super::scrape::Scraper;
 use super::*;
 use crate::records::FeedStatus;
@@ -103,6 +104,7 @@ fn sample() -> MetricsSnapshot {
             net: net("198.51.100.7/32"),
             hits: 30,
         }],
+        drops_by_origin: vec![("feed:spamhaus".into(), 25), ("auto-ban".into(), 5)],
         journey: None,
     }
 }
@@ -135,6 +137,9 @@ fn names_types_and_labels() {
     has("groundzero_interface_attached{interface=\"eth0\",mode=\"native\"} 1");
     has("groundzero_interface_attached{interface=\"eth1\",mode=\"none\"} 0");
     has("groundzero_monitor_mode 0");
+    has("# TYPE groundzero_origin_dropped_packets gauge");
+    has("groundzero_origin_dropped_packets{origin=\"feed:spamhaus\"} 25");
+    has("groundzero_origin_dropped_packets{origin=\"auto-ban\"} 5");
     has("groundzero_list_entries{list=\"block\",family=\"ipv4\",source=\"manual\"} 3");
     has("groundzero_list_entries{list=\"block\",family=\"ipv6\",source=\"feed:spamhaus\"} 7");
     has("groundzero_map_entries{map=\"block_exact\",family=\"ipv4\"} 3");
@@ -233,6 +238,27 @@ fn top_n_is_bounded() {
         // Hits 0..500, each twice: the top 100 are 499 down to 450.
         hits >= 450
     }));
+}
+
+#[test]
+fn origins_are_bounded_keeping_the_most_drops() {
+    let mut s = sample();
+    s.drops_by_origin = (0..MAX_ORIGINS as u64 + 20)
+        .map(|i| (format!("app:a{i}"), i))
+        .collect();
+    let text = encode(&s);
+    let lines: Vec<&str> = samples(&text)
+        .into_iter()
+        .filter(|l| l.starts_with("groundzero_origin_dropped_packets{"))
+        .collect();
+    assert_eq!(lines.len(), MAX_ORIGINS);
+    assert!(lines
+        .iter()
+        .any(|l| l.ends_with(&format!(" {}", MAX_ORIGINS + 19))));
+    assert!(
+        !lines.iter().any(|l| l.contains("origin=\"app:a0\"")),
+        "{lines:?}"
+    );
 }
 
 #[test]
