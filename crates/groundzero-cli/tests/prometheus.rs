@@ -327,6 +327,7 @@ fn prometheus_scrapes_metrics_during_namespace_traffic() {
         "GroundzeroMapNearlyFull",
         "GroundzeroFeedStale",
         "GroundzeroFailedInserts",
+        "GroundzeroFeedDropsNothing",
     ] {
         assert!(alerts.contains(&wanted), "no alert {wanted} in {rules:?}");
     }
@@ -346,6 +347,7 @@ fn prometheus_scrapes_metrics_during_namespace_traffic() {
         "Top blocked sources",
         "XDP cost per packet",
         "Map fill",
+        "Drops by origin",
         "Packet journey",
     ] {
         assert!(
@@ -595,6 +597,12 @@ fn prometheus_scrapes_metrics_during_namespace_traffic() {
         top["{entry=198.18.3.4/32}"], 0.0,
         "allowlisted wins: {top:?}"
     );
+    // Without a daemon every entry is the operator's: its drops are all the entries' hits.
+    assert_eq!(
+        prometheus.vector("groundzero_origin_dropped_packets", at),
+        BTreeMap::from([("{origin=manual}".to_string(), top.values().sum::<f64>())])
+    );
+    assert!(top.values().sum::<f64>() >= 45.0, "{top:?}");
 
     // Every expression of the alert rules, as Prometheus loaded them, runs; the rules are healthy.
     let mut rules_seen = Vec::new();
