@@ -17,7 +17,7 @@ use groundzero_api::{
         RemoveRequest, Side,
     },
     sample::Sample,
-    status::XdpMode,
+    status::{StatsReply, XdpMode},
     Action, ErrorBody, Reason, SourceKind, Stage,
 };
 use serde::Serialize;
@@ -56,6 +56,7 @@ fn reply_fields() -> BTreeSet<String> {
     fields_of(JourneySummary::sample(), &mut out);
     fields_of(RecentReply::sample(), &mut out);
     fields_of(EntriesReply::sample(), &mut out);
+    fields_of(StatsReply::sample(), &mut out);
     fields_of(AddReply::sample(), &mut out);
     fields_of(RemoveReply::sample(), &mut out);
     fields_of(ErrorBody::sample(), &mut out);

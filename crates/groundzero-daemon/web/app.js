@@ -179,6 +179,12 @@ async function loadEntries() {
     return `<tr><td>${esc(e.entry)}</td><td>${esc(e.kind)}</td><td>${esc(h.source)}</td><td>${esc(h.reason)}</td><td>${e.hits}</td><td><button class="small" data-entry="${esc(e.entry)}">remove</button></td></tr>`;
   }).join("");
 }
+// Drops summed by the source holding the entries (feed:x, auto-ban, app:x, api, ...).
+async function loadOrigins() {
+  const data = await api("GET", "/v1/stats");
+  $("#origins tbody").innerHTML = data.drops_by_origin.map((o) =>
+    `<tr><td>${esc(o.origin)}</td><td>${o.packets}</td></tr>`).join("");
+}
 $("#entries").addEventListener("click", async (e) => {
   const entry = e.target.dataset && e.target.dataset.entry;
   if (!entry) return;
@@ -233,7 +239,8 @@ async function start() {
     summary = await api("GET", "/v1/journey");
     schedule();
     loadEntries();
-    setInterval(loadEntries, 5000);
+    loadOrigins();
+    setInterval(() => { loadEntries(); loadOrigins(); }, 5000);
   } catch (err) {
     $("#status").textContent = err.message;
     $("#status").className = "bad";

@@ -43,6 +43,10 @@ try {
   await page.waitForSelector("#detail .entry");
   const entry = await page.$eval("#detail .entry", (e) => e.textContent);
   if (!entry.includes("198.18.7.3/32")) fail(`drop detail: ${entry}`);
+  // Drops by origin: the api's entry (blocked by the test) has dropped the bad source's packets.
+  await page.waitForFunction(() => [...document.querySelectorAll("#origins tbody tr")].some((tr) =>
+      tr.cells[0].textContent === "api" && Number(tr.cells[1].textContent) > 0), null, { timeout: 10000 })
+    .catch(async () => fail(`drops by origin: ${await page.$eval("#origins", (e) => e.textContent)}`));
   // Every rate label of the flowchart stays readable: no label overlaps another or a box.
   const overlaps = await page.$$eval("#flow text.rate, #flow rect", (els) => {
     const boxes = els.map((e) => ({ id: e.id || `box ${e.nextElementSibling?.textContent}`, label: e.tagName === "text", r: e.getBoundingClientRect() }));
