@@ -22,6 +22,7 @@ PKGS=(
   prometheus                # a real Prometheus server and promtool for the metrics tests
   fonts-dejavu-core         # DejaVu Sans: the text of the benchmark plots (docs/bench/*.png)
   chromium                  # the journey page's browser test (headless, driven by playwright-core)
+  tshark                    # tests/replay.rs: captures namespace traffic (Ethernet, SLL, SLL2) and reads it back
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -1,19 +1,25 @@
 //! `groundzero replay`: captures written here (pcap and pcapng, every supported link type) go
 //! through the real XDP program and through the host model; both must give every packet the
-//! verdict this test expects, and bad files must be clear errors naming the packet.
+//! verdict this test expects, and bad files must be clear errors naming the packet. Real traffic
+//! between namespaces, captured by tshark on the veth and on `any`, replays with the verdict of
+//! each source.
 mod common;
 
 use std::{
+    collections::BTreeMap,
     fs::File,
     net::IpAddr,
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::{Command, Output, Stdio},
     time::Duration,
 };
 
-use groundzero_lab::craft::{self, L4, TPID_8021Q};
+use groundzero_lab::{
+    craft::{self, L4, TPID_8021Q},
+    netns::{veth, Netns},
+};
 use pcap_file::{
-    pcap::{PcapHeader, PcapPacket, PcapWriter},
+    pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter},
     pcapng::{
         blocks::{
             enhanced_packet::EnhancedPacketBlock, interface_description::InterfaceDescriptionBlock,
@@ -25,6 +31,7 @@ use pcap_file::{
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_groundzero");
+const TSHARK: &str = "/usr/bin/tshark";
 
 /// The lists every replay here runs with: given as flags and as files, both sides.
 const BLOCK_FLAGS: [&str; 2] = ["203.0.113.7", "2001:db8::7"];
@@ -429,4 +436,206 @@ fn truncated_and_corrupt_files_are_errors_naming_the_packet() {
     std::fs::write(&file, "hello, this is not a capture\n").unwrap();
     let err = failure(&file, &dir);
     assert!(err.contains("not a pcap or pcapng file"), "{err}");
+}
+
+/// Starts `tshark` in `ns` writing `file` in `format` from `iface` with link type `link`;
+/// returns once it captures.
+fn tshark(ns: &Netns, iface: &str, link: &str, file: &Path, format: &str) -> std::process::Child {
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns.name(),
+            TSHARK,
+            "-q",
+            "-i",
+            iface,
+            "-F",
+            format,
+            "-y",
+            link,
+            "-w",
+        ])
+        .arg(file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting tshark");
+    // The file header is written when the capture starts.
+    let started = common::wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
+        std::fs::metadata(file).is_ok_and(|m| m.len() > 0)
+    });
+    assert!(started, "tshark did not start capturing on {iface}");
+    child
+}
+
+/// The link type of a capture file (of its first interface, for pcapng).
+fn link_of(file: &Path) -> DataLink {
+    if file.extension().is_some_and(|e| e == "pcapng") {
+        let mut r = pcap_file::pcapng::PcapNgReader::new(File::open(file).unwrap()).unwrap();
+        while let Some(block) = r.next_block() {
+            if let pcap_file::pcapng::Block::InterfaceDescription(idb) = block.unwrap() {
+                return idb.linktype;
+            }
+        }
+        panic!("no interface in {file:?}");
+    }
+    PcapReader::new(File::open(file).unwrap())
+        .unwrap()
+        .header()
+        .datalink
+}
+
+/// Stops a capture started by [`tshark`] (SIGINT: it finishes writing the file).
+fn stop(mut child: std::process::Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success() || status.code().is_none(),
+        "tshark: {status}"
+    );
+}
+
+/// The capture's packets from each source, as tshark reads them.
+fn tshark_sources(file: &Path) -> BTreeMap<String, usize> {
+    let out = Command::new(TSHARK)
+        .arg("-r")
+        .arg(file)
+        .args(["-T", "fields", "-e", "ip.src"])
+        .output()
+        .expect("running tshark -r");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut by_source = BTreeMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        *by_source.entry(line.trim().to_string()).or_default() += 1;
+    }
+    by_source
+}
+
+#[test]
+fn real_traffic_captured_by_tshark_replays_with_the_verdicts_of_its_sources() {
+    common::require_root();
+    assert!(
+        Path::new(TSHARK).exists(),
+        "{TSHARK} is missing: run scripts/setup.sh (Debian's tshark package)"
+    );
+    let dir = Dir::new("tshark");
+    let peer = Netns::create("rpl-p").unwrap();
+    let target = Netns::create("rpl-t").unwrap();
+    for ns in [&peer, &target] {
+        ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1").unwrap();
+        ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")
+            .unwrap();
+    }
+    veth(&peer, "gzrpl-p", &target, "gzrpl-t").unwrap();
+    target
+        .ip(&["addr", "add", "198.18.60.1/24", "dev", "gzrpl-t"])
+        .unwrap();
+    // (source, packets sent, verdict, entry)
+    let traffic = [
+        ("198.18.60.2", 5, "blocked_exact", Some("198.18.60.2/32")),
+        ("198.18.60.3", 4, "allowlisted", Some("198.18.60.3/32")),
+        ("198.18.60.9", 3, "blocked_cidr", Some("198.18.60.8/29")),
+        ("198.18.60.20", 2, "no_match", None),
+    ];
+    for (source, ..) in traffic {
+        peer.ip(&["addr", "add", &format!("{source}/24"), "dev", "gzrpl-p"])
+            .unwrap();
+    }
+
+    // At once: on the veth (Ethernet, pcapng) and on `any` (Linux cooked v1 in classic pcap,
+    // v2 in pcapng).
+    let on_veth = dir.path("veth.pcapng");
+    let on_any = dir.path("any.pcap");
+    let on_any2 = dir.path("any-sll2.pcapng");
+    let captures = [
+        tshark(&target, "gzrpl-t", "EN10MB", &on_veth, "pcapng"),
+        tshark(&target, "any", "LINUX_SLL", &on_any, "pcap"),
+        tshark(&target, "any", "LINUX_SLL2", &on_any2, "pcapng"),
+    ];
+    peer.run(|| {
+        for (source, n, ..) in traffic {
+            let socket = std::net::UdpSocket::bind(format!("{source}:0")).unwrap();
+            for _ in 0..n {
+                socket.send_to(b"replay me", "198.18.60.1:9").unwrap();
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    captures.into_iter().for_each(stop);
+
+    let args = [
+        "--block",
+        "198.18.60.2",
+        "--block",
+        "198.18.60.8/29",
+        "--allow",
+        "198.18.60.3",
+    ];
+    assert_eq!(
+        [link_of(&on_veth), link_of(&on_any), link_of(&on_any2)],
+        [
+            DataLink::ETHERNET,
+            DataLink::LINUX_SLL,
+            DataLink::LINUX_SLL2
+        ]
+    );
+    for file in [&on_veth, &on_any, &on_any2] {
+        let sources = tshark_sources(file);
+        for (source, n, ..) in traffic {
+            assert_eq!(
+                sources.get(source),
+                Some(&n),
+                "tshark reads {file:?}: {sources:?}"
+            );
+        }
+        let lines = |model: bool| -> Vec<Value> {
+            let mut extra = vec!["replay"];
+            extra.extend(args);
+            extra.push("--json");
+            if model {
+                extra.push("--model");
+            }
+            let out = Command::new(BIN)
+                .args(&extra[..1])
+                .arg(file)
+                .args(&extra[1..])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        let kernel = lines(false);
+        assert_eq!(kernel, lines(true), "kernel and model on {file:?}");
+        for (source, n, reason, entry) in traffic {
+            let matching = kernel
+                .iter()
+                .filter(|v| v["reason"] == reason && v["entry"].as_str() == entry)
+                .count();
+            let expected = if entry.is_none() {
+                // Unlisted: at least the sent packets (the target's own replies pass too).
+                assert!(matching >= n, "{source} in {file:?}: {kernel:?}");
+                continue;
+            } else {
+                n
+            };
+            assert_eq!(
+                matching, expected,
+                "{source} ({reason}) in {file:?}: {kernel:?}"
+            );
+        }
+    }
 }
