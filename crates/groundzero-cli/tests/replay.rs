@@ -639,3 +639,58 @@ fn real_traffic_captured_by_tshark_replays_with_the_verdicts_of_its_sources() {
         }
     }
 }
+
+#[test]
+fn a_config_in_monitor_mode_passes_what_it_would_drop() {
+    common::require_root();
+    let dir = Dir::new("monitor");
+    let file = dir.path("two.pcap");
+    write_pcap(
+        &file,
+        DataLink::ETHERNET,
+        &[udp("203.0.113.7"), udp("198.18.77.1")],
+    );
+    let config = dir.path("groundzero.toml");
+    std::fs::write(&config, "monitor = true\n").unwrap();
+    let config = config.to_str().unwrap();
+    let want = vec![
+        (
+            0,
+            "pass".into(),
+            "monitor_exact".into(),
+            Some("203.0.113.7/32".into()),
+        ),
+        (
+            1,
+            "pass".into(),
+            "monitor_cidr".into(),
+            Some("198.18.0.0/16".into()),
+        ),
+    ];
+    for model in [false, true] {
+        let mut extra = vec!["--json", "--config", config];
+        if model {
+            extra.push("--model");
+        }
+        let out = replay(&file, &dir, &extra);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: Vec<(u64, String, String, Option<String>)> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                (
+                    v["index"].as_u64().unwrap(),
+                    v["action"].as_str().unwrap().to_string(),
+                    v["reason"].as_str().unwrap().to_string(),
+                    v["entry"].as_str().map(str::to_string),
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "model: {model}");
+    }
+}
