@@ -12,6 +12,7 @@
 //! 2001:2::/48; [`topology::down`] removes it all, also after a crash.
 
 pub mod craft;
+pub mod crowdsec;
 pub mod netns;
 pub mod peer_protocol;
 pub mod raw;
