@@ -7,6 +7,7 @@
 //! [`run`] takes the shutdown signal as a future (mini-redis style), so tests drive it directly.
 
 pub mod config;
+pub mod crowdsec_stream;
 pub mod feeds;
 pub mod http;
 pub mod journal;
