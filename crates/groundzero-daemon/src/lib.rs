@@ -45,6 +45,8 @@ pub struct Daemon {
     pub started: Instant,
     /// Journey statistics and live viewers (its own lock: see [`journey::JourneyHub`]).
     pub journey: Arc<Mutex<journey::JourneyHub>>,
+    /// The CrowdSec bouncer's last pulls (`[crowdsec]`; None when not configured).
+    pub crowdsec: Option<tasks::crowdsec::CrowdsecStatus>,
 }
 
 pub type Shared = Arc<Mutex<Daemon>>;
@@ -104,6 +106,9 @@ pub async fn run_with_reload(
     tasks.spawn(guard_loop(shared.clone()));
     tasks.spawn(journey::journey_loop(shared.clone(), journey_events));
     tasks.spawn(tasks::rate_bans::rate_ban_loop(shared.clone(), rate_events));
+    if let Some(crowdsec) = config.crowdsec.clone() {
+        tasks.spawn(tasks::crowdsec::crowdsec_loop(shared.clone(), crowdsec));
+    }
     let mut feed_tasks = std::collections::BTreeMap::new();
     for feed in config.feeds.clone() {
         feed_tasks.insert(
@@ -305,6 +310,7 @@ fn start(
         rate_exempt,
         started: Instant::now(),
         journey: Arc::new(Mutex::new(journey::JourneyHub::new())),
+        crowdsec: None,
     };
     if daemon.config.raw.journey.enabled {
         let every = *daemon.config.raw.journey.sample_every.get_ref();
@@ -565,6 +571,10 @@ async fn reload(
                 (
                     "journey",
                     format!("{:?}", old.journey) != format!("{:?}", new.raw.journey),
+                ),
+                (
+                    "crowdsec",
+                    format!("{:?}", old.crowdsec) != format!("{:?}", new.raw.crowdsec),
                 ),
             ] {
                 if changed {

@@ -1,6 +1,7 @@
 //! The management API: HTTP/JSON, on a Unix socket (root only) and optionally on TCP with a
 //! bearer token. Documented in docs/api.md; every error is `{"error": "..."}` with a 4xx/5xx.
 
+mod crowdsec;
 pub mod journey;
 
 use std::{net::IpAddr, sync::Arc};
@@ -111,6 +112,7 @@ pub fn router(state: Shared, token: Option<Arc<String>>, max_body: usize) -> Rou
         .route("/v1/monitor", put(monitor))
         .route("/v1/import", post(import))
         .route("/v1/feeds", get(feeds))
+        .route("/v1/crowdsec", get(crowdsec::status))
         .route("/v1/journey", get(journey::summary).put(journey::configure))
         .route("/v1/journey/recent", get(journey::recent))
         .route("/v1/journey/events", get(journey::events))

@@ -1,0 +1,248 @@
+//! groundzero as a CrowdSec bouncer against a real LAPI (Debian's crowdsec 1.4.6, through
+//! `groundzero_lab::crowdsec`) and the in-process daemon: decisions land in the kernel maps
+//! (read from the pinned maps, not the daemon's records), new ones arrive within a pull
+//! interval, deleted ones leave, the guard refuses and counts what it protects, and a LAPI
+//! that stops, comes back or revokes the key leaves the set in force and converges again.
+//!
+//! Needs root (XDP maps) and the unpacked crowdsec of `scripts/setup.sh`.
+mod common;
+
+use std::{collections::BTreeSet, path::Path, time::Duration};
+
+use common::{
+    daemon::TestDaemon,
+    state::{self, Kernel},
+    wait_for,
+};
+use groundzero::IpNet;
+use groundzero_lab::crowdsec::{DeleteFilter, Lapi, NewDecision};
+use hyper::Method;
+use serde_json::Value;
+
+const KEY: &str = "groundzero-bouncer-test-key-0123456789";
+const INTERVAL: Duration = Duration::from_secs(1);
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+fn blocked(pin_dir: &Path) -> BTreeSet<IpNet> {
+    Kernel::open(pin_dir)
+        .keys()
+        .into_iter()
+        .filter(|(list, _)| list == "block")
+        .map(|(_, n)| n)
+        .collect()
+}
+
+/// Waits (up to `limit`) until the blocklist maps hold all of `present` and none of `absent`.
+fn wait_maps(d: &TestDaemon, present: &[&str], absent: &[&str], limit: Duration) {
+    let ok = wait_for(limit, Duration::from_millis(100), || {
+        let b = blocked(&d.pin_dir);
+        present.iter().all(|n| b.contains(&net(n))) && absent.iter().all(|n| !b.contains(&net(n)))
+    });
+    assert!(
+        ok,
+        "after {limit:?} the maps hold {:?}; wanted {present:?} and none of {absent:?}\n{}",
+        blocked(&d.pin_dir),
+        d.ok(Method::GET, "/v1/crowdsec", None)
+    );
+}
+
+fn status(d: &TestDaemon) -> Value {
+    d.ok(Method::GET, "/v1/crowdsec", None)
+}
+
+/// The daemon's config: 203.0.113.0/24 protected, pulls every second, `extra` in `[crowdsec]`.
+fn config(lapi: &Lapi, key_file: &Path, extra: &str) -> String {
+    format!(
+        "[guard]\nprotected = [\"203.0.113.0/24\"]\n\
+         [crowdsec]\nlapi_url = \"{}\"\napi_key_file = {:?}\npull_interval = \"1s\"\n{extra}\n",
+        lapi.url(),
+        key_file
+    )
+}
+
+#[test]
+fn decisions_are_enforced_through_the_guard_and_survive_lapi_faults() {
+    common::require_root();
+    let mut lapi = Lapi::start().unwrap_or_else(|e| panic!("starting the real LAPI: {e}"));
+    lapi.add_bouncer("gz-node", KEY).unwrap();
+    for d in [
+        NewDecision::ip("192.0.2.1").reason("crowdsecurity/ssh-bf"),
+        // Not normalised by the LAPI: groundzero normalises.
+        NewDecision::range("198.51.100.7/24").reason("range-reason"),
+        NewDecision::ip("2001:0DB8:0000::0001"),
+        // Protected by the guard: refused and counted.
+        NewDecision::ip("203.0.113.99"),
+        // Wider than /8: refused by the wide-prefix rule.
+        NewDecision::range("16.0.0.0/4"),
+        // Not a ban.
+        NewDecision::ip("192.0.2.2").kind("captcha"),
+    ] {
+        lapi.add_decision(&d).unwrap();
+    }
+    let key_file = std::env::temp_dir().join(format!("gz-cs-key-{}", std::process::id()));
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    // These sets are small: one change is a large share of them.
+    let d = TestDaemon::start(&config(&lapi, &key_file, "max_change = 10.0"));
+
+    // The startup pull lands in the kernel maps.
+    wait_maps(
+        &d,
+        &["192.0.2.1/32", "198.51.100.0/24", "2001:db8::1/128"],
+        &["203.0.113.99/32", "16.0.0.0/4", "192.0.2.2/32"],
+        Duration::from_secs(10),
+    );
+    // Source, reason and expiry as the registry records them.
+    let view = state::api_view(&d.socket).unwrap();
+    let hold = &view[&("block".to_string(), net("192.0.2.1/32"))]["crowdsec:cscli"];
+    assert_eq!(hold.reason.as_deref(), Some("crowdsecurity/ssh-bf"));
+    let expires = hold.expires.expect("a crowdsec hold expires");
+    let in_an_hour = state::now_unix() + 3600;
+    assert!(
+        expires <= in_an_hour + 1 && expires + 30 >= in_an_hour,
+        "1h decision: expires {expires}, now+1h {in_an_hour}"
+    );
+    let s = status(&d);
+    assert_eq!(s["enabled"], true, "{s}");
+    assert_eq!(s["error"], Value::Null, "{s}");
+    assert!(s["pulls"].as_u64().unwrap() >= 1, "{s}");
+    assert_eq!(s["entries"]["crowdsec:cscli"]["ip"], 3, "{s}");
+    assert_eq!(s["entries"]["crowdsec:cscli"]["range"], 2, "{s}");
+    assert_eq!(s["guard_refusals"], 2, "protected and wide: {s}");
+    let guard = d.ok(Method::GET, "/v1/guard", None);
+    assert_eq!(guard["refusals"]["crowdsec"], 2, "{guard}");
+
+    // A new decision arrives within a pull interval (plus the time cscli takes).
+    lapi.add_decision(&NewDecision::ip("192.0.2.3")).unwrap();
+    wait_maps(&d, &["192.0.2.3/32"], &[], INTERVAL * 4);
+    // A deleted one leaves.
+    assert_eq!(
+        lapi.delete_decisions(&DeleteFilter::Ip("192.0.2.1".into()))
+            .unwrap(),
+        1
+    );
+    wait_maps(&d, &[], &["192.0.2.1/32"], INTERVAL * 4);
+    // A guard refusal in a delta is counted too.
+    lapi.add_decision(&NewDecision::ip("203.0.113.100"))
+        .unwrap();
+    assert!(wait_for(
+        INTERVAL * 4,
+        Duration::from_millis(100),
+        || status(&d)["guard_refusals"] == 3
+    ));
+
+    // LAPI stopped: the set stays, the error is visible.
+    let before = blocked(&d.pin_dir);
+    lapi.stop();
+    assert!(
+        wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+            status(&d)["consecutive_errors"].as_u64().unwrap_or(0) >= 1
+        }),
+        "{}",
+        status(&d)
+    );
+    let s = status(&d);
+    assert!(
+        s["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("/v1/decisions/stream")),
+        "{s}"
+    );
+    assert_eq!(
+        blocked(&d.pin_dir),
+        before,
+        "a failed pull changed the maps"
+    );
+
+    // LAPI back, with changes made meanwhile: the set converges (startup pull).
+    lapi.restart().unwrap();
+    lapi.add_decision(&NewDecision::ip("192.0.2.4")).unwrap();
+    lapi.delete_decisions(&DeleteFilter::Range("198.51.100.7/24".into()))
+        .unwrap();
+    wait_maps(
+        &d,
+        &["192.0.2.3/32", "192.0.2.4/32", "2001:db8::1/128"],
+        &["198.51.100.0/24", "192.0.2.1/32"],
+        Duration::from_secs(30),
+    );
+    assert!(wait_for(
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        || status(&d)["error"].is_null()
+    ));
+
+    // Key revoked: 403 is visible, the set stays.
+    let before = blocked(&d.pin_dir);
+    lapi.delete_bouncer("gz-node").unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+            status(&d)["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("403"))
+        }),
+        "{}",
+        status(&d)
+    );
+    assert_eq!(blocked(&d.pin_dir), before);
+    let _ = std::fs::remove_file(&key_file);
+}
+
+#[test]
+fn a_restarted_daemon_keeps_enforcing_and_converges() {
+    common::require_root();
+    let lapi = Lapi::start().unwrap_or_else(|e| panic!("starting the real LAPI: {e}"));
+    lapi.add_bouncer("gz-restart", KEY).unwrap();
+    lapi.add_decision(&NewDecision::ip("192.0.2.21")).unwrap();
+    lapi.add_decision(&NewDecision::ip("192.0.2.22")).unwrap();
+    let key_file = std::env::temp_dir().join(format!("gz-cs-key2-{}", std::process::id()));
+    std::fs::write(&key_file, KEY).unwrap();
+    let d = TestDaemon::start(&config(&lapi, &key_file, ""));
+    wait_maps(
+        &d,
+        &["192.0.2.21/32", "192.0.2.22/32"],
+        &[],
+        Duration::from_secs(10),
+    );
+    let (dir, pin_dir) = d.stop();
+    // Filtering goes on while the daemon is down (pinned maps).
+    let down = blocked(&pin_dir);
+    assert!(down.contains(&net("192.0.2.21/32")) && down.contains(&net("192.0.2.22/32")));
+    lapi.delete_decisions(&DeleteFilter::Ip("192.0.2.22".into()))
+        .unwrap();
+    lapi.add_decision(&NewDecision::ip("192.0.2.23")).unwrap();
+    // Default max_change (0.5): one added and one removed of 2 is 100%: the startup pull is
+    // refused, the set in force stays, and the refusal is visible.
+    let d = TestDaemon::start_with(dir, pin_dir, &config(&lapi, &key_file, ""));
+    assert!(
+        wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+            status(&d)["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("startup pull refused"))
+        }),
+        "{}",
+        status(&d)
+    );
+    assert!(status(&d)["refused"].as_u64().unwrap() >= 1);
+    let kept = blocked(&d.pin_dir);
+    assert!(kept.contains(&net("192.0.2.21/32")) && kept.contains(&net("192.0.2.22/32")));
+    assert!(!kept.contains(&net("192.0.2.23/32")));
+
+    // With a max_change that allows it: no gap (the journal restores 192.0.2.21 at once), and
+    // the startup pull converges.
+    let (dir, pin_dir) = d.stop();
+    let d = TestDaemon::start_with(dir, pin_dir, &config(&lapi, &key_file, "max_change = 1.0"));
+    assert!(blocked(&d.pin_dir).contains(&net("192.0.2.21/32")));
+    wait_maps(
+        &d,
+        &["192.0.2.21/32", "192.0.2.23/32"],
+        &["192.0.2.22/32"],
+        Duration::from_secs(10),
+    );
+    // One hold per entry and source: nothing duplicated by the second startup pull.
+    let view = state::api_view(&d.socket).unwrap();
+    let holds = &view[&("block".to_string(), net("192.0.2.21/32"))];
+    assert_eq!(holds.keys().collect::<Vec<_>>(), ["crowdsec:cscli"]);
+    let _ = std::fs::remove_file(&key_file);
+}

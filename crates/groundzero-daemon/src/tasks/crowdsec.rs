@@ -1,0 +1,441 @@
+//! groundzero as a CrowdSec bouncer: pulls ban decisions from a Local API and holds them in the
+//! registry (so through the guard), as `crowdsec:<origin>` with the scenario as reason and the
+//! decision's remaining time as expiry.
+//!
+//! The first pull, and the first after any failure, is a startup pull
+//! (`/v1/decisions/stream?startup=true`): the LAPI's whole live set replaces what crowdsec
+//! decisions held before (a restart of the daemon or an outage of the LAPI converges), unless
+//! it would change more than `max_change` of it (then it is refused and the set stays, like a
+//! feed). Later pulls are deltas. A failed pull changes nothing: the set stays in force, the
+//! error is kept in [`CrowdsecStatus`], and pulls back off (doubling up to a minute).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::Read as _,
+    time::Duration,
+};
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use groundzero::guard::Policy;
+
+use crate::{
+    config::ValidCrowdsec,
+    crowdsec_stream::{self, Book, Changes, Stream, StreamError, SOURCE_PREFIX},
+    registry::{now_unix, EntryStatus, Holder, RegistryError, Side},
+    Daemon, Shared,
+};
+
+/// Sent as `User-Agent` (the LAPI lists bouncers by it).
+pub const USER_AGENT: &str = concat!("crowdsec-groundzero-bouncer/", env!("CARGO_PKG_VERSION"));
+/// The longest wait between pulls after failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// The largest stream body read (100,000 decisions are about 20 MB).
+const MAX_BODY: u64 = 512 << 20;
+
+/// What the bouncer did last, for the API, `groundzero feeds`/`stats` and metrics.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct CrowdsecStatus {
+    pub lapi_url: String,
+    /// Live ban decisions applied (refused ones included: they are known, not enforced).
+    pub decisions: usize,
+    /// Entries the live decisions ask for (refused ones included), by source
+    /// (`crowdsec:<origin>`) and scope (`ip`, `range`).
+    pub entries: BTreeMap<String, BTreeMap<&'static str, usize>>,
+    /// Pulls that succeeded / failed since the daemon started.
+    pub pulls: u64,
+    pub pull_errors: u64,
+    /// Failures since the last success (0: healthy).
+    pub consecutive_errors: u32,
+    /// Unix seconds.
+    pub last_attempt: Option<u64>,
+    pub last_success: Option<u64>,
+    /// The last failure, while it lasts.
+    pub error: Option<String>,
+    /// Decisions the guard refused, plus startup pulls refused by `max_change`.
+    pub refused: u64,
+    /// Decisions skipped because a value or duration did not parse.
+    pub invalid: u64,
+}
+
+/// Why one pull failed (the set in force stays).
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error("reading crowdsec.api_key_file {path}: {source}")]
+    Key {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("crowdsec.api_key_file {path} is empty")]
+    EmptyKey { path: String },
+    #[error("GET {url}: {message}")]
+    Http { url: String, message: String },
+    #[error("GET {url}: HTTP {status}{hint}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        hint: &'static str,
+        body: String,
+    },
+    #[error("GET {url}: {source}")]
+    Stream {
+        url: String,
+        #[source]
+        source: StreamError,
+    },
+    #[error(
+        "startup pull refused, the current set stays in force: it would add and remove \
+         {:.0}% of the {held} entries crowdsec holds (max_change {:.0}%)",
+        .share * 100.0,
+        .max * 100.0
+    )]
+    TooLarge { share: f64, max: f64, held: usize },
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// Reads the bouncer key (trimmed).
+fn read_key(config: &ValidCrowdsec) -> Result<String, PullError> {
+    let path = config.api_key_file.display().to_string();
+    let key = std::fs::read_to_string(&config.api_key_file)
+        .map_err(|source| PullError::Key {
+            path: path.clone(),
+            source,
+        })?
+        .trim()
+        .to_string();
+    if key.is_empty() {
+        return Err(PullError::EmptyKey { path });
+    }
+    Ok(key)
+}
+
+/// One `GET /v1/decisions/stream`, decoded. Blocking: call from a blocking thread.
+pub fn fetch(config: &ValidCrowdsec, startup: bool) -> Result<Stream, PullError> {
+    let key = read_key(config)?;
+    let url = format!(
+        "{}/v1/decisions/stream{}",
+        config.lapi_url,
+        if startup { "?startup=true" } else { "" }
+    );
+    // A pull must end well before the next one is due; a slow LAPI is a failed pull.
+    let timeout = config
+        .pull_interval
+        .clamp(Duration::from_secs(2), Duration::from_secs(30));
+    let agent = ureq::AgentBuilder::new().timeout(timeout).build();
+    let response = match agent
+        .get(&url)
+        .set("User-Agent", USER_AGENT)
+        .set("X-Api-Key", &key)
+        .call()
+    {
+        Ok(r) => r,
+        Err(ureq::Error::Status(status, r)) => {
+            let mut body = String::new();
+            let _ = r.into_reader().take(512).read_to_string(&mut body);
+            return Err(PullError::Status {
+                url,
+                status,
+                hint: if status == 403 {
+                    " (the LAPI refused the bouncer key)"
+                } else {
+                    ""
+                },
+                body: groundzero::text::for_terminal(body.trim()).into_owned(),
+            });
+        }
+        Err(e) => {
+            return Err(PullError::Http {
+                url,
+                message: e.to_string(),
+            })
+        }
+    };
+    let mut body = Vec::new();
+    response
+        .into_reader()
+        .take(MAX_BODY)
+        .read_to_end(&mut body)
+        .map_err(|e| PullError::Http {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
+    crowdsec_stream::decode(&body).map_err(|source| PullError::Stream { url, source })
+}
+
+/// The wait after `failures` failures in a row.
+pub fn backoff(interval: Duration, failures: u32) -> Duration {
+    if failures == 0 {
+        return interval;
+    }
+    let doubled = interval.saturating_mul(1 << failures.min(16));
+    doubled.min(MAX_BACKOFF.max(interval))
+}
+
+/// Pulls until the daemon stops.
+pub async fn crowdsec_loop(shared: Shared, config: ValidCrowdsec) {
+    {
+        let mut d = shared.lock().unwrap_or_else(|p| p.into_inner());
+        d.crowdsec = Some(CrowdsecStatus {
+            lapi_url: config.lapi_url.clone(),
+            ..CrowdsecStatus::default()
+        });
+    }
+    // None: the next pull is a startup pull.
+    let mut book: Option<Book> = None;
+    loop {
+        let shared_ = shared.clone();
+        let config_ = config.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let startup = book.is_none();
+            let fetched = fetch(&config_, startup);
+            let mut d = shared_.lock().unwrap_or_else(|p| p.into_inner());
+            let d = &mut *d;
+            let (book, outcome) = match fetched {
+                Ok(stream) => apply(d, &config_, book, &stream),
+                Err(e) => (None, Err(e)),
+            };
+            let failures = record(d, &config_, book.as_ref(), &outcome);
+            (book, failures)
+        })
+        .await;
+        let failures;
+        (book, failures) = match joined {
+            Ok(result) => result,
+            Err(e) => {
+                log::error!("crowdsec: a pull panicked: {e}");
+                (None, 1)
+            }
+        };
+        tokio::time::sleep(backoff(config.pull_interval, failures)).await;
+    }
+}
+
+/// What one successful pull changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub startup: bool,
+    pub held: usize,
+    pub released: usize,
+    pub refused: usize,
+    pub invalid: usize,
+}
+
+/// The (entry, source) pairs crowdsec decisions hold in the registry now.
+fn held_now(d: &Daemon) -> Result<BTreeSet<(IpNet, String)>, RegistryError> {
+    Ok(d.registry
+        .entries(&d.shield, Some(Side::Block), Some("crowdsec"), usize::MAX)?
+        .into_iter()
+        .flat_map(|view| {
+            view.holders
+                .into_iter()
+                .filter(|h| h.source.starts_with(SOURCE_PREFIX))
+                .map(move |h| (view.entry, h.source))
+        })
+        .collect())
+}
+
+/// Applies one stream: a startup pull when `book` is `None`, a delta otherwise. Returns the
+/// book to keep (None after a failure: the next pull is a startup pull).
+pub fn apply(
+    d: &mut Daemon,
+    config: &ValidCrowdsec,
+    book: Option<Book>,
+    stream: &Stream,
+) -> (Option<Book>, Result<Applied, PullError>) {
+    let now = now_unix();
+    let plan = crowdsec_stream::plan(stream, &config.filter, now);
+    let startup = book.is_none();
+    let (book, changes) = match book {
+        Some(mut book) => {
+            let changes = book.delta(&plan);
+            (book, changes)
+        }
+        None => {
+            let held = match held_now(d) {
+                Ok(h) => h,
+                Err(e) => return (None, Err(e.into())),
+            };
+            let (book, changes) = Book::startup(&plan, &held);
+            // Judged on what would really change: entries the guard will refuse are not
+            // additions (they would otherwise refuse every startup pull after a restart).
+            let allowed: Vec<IpNet> =
+                match d
+                    .registry
+                    .entries(&d.shield, Some(Side::Allow), None, usize::MAX)
+                {
+                    Ok(views) => views.into_iter().map(|v| v.entry).collect(),
+                    Err(e) => return (None, Err(e.into())),
+                };
+            let policy = policy(config);
+            let accepted: BTreeSet<(IpNet, String)> = book
+                .keys()
+                .into_iter()
+                .filter(|(net, _)| d.registry.guard().check(net, &allowed, policy).is_ok())
+                .collect();
+            let share = crowdsec_stream::change_share(&held, &accepted);
+            if share > config.max_change {
+                return (
+                    None,
+                    Err(PullError::TooLarge {
+                        share,
+                        max: config.max_change,
+                        held: held.len(),
+                    }),
+                );
+            }
+            (book, changes)
+        }
+    };
+    for (value, why) in &plan.skipped.invalid {
+        log::warn!(
+            "crowdsec: skipped a decision on {}: {}",
+            groundzero::text::for_terminal(value),
+            groundzero::text::for_terminal(why)
+        );
+    }
+    match write(d, config, &changes, now) {
+        Ok(refused) => (
+            Some(book),
+            Ok(Applied {
+                startup,
+                held: changes.holds.len(),
+                released: changes.releases.len(),
+                refused,
+                invalid: plan.skipped.invalid.len(),
+            }),
+        ),
+        Err(e) => (None, Err(e.into())),
+    }
+}
+
+/// How the guard judges crowdsec decisions.
+fn policy(config: &ValidCrowdsec) -> Policy {
+    Policy {
+        force: false,
+        allow_wide: config.allow_wide,
+    }
+}
+
+/// Holds first, releases after: an entry moving between decisions is never out of the maps.
+/// Returns how many entries the guard refused.
+fn write(
+    d: &mut Daemon,
+    config: &ValidCrowdsec,
+    changes: &Changes,
+    now: u64,
+) -> Result<usize, RegistryError> {
+    let policy = policy(config);
+    let mut refused = 0;
+    for ((source, reason, expires), nets) in changes.hold_groups() {
+        let holder = Holder {
+            source,
+            reason: Some(reason),
+            created: now,
+            expires: Some(expires),
+        };
+        // One call per group: one journal write. Not all-or-nothing: one decision on a
+        // protected address must not keep the others out.
+        let outcomes = d
+            .registry
+            .add(&mut d.shield, Side::Block, &nets, &holder, policy, false)?;
+        for o in outcomes {
+            if let EntryStatus::Refused { why } = o.status {
+                refused += 1;
+                log::warn!(
+                    "crowdsec: refused {} ({}, {}): {why}",
+                    o.entry,
+                    holder.source,
+                    groundzero::text::for_terminal(holder.reason.as_deref().unwrap_or(""))
+                );
+            }
+        }
+    }
+    for (source, nets) in changes.release_groups() {
+        d.registry
+            .remove(&mut d.shield, Side::Block, &nets, Some(&source))?;
+    }
+    Ok(refused)
+}
+
+/// Updates the status after one attempt and logs; returns the failures in a row.
+fn record(
+    d: &mut Daemon,
+    config: &ValidCrowdsec,
+    book: Option<&Book>,
+    outcome: &Result<Applied, PullError>,
+) -> u32 {
+    let status = d.crowdsec.get_or_insert_with(|| CrowdsecStatus {
+        lapi_url: config.lapi_url.clone(),
+        ..CrowdsecStatus::default()
+    });
+    let now = now_unix();
+    status.last_attempt = Some(now);
+    match outcome {
+        Ok(applied) => {
+            status.pulls += 1;
+            status.last_success = Some(now);
+            status.error = None;
+            status.consecutive_errors = 0;
+            status.refused += applied.refused as u64;
+            status.invalid += applied.invalid as u64;
+            if let Some(book) = book {
+                status.decisions = book.len();
+                let mut entries: BTreeMap<String, BTreeMap<&'static str, usize>> = BTreeMap::new();
+                for (net, source) in book.keys() {
+                    let scope = if net.prefix_len() == net.max_prefix_len() {
+                        "ip"
+                    } else {
+                        "range"
+                    };
+                    *entries.entry(source).or_default().entry(scope).or_default() += 1;
+                }
+                status.entries = entries;
+            }
+            if applied.startup || applied.held + applied.released + applied.refused > 0 {
+                log::info!(
+                    "crowdsec: {} pull: {} held, {} released, {} refused ({} live decisions)",
+                    if applied.startup { "startup" } else { "delta" },
+                    applied.held,
+                    applied.released,
+                    applied.refused,
+                    status.decisions
+                );
+            }
+        }
+        Err(e) => {
+            status.pull_errors += 1;
+            status.consecutive_errors = status.consecutive_errors.saturating_add(1);
+            if matches!(e, PullError::TooLarge { .. }) {
+                status.refused += 1;
+            }
+            let text = groundzero::text::for_terminal(&e.to_string()).into_owned();
+            log::warn!("crowdsec: pull failed, the current set stays in force: {text}");
+            status.error = Some(text);
+        }
+    }
+    status.consecutive_errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn back_off_doubles_up_to_a_minute() {
+        let s = Duration::from_secs;
+        assert_eq!(backoff(s(10), 0), s(10));
+        assert_eq!(backoff(s(10), 1), s(20));
+        assert_eq!(backoff(s(10), 2), s(40));
+        assert_eq!(backoff(s(10), 3), s(60));
+        assert_eq!(backoff(s(10), 300), s(60));
+        assert_eq!(backoff(s(1), 2), s(4));
+        assert_eq!(
+            backoff(s(120), 5),
+            s(120),
+            "never shorter than the interval"
+        );
+    }
+}
