@@ -246,3 +246,179 @@ fn a_restarted_daemon_keeps_enforcing_and_converges() {
     assert_eq!(holds.keys().collect::<Vec<_>>(), ["crowdsec:cscli"]);
     let _ = std::fs::remove_file(&key_file);
 }
+
+/// What the fake LAPI answers.
+#[derive(Clone)]
+enum Answer {
+    Json(String),
+    Garbage,
+    Truncated(String),
+    Status(u16),
+    Slow(Duration),
+}
+
+/// A tiny HTTP server standing in for a LAPI that misbehaves: answers each request with the
+/// current [`Answer`] and records each request's head.
+struct FakeLapi {
+    addr: std::net::SocketAddr,
+    answer: std::sync::Arc<std::sync::Mutex<Answer>>,
+    heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl FakeLapi {
+    fn start(first: Answer) -> Self {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answer = std::sync::Arc::new(std::sync::Mutex::new(first));
+        let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (a, h) = (answer.clone(), heads.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                h.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&head).into_owned());
+                let answer = a.lock().unwrap().clone();
+                let reply = |status: u16, body: &str| {
+                    format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                };
+                let text = match answer {
+                    Answer::Json(body) => reply(200, &body),
+                    Answer::Garbage => reply(200, "<html>502 Bad Gateway</html>"),
+                    Answer::Truncated(body) => {
+                        // Announces the whole body, sends half, closes.
+                        let full = reply(200, &body);
+                        full[..full.len() - body.len() / 2].to_string()
+                    }
+                    Answer::Status(code) => reply(code, "{\"message\":\"nope\"}"),
+                    Answer::Slow(wait) => {
+                        std::thread::sleep(wait);
+                        reply(200, "{\"new\":null,\"deleted\":null}")
+                    }
+                };
+                let _ = stream.write_all(text.as_bytes());
+            }
+        });
+        FakeLapi {
+            addr,
+            answer,
+            heads,
+        }
+    }
+
+    fn set(&self, answer: Answer) {
+        *self.answer.lock().unwrap() = answer;
+    }
+
+    fn requests(&self) -> usize {
+        self.heads.lock().unwrap().len()
+    }
+}
+
+fn stream_of(decisions: &[(u64, &str)]) -> String {
+    let new: Vec<Value> = decisions
+        .iter()
+        .map(|(id, ip)| {
+            serde_json::json!({"duration": "59m59.5s", "id": id, "origin": "crowdsec",
+                "scenario": "crowdsecurity/http-probing", "scope": "Ip", "type": "ban", "value": ip})
+        })
+        .collect();
+    serde_json::json!({"deleted": null, "new": new}).to_string()
+}
+
+#[test]
+fn garbage_truncated_failing_and_slow_answers_keep_the_set() {
+    common::require_root();
+    let fake = FakeLapi::start(Answer::Json(stream_of(&[
+        (1, "192.0.2.31"),
+        (2, "192.0.2.32"),
+    ])));
+    let key_file = std::env::temp_dir().join(format!("gz-cs-key3-{}", std::process::id()));
+    std::fs::write(&key_file, KEY).unwrap();
+    let d = TestDaemon::start(&format!(
+        "[crowdsec]\nlapi_url = \"http://{}\"\napi_key_file = {:?}\npull_interval = \"1s\"\n\
+         max_change = 10.0\n",
+        fake.addr, key_file
+    ));
+    wait_maps(
+        &d,
+        &["192.0.2.31/32", "192.0.2.32/32"],
+        &[],
+        Duration::from_secs(10),
+    );
+    {
+        let heads = fake.heads.lock().unwrap();
+        let first = heads[0].to_ascii_lowercase();
+        assert!(
+            first.starts_with("get /v1/decisions/stream?startup=true "),
+            "{first}"
+        );
+        assert!(first.contains(&format!("x-api-key: {}", KEY.to_ascii_lowercase())));
+        assert!(
+            first.contains("user-agent: crowdsec-groundzero-bouncer/"),
+            "{first}"
+        );
+        assert!(
+            heads[1..]
+                .iter()
+                .all(|h| h.starts_with("GET /v1/decisions/stream ")),
+            "deltas after the startup pull: {heads:?}"
+        );
+    }
+    let kept = blocked(&d.pin_dir);
+    for (answer, expect) in [
+        (Answer::Garbage, "not valid JSON"),
+        (
+            Answer::Truncated(stream_of(&[(3, "192.0.2.33")])),
+            "/v1/decisions/stream",
+        ),
+        (Answer::Status(500), "HTTP 500"),
+        (Answer::Status(403), "refused the bouncer key"),
+        (Answer::Slow(Duration::from_secs(4)), "/v1/decisions/stream"),
+    ] {
+        fake.set(answer);
+        let errors = status(&d)["pull_errors"].as_u64().unwrap();
+        assert!(
+            wait_for(Duration::from_secs(20), Duration::from_millis(100), || {
+                let s = status(&d);
+                s["pull_errors"].as_u64().unwrap() > errors
+                    && s["error"].as_str().is_some_and(|e| e.contains(expect))
+            }),
+            "expected an error with {expect:?}: {}",
+            status(&d)
+        );
+        assert_eq!(blocked(&d.pin_dir), kept, "a bad answer changed the maps");
+    }
+    // Good again: a startup pull converges to the new set.
+    let before = fake.requests();
+    fake.set(Answer::Json(stream_of(&[
+        (2, "192.0.2.32"),
+        (4, "192.0.2.34"),
+    ])));
+    wait_maps(
+        &d,
+        &["192.0.2.32/32", "192.0.2.34/32"],
+        &["192.0.2.31/32", "192.0.2.33/32"],
+        Duration::from_secs(70),
+    );
+    let heads = fake.heads.lock().unwrap();
+    assert!(
+        heads[before..]
+            .iter()
+            .any(|h| h.starts_with("GET /v1/decisions/stream?startup=true ")),
+        "after failures the next pull is a startup pull: {heads:?}"
+    );
+    drop(heads);
+    assert!(status(&d)["error"].is_null());
+    let _ = std::fs::remove_file(&key_file);
+}

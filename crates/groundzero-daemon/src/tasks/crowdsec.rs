@@ -7,7 +7,7 @@
 //! decisions held before (a restart of the daemon or an outage of the LAPI converges), unless
 //! it would change more than `max_change` of it (then it is refused and the set stays, like a
 //! feed). Later pulls are deltas. A failed pull changes nothing: the set stays in force, the
-//! error is kept in [`CrowdsecStatus`], and pulls back off (doubling up to a minute).
+//! error is kept in [`CrowdsecStatus`], and pulls back off ([`backoff`]).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -29,7 +29,7 @@ use crate::{
 
 /// Sent as `User-Agent` (the LAPI lists bouncers by it).
 pub const USER_AGENT: &str = concat!("crowdsec-groundzero-bouncer/", env!("CARGO_PKG_VERSION"));
-/// The longest wait between pulls after failures.
+/// The longest wait between pulls after failures (and at most 8 pull intervals).
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// The largest stream body read (100,000 decisions are about 20 MB).
 const MAX_BODY: u64 = 512 << 20;
@@ -165,13 +165,13 @@ pub fn fetch(config: &ValidCrowdsec, startup: bool) -> Result<Stream, PullError>
     crowdsec_stream::decode(&body).map_err(|source| PullError::Stream { url, source })
 }
 
-/// The wait after `failures` failures in a row.
+/// The wait after `failures` failures in a row: doubling from the interval, up to a minute
+/// or 8 intervals, whichever is shorter, and never shorter than the interval.
 pub fn backoff(interval: Duration, failures: u32) -> Duration {
-    if failures == 0 {
-        return interval;
-    }
     let doubled = interval.saturating_mul(1 << failures.min(16));
-    doubled.min(MAX_BACKOFF.max(interval))
+    doubled
+        .min(MAX_BACKOFF.min(interval.saturating_mul(8)))
+        .max(interval)
 }
 
 /// Pulls until the daemon stops.
@@ -432,6 +432,7 @@ mod tests {
         assert_eq!(backoff(s(10), 3), s(60));
         assert_eq!(backoff(s(10), 300), s(60));
         assert_eq!(backoff(s(1), 2), s(4));
+        assert_eq!(backoff(s(1), 9), s(8), "at most 8 intervals");
         assert_eq!(
             backoff(s(120), 5),
             s(120),
