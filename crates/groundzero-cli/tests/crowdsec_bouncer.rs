@@ -69,7 +69,7 @@ fn decisions_are_enforced_through_the_guard_and_survive_lapi_faults() {
     let mut lapi = Lapi::start().unwrap_or_else(|e| panic!("starting the real LAPI: {e}"));
     lapi.add_bouncer("gz-node", KEY).unwrap();
     for d in [
-        NewDecision::ip("192.0.2.1").reason("crowdsecurity/ssh-bf"),
+        NewDecision::ip("198.19.200.1").reason("crowdsecurity/ssh-bf"),
         // Not normalised by the LAPI: groundzero normalises.
         NewDecision::range("198.51.100.7/24").reason("range-reason"),
         NewDecision::ip("2001:0DB8:0000::0001"),
@@ -78,7 +78,7 @@ fn decisions_are_enforced_through_the_guard_and_survive_lapi_faults() {
         // Wider than /8: refused by the wide-prefix rule.
         NewDecision::range("16.0.0.0/4"),
         // Not a ban.
-        NewDecision::ip("192.0.2.2").kind("captcha"),
+        NewDecision::ip("198.19.200.2").kind("captcha"),
     ] {
         lapi.add_decision(&d).unwrap();
     }
@@ -90,13 +90,13 @@ fn decisions_are_enforced_through_the_guard_and_survive_lapi_faults() {
     // The startup pull lands in the kernel maps.
     wait_maps(
         &d,
-        &["192.0.2.1/32", "198.51.100.0/24", "2001:db8::1/128"],
-        &["203.0.113.99/32", "16.0.0.0/4", "192.0.2.2/32"],
+        &["198.19.200.1/32", "198.51.100.0/24", "2001:db8::1/128"],
+        &["203.0.113.99/32", "16.0.0.0/4", "198.19.200.2/32"],
         Duration::from_secs(10),
     );
     // Source, reason and expiry as the registry records them.
     let view = state::api_view(&d.socket).unwrap();
-    let hold = &view[&("block".to_string(), net("192.0.2.1/32"))]["crowdsec:cscli"];
+    let hold = &view[&("block".to_string(), net("198.19.200.1/32"))]["crowdsec:cscli"];
     assert_eq!(hold.reason.as_deref(), Some("crowdsecurity/ssh-bf"));
     let expires = hold.expires.expect("a crowdsec hold expires");
     let in_an_hour = state::now_unix() + 3600;
@@ -115,15 +115,15 @@ fn decisions_are_enforced_through_the_guard_and_survive_lapi_faults() {
     assert_eq!(guard["refusals"]["crowdsec"], 2, "{guard}");
 
     // A new decision arrives within a pull interval (plus the time cscli takes).
-    lapi.add_decision(&NewDecision::ip("192.0.2.3")).unwrap();
-    wait_maps(&d, &["192.0.2.3/32"], &[], INTERVAL * 4);
+    lapi.add_decision(&NewDecision::ip("198.19.200.3")).unwrap();
+    wait_maps(&d, &["198.19.200.3/32"], &[], INTERVAL * 4);
     // A deleted one leaves.
     assert_eq!(
-        lapi.delete_decisions(&DeleteFilter::Ip("192.0.2.1".into()))
+        lapi.delete_decisions(&DeleteFilter::Ip("198.19.200.1".into()))
             .unwrap(),
         1
     );
-    wait_maps(&d, &[], &["192.0.2.1/32"], INTERVAL * 4);
+    wait_maps(&d, &[], &["198.19.200.1/32"], INTERVAL * 4);
     // A guard refusal in a delta is counted too.
     lapi.add_decision(&NewDecision::ip("203.0.113.100"))
         .unwrap();
@@ -158,13 +158,13 @@ fn decisions_are_enforced_through_the_guard_and_survive_lapi_faults() {
 
     // LAPI back, with changes made meanwhile: the set converges (startup pull).
     lapi.restart().unwrap();
-    lapi.add_decision(&NewDecision::ip("192.0.2.4")).unwrap();
+    lapi.add_decision(&NewDecision::ip("198.19.200.4")).unwrap();
     lapi.delete_decisions(&DeleteFilter::Range("198.51.100.7/24".into()))
         .unwrap();
     wait_maps(
         &d,
-        &["192.0.2.3/32", "192.0.2.4/32", "2001:db8::1/128"],
-        &["198.51.100.0/24", "192.0.2.1/32"],
+        &["198.19.200.3/32", "198.19.200.4/32", "2001:db8::1/128"],
+        &["198.51.100.0/24", "198.19.200.1/32"],
         Duration::from_secs(30),
     );
     assert!(wait_for(
@@ -194,24 +194,27 @@ fn a_restarted_daemon_keeps_enforcing_and_converges() {
     common::require_root();
     let lapi = Lapi::start().unwrap_or_else(|e| panic!("starting the real LAPI: {e}"));
     lapi.add_bouncer("gz-restart", KEY).unwrap();
-    lapi.add_decision(&NewDecision::ip("192.0.2.21")).unwrap();
-    lapi.add_decision(&NewDecision::ip("192.0.2.22")).unwrap();
+    lapi.add_decision(&NewDecision::ip("198.19.200.21"))
+        .unwrap();
+    lapi.add_decision(&NewDecision::ip("198.19.200.22"))
+        .unwrap();
     let key_file = std::env::temp_dir().join(format!("gz-cs-key2-{}", std::process::id()));
     std::fs::write(&key_file, KEY).unwrap();
     let d = TestDaemon::start(&config(&lapi, &key_file, ""));
     wait_maps(
         &d,
-        &["192.0.2.21/32", "192.0.2.22/32"],
+        &["198.19.200.21/32", "198.19.200.22/32"],
         &[],
         Duration::from_secs(10),
     );
     let (dir, pin_dir) = d.stop();
     // Filtering goes on while the daemon is down (pinned maps).
     let down = blocked(&pin_dir);
-    assert!(down.contains(&net("192.0.2.21/32")) && down.contains(&net("192.0.2.22/32")));
-    lapi.delete_decisions(&DeleteFilter::Ip("192.0.2.22".into()))
+    assert!(down.contains(&net("198.19.200.21/32")) && down.contains(&net("198.19.200.22/32")));
+    lapi.delete_decisions(&DeleteFilter::Ip("198.19.200.22".into()))
         .unwrap();
-    lapi.add_decision(&NewDecision::ip("192.0.2.23")).unwrap();
+    lapi.add_decision(&NewDecision::ip("198.19.200.23"))
+        .unwrap();
     // Default max_change (0.5): one added and one removed of 2 is 100%: the startup pull is
     // refused, the set in force stays, and the refusal is visible.
     let d = TestDaemon::start_with(dir, pin_dir, &config(&lapi, &key_file, ""));
@@ -226,23 +229,23 @@ fn a_restarted_daemon_keeps_enforcing_and_converges() {
     );
     assert!(status(&d)["refused"].as_u64().unwrap() >= 1);
     let kept = blocked(&d.pin_dir);
-    assert!(kept.contains(&net("192.0.2.21/32")) && kept.contains(&net("192.0.2.22/32")));
-    assert!(!kept.contains(&net("192.0.2.23/32")));
+    assert!(kept.contains(&net("198.19.200.21/32")) && kept.contains(&net("198.19.200.22/32")));
+    assert!(!kept.contains(&net("198.19.200.23/32")));
 
-    // With a max_change that allows it: no gap (the journal restores 192.0.2.21 at once), and
+    // With a max_change that allows it: no gap (the journal restores 198.19.200.21 at once), and
     // the startup pull converges.
     let (dir, pin_dir) = d.stop();
     let d = TestDaemon::start_with(dir, pin_dir, &config(&lapi, &key_file, "max_change = 1.0"));
-    assert!(blocked(&d.pin_dir).contains(&net("192.0.2.21/32")));
+    assert!(blocked(&d.pin_dir).contains(&net("198.19.200.21/32")));
     wait_maps(
         &d,
-        &["192.0.2.21/32", "192.0.2.23/32"],
-        &["192.0.2.22/32"],
+        &["198.19.200.21/32", "198.19.200.23/32"],
+        &["198.19.200.22/32"],
         Duration::from_secs(10),
     );
     // One hold per entry and source: nothing duplicated by the second startup pull.
     let view = state::api_view(&d.socket).unwrap();
-    let holds = &view[&("block".to_string(), net("192.0.2.21/32"))];
+    let holds = &view[&("block".to_string(), net("198.19.200.21/32"))];
     assert_eq!(holds.keys().collect::<Vec<_>>(), ["crowdsec:cscli"]);
     let _ = std::fs::remove_file(&key_file);
 }
@@ -340,19 +343,19 @@ fn stream_of(decisions: &[(u64, &str)]) -> String {
 fn garbage_truncated_failing_and_slow_answers_keep_the_set() {
     common::require_root();
     let fake = FakeLapi::start(Answer::Json(stream_of(&[
-        (1, "192.0.2.31"),
-        (2, "192.0.2.32"),
+        (1, "198.19.200.31"),
+        (2, "198.19.200.32"),
     ])));
     let key_file = std::env::temp_dir().join(format!("gz-cs-key3-{}", std::process::id()));
     std::fs::write(&key_file, KEY).unwrap();
     let d = TestDaemon::start(&format!(
         "[crowdsec]\nlapi_url = \"http://{}\"\napi_key_file = {:?}\npull_interval = \"1s\"\n\
-         max_change = 10.0\n",
+         timeout = \"2s\"\nmax_change = 10.0\n",
         fake.addr, key_file
     ));
     wait_maps(
         &d,
-        &["192.0.2.31/32", "192.0.2.32/32"],
+        &["198.19.200.31/32", "198.19.200.32/32"],
         &[],
         Duration::from_secs(10),
     );
@@ -379,7 +382,7 @@ fn garbage_truncated_failing_and_slow_answers_keep_the_set() {
     for (answer, expect) in [
         (Answer::Garbage, "not valid JSON"),
         (
-            Answer::Truncated(stream_of(&[(3, "192.0.2.33")])),
+            Answer::Truncated(stream_of(&[(3, "198.19.200.33")])),
             "/v1/decisions/stream",
         ),
         (Answer::Status(500), "HTTP 500"),
@@ -402,13 +405,13 @@ fn garbage_truncated_failing_and_slow_answers_keep_the_set() {
     // Good again: a startup pull converges to the new set.
     let before = fake.requests();
     fake.set(Answer::Json(stream_of(&[
-        (2, "192.0.2.32"),
-        (4, "192.0.2.34"),
+        (2, "198.19.200.32"),
+        (4, "198.19.200.34"),
     ])));
     wait_maps(
         &d,
-        &["192.0.2.32/32", "192.0.2.34/32"],
-        &["192.0.2.31/32", "192.0.2.33/32"],
+        &["198.19.200.32/32", "198.19.200.34/32"],
+        &["198.19.200.31/32", "198.19.200.33/32"],
         Duration::from_secs(70),
     );
     let heads = fake.heads.lock().unwrap();
@@ -420,5 +423,88 @@ fn garbage_truncated_failing_and_slow_answers_keep_the_set() {
     );
     drop(heads);
     assert!(status(&d)["error"].is_null());
+    let _ = std::fs::remove_file(&key_file);
+}
+
+/// `n` distinct addresses of 100.64.0.0/10 from `first` on.
+fn cgnat(first: u32, n: u32) -> Vec<NewDecision> {
+    (first..first + n)
+        .map(|i| {
+            let a = 0x6440_0000u32 + i;
+            NewDecision::ip(std::net::Ipv4Addr::from(a).to_string()).reason("scale")
+        })
+        .collect()
+}
+
+fn blocked_in_cgnat(pin_dir: &Path) -> usize {
+    let cgnat = net("100.64.0.0/10");
+    blocked(pin_dir)
+        .iter()
+        .filter(|n| cgnat.contains(*n))
+        .count()
+}
+
+#[test]
+fn a_startup_pull_of_100k_decisions_then_a_10k_delta() {
+    common::require_root();
+    let lapi = Lapi::start().unwrap_or_else(|e| panic!("starting the real LAPI: {e}"));
+    lapi.add_bouncer("gz-scale", KEY).unwrap();
+    lapi.import_decisions(&cgnat(0, 100_000)).unwrap();
+    let key_file = std::env::temp_dir().join(format!("gz-cs-key4-{}", std::process::id()));
+    std::fs::write(&key_file, KEY).unwrap();
+    // A LAPI can leave decisions created during a pull out of every delta (seen here: 50 of a
+    // 10,000 import): the resync pulls the whole set again.
+    let d = TestDaemon::start(&config(&lapi, &key_file, "resync_interval = \"20s\""));
+    let decisions = |d: &TestDaemon| status(d)["decisions"].as_u64().unwrap_or(0);
+    assert!(
+        wait_for(Duration::from_secs(120), Duration::from_millis(200), || {
+            decisions(&d) == 100_000
+        }),
+        "{}",
+        status(&d)
+    );
+    assert_eq!(blocked_in_cgnat(&d.pin_dir), 100_000, "in the kernel maps");
+    let s = status(&d);
+    eprintln!(
+        "startup pull of 100,000: fetched in {}s, applied in {}s",
+        s["startup_fetch_seconds"], s["startup_apply_seconds"]
+    );
+
+    lapi.import_decisions(&cgnat(100_000, 10_000)).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(60), Duration::from_millis(100), || {
+            decisions(&d) == 110_000
+        }),
+        "{}",
+        status(&d)
+    );
+    assert_eq!(blocked_in_cgnat(&d.pin_dir), 110_000, "in the kernel maps");
+    let s = status(&d);
+    eprintln!(
+        "delta of 10,000 (or less: a resync may take some): fetched in {}s, applied in {}s; \
+         last startup pull (a resync of up to 110,000): fetched in {}s, applied in {}s",
+        s["delta_fetch_seconds"],
+        s["delta_apply_seconds"],
+        s["startup_fetch_seconds"],
+        s["startup_apply_seconds"]
+    );
+
+    // A resync of an unchanged set writes nothing (110,000 journal records otherwise).
+    let state_dir = d.dir.join("state");
+    let journal = state::journal_bytes(&state_dir);
+    let synced = status(&d)["last_startup_pull"].as_u64().unwrap();
+    assert!(
+        wait_for(Duration::from_secs(60), Duration::from_millis(200), || {
+            status(&d)["last_startup_pull"].as_u64().unwrap() > synced
+        }),
+        "no resync: {}",
+        status(&d)
+    );
+    assert_eq!(decisions(&d), 110_000);
+    assert!(
+        state::journal_bytes(&state_dir) <= journal + 4096,
+        "a resync of an unchanged set wrote {} bytes",
+        state::journal_bytes(&state_dir) - journal
+    );
     let _ = std::fs::remove_file(&key_file);
 }

@@ -278,6 +278,13 @@ pub struct CrowdsecConfig {
     /// Time between pulls. Default `10s`.
     #[serde(default = "default_pull_interval")]
     pub pull_interval: Spanned<String>,
+    /// Longest one pull may take before it counts as failed. Default `60s`.
+    #[serde(default = "default_pull_timeout")]
+    pub timeout: Spanned<String>,
+    /// Pull the whole set again (a startup pull) this often: a LAPI can leave a decision
+    /// created during a pull out of every delta. Default `10m`.
+    #[serde(default = "default_resync_interval")]
+    pub resync_interval: Spanned<String>,
     /// Apply only decisions of these origins (`crowdsec`, `cscli`, `CAPI`, `lists`, ...).
     /// Default: all.
     #[serde(default)]
@@ -301,6 +308,14 @@ fn default_pull_interval() -> Spanned<String> {
     Spanned::new(0..0, "10s".to_string())
 }
 
+fn default_pull_timeout() -> Spanned<String> {
+    Spanned::new(0..0, "60s".to_string())
+}
+
+fn default_resync_interval() -> Spanned<String> {
+    Spanned::new(0..0, "10m".to_string())
+}
+
 fn default_scopes() -> Vec<crate::crowdsec_stream::Scope> {
     vec![
         crate::crowdsec_stream::Scope::Ip,
@@ -315,6 +330,8 @@ pub struct ValidCrowdsec {
     pub lapi_url: String,
     pub api_key_file: PathBuf,
     pub pull_interval: Duration,
+    pub timeout: Duration,
+    pub resync_interval: Duration,
     pub filter: crate::crowdsec_stream::Filter,
     pub allow_wide: bool,
     pub max_change: f64,
@@ -658,6 +675,12 @@ impl Validated {
                         "crowdsec.pull_interval",
                         Duration::from_millis(100),
                     )?,
+                    timeout: duration(&cs.timeout, "crowdsec.timeout", Duration::from_millis(100))?,
+                    resync_interval: duration(
+                        &cs.resync_interval,
+                        "crowdsec.resync_interval",
+                        Duration::from_secs(1),
+                    )?,
                     filter: crate::crowdsec_stream::Filter {
                         origins: cs.origins.clone(),
                         scenarios: cs.scenarios.clone(),
@@ -756,6 +779,8 @@ mod tests {
         let cs = c.crowdsec.clone().unwrap();
         assert_eq!(cs.lapi_url, "http://127.0.0.1:8080");
         assert_eq!(cs.pull_interval, Duration::from_secs(10));
+        assert_eq!(cs.timeout, Duration::from_secs(60));
+        assert_eq!(cs.resync_interval, Duration::from_secs(600));
         assert_eq!(cs.max_change, 0.5);
         assert!(!cs.allow_wide);
         assert_eq!(

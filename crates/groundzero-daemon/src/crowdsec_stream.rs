@@ -301,6 +301,10 @@ impl Changes {
     }
 }
 
+/// Seconds two pulls' expiries of one decision may differ by and count as the same (remaining
+/// times are rounded up to whole seconds at each pull).
+pub const EXPIRY_SLACK: u64 = 2;
+
 /// The live decisions applied so far, by id and by (entry, source).
 #[derive(Clone, Debug, Default)]
 pub struct Book {
@@ -326,15 +330,30 @@ impl Book {
 
     /// A startup pull: the stream's live set replaces everything. `held` is what the registry
     /// holds for crowdsec sources now (from before a restart or an outage); whatever of it is
-    /// not in the new set is released.
-    pub fn startup(plan: &Plan, held: &BTreeSet<(IpNet, String)>) -> (Self, Changes) {
+    /// not in the new set is released. With the `previous` book (a resync), holds that are
+    /// held already with the same reason and an expiry within [`EXPIRY_SLACK`] are not
+    /// written again (a resync of 100,000 unchanged decisions writes nothing).
+    pub fn startup(
+        plan: &Plan,
+        held: &BTreeSet<(IpNet, String)>,
+        previous: Option<&Book>,
+    ) -> (Self, Changes) {
         let mut book = Book::default();
         for ban in &plan.bans {
             book.insert(ban.clone());
         }
         let keys = book.keys();
+        let unchanged = |key: &(IpNet, String), hold: &Hold| {
+            held.contains(key)
+                && previous.and_then(|p| p.hold(key)).is_some_and(|old| {
+                    old.reason == hold.reason && old.expires.abs_diff(hold.expires) <= EXPIRY_SLACK
+                })
+        };
         let changes = Changes {
-            holds: keys.iter().filter_map(|k| book.hold(k)).collect(),
+            holds: keys
+                .iter()
+                .filter_map(|k| book.hold(k).filter(|h| !unchanged(k, h)))
+                .collect(),
             releases: held.difference(&keys).cloned().collect(),
         };
         (book, changes)
@@ -586,7 +605,7 @@ mod tests {
             ..Plan::default()
         };
         let held: BTreeSet<_> = [key("192.0.2.1/32"), key("203.0.113.9/32")].into();
-        let (book, changes) = Book::startup(&plan, &held);
+        let (book, changes) = Book::startup(&plan, &held, None);
         assert_eq!(book.len(), 2);
         assert_eq!(changes.holds.len(), 2);
         assert_eq!(changes.releases, [key("203.0.113.9/32")]);
@@ -596,6 +615,33 @@ mod tests {
             "one added, one removed, of 2"
         );
         assert_eq!(change_share(&BTreeSet::new(), &book.keys()), 0.0);
+
+        // A resync with the same set, a second later: nothing to write but what changed.
+        let held = book.keys();
+        let again = Plan {
+            bans: vec![
+                ban(1, "192.0.2.1/32", 101),
+                ban(2, "198.51.100.0/24", 50),
+                ban(3, "203.0.113.3/32", 70),
+            ],
+            ..Plan::default()
+        };
+        let (resynced, changes) = Book::startup(&again, &held, Some(&book));
+        assert_eq!(resynced.len(), 3);
+        assert_eq!(changes.releases, []);
+        let written: Vec<IpNet> = changes.holds.iter().map(|h| h.net).collect();
+        assert_eq!(written, [net("203.0.113.3/32")]);
+        // An extended decision is written again.
+        let longer = Plan {
+            bans: vec![ban(1, "192.0.2.1/32", 900), ban(2, "198.51.100.0/24", 50)],
+            ..Plan::default()
+        };
+        let (_, changes) = Book::startup(&longer, &held, Some(&book));
+        assert_eq!(changes.holds.len(), 1);
+        assert_eq!(changes.holds[0].expires, 900);
+        // Without the previous book (a daemon restart) every hold is written.
+        let (_, changes) = Book::startup(&longer, &held, None);
+        assert_eq!(changes.holds.len(), 2);
     }
 
     #[test]
@@ -610,6 +656,7 @@ mod tests {
                 ..Plan::default()
             },
             &BTreeSet::new(),
+            None,
         );
         assert_eq!(book.keys().len(), 2);
         // Two decisions hold 192.0.2.1: the later-ending one decides the hold.
@@ -619,6 +666,7 @@ mod tests {
                 ..Plan::default()
             },
             &BTreeSet::new(),
+            None,
         );
         assert_eq!(startup.holds[0].expires, 300);
         assert_eq!(startup.holds[0].reason, "r2");

@@ -6,7 +6,7 @@
 //! (`/v1/decisions/stream?startup=true`): the LAPI's whole live set replaces what crowdsec
 //! decisions held before (a restart of the daemon or an outage of the LAPI converges), unless
 //! it would change more than `max_change` of it (then it is refused and the set stays, like a
-//! feed). Later pulls are deltas. A failed pull changes nothing: the set stays in force, the
+//! feed). Later pulls are deltas, and every `resync_interval` a startup pull again. A failed pull changes nothing: the set stays in force, the
 //! error is kept in [`CrowdsecStatus`], and pulls back off ([`backoff`]).
 
 use std::{
@@ -51,12 +51,21 @@ pub struct CrowdsecStatus {
     /// Unix seconds.
     pub last_attempt: Option<u64>,
     pub last_success: Option<u64>,
+    /// The last successful startup pull (at start, after failures, each resync).
+    pub last_startup_pull: Option<u64>,
     /// The last failure, while it lasts.
     pub error: Option<String>,
     /// Decisions the guard refused, plus startup pulls refused by `max_change`.
     pub refused: u64,
     /// Decisions skipped because a value or duration did not parse.
     pub invalid: u64,
+    /// The last successful startup pull: seconds to fetch and decode the stream, and seconds
+    /// to apply it (registry, journal, kernel maps).
+    pub startup_fetch_seconds: Option<f64>,
+    pub startup_apply_seconds: Option<f64>,
+    /// The same for the last delta that changed something.
+    pub delta_fetch_seconds: Option<f64>,
+    pub delta_apply_seconds: Option<f64>,
 }
 
 /// Why one pull failed (the set in force stays).
@@ -120,11 +129,9 @@ pub fn fetch(config: &ValidCrowdsec, startup: bool) -> Result<Stream, PullError>
         config.lapi_url,
         if startup { "?startup=true" } else { "" }
     );
-    // A pull must end well before the next one is due; a slow LAPI is a failed pull.
-    let timeout = config
-        .pull_interval
-        .clamp(Duration::from_secs(2), Duration::from_secs(30));
-    let agent = ureq::AgentBuilder::new().timeout(timeout).build();
+    // A slow LAPI is a failed pull (a startup pull of 100,000 decisions takes a 1.4.6 LAPI
+    // about 4 s to serve here).
+    let agent = ureq::AgentBuilder::new().timeout(config.timeout).build();
     let response = match agent
         .get(&url)
         .set("User-Agent", USER_AGENT)
@@ -147,10 +154,13 @@ pub fn fetch(config: &ValidCrowdsec, startup: bool) -> Result<Stream, PullError>
             });
         }
         Err(e) => {
-            return Err(PullError::Http {
-                url,
-                message: e.to_string(),
-            })
+            // ureq's message starts with the URL: said once.
+            let message = e.to_string();
+            let message = message
+                .strip_prefix(&format!("{url}: "))
+                .unwrap_or(&message)
+                .to_string();
+            return Err(PullError::Http { url, message });
         }
     };
     let mut body = Vec::new();
@@ -185,18 +195,28 @@ pub async fn crowdsec_loop(shared: Shared, config: ValidCrowdsec) {
     }
     // None: the next pull is a startup pull.
     let mut book: Option<Book> = None;
+    // When the last startup pull succeeded. A real LAPI can leave a decision out of every
+    // delta (one created while a pull ran: seen here with a bulk import), so the whole set is
+    // pulled again every `resync_interval`.
+    let mut synced_at: Option<std::time::Instant> = None;
     loop {
+        let startup =
+            book.is_none() || synced_at.is_some_and(|t| t.elapsed() >= config.resync_interval);
         let shared_ = shared.clone();
         let config_ = config.clone();
         let joined = tokio::task::spawn_blocking(move || {
-            let startup = book.is_none();
+            let started = std::time::Instant::now();
             let fetched = fetch(&config_, startup);
+            let fetch_seconds = started.elapsed().as_secs_f64();
             let mut d = shared_.lock().unwrap_or_else(|p| p.into_inner());
             let d = &mut *d;
-            let (book, outcome) = match fetched {
-                Ok(stream) => apply(d, &config_, book, &stream),
+            let (book, mut outcome) = match fetched {
+                Ok(stream) => apply(d, &config_, book, startup, &stream),
                 Err(e) => (None, Err(e)),
             };
+            if let Ok(applied) = &mut outcome {
+                applied.fetch_seconds = fetch_seconds;
+            }
             let failures = record(d, &config_, book.as_ref(), &outcome);
             (book, failures)
         })
@@ -209,18 +229,23 @@ pub async fn crowdsec_loop(shared: Shared, config: ValidCrowdsec) {
                 (None, 1)
             }
         };
+        if startup && book.is_some() {
+            synced_at = Some(std::time::Instant::now());
+        }
         tokio::time::sleep(backoff(config.pull_interval, failures)).await;
     }
 }
 
 /// What one successful pull changed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Applied {
     pub startup: bool,
     pub held: usize,
     pub released: usize,
     pub refused: usize,
     pub invalid: usize,
+    pub fetch_seconds: f64,
+    pub apply_seconds: f64,
 }
 
 /// The (entry, source) pairs crowdsec decisions hold in the registry now.
@@ -237,28 +262,31 @@ fn held_now(d: &Daemon) -> Result<BTreeSet<(IpNet, String)>, RegistryError> {
         .collect())
 }
 
-/// Applies one stream: a startup pull when `book` is `None`, a delta otherwise. Returns the
-/// book to keep (None after a failure: the next pull is a startup pull).
+/// Applies one stream: a startup pull (`startup`, or no `book` yet; a `book` then is the
+/// previous one, so unchanged holds are not written again) or a delta. Returns the book to keep
+/// (None after a failure: the next pull is a startup pull).
 pub fn apply(
     d: &mut Daemon,
     config: &ValidCrowdsec,
     book: Option<Book>,
+    startup: bool,
     stream: &Stream,
 ) -> (Option<Book>, Result<Applied, PullError>) {
+    let started = std::time::Instant::now();
     let now = now_unix();
     let plan = crowdsec_stream::plan(stream, &config.filter, now);
-    let startup = book.is_none();
+    let startup = startup || book.is_none();
     let (book, changes) = match book {
-        Some(mut book) => {
+        Some(mut book) if !startup => {
             let changes = book.delta(&plan);
             (book, changes)
         }
-        None => {
+        previous => {
             let held = match held_now(d) {
                 Ok(h) => h,
                 Err(e) => return (None, Err(e.into())),
             };
-            let (book, changes) = Book::startup(&plan, &held);
+            let (book, changes) = Book::startup(&plan, &held, previous.as_ref());
             // Judged on what would really change: entries the guard will refuse are not
             // additions (they would otherwise refuse every startup pull after a restart).
             let allowed: Vec<IpNet> =
@@ -305,6 +333,8 @@ pub fn apply(
                 released: changes.releases.len(),
                 refused,
                 invalid: plan.skipped.invalid.len(),
+                fetch_seconds: 0.0,
+                apply_seconds: started.elapsed().as_secs_f64(),
             }),
         ),
         Err(e) => (None, Err(e.into())),
@@ -381,6 +411,14 @@ fn record(
             status.consecutive_errors = 0;
             status.refused += applied.refused as u64;
             status.invalid += applied.invalid as u64;
+            if applied.startup {
+                status.last_startup_pull = Some(now);
+                status.startup_fetch_seconds = Some(applied.fetch_seconds);
+                status.startup_apply_seconds = Some(applied.apply_seconds);
+            } else if applied.held + applied.released + applied.refused > 0 {
+                status.delta_fetch_seconds = Some(applied.fetch_seconds);
+                status.delta_apply_seconds = Some(applied.apply_seconds);
+            }
             if let Some(book) = book {
                 status.decisions = book.len();
                 let mut entries: BTreeMap<String, BTreeMap<&'static str, usize>> = BTreeMap::new();
@@ -396,12 +434,15 @@ fn record(
             }
             if applied.startup || applied.held + applied.released + applied.refused > 0 {
                 log::info!(
-                    "crowdsec: {} pull: {} held, {} released, {} refused ({} live decisions)",
+                    "crowdsec: {} pull: {} held, {} released, {} refused ({} live decisions; \
+                     fetched in {:.3}s, applied in {:.3}s)",
                     if applied.startup { "startup" } else { "delta" },
                     applied.held,
                     applied.released,
                     applied.refused,
-                    status.decisions
+                    status.decisions,
+                    applied.fetch_seconds,
+                    applied.apply_seconds
                 );
             }
         }
