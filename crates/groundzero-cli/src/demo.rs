@@ -13,14 +13,9 @@
 use std::{
     fs::File,
     io::Read,
-    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
-    os::unix::process::CommandExt,
+    net::{IpAddr, TcpListener},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -28,6 +23,7 @@ use anyhow::{bail, Context, Result};
 use groundzero_api::client::{Client, Endpoint, Method};
 use groundzero_lab::{
     self as lab,
+    harness::{node, ChildDaemon, DaemonConfig, Forward, Launch, Workdir},
     topology::{LAB_PIN_DIR, NODE_NS},
     watch::{BanClock, XdpTally},
     Lab, LabSpec, LabState, PhasePlan, PhaseReport,
@@ -72,42 +68,28 @@ struct Ports {
 }
 
 /// The daemon's config for the demo. The one place that says how the demo's daemon runs (add
-/// new sections here).
-fn daemon_config(dir: &Path, lab: &LabState, ports: &Ports, args: &Args) -> String {
-    format!(
-        r#"# Written by `groundzero demo`.
-interfaces = ["{iface}"]
-monitor = true            # phase 2 runs with the shield off; phase 3 turns monitor off
-pin_dir = "{pins}"
-state_dir = "{state}"
-
-[api]
-socket = "{socket}"
-tcp_listen = "127.0.0.1:{api}"
-token_file = "{token}"
-
-[metrics]
-listen = "127.0.0.1:{metrics}"
-
-[journey]
-enabled = true
-sample_every = 256
-filter = "port {port}"
-
-[ratelimit]
-rate = {rate}
-ban_ttl = "2m"
-"#,
-        iface = lab.node_if,
-        pins = LAB_PIN_DIR,
-        state = dir.join("state").display(),
-        socket = dir.join("api.sock").display(),
-        api = ports.api,
-        token = dir.join("token").display(),
-        metrics = ports.metrics,
-        port = lab::peer_protocol::PORT,
-        rate = args.rate_limit,
+/// new sections here). Monitor mode is on: phase 2 runs with the shield off, phase 3 turns it
+/// off through the API.
+fn daemon_config(dir: &Workdir, lab: &LabState, ports: &Ports, args: &Args) -> DaemonConfig {
+    DaemonConfig::with_paths(
+        Path::new(LAB_PIN_DIR),
+        &dir.path("state"),
+        &dir.path("api.sock"),
     )
+    .header("Written by `groundzero demo`.")
+    .interfaces(&[&lab.node_if])
+    .set("monitor", true)
+    .set("api.tcp_listen", format!("127.0.0.1:{}", ports.api))
+    .set_path("api.token_file", &dir.path("token"))
+    .set("metrics.listen", format!("127.0.0.1:{}", ports.metrics))
+    .set("journey.enabled", true)
+    .set("journey.sample_every", 256u32)
+    .set(
+        "journey.filter",
+        format!("port {}", lab::peer_protocol::PORT),
+    )
+    .set("ratelimit.rate", args.rate_limit)
+    .set("ratelimit.ban_ttl", "2m")
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -115,7 +97,7 @@ pub fn run(args: Args) -> Result<()> {
     let node_bin = sibling("validator-node")?;
     let lab = Lab::up(LabSpec::default()).context("building the lab")?;
     let state = lab.state().clone();
-    let dir = WorkDir::create()?;
+    let dir = Workdir::create("groundzero-demo").context("making the demo's directory")?;
     println!("groundzero demo: the lab is up (namespaces gz-lab-*, bridge, veth; addresses from 198.18.0.0/15 and 2001:2::/48)");
     println!(
         "  node {} / {} in {} (XDP on {}), {} peers, {} attackers",
@@ -135,54 +117,43 @@ pub fn run(args: Args) -> Result<()> {
         metrics: free_port(0)?,
     };
     let token = random_token()?;
-    std::fs::write(dir.0.join("token"), &token).context("writing the API token")?;
-    let config = dir.0.join("groundzero.toml");
-    std::fs::write(&config, daemon_config(&dir.0, &state, &ports, &args))
+    std::fs::write(dir.path("token"), &token).context("writing the API token")?;
+    let config = dir.path("groundzero.toml");
+    daemon_config(&dir, &state, &ports, &args)
+        .write(&config)
         .context("writing the daemon's config")?;
+    let socket = dir.path("api.sock");
     let me = std::env::current_exe().context("finding this executable")?;
-    let mut daemon = Proc::spawn_in_node(
-        "daemon",
-        &me,
-        &["run".as_ref(), "--config".as_ref(), config.as_os_str()],
-        &dir.0.join("daemon.log"),
+    let mut daemon = ChildDaemon::spawn(
+        &in_node(ChildDaemon::command(&me, &config, &dir.path("daemon.log"))),
+        &socket,
     )?;
+    daemon
+        .wait_healthy(Duration::from_secs(30), Some(&stop))
+        .context("starting the daemon")?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let client = Client::new(Endpoint::Unix(dir.0.join("api.sock")));
-    wait_for(
-        "the daemon",
-        &mut daemon,
-        &stop,
-        Duration::from_secs(30),
-        || rt.block_on(client.health()).is_ok(),
-    )?;
-    let socket = dir.0.join("api.sock");
-    let mut node = Proc::spawn_in_node(
-        "validator-node",
-        &node_bin,
-        &[
-            "--api-socket".as_ref(),
-            socket.as_os_str(),
-            "--ban-ttl".as_ref(),
-            "2m".as_ref(),
-        ],
-        &dir.0.join("node.log"),
-    )?;
-    wait_for(
-        "the validator node",
-        &mut node,
-        &stop,
-        Duration::from_secs(10),
-        || std::fs::read_to_string(dir.0.join("node.log")).is_ok_and(|l| l.contains("ready")),
-    )?;
+    let client = Client::new(Endpoint::Unix(socket.clone()));
+    let node = node::start(
+        &in_node(node::command(
+            &node_bin,
+            &socket,
+            "2m",
+            NODE_NS,
+            &dir.path("node.log"),
+        )),
+        Some(&stop),
+    )
+    .context("starting the validator node")?;
     let _forwards = [ports.api, ports.metrics]
         .into_iter()
-        .map(Forward::start)
-        .collect::<Result<Vec<_>>>()?;
+        .map(|port| Forward::start(NODE_NS, port))
+        .collect::<Result<Vec<_>, _>>()
+        .context("forwarding the page's and the metrics' ports into the node")?;
     println!(
         "  daemon (groundzero run, monitor mode) and validator-node are running in {NODE_NS}; logs in {}",
-        dir.0.display()
+        dir.dir().display()
     );
     // Printed now as well as at the end, so the phases can be watched live in the page.
     print_links(&ports, &token, &socket);
@@ -460,6 +431,17 @@ fn sibling(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// A child in the node's namespace, in a process group of its own (a Ctrl-C in the terminal
+/// reaches only the demo, which then stops the children in order and reports, instead of the
+/// daemon vanishing mid-phase), and sent SIGTERM if the demo dies first (`lab down` would stop
+/// it anyway).
+fn in_node(launch: Launch) -> Launch {
+    launch
+        .in_netns(NODE_NS)
+        .own_process_group()
+        .die_with_parent()
+}
+
 fn free_port(wanted: u16) -> Result<u16> {
     let listener = TcpListener::bind(("127.0.0.1", wanted)).with_context(|| {
         format!("port {wanted} on 127.0.0.1 is taken: choose another with --port")
@@ -473,178 +455,4 @@ fn random_token() -> Result<String> {
         .and_then(|mut f| f.read_exact(&mut bytes))
         .context("reading /dev/urandom for the API token")?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-fn wait_for(
-    what: &str,
-    proc: &mut Proc,
-    stop: &AtomicBool,
-    timeout: Duration,
-    mut ready: impl FnMut() -> bool,
-) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    while !ready() {
-        if stop.load(Ordering::SeqCst) {
-            bail!("interrupted");
-        }
-        if proc.exited() || Instant::now() > deadline {
-            bail!(
-                "{what} did not come up; its log: {}\n{}",
-                proc.log.display(),
-                std::fs::read_to_string(&proc.log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(())
-}
-
-/// A child process in the node's namespace, stopped (SIGTERM, then SIGKILL) when dropped. It
-/// also gets SIGTERM if this process dies first (PR_SET_PDEATHSIG), and `lab down` would stop
-/// it anyway.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    /// Runs `program` under `nsenter --net`: only the network namespace changes, so the daemon
-    /// sees the host's /sys/fs/bpf and its pins outlive it (`ip netns exec` would give it a
-    /// private /sys, where pins die with the process).
-    fn spawn_in_node(
-        name: &str,
-        program: &Path,
-        args: &[&std::ffi::OsStr],
-        log: &Path,
-    ) -> Result<Proc> {
-        let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net=/run/netns/{NODE_NS}"))
-            .arg(program)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            // Its own process group: a Ctrl-C in the terminal reaches only the demo, which then
-            // stops the children in order and reports, instead of the daemon vanishing mid-phase.
-            .process_group(0)
-            .stdout(out.try_clone()?)
-            .stderr(out);
-        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting the {name} (is nsenter installed? util-linux)"))?;
-        Ok(Proc {
-            child,
-            log: log.to_path_buf(),
-        })
-    }
-
-    fn exited(&mut self) -> bool {
-        !matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let pid = self.child.id() as i32;
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The demo's files (config, token, state, logs); removed when dropped.
-struct WorkDir(PathBuf);
-
-impl WorkDir {
-    fn create() -> Result<Self> {
-        // A demo that was killed could not remove its directory: do it for it.
-        if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let pid = name
-                    .strip_prefix("groundzero-demo-")
-                    .and_then(|p| p.parse::<u32>().ok());
-                if pid.is_some_and(|p| !lab::topology::process_alive(p)) {
-                    let _ = std::fs::remove_dir_all(entry.path());
-                }
-            }
-        }
-        let dir = std::env::temp_dir().join(format!("groundzero-demo-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(WorkDir(dir))
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Forwards 127.0.0.1:`port` on this host to 127.0.0.1:`port` in the node's namespace, where
-/// the daemon listens: the browser is here, the daemon is there. Stops when dropped.
-struct Forward {
-    stop: Arc<AtomicBool>,
-}
-
-impl Forward {
-    fn start(port: u16) -> Result<Forward> {
-        let listener = TcpListener::bind(("127.0.0.1", port))
-            .with_context(|| format!("listening on 127.0.0.1:{port}"))?;
-        listener.set_nonblocking(true)?;
-        let node = groundzero_lab::netns::Netns::open(NODE_NS)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        std::thread::spawn(move || {
-            let target = SocketAddr::from(([127, 0, 0, 1], port));
-            while !flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((client, _)) => {
-                        let _ = client.set_nonblocking(false);
-                        // The socket is made inside the namespace and keeps it afterwards.
-                        if let Ok(Ok(upstream)) = node.try_run(|| TcpStream::connect(target)) {
-                            pipe(client, upstream);
-                        }
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
-                }
-            }
-        });
-        Ok(Forward { stop })
-    }
-}
-
-impl Drop for Forward {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Copies both ways until either side closes (one thread per direction; the page holds a few
-/// connections at most).
-fn pipe(a: TcpStream, b: TcpStream) {
-    let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else {
-        return;
-    };
-    for (mut from, mut to) in [(a, b2), (b, a2)] {
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut from, &mut to);
-            let _ = to.shutdown(std::net::Shutdown::Both);
-        });
-    }
 }

@@ -2,14 +2,15 @@
 use std::fmt::Write;
 
 use groundzero::text::for_terminal;
-use serde_json::Value;
+use groundzero_api::{
+    journey::{HopStage, JourneySummary, RecentReply},
+    Stage,
+};
 
-// Every string in the daemon's answer is printed through `txt` / `for_terminal`: labels and
-// addresses are the daemon's own today, but a renderer should not trust that to stay true.
-use crate::remote::txt;
+// Every string in the daemon's answer is printed through `for_terminal`: labels and addresses
+// are the daemon's own today, but a renderer should not trust that to stay true.
 
-fn us(ns: &Value) -> String {
-    let ns = ns.as_f64().unwrap_or(0.0);
+fn us(ns: f64) -> String {
     if ns >= 1e6 {
         format!("{:.2} ms", ns / 1e6)
     } else {
@@ -17,8 +18,7 @@ fn us(ns: &Value) -> String {
     }
 }
 
-fn pps(v: &Value) -> String {
-    let x = v.as_f64().unwrap_or(0.0);
+fn pps(x: f64) -> String {
     if x >= 1e6 {
         format!("{:.2}M pps", x / 1e6)
     } else if x >= 1e3 {
@@ -29,10 +29,10 @@ fn pps(v: &Value) -> String {
 }
 
 /// Per-stage summary and recent journeys, as text.
-pub fn text(summary: &Value, recent: &Value) -> String {
+pub fn text(summary: &JourneySummary, recent: &RecentReply) -> String {
     let mut out = String::new();
-    let t = &summary["tracing"];
-    if t["enabled"] != true {
+    let t = &summary.tracing;
+    if !t.enabled {
         out.push_str(
             "journey tracing is off: turn it on with `groundzero journey --enable` \
              or [journey] enabled = true\n\n",
@@ -41,115 +41,106 @@ pub fn text(summary: &Value, recent: &Value) -> String {
         let _ = writeln!(
             out,
             "sampling 1 in {} packets ({})",
-            t["sample_every"],
-            for_terminal(t["filter"].as_str().unwrap_or("any"))
+            t.sample_every,
+            for_terminal(&t.filter)
         );
     }
-    for m in summary["tracing"]["stages_missing"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
+    for m in &t.stages_missing {
         let _ = writeln!(
             out,
             "  not observable here: {} at {} ({})",
-            txt(&m["stage"]),
-            txt(&m["hook"]),
-            txt(&m["why"])
+            m.stage.label(),
+            for_terminal(&m.hook),
+            for_terminal(&m.why)
         );
     }
-    let c = &summary["cost"];
-    if c.is_object() {
-        let ns = |v: &serde_json::Value| match v.as_f64() {
+    if let Some(c) = &summary.cost {
+        let ns = |v: Option<f64>| match v {
             Some(x) => format!("{x:.0} ns"),
             None => "-".to_string(),
         };
         let _ = writeln!(
             out,
             "  cost here: XDP program {} per packet; tracing observers {:.1} ms CPU/s ({:.0} runs/s, {} each)",
-            ns(&c["xdp_ns_per_packet"]),
-            c["observers_cpu_ms_per_s"].as_f64().unwrap_or(0.0),
-            c["observers_runs_per_s"].as_f64().unwrap_or(0.0),
-            ns(&c["observers_ns_per_run"]),
+            ns(c.xdp_ns_per_packet),
+            c.observers_cpu_ms_per_s,
+            c.observers_runs_per_s,
+            ns(c.observers_ns_per_run),
         );
     }
-    let r = &summary["rates"];
+    let r = &summary.rates;
     let _ = writeln!(
         out,
         "\nNIC → XDP {}   → DROP {}   → PASS {}   → socket ~{}   → app ~{}   kernel drops ~{}",
-        pps(&r["seen_pps"]),
-        pps(&r["dropped_pps"]),
-        pps(&r["passed_pps"]),
-        pps(&r["socket_pps"]),
-        pps(&r["app_pps"]),
-        pps(&r["kernel_dropped_pps"]),
+        pps(r.seen_pps),
+        pps(r.dropped_pps),
+        pps(r.passed_pps),
+        pps(r.socket_pps),
+        pps(r.app_pps),
+        pps(r.kernel_dropped_pps),
     );
     let _ = writeln!(
         out,
         "\n{:<12} {:<26} {:>8} {:>11} {:>11} {:>14}",
         "stage", "", "samples", "p50", "p99", "since XDP p50"
     );
-    let cumulative = summary["cumulative"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    for s in summary["stages"].as_array().into_iter().flatten() {
-        let since = cumulative
-            .iter()
-            .find(|c| c["stage"] == s["stage"])
-            .map(|c| us(&c["p50_ns"]))
+    for s in &summary.stages {
+        let since = summary
+            .cumulative_at(s.stage)
+            .map(|c| us(c.p50_ns as f64))
             .unwrap_or_default();
         let _ = writeln!(
             out,
             "{:<12} {:<26} {:>8} {:>11} {:>11} {:>14}",
-            txt(&s["stage"]),
-            txt(&s["label"]),
-            s["count"].to_string(), // a JSON value's Display ignores width
-            us(&s["p50_ns"]),
-            us(&s["p99_ns"]),
+            s.stage.label(),
+            for_terminal(&s.label),
+            s.count,
+            us(s.p50_ns as f64),
+            us(s.p99_ns as f64),
             since
         );
     }
-    let o = &summary["outcomes"];
+    let o = &summary.outcomes;
     let _ = writeln!(
         out,
         "\noutcomes: {} dropped in XDP, {} delivered, {} consumed, {} dropped by the kernel, {} incomplete, {} unmatched",
-        o["xdp_drop"], o["delivered"], o["consumed"], o["kernel_drop"], o["incomplete"], o["unmatched"]
+        o.xdp_drop, o.delivered, o.consumed, o.kernel_drop, o.incomplete, o.unmatched
     );
-    for d in summary["kernel_drop_reasons"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        let _ = writeln!(out, "  kernel drop {}: {}", txt(&d["reason"]), d["count"]);
+    for d in &summary.kernel_drop_reasons {
+        let _ = writeln!(
+            out,
+            "  kernel drop {}: {}",
+            for_terminal(&d.reason),
+            d.count
+        );
     }
-    let journeys = recent["journeys"].as_array().cloned().unwrap_or_default();
-    if !journeys.is_empty() {
+    if !recent.journeys.is_empty() {
         out.push_str("\nrecent journeys:\n");
     }
-    for j in journeys {
-        let hops: Vec<String> = j["hops"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|h| h["stage"] != "xdp")
-            .map(|h| format!("{} +{}", txt(&h["stage"]), us(&h["t_ns"])))
+    for j in &recent.journeys {
+        let hops: Vec<String> = j
+            .hops
+            .iter()
+            .filter(|h| h.stage != HopStage::At(Stage::Xdp))
+            .map(|h| format!("{} +{}", h.stage, us(h.t_ns as f64)))
             .collect();
-        let entry = j["entry"]["entry"]
-            .as_str()
-            .map(|e| format!(" [entry {}]", for_terminal(e)))
+        let entry = j
+            .entry
+            .as_ref()
+            .map(|e| format!(" [entry {}]", e.entry))
             .unwrap_or_default();
-        let reason = j["drop_reason"]
-            .as_str()
+        let reason = j
+            .drop_reason
+            .as_deref()
             .map(|r| format!(" [{}]", for_terminal(r)))
             .unwrap_or_default();
         let _ = writeln!(
             out,
             "  {} {} → {}  {}{}{}: {}",
-            txt(&j["protocol"]),
-            txt(&j["src"]),
-            txt(&j["dst"]),
-            txt(&j["outcome"]),
+            for_terminal(&j.protocol),
+            for_terminal(&j.src),
+            for_terminal(&j.dst),
+            j.outcome,
             entry,
             reason,
             hops.join(" → ")
@@ -159,69 +150,60 @@ pub fn text(summary: &Value, recent: &Value) -> String {
 }
 
 /// The measured flowchart and the with/without-XDP timeline, as Mermaid.
-pub fn mermaid(summary: &Value) -> String {
-    let r = &summary["rates"];
-    let cumulative = summary["cumulative"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let at = |stage: &str, key: &str| {
-        cumulative
-            .iter()
-            .find(|c| c["stage"] == stage)
-            .map(|c| c[key].as_f64().unwrap_or(0.0))
-            .unwrap_or(0.0)
+pub fn mermaid(summary: &JourneySummary) -> String {
+    let r = &summary.rates;
+    // The median time from the XDP hook to `stage`, in ns (0 if not measured).
+    let at = |stage: Stage| {
+        summary
+            .cumulative_at(stage)
+            .map_or(0.0, |c| c.p50_ns as f64)
     };
     let mut out = String::new();
     out.push_str("```mermaid\nflowchart LR\n");
     let _ = writeln!(
         out,
         "  NIC[NIC] -->|{}| XDP{{XDP verdict<br/>p50 {:.2} µs}}",
-        pps(&r["seen_pps"]),
-        at("xdp", "p50_ns") / 1e3
+        pps(r.seen_pps),
+        at(Stage::Xdp) / 1e3
     );
-    let _ = writeln!(
-        out,
-        "  XDP -->|DROP {}| DROP[XDP_DROP]",
-        pps(&r["dropped_pps"])
-    );
+    let _ = writeln!(out, "  XDP -->|DROP {}| DROP[XDP_DROP]", pps(r.dropped_pps));
     let _ = writeln!(
         out,
         "  XDP -->|PASS {}| STACK[TCP/IP stack<br/>+{:.1} µs]",
-        pps(&r["passed_pps"]),
-        at("stack", "p50_ns") / 1e3
+        pps(r.passed_pps),
+        at(Stage::Stack) / 1e3
     );
     let _ = writeln!(
         out,
         "  STACK -->|~{}| SOCKET[socket<br/>+{:.1} µs]",
-        pps(&r["socket_pps"]),
-        at("socket", "p50_ns") / 1e3
+        pps(r.socket_pps),
+        at(Stage::Socket) / 1e3
     );
     let _ = writeln!(
         out,
         "  SOCKET -->|~{}| APP[application<br/>+{:.1} µs]",
-        pps(&r["app_pps"]),
-        at("app", "p50_ns") / 1e3
+        pps(r.app_pps),
+        at(Stage::App) / 1e3
     );
     let _ = writeln!(
         out,
         "  STACK -->|~{}| KDROP[kernel drop]",
-        pps(&r["kernel_dropped_pps"])
+        pps(r.kernel_dropped_pps)
     );
     out.push_str("```\n\n```mermaid\ngantt\n  title A packet on this host, p50 (µs since the XDP hook)\n  dateFormat X\n  axisFormat %L\n");
-    let xdp = (at("xdp", "p50_ns") / 1e3).ceil().max(1.0) as u64;
+    let xdp = (at(Stage::Xdp) / 1e3).ceil().max(1.0) as u64;
     out.push_str("  section with XDP (blocked)\n");
     let _ = writeln!(out, "  XDP verdict, dropped : 0, {xdp}");
     out.push_str("  section without XDP (the same packet, passed)\n");
     let mut prev = 0u64;
     for (stage, label) in [
-        ("xdp", "XDP verdict"),
-        ("stack", "to the stack"),
-        ("socket", "to the socket"),
-        ("app", "until read"),
+        (Stage::Xdp, "XDP verdict"),
+        (Stage::Stack, "to the stack"),
+        (Stage::Socket, "to the socket"),
+        (Stage::App, "until read"),
     ] {
-        let end = (at(stage, "p50_ns") / 1e3).ceil() as u64;
-        if end > prev || stage == "xdp" {
+        let end = (at(stage) / 1e3).ceil() as u64;
+        if end > prev || stage == Stage::Xdp {
             let end = end.max(prev + 1);
             let _ = writeln!(out, "  {label} : {prev}, {end}");
             prev = end;
@@ -234,28 +216,89 @@ pub fn mermaid(summary: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use groundzero_api::{
+        journey::{
+            DecidingEntry, Hop, Journey, KernelDropCount, MissingStage, Outcome, Outcomes, Rates,
+            StageLatency,
+        },
+        sample::Sample,
+    };
 
-    fn summary() -> Value {
-        json!({
-            "tracing": {"enabled": true, "sample_every": 8, "filter": "udp", "stages_missing": []},
-            "rates": {"seen_pps": 12000.0, "dropped_pps": 10000.0, "passed_pps": 2000.0,
-                      "socket_pps": 1900.0, "app_pps": 1900.0, "kernel_dropped_pps": 100.0},
-            "stages": [{"stage": "xdp", "label": "XDP verdict", "count": 5, "p50_ns": 300, "p99_ns": 900}],
-            "cumulative": [{"stage": "xdp", "p50_ns": 300, "p99_ns": 900},
-                           {"stage": "stack", "p50_ns": 2000, "p99_ns": 5000},
-                           {"stage": "socket", "p50_ns": 9000, "p99_ns": 20000},
-                           {"stage": "app", "p50_ns": 40000, "p99_ns": 90000}],
-            "outcomes": {"xdp_drop": 3, "delivered": 2, "consumed": 0, "kernel_drop": 0, "incomplete": 0, "unmatched": 0},
-            "kernel_drop_reasons": [],
-        })
+    fn latency(stage: Stage, p50_ns: u64, p99_ns: u64) -> StageLatency {
+        StageLatency {
+            count: 5,
+            label: "XDP verdict".into(),
+            p50_ns,
+            p99_ns,
+            stage,
+        }
+    }
+
+    fn summary() -> JourneySummary {
+        let mut s = JourneySummary::sample();
+        s.cost = None;
+        s.tracing.filter = "udp".into();
+        s.tracing.sample_every = 8;
+        s.tracing.stages_missing = vec![];
+        s.rates = Rates {
+            seen_pps: 12000.0,
+            dropped_pps: 10000.0,
+            passed_pps: 2000.0,
+            socket_pps: 1900.0,
+            app_pps: 1900.0,
+            kernel_dropped_pps: 100.0,
+            ..Rates::default()
+        };
+        s.stages = vec![latency(Stage::Xdp, 300, 900)];
+        s.cumulative = vec![
+            latency(Stage::Xdp, 300, 900),
+            latency(Stage::Stack, 2000, 5000),
+            latency(Stage::Socket, 9000, 20000),
+            latency(Stage::App, 40000, 90000),
+        ];
+        s.outcomes = Outcomes {
+            xdp_drop: 3,
+            delivered: 2,
+            ..Outcomes::default()
+        };
+        s.kernel_drop_reasons = vec![];
+        s
+    }
+
+    fn journey(hops: Vec<Hop>) -> Journey {
+        Journey {
+            protocol: "udp".into(),
+            src: "198.18.0.66:1".into(),
+            dst: "198.18.0.1:7000".into(),
+            outcome: Outcome::XdpDrop,
+            entry: Some(DecidingEntry {
+                entry: "198.18.0.66/32".parse().unwrap(),
+                expires_unix: None,
+                reason: None,
+                source: None,
+            }),
+            drop_reason: None,
+            hops,
+            ..Journey::sample()
+        }
     }
 
     #[test]
     fn text_and_mermaid_show_measured_numbers() {
-        let recent = json!({"journeys": [{"protocol": "udp", "src": "198.18.0.66:1", "dst": "198.18.0.1:7000",
-            "outcome": "xdp_drop", "entry": {"entry": "198.18.0.66/32"},
-            "hops": [{"stage": "xdp", "t_ns": 0}, {"stage": "xdp_verdict", "t_ns": 310}]}]});
+        let recent = RecentReply {
+            journeys: vec![journey(vec![
+                Hop {
+                    label: "XDP hook".into(),
+                    stage: HopStage::At(Stage::Xdp),
+                    t_ns: 0,
+                },
+                Hop {
+                    label: "XDP_DROP".into(),
+                    stage: HopStage::XdpVerdict,
+                    t_ns: 310,
+                },
+            ])],
+        };
         let t = text(&summary(), &recent);
         assert!(t.contains("sampling 1 in 8 packets (udp)"), "{t}");
         assert!(t.contains("NIC → XDP 12.0k pps"), "{t}");
@@ -276,15 +319,28 @@ mod tests {
     fn daemon_strings_are_escaped() {
         let evil = "\u{1b}[2J\u{1b}]0;owned\u{7}";
         let mut s = summary();
-        s["tracing"]["filter"] = json!(evil);
-        s["tracing"]["stages_missing"] = json!([{"stage": evil, "hook": evil, "why": evil}]);
-        s["stages"][0]["label"] = json!(evil);
-        s["kernel_drop_reasons"] = json!([{"reason": evil, "count": 1}]);
-        let recent = json!({"journeys": [{"protocol": evil, "src": evil, "dst": evil,
-            "outcome": evil, "entry": {"entry": evil}, "drop_reason": evil,
-            "hops": [{"stage": evil, "t_ns": 5}]}]});
-        let t = text(&s, &recent);
+        s.tracing.filter = evil.into();
+        s.tracing.stages_missing = vec![MissingStage {
+            hook: evil.into(),
+            stage: Stage::Ip,
+            why: evil.into(),
+        }];
+        s.stages[0].label = evil.into();
+        s.kernel_drop_reasons = vec![KernelDropCount {
+            count: 1,
+            reason: evil.into(),
+        }];
+        let mut j = journey(vec![Hop {
+            label: evil.into(),
+            stage: HopStage::At(Stage::Socket),
+            t_ns: 5,
+        }]);
+        j.protocol = evil.into();
+        j.src = evil.into();
+        j.dst = evil.into();
+        j.drop_reason = Some(evil.into());
+        let t = text(&s, &RecentReply { journeys: vec![j] });
         assert!(!t.contains(['\u{1b}', '\u{7}']), "{t:?}");
-        assert!(t.contains("[entry \\u{1b}[2J\\u{1b}]0;owned\\u{7}]"), "{t}");
+        assert!(t.contains("[\\u{1b}[2J\\u{1b}]0;owned\\u{7}]"), "{t}");
     }
 }

@@ -1,11 +1,20 @@
 //! Subcommands that talk to a running daemon through its API.
-use std::{borrow::Cow, path::PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use groundzero::text::{for_terminal, for_terminal_lines};
-use groundzero_api::client::{Client, Endpoint};
-use hyper::Method;
-use serde_json::{json, Value};
+use groundzero_api::{
+    client::{Client, ClientError, Endpoint},
+    feeds::{FeedFormat, FeedStatus, FeedsReply, ImportReply, ImportRequest},
+    guard::GuardReply,
+    journey::{JourneySummary, RecentQuery, RecentReply, TracingRequest},
+    lists::{
+        AddReply, AddRequest, EntriesQuery, EntriesReply, EntryStatus, Holder, RemoveReply,
+        RemoveRequest, Side, WhyReply,
+    },
+    status::{MonitorReply, StatsReply},
+};
+use serde::Serialize;
 
 /// Where to find the daemon (shared by every client subcommand).
 #[derive(clap::Args, Clone)]
@@ -30,10 +39,24 @@ impl Target {
     }
 }
 
-/// Turns an API answer into the text a person reads. Every string in the answer came from the
-/// daemon, and through it from API callers and feed files: renderers print them through [`txt`]
-/// (or [`for_terminal_lines`]), never raw, so a stored reason cannot drive the terminal.
-type Render = Box<dyn Fn(&Value) -> String>;
+/// An answer, ready to print: the API's JSON (`--json`) and the text a person reads. Every
+/// string in an answer came from the daemon, and through it from API callers and feed files:
+/// renderers print them through [`for_terminal`] (or [`for_terminal_lines`]), never raw, so a
+/// stored reason cannot drive the terminal.
+struct Answer {
+    json: String,
+    text: String,
+}
+
+impl Answer {
+    /// `reply` as JSON, and as `render` writes it.
+    fn of<T: Serialize>(reply: &T, render: impl FnOnce(&T) -> String) -> Result<Answer> {
+        Ok(Answer {
+            json: serde_json::to_string_pretty(reply).context("writing the answer as JSON")?,
+            text: render(reply),
+        })
+    }
+}
 
 pub const DEFAULT_SOCKET: &str = "/run/groundzero/api.sock";
 
@@ -164,49 +187,45 @@ pub fn run(target: Target, command: Remote) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let call = |method: Method, path: &str, body: Option<Value>| -> Result<Value> {
-        // The daemon's error messages echo what callers and feeds sent: escape them too.
-        runtime
-            .block_on(client.call(method, path, body.as_ref()))
-            .map_err(|e| anyhow::anyhow!(for_terminal_lines(&e.to_string())))
-    };
-    let (value, text): (Value, Render) = match command {
-        Remote::Block(a) => (
-            call(Method::POST, "/v1/block", Some(add_body(&a)?))?,
-            Box::new(added),
-        ),
-        Remote::Allow(a) => (
-            call(Method::POST, "/v1/allow", Some(add_body(&a)?))?,
-            Box::new(added),
-        ),
-        Remote::Unblock(r) => (
-            call(Method::POST, "/v1/unblock", Some(remove_body(&r)))?,
-            Box::new(removed),
-        ),
-        Remote::Unallow(r) => (
-            call(Method::POST, "/v1/unallow", Some(remove_body(&r)))?,
-            Box::new(removed),
-        ),
+    // The daemon's error messages echo what callers and feeds sent: escape them too.
+    let wait = |e: ClientError| anyhow::anyhow!(for_terminal_lines(&e.to_string()));
+    macro_rules! call {
+        ($call:expr) => {
+            runtime.block_on($call).map_err(wait)?
+        };
+    }
+    let answer = match command {
+        Remote::Block(a) => Answer::of(&call!(client.add(Side::Block, &add_request(&a)?)), added)?,
+        Remote::Allow(a) => Answer::of(&call!(client.add(Side::Allow, &add_request(&a)?)), added)?,
+        Remote::Unblock(r) => Answer::of(
+            &call!(client.remove(Side::Block, &remove_request(&r))),
+            removed,
+        )?,
+        Remote::Unallow(r) => Answer::of(
+            &call!(client.remove(Side::Allow, &remove_request(&r))),
+            removed,
+        )?,
         Remote::List {
             allow,
             block,
             source,
             limit,
         } => {
-            let mut path = format!("/v1/entries?limit={limit}");
-            if allow {
-                path.push_str("&list=allow");
-            }
-            if block {
-                path.push_str("&list=block");
-            }
-            if let Some(s) = source {
-                path.push_str(&format!("&source={}", s.replace(':', "%3A")));
-            }
-            (call(Method::GET, &path, None)?, Box::new(list))
+            let query = EntriesQuery {
+                list: if allow {
+                    Some(Side::Allow)
+                } else if block {
+                    Some(Side::Block)
+                } else {
+                    None
+                },
+                source,
+                limit,
+            };
+            Answer::of(&call!(client.entries(&query)), list)?
         }
-        Remote::Stats => (call(Method::GET, "/v1/stats", None)?, Box::new(stats)),
-        Remote::Guard => (call(Method::GET, "/v1/guard", None)?, Box::new(guard)),
+        Remote::Stats => Answer::of(&call!(client.stats()), stats)?,
+        Remote::Guard => Answer::of(&call!(client.guard()), guard)?,
         Remote::Journey {
             watch,
             mermaid,
@@ -217,23 +236,22 @@ pub fn run(target: Target, command: Remote) -> Result<()> {
             filter,
         } => {
             if enable || disable {
-                let mut body = json!({ "enabled": enable });
-                if let Some(n) = sample_every {
-                    body["sample_every"] = json!(n);
-                }
-                if let Some(f) = filter {
-                    body["filter"] = json!(f);
-                }
-                call(Method::PUT, "/v1/journey", Some(body))?;
+                let request = TracingRequest {
+                    enabled: enable,
+                    sample_every,
+                    filter,
+                };
+                call!(client.configure_journey(&request));
             }
-            let fetch = || -> Result<Value> {
-                let summary = call(Method::GET, "/v1/journey", None)?;
-                let recent = call(
-                    Method::GET,
-                    &format!("/v1/journey/recent?limit={recent}"),
-                    None,
-                )?;
-                Ok(json!({ "summary": summary, "recent": recent }))
+            let query = RecentQuery {
+                limit: recent,
+                outcome: None,
+            };
+            let fetch = || -> Result<JourneyAnswer> {
+                Ok(JourneyAnswer {
+                    recent: call!(client.journey_recent(&query)),
+                    summary: call!(client.journey()),
+                })
             };
             if watch {
                 loop {
@@ -241,30 +259,21 @@ pub fn run(target: Target, command: Remote) -> Result<()> {
                     // Clear the screen and draw again: a live view without a TUI library.
                     print!("\x1b[2J\x1b[H");
                     if target.json {
-                        println!("{v}");
+                        println!("{}", groundzero_api::to_json(&v));
                     } else {
-                        print!("{}", crate::journey_view::text(&v["summary"], &v["recent"]));
+                        print!("{}", crate::journey_view::text(&v.summary, &v.recent));
                     }
                     std::thread::sleep(std::time::Duration::from_secs(1));
                 }
             }
             let v = fetch()?;
             if mermaid {
-                (
-                    v,
-                    Box::new(|v: &Value| crate::journey_view::mermaid(&v["summary"])),
-                )
+                Answer::of(&v, |v| crate::journey_view::mermaid(&v.summary))?
             } else {
-                (
-                    v,
-                    Box::new(|v: &Value| crate::journey_view::text(&v["summary"], &v["recent"])),
-                )
+                Answer::of(&v, |v| crate::journey_view::text(&v.summary, &v.recent))?
             }
         }
-        Remote::Why { address } => (
-            call(Method::GET, &format!("/v1/why/{address}"), None)?,
-            Box::new(why),
-        ),
+        Remote::Why { address } => Answer::of(&call!(client.why(&address)), why)?,
         Remote::Import {
             file,
             name,
@@ -273,71 +282,60 @@ pub fn run(target: Target, command: Remote) -> Result<()> {
         } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let body = json!({"name": name, "format": format, "text": text, "force": force});
-            (
-                call(Method::POST, "/v1/import", Some(body))?,
-                Box::new(imported),
-            )
+            let format: FeedFormat = format
+                .parse()
+                .with_context(|| format!("--format {}", for_terminal(&format)))?;
+            let request = ImportRequest {
+                name,
+                format,
+                text,
+                force,
+            };
+            Answer::of(&call!(client.import(&request)), imported)?
         }
-        Remote::Monitor { state } => (
-            call(
-                Method::PUT,
-                "/v1/monitor",
-                Some(json!({"enabled": state == "on"})),
-            )?,
-            Box::new(|v: &Value| {
-                format!(
-                    "monitor mode {}",
-                    if v["monitor"].as_bool() == Some(true) {
-                        "on: nothing is dropped"
-                    } else {
-                        "off: blocks are enforced"
-                    }
-                )
-            }),
-        ),
+        Remote::Monitor { state } => {
+            Answer::of(&call!(client.set_monitor(state == "on")), monitor)?
+        }
         Remote::Feeds { refresh } => match refresh {
-            Some(name) => (
-                call(Method::POST, &format!("/v1/feeds/{name}/refresh"), None)?,
-                Box::new(|v: &Value| feed_line(&v["feed"])),
-            ),
-            None => (
-                call(Method::GET, "/v1/feeds", None)?,
-                Box::new(|v: &Value| {
-                    v["feeds"]
-                        .as_array()
-                        .map(|a| a.iter().map(feed_line).collect::<Vec<_>>().join("\n"))
-                        .filter(|s| !s.is_empty())
-                        .unwrap_or_else(|| "no feeds".into())
-                }),
-            ),
+            Some(name) => Answer::of(&call!(client.refresh_feed(&name)), |v| {
+                v.feed.as_ref().map(feed_line).unwrap_or_default()
+            })?,
+            None => Answer::of(&call!(client.feeds()), feeds)?,
         },
     };
     if target.json {
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        println!("{}", answer.json);
     } else {
-        println!("{}", text(&value));
+        println!("{}", answer.text);
     }
     Ok(())
 }
 
-/// A string field of an API answer, escaped for the terminal ("" when absent or not a string).
-pub fn txt(v: &Value) -> Cow<'_, str> {
-    for_terminal(v.as_str().unwrap_or(""))
+/// What `groundzero journey` shows: the summary and the recent journeys.
+#[derive(Serialize)]
+struct JourneyAnswer {
+    recent: RecentReply,
+    summary: JourneySummary,
 }
 
-fn imported(v: &Value) -> String {
+/// Seconds from now until the Unix time `t`, for people (`1h 2m`).
+fn time_left(t: u64) -> String {
+    let left = t.saturating_sub(groundzero_daemon::registry::now_unix());
+    humantime::format_duration(std::time::Duration::from_secs(left)).to_string()
+}
+
+fn imported(v: &ImportReply) -> String {
     format!(
         "imported {} entries as feed:{} (+{} -{}) in {:.2}s",
-        v["entries"],
-        txt(&v["name"]),
-        v["added"],
-        v["removed"],
-        v["seconds"].as_f64().unwrap_or(0.0)
+        v.entries,
+        for_terminal(&v.name),
+        v.added,
+        v.removed,
+        v.seconds
     )
 }
 
-fn add_body(a: &AddArgs) -> Result<Value> {
+fn add_request(a: &AddArgs) -> Result<AddRequest> {
     let mut entries = a.entries.clone();
     if let Some(file) = &a.file {
         let text =
@@ -348,98 +346,96 @@ fn add_body(a: &AddArgs) -> Result<Value> {
                 .map(|n| n.to_string()),
         );
     }
-    Ok(json!({"entries": entries, "reason": a.reason, "ttl": a.ttl, "force": a.force}))
+    Ok(AddRequest {
+        entries,
+        reason: a.reason.clone(),
+        ttl: a.ttl.clone(),
+        force: a.force,
+        ..AddRequest::default()
+    })
 }
 
-fn remove_body(r: &RemoveArgs) -> Value {
-    json!({"entries": r.entries, "source": r.source})
+fn remove_request(r: &RemoveArgs) -> RemoveRequest {
+    RemoveRequest {
+        entries: r.entries.clone(),
+        source: r.source.clone(),
+    }
 }
 
-fn added(v: &Value) -> String {
-    let expires = v["expires"]
-        .as_u64()
-        .map(|t| {
-            let left = t.saturating_sub(groundzero_daemon::registry::now_unix());
-            format!(
-                ", expiring in {}",
-                humantime::format_duration(std::time::Duration::from_secs(left))
-            )
-        })
+fn added(v: &AddReply) -> String {
+    let expires = v
+        .expires
+        .map(|t| format!(", expiring in {}", time_left(t)))
         .unwrap_or_default();
-    let n = v["applied"].as_u64().unwrap_or(0);
+    let n = v.applied;
     let mut text = format!(
         "{n} {} applied, {} new in the map{expires}",
         if n == 1 { "entry" } else { "entries" },
-        v["added"]
+        v.added
     );
     // Entries the lockout guard refused: the rest of the request was applied.
-    for r in v["results"].as_array().into_iter().flatten() {
-        if r["status"] == "refused" {
-            text.push_str(&format!(
-                "\n  refused {}: {}",
-                txt(&r["entry"]),
-                txt(&r["why"])
-            ));
+    for r in &v.results {
+        if let EntryStatus::Refused { why } = &r.status {
+            text.push_str(&format!("\n  refused {}: {}", r.entry, for_terminal(why)));
         }
     }
     text
 }
 
-fn guard(v: &Value) -> String {
+/// Items joined with `, `, or `(none)`.
+fn joined<T: std::fmt::Display>(items: &[T]) -> String {
+    if items.is_empty() {
+        "(none)".into()
+    } else {
+        items
+            .iter()
+            .map(|i| for_terminal(&i.to_string()).into_owned())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn guard(v: &GuardReply) -> String {
     let mut out = String::new();
-    let list = |v: &Value| -> String {
-        let items: Vec<String> = v
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|e| txt(e).into_owned())
-            .collect();
-        if items.is_empty() {
-            "(none)".into()
-        } else {
-            items.join(", ")
-        }
-    };
     out.push_str(&format!(
         "protected by the config: {}\n",
-        list(&v["configured"])
+        joined(&v.configured)
     ));
     out.push_str(&format!(
         "allowlisted entries (always protected): {}\n",
-        v["allowlist_entries"]
+        v.allowlist_entries
     ));
     out.push_str(&format!(
         "prefixes wider than /{} (IPv4) or /{} (IPv6): refused unless forced\n",
-        v["widest_v4"], v["widest_v6"]
+        v.widest_v4, v.widest_v6
     ));
-    if v["protect_management"] == true {
-        match v["error"].as_str() {
+    if v.protect_management {
+        match &v.error {
             Some(e) => out.push_str(&format!(
                 "management addresses: UNREADABLE ({}): every block is refused\n",
                 for_terminal(e)
             )),
             None => out.push_str(&format!(
                 "management addresses (read {:.0} s ago, ssh port {}):\n",
-                v["read_seconds_ago"].as_f64().unwrap_or(f64::NAN),
-                v["ssh_port"]
+                v.read_seconds_ago.unwrap_or(f64::NAN),
+                v.ssh_port
             )),
         }
-        for m in v["management"].as_array().into_iter().flatten() {
-            out.push_str(&format!("  {:<40} {}\n", txt(&m["entry"]), txt(&m["why"])));
+        for m in &v.management {
+            out.push_str(&format!(
+                "  {:<40} {}\n",
+                m.entry.to_string(),
+                for_terminal(&m.why)
+            ));
         }
     } else {
         out.push_str("management addresses: not protected (guard.protect_management = false)\n");
     }
     out.push_str(&format!(
         "exempt from the XDP rate limit: {}\n",
-        list(&v["rate_exempt"])
+        joined(&v.rate_exempt)
     ));
-    let refusals: Vec<String> = v["refusals"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, n)| format!("{} {n}", for_terminal(k)))
-        .collect();
+    let refusals: Vec<String> = v.refusals.iter().map(|(k, n)| format!("{k} {n}")).collect();
     out.push_str(&format!(
         "blocks refused since start: {}",
         if refusals.is_empty() {
@@ -451,173 +447,167 @@ fn guard(v: &Value) -> String {
     out
 }
 
-fn removed(v: &Value) -> String {
-    let names = |k: &str| {
-        v[k].as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(for_terminal)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default()
+fn removed(v: &RemoveReply) -> String {
+    let names = |nets: &[ipnet::IpNet]| {
+        nets.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     let mut out = format!(
         "removed: {}",
-        if names("removed").is_empty() {
+        if v.removed.is_empty() {
             "nothing".into()
         } else {
-            names("removed")
+            names(&v.removed)
         }
     );
-    if !names("still_held").is_empty() {
+    if !v.still_held.is_empty() {
         out.push_str(&format!(
             "\nstill listed by another source (see `groundzero list`): {}",
-            names("still_held")
+            names(&v.still_held)
         ));
     }
     out
 }
 
-fn holders(e: &Value) -> String {
-    e["holders"]
-        .as_array()
-        .map(|hs| {
-            hs.iter()
-                .map(|h| {
-                    let mut s = for_terminal(h["source"].as_str().unwrap_or("?")).into_owned();
-                    if let Some(r) = h["reason"].as_str() {
-                        s.push_str(&format!(" \"{}\"", for_terminal(r)));
-                    }
-                    if let Some(t) = h["expires"].as_u64() {
-                        let left = t.saturating_sub(groundzero_daemon::registry::now_unix());
-                        s.push_str(&format!(
-                            " ttl {}",
-                            humantime::format_duration(std::time::Duration::from_secs(left))
-                        ));
-                    }
-                    s
-                })
-                .collect::<Vec<_>>()
-                .join("; ")
+fn holders(holders: &[Holder]) -> String {
+    holders
+        .iter()
+        .map(|h| {
+            let mut s = for_terminal(&h.source.to_string()).into_owned();
+            if let Some(r) = &h.reason {
+                s.push_str(&format!(" \"{}\"", for_terminal(r)));
+            }
+            if let Some(t) = h.expires {
+                s.push_str(&format!(" ttl {}", time_left(t)));
+            }
+            s
         })
-        .unwrap_or_default()
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
-fn list(v: &Value) -> String {
+fn list(v: &EntriesReply) -> String {
     let mut out = format!(
         "{:<6} {:<7} {:<40} {:>10}  {}\n",
         "list", "kind", "entry", "hits", "held by"
     );
-    for e in v["entries"].as_array().into_iter().flatten() {
+    for e in &v.entries {
         out.push_str(&format!(
             "{:<6} {:<7} {:<40} {:>10}  {}\n",
-            txt(&e["list"]),
-            txt(&e["kind"]),
-            txt(&e["entry"]),
-            // A JSON value's Display ignores width: make it a string first so the column lines up.
-            e["hits"].to_string(),
-            holders(e)
+            e.list.label(),
+            e.kind.label(),
+            e.entry.to_string(),
+            e.hits,
+            holders(&e.holders)
         ));
     }
     out.trim_end().to_string()
 }
 
-fn why(v: &Value) -> String {
+fn why(v: &WhyReply) -> String {
     let mut out = format!(
         "{}: {} ({}){}",
-        txt(&v["address"]),
-        txt(&v["verdict"]).to_uppercase(),
-        txt(&v["reason"]),
-        if v["monitor"].as_bool() == Some(true) {
+        v.address,
+        v.verdict.label().to_uppercase(),
+        v.reason.label(),
+        if v.monitor {
             ", monitor mode is on"
         } else {
             ""
         }
     );
-    match v.get("matched") {
+    match &v.matched {
         Some(m) => out.push_str(&format!(
             "\n  matched {} {} ({}), {} hits{}\n  held by: {}",
-            txt(&m["list"]),
-            txt(&m["entry"]),
-            txt(&m["kind"]),
-            m["hits"],
-            m["last_hit_seconds_ago"]
-                .as_f64()
+            m.list.label(),
+            m.entry,
+            m.kind.label(),
+            m.hits,
+            m.last_hit_seconds_ago
                 .map(|s| format!(", last {s:.0}s ago"))
                 .unwrap_or_default(),
-            holders(m)
+            holders(&m.holders)
         )),
         None => out.push_str("\n  no list entry covers this address"),
     }
-    for other in v["also_matching"].as_array().into_iter().flatten() {
+    for other in &v.also_matching {
         out.push_str(&format!(
             "\n  also covered by block {} (did not decide)",
-            txt(&other["entry"])
+            other.entry
         ));
     }
     out
 }
 
-fn stats(v: &Value) -> String {
+fn monitor(v: &MonitorReply) -> String {
+    format!(
+        "monitor mode {}",
+        if v.monitor {
+            "on: nothing is dropped"
+        } else {
+            "off: blocks are enforced"
+        }
+    )
+}
+
+fn stats(v: &StatsReply) -> String {
     let mut out = format!(
         "monitor: {}   uptime: {}s   failed inserts: {}\n",
-        v["monitor"], v["uptime_seconds"], v["failed_inserts"]
+        v.monitor, v.uptime_seconds, v.failed_inserts
     );
-    for i in v["interfaces"].as_array().into_iter().flatten() {
+    for i in &v.interfaces {
         out.push_str(&format!(
             "attached: {} (ifindex {}, {} XDP{})\n",
-            txt(&i["interface"]),
-            i["ifindex"],
-            txt(&i["mode"]),
-            if i["adopted"].as_bool() == Some(true) {
-                ", adopted"
-            } else {
-                ""
-            }
+            for_terminal(&i.interface),
+            i.ifindex,
+            i.mode,
+            if i.adopted { ", adopted" } else { "" }
         ));
     }
     out.push_str(&format!(
         "{:<14} {:>14} {:>16}\n",
         "reason", "packets", "bytes"
     ));
-    if let Some(c) = v["counters"].as_object() {
-        for (reason, n) in c {
-            out.push_str(&format!(
-                "{:<14} {:>14} {:>16}\n",
-                for_terminal(reason),
-                n["packets"].to_string(),
-                n["bytes"].to_string()
-            ));
-        }
+    for (reason, n) in v.counters.by_label() {
+        out.push_str(&format!(
+            "{:<14} {:>14} {:>16}\n",
+            reason.label(),
+            n.packets,
+            n.bytes
+        ));
     }
-    for e in v["entries"].as_array().into_iter().flatten() {
+    for e in &v.entries {
         out.push_str(&format!(
             "{} {} {}: {} entries\n",
-            txt(&e["list"]),
-            txt(&e["source"]),
-            txt(&e["family"]),
-            e["entries"]
+            e.list, e.source, e.family, e.entries
         ));
     }
     out.trim_end().to_string()
 }
 
-fn feed_line(f: &Value) -> String {
+fn feeds(v: &FeedsReply) -> String {
+    if v.feeds.is_empty() {
+        "no feeds".into()
+    } else {
+        v.feeds.iter().map(feed_line).collect::<Vec<_>>().join("\n")
+    }
+}
+
+fn feed_line(f: &FeedStatus) -> String {
     format!(
         "{:<20} {:>8} entries  last success {}  {}",
-        txt(&f["name"]),
-        f["entries"].to_string(),
-        f["last_success"]
-            .as_u64()
+        for_terminal(&f.name),
+        f.entries,
+        f.last_success
             .map(|t| format!(
                 "{}s ago",
                 groundzero_daemon::registry::now_unix().saturating_sub(t)
             ))
             .unwrap_or_else(|| "never".into()),
-        f["error"]
-            .as_str()
+        f.error
+            .as_deref()
             // A feed error lists its bad lines, one per line: keep those, escaped, indented.
             .map(|e| format!("ERROR: {}", for_terminal_lines(e).replace('\n', "\n    ")))
             .unwrap_or_default()
@@ -626,14 +616,36 @@ fn feed_line(f: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use groundzero_api::{
+        counters::{CounterView, ReasonCounters},
+        lists::{EntryKind, Family},
+        sample::Sample,
+        status::{InterfaceStats, ListCount, XdpMode},
+        Reason, Source, SourceKind,
+    };
+
+    use super::*;
+    use groundzero_api::lists::EntryView;
+
+    fn entry(net: &str, kind: EntryKind, hits: u64, holders: Vec<Holder>) -> EntryView {
+        EntryView {
+            entry: net.parse().unwrap(),
+            hits,
+            holders,
+            kind,
+            last_hit_seconds_ago: None,
+            list: Side::Block,
+        }
+    }
 
     #[test]
     fn list_columns_line_up() {
-        let v = json!({"entries": [
-            {"list": "block", "kind": "exact", "entry": "198.18.0.63/32", "hits": 152, "holders": []},
-            {"list": "block", "kind": "cidr", "entry": "2001:2::/48", "hits": 0, "holders": []},
-        ]});
+        let v = EntriesReply {
+            entries: vec![
+                entry("198.18.0.63/32", EntryKind::Exact, 152, vec![]),
+                entry("2001:2::/48", EntryKind::Prefix, 0, vec![]),
+            ],
+        };
         let text = super::list(&v);
         let lines: Vec<&str> = text.lines().collect();
         // The hits column is right-aligned: its last digit sits under the header's last letter.
@@ -652,11 +664,19 @@ mod tests {
     }
 
     #[test]
-    fn list_and_why_escape_reasons_sources_and_entries() {
-        let holder = json!({"source": format!("app:{EVIL}"), "reason": EVIL, "expires": null});
-        let entry = json!({"list": "block", "kind": EVIL, "entry": EVIL, "hits": 1,
-                           "holders": [holder]});
-        let text = super::list(&json!({ "entries": [entry.clone()] }));
+    fn list_and_why_escape_reasons_and_sources() {
+        // Typed replies leave entries, kinds and labels no room for text; sources and
+        // reasons still come from callers.
+        let holder = Holder {
+            created: 0,
+            expires: None,
+            reason: Some(EVIL.into()),
+            source: Source::parse(&format!("app:{EVIL}")),
+        };
+        let e = entry("198.18.0.63/32", EntryKind::Exact, 1, vec![holder]);
+        let text = super::list(&EntriesReply {
+            entries: vec![e.clone()],
+        });
         assert_clean(&text);
         assert!(
             text.contains("\"\\u{1b}[2J\\u{1b}[31mPWNED\\u{9b}0m\\u{202e}\""),
@@ -664,29 +684,86 @@ mod tests {
         );
         assert_eq!(text.lines().count(), 2, "{text}");
 
-        let why = super::why(&json!({"address": EVIL, "verdict": "drop", "reason": EVIL,
-            "matched": entry, "also_matching": [{"entry": EVIL}]}));
+        let why = super::why(&WhyReply {
+            matched: Some(e),
+            ..WhyReply::sample()
+        });
         assert_clean(&why);
         assert!(why.contains("app:\\u{1b}[2J"), "{why}");
     }
 
     #[test]
-    fn feeds_removed_stats_and_import_escape_daemon_strings() {
+    fn feeds_stats_guard_and_import_escape_daemon_strings() {
         let error = format!("feed: 1 bad line(s), nothing applied\n  feed:1: `{EVIL}`\r");
-        let line = super::feed_line(&json!({"name": EVIL, "entries": 0, "error": error}));
+        let line = super::feed_line(&FeedStatus {
+            name: EVIL.into(),
+            error: Some(error),
+            last_success: None,
+            ..FeedStatus::sample()
+        });
         assert_clean(&line);
         // The error's own line structure is kept, indented under the feed.
         assert_eq!(line.lines().count(), 2, "{line}");
         assert!(line.contains("\n      feed:1: `\\u{1b}[2J"), "{line}");
 
-        let removed = super::removed(&json!({"removed": [EVIL], "still_held": [EVIL]}));
-        assert_clean(&removed);
-        let stats = super::stats(&json!({"interfaces": [{"interface": EVIL, "mode": EVIL}],
-            "counters": {EVIL: {"packets": 1, "bytes": 2}},
-            "entries": [{"list": EVIL, "source": EVIL, "family": EVIL, "entries": 1}]}));
+        let mut counters = ReasonCounters::default();
+        counters.set(
+            Reason::NoMatch,
+            CounterView {
+                bytes: 2,
+                packets: 1,
+            },
+        );
+        let stats = super::stats(&StatsReply {
+            interfaces: vec![InterfaceStats {
+                adopted: false,
+                counters,
+                ifindex: 3,
+                interface: EVIL.into(),
+                mode: XdpMode::Generic,
+            }],
+            counters,
+            entries: vec![ListCount {
+                entries: 1,
+                family: Family::V4,
+                list: Side::Block,
+                source: SourceKind::Api,
+            }],
+            ..StatsReply::sample()
+        });
         assert_clean(&stats);
-        let imported = super::imported(&json!({"name": EVIL, "entries": 1}));
+        assert!(stats.contains("block api ipv4: 1 entries"), "{stats}");
+        assert!(stats.contains("no_match"), "{stats}");
+
+        let guard = super::guard(&GuardReply {
+            error: Some(EVIL.into()),
+            ..GuardReply::sample()
+        });
+        assert_clean(&guard);
+        assert!(
+            guard.contains("blocks refused since start: api 2, auto-ban 14, feed 1"),
+            "{guard}"
+        );
+
+        let imported = super::imported(&ImportReply {
+            name: EVIL.into(),
+            entries: 1,
+            ..ImportReply::default()
+        });
         assert_clean(&imported);
         assert!(!imported.contains("normalised"), "{imported}");
+    }
+
+    #[test]
+    fn added_lists_each_refusal() {
+        let text = super::added(&AddReply::sample());
+        assert!(
+            text.starts_with("2 entries applied, 1 new in the map, expiring in"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  refused 2001:db8::/32: blocking 2001:db8::/32"),
+            "{text}"
+        );
     }
 }

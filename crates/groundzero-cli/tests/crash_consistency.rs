@@ -10,65 +10,59 @@ mod common;
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use common::state::{self, Hold, Kernel, Key, View};
 use groundzero::{pins, IpNet};
-use nix::sys::signal::{kill, Signal};
+use groundzero_lab::harness::{self, ChildDaemon, DaemonConfig, Workdir};
+use nix::sys::signal::Signal;
 use rand::{seq::SliceRandom, Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
 /// A state directory and a pin directory of our own, removed on drop (panic included), after
-/// the daemon child (if any) is killed.
+/// the daemon child (if any) is stopped.
 struct Lab {
-    dir: PathBuf,
+    daemon: Option<ChildDaemon>,
     pin_dir: PathBuf,
     socket: PathBuf,
     config: PathBuf,
     log: PathBuf,
-    child: Option<Child>,
+    work: Workdir,
 }
 
 impl Lab {
-    /// `extra`: more TOML tables for the config (after `[guard]`).
+    /// `extra`: more TOML tables for the config (merged with `[guard]`).
     fn new(tag: &str, extra: &str) -> Self {
         common::require_root();
-        pins::ensure_bpffs().expect("bpffs mounted");
-        let id = format!("gz-{tag}-{}", std::process::id());
-        let dir = std::env::temp_dir().join(&id);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let pin_dir = PathBuf::from("/sys/fs/bpf").join(&id);
-        let socket = dir.join("api.sock");
-        let config = dir.join("gz.toml");
+        let mut work = Workdir::create(&format!("gz-{tag}")).expect("the test's directory");
+        let pin_dir = work.pin_dir("pins").expect("a pin directory");
+        let socket = work.path("api.sock");
+        let config = work.path("gz.toml");
         // No interfaces: the maps, registry and journal are what is under test, and a daemon
         // with no attachment touches no link. The guard's management protection is off so that
         // test addresses are judged only by the allowlist (kept disjoint from the blocks).
-        std::fs::write(
-            &config,
-            format!(
-                "pin_dir = {pin_dir:?}\nstate_dir = {:?}\n[api]\nsocket = {socket:?}\n[guard]\nprotect_management = false\n{extra}",
-                dir.join("state")
-            ),
-        )
-        .unwrap();
+        DaemonConfig::with_paths(&pin_dir, &work.path("state"), &socket)
+            .set("guard.protect_management", false)
+            .merge_toml(extra)
+            .write(&config)
+            .unwrap_or_else(|e| panic!("{e}"));
         Lab {
-            log: dir.join("daemon.log"),
-            dir,
+            daemon: None,
+            log: work.path("daemon.log"),
             pin_dir,
             socket,
             config,
-            child: None,
+            work,
         }
     }
 
     /// The state directory, where the journal lives.
     fn journal(&self) -> PathBuf {
-        self.dir.join("state")
+        self.work.path("state")
     }
 
     fn log_tail(&self) -> String {
@@ -79,50 +73,23 @@ impl Lab {
 
     /// Starts `groundzero run` and waits until it answers `/v1/health`.
     fn start(&mut self) {
-        assert!(self.child.is_none(), "a daemon is already running");
+        assert!(self.daemon.is_none(), "a daemon is already running");
         let _ = std::fs::remove_file(&self.socket);
-        let child = Command::new(env!("CARGO_BIN_EXE_groundzero"))
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.log)
-                    .unwrap(),
-            )
-            .spawn()
-            .expect("running the groundzero binary");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if state::request(&self.socket, "GET", "/v1/health", None)
-                .is_some_and(|r| r.status == 200)
-            {
-                return;
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!(
-                    "the daemon exited ({status}) at start; log:\n{}",
-                    self.log_tail()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not answer within 30 s; log:\n{}",
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let launch = harness::ChildDaemon::command(
+            env!("CARGO_BIN_EXE_groundzero"),
+            &self.config,
+            &self.log,
+        )
+        .append_log_to(&self.log);
+        let started = ChildDaemon::start(&launch, &self.socket);
+        self.daemon = Some(started.unwrap_or_else(|e| panic!("{e}")));
     }
 
     fn signal(&mut self, signal: Signal) {
-        if let Some(mut child) = self.child.take() {
-            kill(nix::unistd::Pid::from_raw(child.id() as i32), signal)
-                .expect("signalling the daemon");
-            let status = child.wait().expect("waiting for the daemon");
+        if let Some(mut daemon) = self.daemon.take() {
+            let status = daemon
+                .stop_with(signal)
+                .unwrap_or_else(|e| panic!("{e}; log:\n{}", self.log_tail()));
             if signal == Signal::SIGTERM {
                 assert!(
                     status.success(),
@@ -161,17 +128,6 @@ impl Lab {
             std::thread::sleep(Duration::from_millis(200));
         }
         Err(last)
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = pins::remove_all(&self.pin_dir);
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -5,8 +5,7 @@ mod common;
 use std::{
     collections::HashMap,
     net::{IpAddr, UdpSocket},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -17,68 +16,26 @@ use std::{
 use common::daemon::TestDaemon;
 use groundzero::pins;
 use groundzero_api::client::{Client, Endpoint};
-use groundzero_lab::netns::{veth, Netns};
+use groundzero_lab::{
+    harness::{ChildDaemon, DaemonConfig, Workdir},
+    netns::{veth, Netns},
+};
 use hyper::Method;
 use serde_json::{json, Value};
 
-/// A `groundzero run` child process inside a namespace; killed on drop.
-struct DaemonProcess {
-    child: Child,
+/// A `groundzero run` child inside `ns`, appending to `log`, up once it answers `/v1/health`.
+/// Stopped on drop.
+fn spawn_daemon(ns: &Netns, config: &Path, log: &Path, socket: &Path) -> ChildDaemon {
+    let _ = std::fs::remove_file(socket);
+    let launch = ChildDaemon::command(env!("CARGO_BIN_EXE_groundzero"), config, log)
+        .append_log_to(log)
+        .in_netns(ns.name());
+    ChildDaemon::start(&launch, socket).unwrap_or_else(|e| panic!("{e}"))
 }
 
-impl DaemonProcess {
-    /// `nsenter --net` switches only the network namespace: unlike `ip netns exec` it keeps
-    /// our mount namespace, so bpffs pins outlive the process as they would in production.
-    fn spawn(ns: &Netns, config: &Path, log: &Path, socket: &Path) -> Self {
-        let _ = std::fs::remove_file(socket);
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", ns.name()))
-            .arg(env!("CARGO_BIN_EXE_groundzero"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(log)
-                    .unwrap(),
-            )
-            .spawn()
-            .expect("nsenter (util-linux) runs groundzero");
-        let d = DaemonProcess { child };
-        let client = Client::new(Endpoint::Unix(socket.to_path_buf()));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while rt
-            .block_on(client.call(Method::GET, "/v1/health", None))
-            .is_err()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not come up; log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        d
-    }
-
-    fn signal(mut self, signal: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for DaemonProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Sends `signal` and waits for the daemon to exit.
+fn signal(mut daemon: ChildDaemon, signal: nix::sys::signal::Signal) {
+    daemon.stop_with(signal).unwrap_or_else(|e| panic!("{e}"));
 }
 
 fn api(socket: &Path, method: Method, path: &str, body: Option<Value>) -> Value {
@@ -90,23 +47,11 @@ fn api(socket: &Path, method: Method, path: &str, body: Option<Value>) -> Value 
         .unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-struct Cleanup(PathBuf, PathBuf);
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = pins::remove_all(&self.1);
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn restarts_under_flood_leak_nothing_and_kill_9_loses_nothing() {
     common::require_root();
-    pins::ensure_bpffs().unwrap();
-    let id = format!("gz-lc-{}", std::process::id());
-    let dir = std::env::temp_dir().join(&id);
-    std::fs::create_dir_all(&dir).unwrap();
-    let pin_dir = PathBuf::from("/sys/fs/bpf").join(&id);
-    let _cleanup = Cleanup(dir.clone(), pin_dir.clone());
+    let mut work = Workdir::create("gz-lc").expect("the test's directory");
+    let pin_dir = work.pin_dir("pins").expect("a pin directory");
 
     let peer = Netns::create("lc-p").unwrap();
     let target = Netns::create("lc-t").unwrap();
@@ -151,19 +96,16 @@ fn restarts_under_flood_leak_nothing_and_kill_9_loses_nothing() {
             .unwrap();
     }
 
-    let socket = dir.join("api.sock");
-    let config = dir.join("gz.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "interfaces = [\"gzlc-t\"]\npin_dir = {pin_dir:?}\nstate_dir = {:?}\n[api]\nsocket = {socket:?}\n[guard]\nprotect_management = false\n",
-            dir.join("state")
-        ),
-    )
-    .unwrap();
-    let log = dir.join("daemon.log");
+    let socket = work.path("api.sock");
+    let config = work.path("gz.toml");
+    DaemonConfig::with_paths(&pin_dir, &work.path("state"), &socket)
+        .interfaces(&["gzlc-t"])
+        .set("guard.protect_management", false)
+        .write(&config)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let log = work.path("daemon.log");
 
-    let first = DaemonProcess::spawn(&target, &config, &log, &socket);
+    let first = spawn_daemon(&target, &config, &log, &socket);
     api(
         &socket,
         Method::POST,
@@ -220,13 +162,13 @@ fn restarts_under_flood_leak_nothing_and_kill_9_loses_nothing() {
     };
 
     std::thread::sleep(Duration::from_millis(800));
-    first.signal(nix::sys::signal::Signal::SIGTERM);
+    signal(first, nix::sys::signal::Signal::SIGTERM);
     std::thread::sleep(Duration::from_millis(300)); // no daemon at all for a while
-    let second = DaemonProcess::spawn(&target, &config, &log, &socket);
+    let second = spawn_daemon(&target, &config, &log, &socket);
     std::thread::sleep(Duration::from_millis(600));
-    second.signal(nix::sys::signal::Signal::SIGKILL);
+    signal(second, nix::sys::signal::Signal::SIGKILL);
     std::thread::sleep(Duration::from_millis(300));
-    let third = DaemonProcess::spawn(&target, &config, &log, &socket);
+    let third = spawn_daemon(&target, &config, &log, &socket);
     let (sent_bad, sent_good) = flood.join().unwrap();
     // Until every clean datagram is counted (a loaded machine may starve the receiver for a
     // while; they wait in its socket), then a moment more for any leak to show.
@@ -276,7 +218,7 @@ fn restarts_under_flood_leak_nothing_and_kill_9_loses_nothing() {
         "{logged}"
     );
 
-    third.signal(nix::sys::signal::Signal::SIGTERM);
+    signal(third, nix::sys::signal::Signal::SIGTERM);
     let removed = pins::remove_all(&pin_dir).unwrap();
     assert!(!removed.is_empty());
 }

@@ -26,7 +26,7 @@ mod common;
 use std::{
     net::IpAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::{atomic::AtomicBool, Mutex},
     time::{Duration, Instant},
 };
@@ -34,11 +34,13 @@ use std::{
 use common::daemon::TestDaemon;
 use groundzero_lab::{
     self as lab,
+    harness::{node, Launch, Supervised},
     topology::{LAB_PIN_DIR, NODE_IF, NODE_NS, STATE_FILE},
     watch::{BanClock, XdpTally},
     Lab, LabSpec, PhasePlan, PhaseReport,
 };
 use hyper::Method;
+use nix::sys::signal::Signal;
 use serde_json::json;
 
 /// The lab has fixed names: one test at a time.
@@ -50,55 +52,11 @@ fn lab_lock() -> std::sync::MutexGuard<'static, ()> {
 
 const APP: &str = "app:validator-node";
 
-/// The validator node in the lab's node namespace, stopped on drop.
-struct Node {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Node {
-    fn start(socket: &Path, log: PathBuf) -> Node {
-        let bin = validator_node_binary();
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{NODE_NS}"))
-            .arg(&bin)
-            .arg("--api-socket")
-            .arg(socket)
-            .args(["--ban-ttl", "2m"])
-            .env("RUST_LOG", "info")
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-        let node = Node { child, log };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !std::fs::read_to_string(&node.log).is_ok_and(|l| l.contains("ready")) {
-            assert!(
-                Instant::now() < deadline,
-                "the validator node did not start: {}",
-                std::fs::read_to_string(&node.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        node
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The validator node in the lab's node namespace, up once it says so; stopped on drop.
+fn start_node(socket: &Path, log: &Path) -> Supervised {
+    let bin = validator_node_binary();
+    node::start(&node::command(&bin, socket, "2m", NODE_NS, log), None)
+        .unwrap_or_else(|e| panic!("the validator node did not start: {e}"))
 }
 
 /// `target/<profile>/validator-node`, built first if `cargo test -p groundzero-cli` did not (a
@@ -181,7 +139,7 @@ fn legit_peers_are_served_under_flood_with_the_shield_and_degrade_without() {
         &node_ns,
         &format!("interfaces = [\"{NODE_IF}\"]\nmonitor = true\n"),
     );
-    let _node = Node::start(&daemon.socket, daemon.dir.join("node.log"));
+    let _node = start_node(&daemon.socket, &daemon.dir.join("node.log"));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -273,18 +231,16 @@ fn lab_down_cleans_up_after_a_crash() {
     );
     let work = std::env::temp_dir().join(format!("gz-lab-crash-{}", std::process::id()));
     std::fs::create_dir_all(&work).unwrap();
-    let mut daemon = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{NODE_NS}"))
-        .arg(gz)
+    let mut daemon = Launch::new("the daemon", gz)
         .args(["run", "--iface", NODE_IF, "--pin-dir", LAB_PIN_DIR])
         .arg("--state-dir")
         .arg(work.join("state"))
         .arg("--socket")
         .arg(work.join("api.sock"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .in_netns(NODE_NS)
+        .log_to(&work.join("daemon.log"))
         .spawn()
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{e}"));
     let deadline = Instant::now() + Duration::from_secs(30);
     while !lab::status().is_ok_and(|s| s.pins > 0 && work.join("api.sock").exists()) {
         assert!(
@@ -293,14 +249,16 @@ fn lab_down_cleans_up_after_a_crash() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let mut sleeper = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{NODE_NS}"))
-        .args(["sleep", "120"])
+    let mut sleeper = Launch::new("a process in the lab", "sleep")
+        .arg("120")
+        .in_netns(NODE_NS)
         .spawn()
-        .unwrap();
-    let sleeper_pid = sleeper.id();
-    daemon.kill().unwrap(); // SIGKILL: the crash under test
-    daemon.wait().unwrap();
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sleeper_pid = sleeper.pid();
+    // SIGKILL: the crash under test.
+    daemon
+        .stop_with(Signal::SIGKILL, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
 
     let left = lab::status().unwrap();
     assert_eq!(left.namespaces.len(), 4, "{left:?}"); // bridge, node, peer1, atk1
@@ -329,7 +287,7 @@ fn lab_down_cleans_up_after_a_crash() {
     // The process inside the lab was stopped (it may linger as a zombie of init for a moment).
     let deadline = Instant::now() + Duration::from_secs(5);
     // Our own child: reaped here once `lab down` has killed it.
-    while sleeper.try_wait().unwrap().is_none() {
+    while sleeper.exited().is_none() {
         assert!(
             Instant::now() < deadline,
             "process {sleeper_pid} still runs in the lab"

@@ -4,12 +4,16 @@ mod common;
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     time::Duration,
 };
 
 use groundzero::pins;
-use groundzero_lab::netns::{veth, Netns};
+
+use groundzero_lab::{
+    harness::{ChildDaemon, DaemonConfig, Launch, Workdir},
+    netns::{veth, Netns},
+};
 
 const UNIT: &str = include_str!("../../../deploy/systemd/groundzero.service");
 const INSTALLED_BIN: &str = "/usr/local/bin/groundzero";
@@ -204,27 +208,9 @@ fn effective_caps(pid: u32) -> u64 {
     u64::from_str_radix(hex, 16).unwrap()
 }
 
-/// Kills the child and removes its pins and files on drop, so a failing assertion leaves
-/// nothing behind.
-struct Daemon {
-    child: Child,
-    pin_dir: PathBuf,
-    dir: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = pins::remove_all(&self.pin_dir);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[test]
 fn the_daemon_runs_with_only_the_units_capabilities() {
     common::require_root();
-    pins::ensure_bpffs().unwrap();
     // setpriv does what the unit asks of systemd: root, a bounding set of exactly these
     // capabilities, the same ones ambient, no new privileges.
     let caps: Vec<String> = CAPABILITIES
@@ -236,26 +222,20 @@ fn the_daemon_runs_with_only_the_units_capabilities() {
     let ns = Netns::create("svc").unwrap();
     let peer = Netns::create("svcp").unwrap();
     veth(&ns, "svc0", &peer, "svc1").unwrap();
-    let dir = std::env::temp_dir().join(format!("gz-unit-caps-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let pin_dir = PathBuf::from("/sys/fs/bpf").join(format!("gz-unit-{}", std::process::id()));
-    let socket = dir.join("api.sock");
-    let config = dir.join("groundzero.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "interfaces = [\"svc0\"]\nattach_mode = \"generic\"\npin_dir = {pin_dir:?}\n\
-             state_dir = {:?}\n[api]\nsocket = {socket:?}\n[ratelimit]\nrate = 1000\n\
-             [journey]\nenabled = true\n",
-            dir.join("state")
-        ),
-    )
-    .unwrap();
-    let log = dir.join("daemon.log");
-    let child = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", ns.name()))
-        .args(["setpriv", "--no-new-privs"])
+    let mut work = Workdir::create("gz-unit-caps").expect("the test's directory");
+    let pin_dir = work.pin_dir("pins").expect("a pin directory");
+    let socket = work.path("api.sock");
+    let config = work.path("groundzero.toml");
+    DaemonConfig::with_paths(&pin_dir, &work.path("state"), &socket)
+        .interfaces(&["svc0"])
+        .set("attach_mode", "generic")
+        .set("ratelimit.rate", 1000u32)
+        .set("journey.enabled", true)
+        .write(&config)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let log = work.path("daemon.log");
+    let launch = Launch::new("the daemon under setpriv", "setpriv")
+        .arg("--no-new-privs")
         .arg(format!("--bounding-set={caps}"))
         .arg(format!("--inh-caps={caps}"))
         .arg(format!("--ambient-caps={caps}"))
@@ -264,32 +244,21 @@ fn the_daemon_runs_with_only_the_units_capabilities() {
         .args(["run", "--config"])
         .arg(&config)
         .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("nsenter and setpriv (util-linux) run groundzero");
-    let mut daemon = Daemon {
-        child,
-        pin_dir: pin_dir.clone(),
-        dir: dir.clone(),
-    };
+        .in_netns(ns.name())
+        .log_to(&log);
+    // Stopped on drop, before `work` removes its pins and files.
+    let mut daemon = ChildDaemon::spawn(&launch, &socket)
+        .unwrap_or_else(|e| panic!("setpriv (util-linux) runs groundzero: {e}"));
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
 
     // A capability missing makes the daemon exit at start: stop waiting then.
     let mut exited = None;
     let healthy = common::wait_for(Duration::from_secs(60), Duration::from_millis(100), || {
-        if let Ok(Some(status)) = daemon.child.try_wait() {
+        if let Some(status) = daemon.exited() {
             exited = Some(status);
             return true;
         }
-        // raw_request panics on a refused connection: try one first (the socket file exists
-        // from bind on, a moment before the daemon listens).
-        std::os::unix::net::UnixStream::connect(&socket).is_ok()
-            && common::daemon::raw_request(
-                &socket,
-                b"GET /v1/health HTTP/1.1\r\nHost: gz\r\nConnection: close\r\n\r\n",
-            )
-            .0 == 200
+        daemon.healthy()
     });
     assert!(
         healthy && exited.is_none(),
@@ -297,13 +266,13 @@ fn the_daemon_runs_with_only_the_units_capabilities() {
         read_log()
     );
 
-    // nsenter and setpriv exec, so the child's pid is the daemon's.
+    // setpriv execs, so the child's pid is the daemon's.
     let wanted: u64 = [39u32, 12, 38] // CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON
         .iter()
         .map(|bit| 1u64 << bit)
         .sum();
     assert_eq!(
-        effective_caps(daemon.child.id()),
+        effective_caps(daemon.pid()),
         wanted,
         "the daemon should hold exactly {CAPABILITIES:?}"
     );

@@ -1,6 +1,7 @@
 //! Shared between the groundzero XDP program (kernel, `no_std`) and user space.
 //!
 //! Everything that both sides must agree on lives here, exactly once:
+//! - [`lists`]: the list vocabulary (side, family, exact or prefix, which map);
 //! - [`maps`]: map names and the `#[repr(C)]` keys and values stored in them;
 //! - [`reason`]: why a packet got its verdict, which doubles as the counter index;
 //! - [`parse`]: the packet parser, generic over how bytes are read, so the kernel and the
@@ -12,6 +13,7 @@
 #![no_std]
 
 pub mod journey;
+pub mod lists;
 pub mod maps;
 pub mod parse;
 pub mod ratelimit;

@@ -5,25 +5,14 @@
 
 use std::time::Duration;
 
-use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
-
 use groundzero::{
     entry::{parse_entry, parse_lines, EntryError, ListFileError},
     text::for_terminal,
 };
+use ipnet::IpNet;
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum FeedFormat {
-    /// One address or prefix per line; `#` and `;` comments.
-    #[default]
-    Plain,
-    /// Spamhaus DROP / EDROP text: `prefix ; SBL id`, `;` comments. Every line must be a prefix.
-    Spamhaus,
-    /// FireHOL netset: one address or prefix per line, `#` comments.
-    Firehol,
-}
+/// A feed's format: the API's type (the config and the feed caches spell it the same way).
+pub use groundzero_api::feeds::FeedFormat;
 
 /// A parsed feed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -28,7 +28,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::registry::{Holder, Side};
+use crate::records::{Holder, Side};
 
 /// The journal's file name in the state directory.
 pub const FILE_NAME: &str = "journal.gzj";
@@ -198,7 +198,7 @@ pub fn read_only(state_dir: &Path) -> Result<(Vec<Record>, usize), JournalError>
 /// Copies every damaged range into one new file and fsyncs it (and the directory), so the copy
 /// survives the rewrite that follows.
 fn move_aside(state_dir: &Path, damaged: &Damaged) -> Result<Vec<Damage>, JournalError> {
-    let seconds = super::registry::now_unix();
+    let seconds = crate::records::now_unix();
     // Two starts within a second (a restart loop) must not overwrite the first copy.
     let mut n = 0;
     let (path, file) = loop {

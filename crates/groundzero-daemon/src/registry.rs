@@ -6,15 +6,15 @@
 //! map is touched, so an acknowledged change survives `kill -9`; at start the journal, the feed
 //! caches and the pinned maps are reconciled, and nothing found in a map is dropped.
 
+use groundzero::lists::Family;
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
     path::{Path, PathBuf},
-    time::{SystemTime, UNIX_EPOCH},
+    time::UNIX_EPOCH,
 };
 
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
 
 use groundzero_common::{
     verdict::{decide_addr, Lists},
@@ -23,46 +23,12 @@ use groundzero_common::{
 
 use groundzero::guard::{Guard, Policy, Refusal};
 
-use super::{
+pub use crate::records::{now_unix, source_kind, FeedStatus, Holder, Side};
+use crate::{
     feeds::{FeedFormat, ParsedFeed},
     journal::{self, Journal, JournalError, Record},
 };
 use groundzero::{Error as ShieldError, ListEntry, Shield};
-
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum Side {
-    Block,
-    Allow,
-}
-
-/// One reason an entry is on a list.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Holder {
-    /// `manual`, `api`, `feed:<name>`, `auto-ban`, `app:<name>`, or `adopted` (found in a
-    /// pinned map with no record, e.g. written by another tool while the daemon was down).
-    pub source: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Unix seconds.
-    pub created: u64,
-    /// Unix seconds; the hold is removed at this time without anyone acting.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires: Option<u64>,
-}
-
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct FeedStatus {
-    pub name: String,
-    pub url: String,
-    pub format: FeedFormat,
-    pub entries: usize,
-    pub last_attempt: Option<u64>,
-    pub last_success: Option<u64>,
-    pub error: Option<String>,
-    /// Refreshes refused by the guard or the change limit since the daemon started.
-    pub refused: u64,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -99,24 +65,8 @@ fn refusals_text(refusals: &[Refusal]) -> String {
     text + "; pass force to do it anyway"
 }
 
-/// What became of one entry of an add request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "status", rename_all = "lowercase")]
-pub enum EntryStatus {
-    /// It was not on the list: it is now.
-    Added,
-    /// It was already on the list; this source's hold was added or renewed.
-    Held,
-    /// The guard refused it; nothing was changed for it.
-    Refused { why: String },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct EntryOutcome {
-    pub entry: IpNet,
-    #[serde(flatten)]
-    pub status: EntryStatus,
-}
+/// What became of each entry of an add request, as the API shows it.
+pub use groundzero_api::lists::{EntryOutcome, EntryStatus};
 
 /// How a feed refresh or import is judged before it is applied.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -127,34 +77,9 @@ pub struct FeedPolicy {
     pub max_change: Option<f64>,
 }
 
-/// An entry as the API shows it.
-#[derive(Clone, Debug, Serialize)]
-pub struct EntryView {
-    pub entry: IpNet,
-    pub list: Side,
-    /// `exact` (hash) or `prefix` (LPM trie).
-    pub kind: &'static str,
-    pub holders: Vec<Holder>,
-    pub hits: u64,
-    /// Seconds since the last hit, if it was ever hit.
-    pub last_hit_seconds_ago: Option<f64>,
-}
-
-/// The answer to "what happens to packets from this address, and why".
-#[derive(Clone, Debug, Serialize)]
-pub struct Why {
-    pub address: IpAddr,
-    /// `pass` or `drop` (or `pass` with `would_drop` in monitor mode).
-    pub verdict: &'static str,
-    /// The counter reason the XDP program would use.
-    pub reason: &'static str,
-    pub monitor: bool,
-    /// The entry that decided, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub matched: Option<EntryView>,
-    /// Block entries that also cover the address but did not decide (e.g. under an allow).
-    pub also_matching: Vec<EntryView>,
-}
+/// An entry, and the answer to "why", as the API shows them.
+pub use groundzero_api::lists::{EntryView, WhyReply as Why};
+use groundzero_api::{lists::EntryKind, Source};
 
 struct FeedSet {
     nets: HashSet<IpNet>,
@@ -185,31 +110,7 @@ pub struct Registry {
     refusals: BTreeMap<String, u64>,
     /// Holds per (side, source kind, family), kept in step with `held` so that `/v1/stats` and
     /// scrapes do not walk every entry (50 ms at 50k entries in a debug build).
-    tally: HashMap<(Side, String, &'static str), u64>,
-}
-
-fn family(n: &IpNet) -> &'static str {
-    if matches!(n, IpNet::V4(_)) {
-        "ipv4"
-    } else {
-        "ipv6"
-    }
-}
-
-pub fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-fn is_exact(net: &IpNet) -> bool {
-    net.prefix_len() == net.max_prefix_len()
-}
-
-/// The kind of a source (`feed:x` → `feed`): bounded label values for metrics.
-pub fn source_kind(source: &str) -> &str {
-    source.split(':').next().unwrap_or("")
+    tally: HashMap<(Side, String, Family), u64>,
 }
 
 /// `nets` without repeats, in first-seen order.
@@ -323,7 +224,7 @@ impl Registry {
                     held.remove(&(side, *net));
                     for feed in feeds.values_mut() {
                         if side == Side::Block && feed.nets.remove(net) {
-                            feed.status.entries = feed.nets.len();
+                            feed.status.entries = feed.nets.len() as u64;
                             feed.v4 -= usize::from(net.addr().is_ipv4());
                         }
                     }
@@ -342,7 +243,7 @@ impl Registry {
         let mut adopted = 0;
         for key in present.difference(&desired) {
             held.entry(*key).or_default().push(Holder {
-                source: "adopted".into(),
+                source: Source::Adopted.to_string(),
                 reason: Some("found in the pinned map with no record".into()),
                 created: now,
                 expires: None,
@@ -397,7 +298,11 @@ impl Registry {
             return;
         };
         for h in holders {
-            let slot = (key.0, source_kind(&h.source).to_string(), family(&key.1));
+            let slot = (
+                key.0,
+                source_kind(&h.source).to_string(),
+                Family::of(&key.1),
+            );
             let n = self.tally.entry(slot).or_default();
             *n = if add { *n + 1 } else { n.saturating_sub(1) };
         }
@@ -749,7 +654,7 @@ impl Registry {
                         name: name.to_string(),
                         url: url.to_string(),
                         format,
-                        entries: parsed.nets.len(),
+                        entries: parsed.nets.len() as u64,
                         last_attempt: Some(now),
                         last_success: Some(now),
                         error: None,
@@ -831,7 +736,7 @@ impl Registry {
             for (name, feed) in &self.feeds {
                 if feed.nets.contains(net) {
                     out.push(Holder {
-                        source: format!("feed:{name}"),
+                        source: Source::Feed(name.clone()).to_string(),
                         reason: None,
                         created: feed.status.last_success.unwrap_or(0),
                         expires: None,
@@ -844,15 +749,18 @@ impl Registry {
 
     /// Number of entries per (side, source, family), for metrics. An entry with two holders
     /// counts under both sources.
-    pub fn counts(&self) -> BTreeMap<(Side, String, &'static str), u64> {
-        let mut out: BTreeMap<(Side, String, &'static str), u64> = self
+    pub fn counts(&self) -> BTreeMap<(Side, String, Family), u64> {
+        let mut out: BTreeMap<(Side, String, Family), u64> = self
             .tally
             .iter()
             .filter(|(_, n)| **n > 0)
             .map(|(k, n)| (k.clone(), *n))
             .collect();
         for feed in self.feeds.values() {
-            for (fam, n) in [("ipv4", feed.v4), ("ipv6", feed.nets.len() - feed.v4)] {
+            for (fam, n) in [
+                (Family::V4, feed.v4),
+                (Family::V6, feed.nets.len() - feed.v4),
+            ] {
                 if n > 0 {
                     *out.entry((Side::Block, "feed".to_string(), fam))
                         .or_default() += n as u64;
@@ -876,7 +784,7 @@ impl Registry {
             source.is_none_or(|want| {
                 holders
                     .iter()
-                    .any(|h| h.source == want || h.source.starts_with(&format!("{want}:")))
+                    .any(|h| Source::parse(&h.source).matches_filter(want))
             })
         };
         let mut keys: Vec<(Side, IpNet)> = self.held.keys().copied().collect();
@@ -948,8 +856,8 @@ impl Registry {
         let blocks = self.covering(Side::Block, addr);
         let lists = CoveringLists {
             allowed: !allows.is_empty(),
-            exact: blocks.first().is_some_and(is_exact),
-            cidr: blocks.iter().any(|b| !is_exact(b)),
+            exact: blocks.first().is_some_and(groundzero::lists::is_exact_net),
+            cidr: blocks.iter().any(|b| !groundzero::lists::is_exact_net(b)),
         };
         let reason = match addr {
             IpAddr::V4(a) => decide_addr(&a.octets(), &lists, monitor),
@@ -962,7 +870,7 @@ impl Registry {
             }
             Reason::BlockedCidr | Reason::MonitorCidr => blocks
                 .iter()
-                .find(|b| !is_exact(b))
+                .find(|b| !groundzero::lists::is_exact_net(b))
                 .map(|b| (Side::Block, *b)),
             _ => None,
         };
@@ -974,8 +882,8 @@ impl Registry {
             .collect::<Result<_, _>>()?;
         Ok(Why {
             address: addr,
-            verdict: reason.action().label(),
-            reason: reason.label(),
+            verdict: reason.action(),
+            reason,
             monitor,
             matched,
             also_matching,
@@ -1023,12 +931,12 @@ fn view(side: Side, e: ListEntry, holders: Vec<Holder>, now_ns: u64) -> EntryVie
     EntryView {
         entry: e.net,
         list: side,
-        kind: if is_exact(&e.net) && side == Side::Block {
-            "exact"
+        kind: if groundzero::lists::is_exact_net(&e.net) && side == Side::Block {
+            EntryKind::Exact
         } else {
-            "prefix"
+            EntryKind::Prefix
         },
-        holders,
+        holders: holders.iter().map(crate::wire::holder).collect(),
         hits: e.hits,
         last_hit_seconds_ago: (e.last_hit_ns > 0)
             .then(|| now_ns.saturating_sub(e.last_hit_ns) as f64 / 1e9),
@@ -1131,7 +1039,7 @@ fn load_feed_caches(dir: &Path) -> BTreeMap<String, FeedSet> {
             name: name.to_string(),
             url,
             format,
-            entries: nets.len(),
+            entries: nets.len() as u64,
             refused: 0,
             last_attempt: None,
             last_success: modified,

@@ -30,7 +30,6 @@ use hyper_util::{
     server::graceful::GracefulShutdown,
     service::TowerToHyperService,
 };
-use serde_json::json;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     sync::Semaphore,
@@ -195,12 +194,10 @@ fn with_request_timeout(app: Router, limit: Duration) -> Router {
 fn timed_out(limit: Duration) -> axum::response::Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({
-            "error": format!(
-                "the request did not finish within {}; work it had started may still complete",
-                humantime::format_duration(limit)
-            )
-        })),
+        Json(groundzero_api::ErrorBody::new(format!(
+            "the request did not finish within {}; work it had started may still complete",
+            humantime::format_duration(limit)
+        ))),
     )
         .into_response()
 }

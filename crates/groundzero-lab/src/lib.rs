@@ -6,13 +6,15 @@
 //! ([`topology`]), traffic generators that measure what legitimate peers get and attack in
 //! bounded ways ([`traffic`], [`scenario`]), and the small peer protocol the example validator
 //! node serves ([`peer_protocol`]). `groundzero lab`, `groundzero demo` and the flood test are
-//! built on it.
+//! built on it, and on the [`harness`] they share (supervised child processes, daemon configs,
+//! waiting, the raw API exchange, the pinned maps' reader).
 //!
 //! Everything stays in namespaces named `gz-lab-*`, addressed from 198.18.0.0/15 and
 //! 2001:2::/48; [`topology::down`] removes it all, also after a crash.
 
 pub mod craft;
 pub mod crowdsec;
+pub mod harness;
 pub mod netns;
 pub mod peer_protocol;
 pub mod raw;

@@ -7,7 +7,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use groundzero_api::client::{Client, ClientError, Method};
+use groundzero_api::{
+    client::{Client, ClientError},
+    counters::ReasonCounters,
+    Action, Reason,
+};
 use ipnet::IpNet;
 
 /// Packets the XDP program counted, by what it did with them.
@@ -26,20 +30,20 @@ pub struct XdpTally {
 impl XdpTally {
     /// Totals over every interface, from `GET /v1/stats`.
     pub async fn read(client: &Client) -> Result<XdpTally, ClientError> {
-        let stats = client.call(Method::GET, "/v1/stats", None).await?;
-        let packets = |reason: &str| {
-            stats["counters"][reason]["packets"]
-                .as_u64()
-                .unwrap_or_default()
-        };
-        Ok(XdpTally {
-            dropped: packets("blocked_exact") + packets("blocked_cidr") + packets("rate_limited"),
-            would_drop: packets("monitor_exact")
-                + packets("monitor_cidr")
-                + packets("monitor_rate"),
-            malformed: packets("malformed"),
-            passed: packets("no_match") + packets("allowlisted") + packets("non_ip"),
-        })
+        Ok(XdpTally::from_counters(&client.stats().await?.counters))
+    }
+
+    /// The tally of the daemon's counters: every reason lands in exactly one bucket.
+    pub fn from_counters(counters: &ReasonCounters) -> XdpTally {
+        let packets = |pick: fn(Reason) -> bool| counters.sum(pick).packets;
+        XdpTally {
+            dropped: packets(|r| r.action() == Action::Drop),
+            would_drop: packets(Reason::would_drop),
+            malformed: packets(|r| r == Reason::Malformed),
+            passed: packets(|r| {
+                r.action() == Action::Pass && !r.would_drop() && r != Reason::Malformed
+            }),
+        }
     }
 
     pub fn since(&self, earlier: &XdpTally) -> XdpTally {
@@ -131,6 +135,39 @@ impl BanClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_reason_lands_in_its_bucket() {
+        let counters: ReasonCounters = Reason::ALL
+            .iter()
+            .map(|&r| {
+                (
+                    r,
+                    groundzero_api::counters::CounterView {
+                        bytes: 0,
+                        packets: 1 << (r as u32),
+                    },
+                )
+            })
+            .collect();
+        let t = XdpTally::from_counters(&counters);
+        // The buckets of the old lookup by label: blocked_exact + blocked_cidr + rate_limited,
+        // monitor_*, malformed, and no_match + allowlisted + non_ip.
+        let bit = |r: Reason| 1u64 << (r as u32);
+        assert_eq!(
+            t.dropped,
+            bit(Reason::BlockedExact) + bit(Reason::BlockedCidr) + bit(Reason::RateLimited)
+        );
+        assert_eq!(
+            t.would_drop,
+            bit(Reason::MonitorExact) + bit(Reason::MonitorCidr) + bit(Reason::MonitorRate)
+        );
+        assert_eq!(t.malformed, bit(Reason::Malformed));
+        assert_eq!(
+            t.passed,
+            bit(Reason::NoMatch) + bit(Reason::Allowlisted) + bit(Reason::NonIp)
+        );
+    }
 
     #[test]
     fn ban_clock_records_the_first_sighting() {

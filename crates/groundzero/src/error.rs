@@ -6,27 +6,25 @@ use ipnet::IpNet;
 
 use crate::entry::EntryError;
 
-/// Which list map an operation touched.
+pub use groundzero_common::lists::ListKind;
+
+/// What was being done to a list entry when its map failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ListKind {
-    /// Blocked single addresses (hash).
-    BlockExact,
-    /// Blocked prefixes (LPM trie).
-    BlockCidr,
-    /// Allowed prefixes and addresses (LPM trie).
-    Allow,
+pub enum EntryOp {
+    Add,
+    Remove,
 }
 
-impl fmt::Display for ListKind {
+impl fmt::Display for EntryOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            ListKind::BlockExact => "blocklist (exact addresses)",
-            ListKind::BlockCidr => "blocklist (prefixes)",
-            ListKind::Allow => "allowlist",
+            EntryOp::Add => "adding",
+            EntryOp::Remove => "removing",
         })
     }
 }
 
+/// The library's errors.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
@@ -52,6 +50,23 @@ pub enum Error {
         source: aya::programs::ProgramError,
     },
 
+    #[error("detaching XDP from `{interface}` failed")]
+    Detach {
+        interface: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+
+    #[error("reading the kernel's information about program `{program}` failed")]
+    ProgramInfo {
+        program: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+
+    #[error("turning on the kernel's BPF run-time statistics (BPF_ENABLE_STATS) failed")]
+    RunStats(#[source] aya::sys::SyscallError),
+
     #[error("`{interface}` is already attached")]
     AlreadyAttached { interface: String },
 
@@ -68,9 +83,13 @@ pub enum Error {
         entry: IpNet,
     },
 
-    #[error("updating the {list} for {entry} failed")]
+    #[error(
+        "{op} {entry} in the {list} (map `{}`) failed",
+        list.map_name(groundzero_common::lists::Family::of(entry))
+    )]
     MapUpdate {
         list: ListKind,
+        op: EntryOp,
         entry: IpNet,
         #[source]
         source: aya::maps::MapError,
@@ -92,12 +111,42 @@ pub enum Error {
         source: aya::maps::MapError,
     },
 
+    #[error("removing {entry} from the rate limit's exempt list failed")]
+    RateExemptRemove {
+        entry: IpNet,
+        #[source]
+        source: aya::maps::MapError,
+    },
+
     #[error("reading the `{map}` map failed")]
     MapRead {
         map: &'static str,
         #[source]
         source: aya::maps::MapError,
     },
+
+    #[error("writing the `{map}` map failed")]
+    MapWrite {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+
+    #[error("deleting from the `{map}` map failed")]
+    MapDelete {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+
+    #[error(
+        "the eBPF object has no `{map}` map, or it was taken already (a ring buffer has one \
+         reader); is the object from another groundzero version?"
+    )]
+    NoMap { map: &'static str },
+
+    #[error("the eBPF object has no program `{program}`; is it from another groundzero version?")]
+    NoProgram { program: &'static str },
 
     #[error("pinning at {path}: {message}")]
     Pin {
@@ -123,4 +172,20 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// The errno of a failed map operation, if it has one.
+pub(crate) fn errno(e: &aya::maps::MapError) -> Option<i32> {
+    use aya::maps::MapError;
+    match e {
+        MapError::SyscallError(s) => s.io_error.raw_os_error(),
+        MapError::IoError(io) => io.raw_os_error(),
+        _ => None,
+    }
+}
+
+/// The key was not there (aya reports that in several ways, depending on the call).
+pub(crate) fn not_found(e: &aya::maps::MapError) -> bool {
+    use aya::maps::MapError;
+    matches!(e, MapError::KeyNotFound | MapError::ElementNotFound) || errno(e) == Some(libc::ENOENT)
 }

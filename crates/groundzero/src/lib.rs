@@ -8,30 +8,30 @@
 //!   for explaining verdicts, and for the differential test against the kernel.
 //! - [`guard`] is the one check every block passes: it refuses blocks that would cut off the host's
 //!   owner (protected and allowlisted prefixes, the host's own and management addresses).
-//! - [`sys`] issues the few `bpf()` commands aya does not wrap (batches, link detach, raw fds).
+//! - [`bpf`] is the layer under [`Shield`]: the object, the typed map handles, attach, pins,
+//!   and [`sys`], the few `bpf()` commands aya does not wrap (batches, link detach, raw fds).
+//! - [`lists`] is the list vocabulary (side, family, exact or prefix, which map), from
+//!   groundzero-common.
 //!
 //! The library never initialises a logger, never exits the process and never builds an async
 //! runtime: those belong to the binary.
 
-mod batch;
+pub mod bpf;
 pub mod counters;
 pub mod entry;
 pub mod error;
 pub mod guard;
 pub mod journey;
-pub mod list_reader;
 pub mod model;
-pub mod pins;
-mod program;
-pub mod ratelimit;
 pub mod shield;
-mod summary;
-pub mod sys;
 pub mod text;
+
+pub use bpf::{list_reader, pins, ratelimit, sys};
 
 pub use counters::Counters;
 pub use entry::{parse_address, parse_entry, parse_list, EntryError, ListFileError};
 pub use error::{Error, ListKind};
+pub use groundzero_common::lists;
 pub use groundzero_common::{Action, Reason};
 pub use ipnet::IpNet;
 pub use shield::{

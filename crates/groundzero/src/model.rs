@@ -49,7 +49,7 @@ impl ModelLists {
     }
 
     pub fn block(&mut self, net: IpNet) {
-        if net.prefix_len() == net.max_prefix_len() {
+        if groundzero_common::lists::is_exact_net(&net) {
             self.block_exact.insert(net);
         } else {
             self.block_cidr.push(net);

@@ -1,11 +1,12 @@
 //! The real `groundzero run` binary as a child process (optionally inside a network
 //! namespace), with its own directories, for tests of what only a process shows: locks held
-//! against a second daemon, SIGHUP reloads, exit codes and stderr.
+//! against a second daemon, SIGHUP reloads, exit codes and stderr. The lab harness's
+//! [`harness::ChildDaemon`] with this crate's binary, panicking with the log on failure.
 use std::{
     net::{IpAddr, SocketAddr, UdpSocket},
-    os::unix::process::CommandExt,
+    ops::{Deref, DerefMut},
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::Command,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -13,60 +14,44 @@ use std::{
     time::{Duration, Instant},
 };
 
-use groundzero::pins;
-use groundzero_lab::netns::Netns;
+use groundzero_lab::{
+    harness::{self, DaemonConfig, Launch},
+    netns::Netns,
+};
 use serde_json::Value;
 
-use super::state::{self, Response};
+use super::state::Response;
 
-/// A temporary directory and the bpffs pin directories handed out under it, all removed on
+/// The binary under test.
+pub const GROUNDZERO: &str = env!("CARGO_BIN_EXE_groundzero");
+
+/// A temporary directory and the bpffs pin directories handed out beside it, all removed on
 /// drop (panic included). Drop it after the daemons that use it.
-pub struct Workdir {
-    pub dir: PathBuf,
-    tag: String,
-    pin_dirs: Vec<PathBuf>,
-}
+pub struct Workdir(harness::Workdir);
 
 impl Workdir {
     pub fn new(tag: &str) -> Self {
         super::require_root();
-        pins::ensure_bpffs().expect("bpffs mounted");
-        let tag = format!("gz-proc-{tag}-{}", std::process::id());
-        let dir = std::env::temp_dir().join(&tag);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Workdir {
-            dir,
-            tag,
-            pin_dirs: Vec::new(),
-        }
+        Workdir(
+            harness::Workdir::create(&format!("gz-proc-{tag}"))
+                .unwrap_or_else(|e| panic!("the test's directory: {e}")),
+        )
     }
 
     /// `name` inside the directory.
     pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
+        self.0.path(name)
     }
 
     /// A pin directory of this test (not created), removed on drop.
     pub fn pin_dir(&mut self, name: &str) -> PathBuf {
-        let p = PathBuf::from("/sys/fs/bpf").join(format!("{}-{name}", self.tag));
-        let _ = pins::remove_all(&p);
-        self.pin_dirs.push(p.clone());
-        p
+        self.0
+            .pin_dir(name)
+            .unwrap_or_else(|e| panic!("a pin directory: {e}"))
     }
 }
 
-impl Drop for Workdir {
-    fn drop(&mut self) {
-        for p in &self.pin_dirs {
-            let _ = pins::remove_all(p);
-            let _ = std::fs::remove_dir(p);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A daemon config: `interfaces`, the three paths, then `extra` (tables only).
+/// A daemon config: `interfaces`, the three paths, then `extra` (TOML merged in).
 pub fn config_text(
     interfaces: &[&str],
     pin_dir: &Path,
@@ -74,128 +59,53 @@ pub fn config_text(
     socket: &Path,
     extra: &str,
 ) -> String {
-    format!(
-        "interfaces = {interfaces:?}\npin_dir = {pin_dir:?}\nstate_dir = {state_dir:?}\n\
-         [api]\nsocket = {socket:?}\n{extra}\n"
-    )
+    DaemonConfig::with_paths(pin_dir, state_dir, socket)
+        .interfaces(interfaces)
+        .merge_toml(extra)
+        .render()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `groundzero run --config <config>` logging to `log`, in `ns` if given.
+pub fn command(config: &Path, log: &Path, ns: Option<&Netns>) -> Launch {
+    let launch = harness::ChildDaemon::command(GROUNDZERO, config, log);
+    match ns {
+        Some(ns) => launch.in_netns(ns.name()),
+        None => launch,
+    }
 }
 
 /// A `groundzero run --config FILE` child. Stopped (SIGTERM, then SIGKILL) on drop.
-pub struct ChildDaemon {
-    child: Child,
-    pub socket: PathBuf,
-    pub log: PathBuf,
-    pub config: PathBuf,
-}
+pub struct ChildDaemon(harness::ChildDaemon);
 
 impl ChildDaemon {
-    /// Starts the binary with `config`, stderr (the log) to `log`, inside `ns` if given, and
-    /// returns at once.
+    /// Starts the binary with `config`, its output (the log) to `log`, inside `ns` if given,
+    /// and returns at once.
     pub fn spawn(config: &Path, socket: &Path, log: &Path, ns: Option<&Netns>) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_groundzero"));
-        cmd.args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap());
-        if let Some(ns) = ns {
-            // Only the network namespace changes (not the mount namespace, as `ip netns exec`
-            // would): the daemon's pins must be in the bpffs the test reads. The process
-            // itself is the daemon, so its pid is the one the lock names.
-            let file = std::fs::File::open(format!("/run/netns/{}", ns.name())).unwrap();
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
-            // SAFETY: setns is a plain syscall, async-signal-safe; `file` outlives the spawn.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-            let child = cmd.spawn().expect("running the groundzero binary");
-            drop(file);
-            return Self::wrap(child, config, socket, log);
-        }
-        let child = cmd.spawn().expect("running the groundzero binary");
-        Self::wrap(child, config, socket, log)
-    }
-
-    fn wrap(child: Child, config: &Path, socket: &Path, log: &Path) -> Self {
-        ChildDaemon {
-            child,
-            socket: socket.to_path_buf(),
-            log: log.to_path_buf(),
-            config: config.to_path_buf(),
-        }
+        ChildDaemon(
+            harness::ChildDaemon::spawn(&command(config, log, ns), socket)
+                .unwrap_or_else(|e| panic!("{e}: {e:?}")),
+        )
     }
 
     /// [`ChildDaemon::spawn`], then waits (up to 30 s) until it answers `/v1/health`.
     pub fn start(config: &Path, socket: &Path, log: &Path, ns: Option<&Netns>) -> Self {
-        let mut d = Self::spawn(config, socket, log, ns);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if d.healthy() {
-                return d;
-            }
-            if let Some(status) = d.exited() {
-                panic!(
-                    "the daemon exited ({status}) at start; log:\n{}",
-                    d.log_text()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not answer within 30 s; log:\n{}",
-                d.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn healthy(&self) -> bool {
-        state::request(&self.socket, "GET", "/v1/health", None).is_some_and(|r| r.status == 200)
-    }
-
-    /// Its exit status, if it has exited.
-    pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
-    /// Waits up to `limit` for it to exit.
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(s) = self.exited() {
-                return Some(s);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        ChildDaemon(
+            harness::ChildDaemon::start(&command(config, log, ns), socket)
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
     }
 
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), signal)
-            .expect("signalling the daemon");
-    }
-
-    /// Everything it logged so far.
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.0.signal(signal).expect("signalling the daemon");
     }
 
     /// A JSON request on its socket; panics when nothing answers.
     pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Response {
-        state::request(&self.socket, method, path, body).unwrap_or_else(|| {
+        self.0.request(method, path, body).unwrap_or_else(|| {
             panic!(
                 "{method} {path}: no answer on {}; log:\n{}",
-                self.socket.display(),
+                self.socket().display(),
                 self.log_text()
             )
         })
@@ -212,17 +122,17 @@ impl ChildDaemon {
     }
 }
 
-impl Drop for ChildDaemon {
-    fn drop(&mut self) {
-        if self.exited().is_some() {
-            return;
-        }
-        // SAFETY: kill has no preconditions; the pid is our own unreaped child.
-        unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
-        if self.wait_exit(Duration::from_secs(5)).is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+impl Deref for ChildDaemon {
+    type Target = harness::ChildDaemon;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl DerefMut for ChildDaemon {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
     }
 }
 

@@ -1,15 +1,18 @@
 //! An in-process daemon for tests: its own socket, state dir and pin dir, stopped and cleaned
-//! up (pins removed) on drop.
+//! up (pins removed) on drop. It runs `groundzero_daemon::run`, so it lives here rather than in
+//! the lab's harness (which must not depend on the daemon's crate); its config and waiting are
+//! the harness's.
 use std::{
     path::{Path, PathBuf},
     sync::atomic::{AtomicUsize, Ordering},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use groundzero::pins;
 use groundzero_api::client::{Client, ClientError, Endpoint};
 use groundzero_daemon as daemon;
 use groundzero_daemon::config::Validated;
+use groundzero_lab::harness::DaemonConfig;
 use hyper::Method;
 use serde_json::Value;
 
@@ -38,22 +41,14 @@ fn fresh_dirs() -> (PathBuf, PathBuf) {
     (dir, PathBuf::from("/sys/fs/bpf").join(&id))
 }
 
-/// The daemon's config: the generated paths plus `extra` TOML. Returns the API socket's path too.
+/// The daemon's config: the generated paths plus `extra` TOML (merged in: `extra` may have an
+/// `[api]` table of its own). Returns the API socket's path too.
 fn config_for(dir: &Path, pin_dir: &Path, extra: &str) -> (PathBuf, Validated) {
     let socket = dir.join("api.sock");
-    let text = format!(
-        "pin_dir = {:?}\nstate_dir = {:?}\n{extra}\n[api]\nsocket = {:?}\n",
-        pin_dir,
-        dir.join("state"),
-        socket
-    );
-    // `[api]` may also come in `extra`: then the generated one would be a duplicate table.
-    let text = if extra.contains("[api]") {
-        text.replace(&format!("[api]\nsocket = {:?}\n", socket), "")
-            .replace("[api]\n", &format!("[api]\nsocket = {:?}\n", socket))
-    } else {
-        text
-    };
+    let text = DaemonConfig::with_paths(pin_dir, &dir.join("state"), &socket)
+        .merge_toml(extra)
+        .render()
+        .unwrap_or_else(|e| panic!("{e}"));
     let config =
         Validated::parse(&text, Path::new("test.toml")).unwrap_or_else(|e| panic!("{e}\n{text}"));
     (socket, config)
@@ -144,16 +139,16 @@ impl TestDaemon {
     }
 
     fn wait_healthy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if self.call(Method::GET, "/v1/health", None).is_ok() {
-                return;
-            }
-            if self.thread.as_ref().is_some_and(|t| t.is_finished()) || Instant::now() > deadline {
-                panic!("the daemon did not come up on {}", self.socket.display());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut up = false;
+        super::wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
+            up = self.call(Method::GET, "/v1/health", None).is_ok();
+            up || self.thread.as_ref().is_some_and(|t| t.is_finished())
+        });
+        assert!(
+            up,
+            "the daemon did not come up on {}",
+            self.socket.display()
+        );
     }
 
     pub fn client(&self) -> Client {

@@ -8,63 +8,50 @@ use axum::{
     response::sse::{Event, KeepAlive, Sse},
     Json,
 };
-use serde::Deserialize;
-use serde_json::{json, Value};
+use groundzero_api::journey::{
+    EventKind, JourneySummary, Outcome, RecentQuery, RecentReply, TracingReply, TracingRequest,
+};
 use tokio::sync::broadcast;
 
-use crate::journey::{hub_of, journey_json, start_tracing, stop_tracing, summary_json};
+use crate::journey::{summary, summary_json};
+use crate::journey_ops::{hub_of, journey_view, start_tracing, stop_tracing};
 use crate::{
     http::{ApiError, ApiJson},
     Shared,
 };
-use groundzero::journey::Outcome;
 
-pub async fn summary(State(s): State<Shared>) -> Json<Value> {
+/// `GET /v1/journey`: what the journeys add up to.
+pub async fn summary_reply(State(s): State<Shared>) -> Json<JourneySummary> {
     let hub = hub_of(s).await;
     // The hub's own lock is only ever held for in-memory work: fine on an async thread.
     let h = hub.lock().unwrap_or_else(|p| p.into_inner());
-    Json(summary_json(&h))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RecentQuery {
-    #[serde(default = "default_recent")]
-    limit: usize,
-    /// Only journeys with this outcome (`xdp_drop`, `delivered`, ...).
-    outcome: Option<String>,
-}
-fn default_recent() -> usize {
-    50
+    Json(summary(&h))
 }
 
 pub async fn recent(
     State(s): State<Shared>,
     query: Result<Query<RecentQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RecentReply>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError(e.status(), e.body_text()))?;
-    if let Some(o) = &q.outcome {
-        if !Outcome::ALL.iter().any(|x| x.label() == o) {
-            return Err(ApiError(
-                axum::http::StatusCode::BAD_REQUEST,
-                format!("unknown outcome `{o}` (xdp_drop, delivered, consumed, kernel_drop, incomplete)"),
-            ));
-        }
-    }
+    let outcome: Option<Outcome> = q.outcome.as_deref().map(str::parse).transpose().map_err(
+        |e: groundzero_api::UnknownLabel| {
+            ApiError(axum::http::StatusCode::BAD_REQUEST, e.to_string())
+        },
+    )?;
     let limit = q.limit.min(512);
     let out = tokio::task::spawn_blocking(move || {
         let d = s.lock().unwrap_or_else(|p| p.into_inner());
         let h = d.journey.lock().unwrap_or_else(|p| p.into_inner());
         h.stats
             .recent(512)
-            .filter(|j| q.outcome.as_deref().is_none_or(|o| j.outcome.label() == o))
+            .filter(|j| outcome.is_none_or(|o| crate::wire::outcome(j.outcome) == o))
             .take(limit)
-            .map(|j| journey_json(&d, &h, j))
+            .map(|j| journey_view(&d, &h, j))
             .collect::<Vec<_>>()
     })
     .await
     .map_err(|e| ApiError(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(Json(json!({ "journeys": out })))
+    Ok(Json(RecentReply { journeys: out }))
 }
 
 /// `GET /v1/journey/events`: `summary` about once a second, `journey` as they finish.
@@ -74,10 +61,14 @@ pub async fn events(
     let hub = hub_of(s).await;
     let (rx, first) = {
         let h = hub.lock().unwrap_or_else(|p| p.into_inner());
-        (h.tx.subscribe(), summary_json(&h).to_string())
+        (h.tx.subscribe(), summary_json(&h))
     };
     let initial = futures_util::stream::once(async move {
-        Ok::<_, Infallible>(Event::default().event("summary").data(first))
+        Ok::<_, Infallible>(
+            Event::default()
+                .event(EventKind::Summary.label())
+                .data(first),
+        )
     });
     let live = futures_util::stream::unfold(rx, |mut rx| async move {
         loop {
@@ -96,19 +87,11 @@ pub async fn events(
     Sse::new(initial.chain(live)).keep_alive(KeepAlive::default())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TracingRequest {
-    enabled: bool,
-    sample_every: Option<u32>,
-    filter: Option<String>,
-}
-
 /// `PUT /v1/journey`: turn tracing on or off, change sampling.
 pub async fn configure(
     State(s): State<Shared>,
     ApiJson(r): ApiJson<TracingRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TracingReply>, ApiError> {
     let bad = |m: String| ApiError(axum::http::StatusCode::BAD_REQUEST, m);
     if r.sample_every == Some(0) {
         return Err(bad(
@@ -153,5 +136,7 @@ pub async fn configure(
             groundzero::error::error_chain(&e),
         )
     })?;
-    Ok(Json(json!({ "tracing": status })))
+    Ok(Json(TracingReply {
+        tracing: crate::wire::trace_status(&status),
+    }))
 }

@@ -4,7 +4,7 @@
 mod crowdsec;
 pub mod journey;
 
-use std::{net::IpAddr, sync::Arc};
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 use axum::{
     extract::{
@@ -17,15 +17,29 @@ use axum::{
     routing::{get, post, put},
     Json, Router,
 };
+use groundzero_api::{
+    counters::{CounterView, ReasonCounters},
+    endpoints,
+    feeds::{FeedStatus, FeedsReply, ImportReply, ImportRequest, RefreshReply},
+    guard::{GuardReply, ProtectedAddress},
+    lists::{
+        AddReply, AddRequest, EntriesQuery, EntriesReply, EntryStatus, RemoveReply, RemoveRequest,
+        WhyReply,
+    },
+    status::{
+        Capacity, HealthReply, InterfaceStats, ListCount, MonitorReply, MonitorRequest, StatsReply,
+        XdpMode,
+    },
+    ErrorBody, Source, SourceKind,
+};
 use ipnet::IpNet;
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
 
 use groundzero::guard::Policy;
 
 use super::{
-    feeds::{parse_feed, FeedFormat},
-    registry::{now_unix, EntryStatus, FeedPolicy, Holder, RegistryError, Side},
+    feeds::parse_feed,
+    registry::{now_unix, FeedPolicy, Holder, RegistryError, Side},
     Shared,
 };
 use groundzero::{
@@ -48,7 +62,7 @@ pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        (self.0, Json(ErrorBody::new(self.1))).into_response()
     }
 }
 
@@ -97,26 +111,26 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
 pub fn router(state: Shared, token: Option<Arc<String>>, max_body: usize) -> Router {
     let router = Router::new()
+        .route(endpoints::HEALTH, get(|| async { Json(HealthReply::ok()) }))
+        .route(endpoints::STATS, get(stats))
+        .route(endpoints::ENTRIES, get(entries))
+        .route(endpoints::BLOCK, post(block))
+        .route(endpoints::UNBLOCK, post(unblock))
+        .route(endpoints::ALLOW, post(allow))
+        .route(endpoints::UNALLOW, post(unallow))
+        .route(endpoints::WHY, get(why))
+        .route(endpoints::GUARD, get(guard))
+        .route(endpoints::MONITOR, put(monitor))
+        .route(endpoints::IMPORT, post(import))
+        .route(endpoints::FEEDS, get(feeds))
+        .route(endpoints::CROWDSEC, get(crowdsec::status))
         .route(
-            "/v1/health",
-            get(|| async { Json(json!({"status": "ok"})) }),
+            endpoints::JOURNEY,
+            get(journey::summary_reply).put(journey::configure),
         )
-        .route("/v1/stats", get(stats))
-        .route("/v1/entries", get(entries))
-        .route("/v1/block", post(block))
-        .route("/v1/unblock", post(unblock))
-        .route("/v1/allow", post(allow))
-        .route("/v1/unallow", post(unallow))
-        .route("/v1/why/{address}", get(why))
-        .route("/v1/guard", get(guard))
-        .route("/v1/monitor", put(monitor))
-        .route("/v1/import", post(import))
-        .route("/v1/feeds", get(feeds))
-        .route("/v1/crowdsec", get(crowdsec::status))
-        .route("/v1/journey", get(journey::summary).put(journey::configure))
-        .route("/v1/journey/recent", get(journey::recent))
-        .route("/v1/journey/events", get(journey::events))
-        .route("/v1/feeds/{name}/refresh", post(refresh_feed))
+        .route(endpoints::JOURNEY_RECENT, get(journey::recent))
+        .route(endpoints::JOURNEY_EVENTS, get(journey::events))
+        .route(endpoints::FEED_REFRESH, post(refresh_feed))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -186,37 +200,6 @@ async fn with_state<T: Send + 'static>(
     })?
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddRequest {
-    /// Addresses or prefixes.
-    entries: Vec<String>,
-    #[serde(default)]
-    reason: Option<String>,
-    /// Time to live, e.g. "90s", "1h", "7d". None: until removed.
-    #[serde(default)]
-    ttl: Option<String>,
-    /// `api` (default), `manual`, `auto-ban` or `app:<name>`.
-    #[serde(default)]
-    source: Option<String>,
-    /// Override the lockout guard.
-    #[serde(default)]
-    force: bool,
-    /// Apply nothing if the guard refuses any entry (409). Default: apply what the guard
-    /// accepts and report each refused entry.
-    #[serde(default)]
-    all_or_nothing: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RemoveRequest {
-    entries: Vec<String>,
-    /// Only remove this source's hold (default: every non-feed hold).
-    #[serde(default)]
-    source: Option<String>,
-}
-
 fn bad(message: String) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message)
 }
@@ -233,20 +216,12 @@ fn parse_entries(entries: &[String]) -> Result<Vec<IpNet>, ApiError> {
         .collect()
 }
 
-fn parse_source(source: Option<String>) -> Result<String, ApiError> {
-    let source = source.unwrap_or_else(|| "api".into());
-    let valid = matches!(source.as_str(), "api" | "manual" | "auto-ban")
-        || source.strip_prefix("app:").is_some_and(|n| {
-            !n.is_empty()
-                && n.len() <= 64
-                && n.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        });
-    if valid {
-        Ok(source)
-    } else {
-        Err(bad(format!("source `{source}`: use api, manual, auto-ban or app:<name> (feeds are set by the daemon)")))
-    }
+/// The source an add request names (`api` if none), as a caller may set it.
+fn parse_source(source: Option<String>) -> Result<Source, ApiError> {
+    let source = source.unwrap_or_else(|| Source::Api.to_string());
+    Source::caller_settable(&source).map_err(|_| {
+        bad(format!("source `{source}`: use api, manual, auto-ban or app:<name> (feeds are set by the daemon)"))
+    })
 }
 
 /// A TTL as the API takes it: at least 1 s, at most [`MAX_TTL`].
@@ -282,7 +257,7 @@ fn holder(req: &AddRequest) -> Result<Holder, ApiError> {
         check_text("reason", reason, MAX_TEXT).map_err(|e| bad(e.to_string()))?;
     }
     Ok(Holder {
-        source: parse_source(req.source.clone())?,
+        source: parse_source(req.source.clone())?.to_string(),
         reason: req.reason.clone(),
         created,
         expires,
@@ -301,44 +276,50 @@ async fn add(state: Shared, side: Side, req: AddRequest) -> Result<Response, Api
         let outcomes =
             d.registry
                 .add(&mut d.shield, side, &nets, &holder, policy, all_or_nothing)?;
-        let count = |f: fn(&EntryStatus) -> bool| outcomes.iter().filter(|o| f(&o.status)).count();
+        let count =
+            |f: fn(&EntryStatus) -> bool| outcomes.iter().filter(|o| f(&o.status)).count() as u64;
         let added = count(|s| matches!(s, EntryStatus::Added));
         let refused = count(|s| matches!(s, EntryStatus::Refused { .. }));
-        let mut body = json!({
-            "added": added,
-            "entries": outcomes.len(),
-            "applied": outcomes.len() - refused,
-            "refused": refused,
-            "expires": holder.expires,
-            "results": outcomes,
-        });
+        let entries = outcomes.len() as u64;
+        let mut reply = AddReply {
+            added,
+            applied: entries - refused,
+            entries,
+            error: None,
+            expires: holder.expires,
+            refused,
+            results: outcomes,
+        };
         // Nothing applied because the guard refused it all: a conflict, with the details.
-        if refused > 0 && refused == outcomes.len() {
-            let first = outcomes
-                .iter()
-                .find_map(|o| match &o.status {
-                    EntryStatus::Refused { why } => Some(why.clone()),
-                    _ => None,
-                })
+        if refused > 0 && refused == entries {
+            let first = reply
+                .refusals()
+                .next()
+                .map(|(_, why)| why)
                 .unwrap_or_default();
-            body["error"] = json!(format!("{first}; pass force to do it anyway"));
-            return Ok((StatusCode::CONFLICT, Json(body)).into_response());
+            reply.error = Some(format!("{first}; pass force to do it anyway"));
+            return Ok((StatusCode::CONFLICT, Json(reply)).into_response());
         }
-        Ok(Json(body).into_response())
+        Ok(Json(reply).into_response())
     })
     .await
 }
 
-async fn remove(state: Shared, side: Side, req: RemoveRequest) -> Result<Json<Value>, ApiError> {
+async fn remove(
+    state: Shared,
+    side: Side,
+    req: RemoveRequest,
+) -> Result<Json<RemoveReply>, ApiError> {
     let nets = parse_entries(&req.entries)?;
     let source = req.source.clone();
     with_state(state, move |d| {
         let (removed, still_held) =
             d.registry
                 .remove(&mut d.shield, side, &nets, source.as_deref())?;
-        Ok(Json(
-            json!({ "removed": removed, "still_held": still_held }),
-        ))
+        Ok(Json(RemoveReply {
+            removed,
+            still_held,
+        }))
     })
     .await
 }
@@ -358,38 +339,27 @@ async fn allow(
 async fn unblock(
     State(s): State<Shared>,
     ApiJson(r): ApiJson<RemoveRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RemoveReply>, ApiError> {
     remove(s, Side::Block, r).await
 }
 async fn unallow(
     State(s): State<Shared>,
     ApiJson(r): ApiJson<RemoveRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RemoveReply>, ApiError> {
     remove(s, Side::Allow, r).await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EntriesQuery {
-    list: Option<Side>,
-    source: Option<String>,
-    #[serde(default = "default_limit")]
-    limit: usize,
-}
-fn default_limit() -> usize {
-    10_000
 }
 
 async fn entries(
     State(s): State<Shared>,
     query: Result<Query<EntriesQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EntriesReply>, ApiError> {
     let Query(q) = query.map_err(|e| bad(e.body_text()))?;
+    let side = q.list;
     with_state(s, move |d| {
-        let list = d
+        let entries = d
             .registry
-            .entries(&d.shield, q.list, q.source.as_deref(), q.limit)?;
-        Ok(Json(json!({ "entries": list })))
+            .entries(&d.shield, side, q.source.as_deref(), q.limit)?;
+        Ok(Json(EntriesReply { entries }))
     })
     .await
 }
@@ -397,7 +367,7 @@ async fn entries(
 async fn why(
     State(s): State<Shared>,
     address: Result<Path<String>, PathRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WhyReply>, ApiError> {
     let Path(address) = address.map_err(|e| bad(e.body_text()))?;
     let addr: IpAddr = groundzero::entry::parse_address(&address).map_err(|e| match e {
         // `why` takes one address, not a prefix: say so rather than list prefix examples.
@@ -407,67 +377,71 @@ async fn why(
         )),
         other => bad(other.to_string()),
     })?;
-    with_state(s, move |d| {
-        Ok(Json(
-            serde_json::to_value(d.registry.why(&d.shield, addr)?).unwrap_or_default(),
-        ))
-    })
-    .await
+    with_state(s, move |d| Ok(Json(d.registry.why(&d.shield, addr)?))).await
 }
 
 /// What the lockout guard protects right now, and how many blocks it refused by source.
-async fn guard(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
+async fn guard(State(s): State<Shared>) -> Result<Json<GuardReply>, ApiError> {
     with_state(s, |d| {
-        let mut v = serde_json::to_value(d.registry.guard().view()).unwrap_or_default();
-        v["allowlist_entries"] = json!(d
-            .registry
-            .counts()
-            .iter()
-            .filter(|((side, _, _), _)| *side == Side::Allow)
-            .map(|(_, n)| n)
-            .sum::<u64>());
-        v["rate_exempt"] = json!(d.rate_exempt);
-        v["refusals"] = json!(d.registry.refusal_counts());
-        Ok(Json(v))
+        let view = d.registry.guard().view();
+        Ok(Json(GuardReply {
+            allowlist_entries: d
+                .registry
+                .counts()
+                .iter()
+                .filter(|((side, _, _), _)| *side == Side::Allow)
+                .map(|(_, n)| n)
+                .sum::<u64>(),
+            configured: view.configured,
+            error: view.error,
+            management: view
+                .management
+                .into_iter()
+                .map(|m| ProtectedAddress {
+                    entry: m.entry,
+                    why: m.why.to_string(),
+                })
+                .collect(),
+            protect_management: view.protect_management,
+            read_seconds_ago: view.read_seconds_ago,
+            rate_exempt: d.rate_exempt.iter().copied().collect(),
+            refusals: refusals_by_kind(d.registry.refusal_counts()),
+            ssh_port: view.ssh_port,
+            widest_v4: view.widest_v4,
+            widest_v6: view.widest_v6,
+        }))
     })
     .await
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MonitorRequest {
-    enabled: bool,
+/// The registry's refusal counts (keyed by kind as text) by [`SourceKind`]. A kind this
+/// version does not know (only a journal from elsewhere has one) counts as `other`.
+fn refusals_by_kind(counts: &BTreeMap<String, u64>) -> BTreeMap<SourceKind, u64> {
+    let mut out = BTreeMap::new();
+    for (kind, n) in counts {
+        *out.entry(kind.parse().unwrap_or(SourceKind::Other))
+            .or_default() += n;
+    }
+    out
 }
 
 async fn monitor(
     State(s): State<Shared>,
     ApiJson(r): ApiJson<MonitorRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MonitorReply>, ApiError> {
     with_state(s, move |d| {
         d.shield.set_monitor(r.enabled)?;
-        Ok(Json(json!({ "monitor": d.shield.monitor()? })))
+        Ok(Json(MonitorReply {
+            monitor: d.shield.monitor()?,
+        }))
     })
     .await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ImportRequest {
-    /// The import's name: its entries have source `feed:<name>`; a later import with the same
-    /// name replaces them atomically.
-    name: String,
-    #[serde(default)]
-    format: FeedFormat,
-    /// The list itself.
-    text: String,
-    #[serde(default)]
-    force: bool,
 }
 
 async fn import(
     State(s): State<Shared>,
     ApiJson(r): ApiJson<ImportRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ImportReply>, ApiError> {
     if r.name.is_empty()
         || r.name.len() > MAX_NAME
         || !r
@@ -511,22 +485,27 @@ async fn import(
         let (added, removed) = d.registry.replace_feed(
             &mut d.shield,
             &r.name,
-            "api import",
+            FeedStatus::IMPORT_URL,
             r.format,
             &parsed,
             policy,
         )?;
-        Ok(Json(json!({
-            "name": r.name, "entries": parsed.nets.len(), "added": added, "removed": removed,
-            "seconds": started.elapsed().as_secs_f64(),
-        })))
+        Ok(Json(ImportReply {
+            added: added as u64,
+            entries: parsed.nets.len() as u64,
+            name: r.name,
+            removed: removed as u64,
+            seconds: started.elapsed().as_secs_f64(),
+        }))
     })
     .await
 }
 
-async fn feeds(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
+async fn feeds(State(s): State<Shared>) -> Result<Json<FeedsReply>, ApiError> {
     with_state(s, |d| {
-        Ok(Json(json!({ "feeds": d.registry.feed_statuses() })))
+        Ok(Json(FeedsReply {
+            feeds: d.registry.feed_statuses(),
+        }))
     })
     .await
 }
@@ -534,7 +513,7 @@ async fn feeds(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
 async fn refresh_feed(
     State(s): State<Shared>,
     name: Result<Path<String>, PathRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RefreshReply>, ApiError> {
     let Path(name) = name.map_err(|e| bad(e.body_text()))?;
     let feed = {
         let name = name.clone();
@@ -560,47 +539,68 @@ async fn refresh_feed(
             .find(|f| f.name == name))
     })
     .await?;
-    Ok(Json(json!({ "feed": status })))
+    Ok(Json(RefreshReply { feed: status }))
 }
 
-#[derive(Serialize)]
-struct CounterView {
-    packets: u64,
-    bytes: u64,
+/// The library's counters as they travel.
+fn reason_counters(c: &groundzero::Counters) -> ReasonCounters {
+    c.iter()
+        .map(|(r, v)| {
+            (
+                r,
+                CounterView {
+                    bytes: v.bytes,
+                    packets: v.packets,
+                },
+            )
+        })
+        .collect()
 }
 
-async fn stats(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
+async fn stats(State(s): State<Shared>) -> Result<Json<StatsReply>, ApiError> {
     with_state(s, |d| {
         let totals = d.shield.counters()?;
-        let reasons = |c: &groundzero::Counters| -> serde_json::Map<String, Value> {
-            c.iter()
-                .map(|(r, v)| (r.label().to_string(), json!(CounterView { packets: v.packets, bytes: v.bytes })))
-                .collect()
-        };
         let mut interfaces = Vec::new();
         for a in d.shield.attachments() {
             let c = d.shield.interface_counters(a.ifindex)?;
-            interfaces.push(json!({
-                "interface": a.interface, "ifindex": a.ifindex, "mode": a.mode.to_string(),
-                "adopted": a.adopted, "counters": reasons(&c),
-            }));
+            interfaces.push(InterfaceStats {
+                adopted: a.adopted,
+                counters: reason_counters(&c),
+                ifindex: a.ifindex,
+                interface: a.interface.clone(),
+                mode: match a.mode {
+                    groundzero::shield::ActiveMode::Native => XdpMode::Native,
+                    groundzero::shield::ActiveMode::Generic => XdpMode::Generic,
+                },
+            });
         }
-        let counts: Vec<Value> = d
+        let entries = d
             .registry
             .counts()
             .into_iter()
-            .map(|((side, source, family), n)| json!({"list": side, "source": source, "family": family, "entries": n}))
+            .map(|((side, source, family), n)| ListCount {
+                entries: n,
+                family,
+                list: side,
+                // The registry counts by kind as text; one this version does not know
+                // (only a journal from elsewhere has one) counts as `other`.
+                source: source.parse().unwrap_or(SourceKind::Other),
+            })
             .collect();
         let o = d.shield.options();
-        Ok(Json(json!({
-            "monitor": d.shield.monitor()?,
-            "uptime_seconds": d.started.elapsed().as_secs(),
-            "counters": reasons(&totals),
-            "interfaces": interfaces,
-            "entries": counts,
-            "capacity": {"exact": o.exact_capacity, "cidr": o.cidr_capacity, "allow": o.allow_capacity},
-            "failed_inserts": d.shield.failed_inserts(),
-        })))
+        Ok(Json(StatsReply {
+            capacity: Capacity {
+                allow: o.allow_capacity,
+                cidr: o.cidr_capacity,
+                exact: o.exact_capacity,
+            },
+            counters: reason_counters(&totals),
+            entries,
+            failed_inserts: d.shield.failed_inserts(),
+            interfaces,
+            monitor: d.shield.monitor()?,
+            uptime_seconds: d.started.elapsed().as_secs(),
+        }))
     })
     .await
 }

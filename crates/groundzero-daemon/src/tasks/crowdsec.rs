@@ -19,11 +19,13 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use groundzero::guard::Policy;
+use groundzero_api::SourceKind;
 
 use crate::{
     config::ValidCrowdsec,
-    crowdsec_stream::{self, Book, Changes, Stream, StreamError, SOURCE_PREFIX},
+    crowdsec_stream::{self, Book, Changes, Stream, StreamError},
     registry::{now_unix, EntryStatus, Holder, RegistryError, Side},
+    stop::Stop,
     Daemon, Shared,
 };
 
@@ -184,8 +186,10 @@ pub fn backoff(interval: Duration, failures: u32) -> Duration {
         .max(interval)
 }
 
-/// Pulls until the daemon stops.
-pub async fn crowdsec_loop(shared: Shared, config: ValidCrowdsec) {
+/// Pulls until `stop` (a pull in progress finishes first).
+pub async fn crowdsec_loop(shared: Shared, config: ValidCrowdsec, stop: Stop) {
+    let stopped = stop.stopped();
+    tokio::pin!(stopped);
     {
         let mut d = shared.lock().unwrap_or_else(|p| p.into_inner());
         d.crowdsec = Some(CrowdsecStatus {
@@ -232,7 +236,10 @@ pub async fn crowdsec_loop(shared: Shared, config: ValidCrowdsec) {
         if startup && book.is_some() {
             synced_at = Some(std::time::Instant::now());
         }
-        tokio::time::sleep(backoff(config.pull_interval, failures)).await;
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = tokio::time::sleep(backoff(config.pull_interval, failures)) => {}
+        }
     }
 }
 
@@ -256,8 +263,8 @@ fn held_now(d: &Daemon) -> Result<BTreeSet<(IpNet, String)>, RegistryError> {
         .flat_map(|view| {
             view.holders
                 .into_iter()
-                .filter(|h| h.source.starts_with(SOURCE_PREFIX))
-                .map(move |h| (view.entry, h.source))
+                .filter(|h| h.source.kind() == SourceKind::Crowdsec)
+                .map(move |h| (view.entry, h.source.to_string()))
         })
         .collect())
 }

@@ -1,15 +1,17 @@
 //! Rate-based bans: sources the XDP rate limit reports are banned for `ban_ttl`, through the
 //! registry (so through the guard).
 
-use crate::journey::register;
+use super::ring::register;
+use crate::stop::Stop;
 use crate::{
-    registry::{now_unix, Holder, Side},
-    Shared,
+    registry::{now_unix, EntryStatus, Holder, Side},
+    state::Shared,
 };
 use groundzero::ratelimit::RateEvents;
 
-/// Bans sources the XDP rate limit reports, for `ban_ttl`, unless the guard protects them.
-pub async fn rate_ban_loop(shared: Shared, events: RateEvents) {
+/// Bans sources the XDP rate limit reports, for `ban_ttl`, unless the guard protects them;
+/// until `stop`.
+pub async fn rate_ban_loop(shared: Shared, events: RateEvents, stop: Stop) {
     let mut events = match register(events) {
         Ok(fd) => fd,
         Err(e) => {
@@ -17,8 +19,14 @@ pub async fn rate_ban_loop(shared: Shared, events: RateEvents) {
             return;
         }
     };
+    let stopped = stop.stopped();
+    tokio::pin!(stopped);
     loop {
-        let Ok(mut guard) = events.readable_mut().await else {
+        let ready = tokio::select! {
+            _ = &mut stopped => return,
+            ready = events.readable_mut() => ready,
+        };
+        let Ok(mut guard) = ready else {
             return;
         };
         let mut over = Vec::new();
@@ -51,7 +59,7 @@ pub async fn rate_ban_loop(shared: Shared, events: RateEvents) {
             }
             let now = now_unix();
             let holder = Holder {
-                source: "auto-ban".into(),
+                source: groundzero_api::Source::AutoBan.to_string(),
                 reason: Some(format!("over {rate} pps (up to {dropped} packets dropped)")),
                 created: now,
                 expires: Some(now.saturating_add(ttl)),
@@ -70,7 +78,7 @@ pub async fn rate_ban_loop(shared: Shared, events: RateEvents) {
                 Ok(outcomes) => {
                     for o in outcomes {
                         match o.status {
-                            crate::registry::EntryStatus::Refused { why } => log::warn!(
+                            EntryStatus::Refused { why } => log::warn!(
                                 "rate limit: {} is over {rate} pps but not banned: {why}",
                                 o.entry
                             ),

@@ -22,7 +22,10 @@ use groundzero_common::journey::{
 use ipnet::IpNet;
 
 use super::btf::KernelInfo;
-use crate::{Error, Shield};
+use crate::{
+    bpf::{config::ConfigMap, object::Object, ProgramStats},
+    error::Error,
+};
 
 /// One observer: program name in the object, kernel hook, the stage it reports.
 struct Observer {
@@ -118,12 +121,15 @@ enum Link {
     FEntry(&'static str, FEntryLinkId),
 }
 
-/// Observer state kept inside a [`Shield`].
+/// The tracer's state, kept inside a [`Shield`](crate::Shield): the observers' links, what
+/// could not be observed, and the kernel offsets map once taken. It works on the object's
+/// programs and the config map, handed in by the shield for each call.
 #[derive(Default)]
-pub(crate) struct Observers {
+pub(crate) struct Tracer {
     loaded: bool,
     links: Vec<Link>,
     missing: Vec<MissingStage>,
+    offsets: Option<Array<MapData, groundzero_common::journey::JourneyOffsets>>,
 }
 
 /// A stage this kernel could not observe, and why.
@@ -179,50 +185,56 @@ impl AsFd for JourneyEvents {
     }
 }
 
-impl Shield {
+impl Tracer {
     /// Starts journey tracing: writes the kernel offsets, attaches the observers (once) and
     /// turns sampling on (1 in `sample_every` of the packets `filter` admits).
-    pub fn start_journey(
+    pub(crate) fn start(
         &mut self,
+        object: &mut Object,
+        config: &mut ConfigMap,
         kernel: &KernelInfo,
         sample_every: u32,
         filter: FlowFilter,
     ) -> Result<Vec<MissingStage>, Error> {
         assert!(sample_every > 0, "sample_every must be at least 1");
-        {
-            let map = self.map_mut_pub(JOURNEY_OFFSETS)?;
-            let mut offsets: Array<&mut MapData, groundzero_common::journey::JourneyOffsets> =
-                Array::try_from(map).map_err(|source| Error::MapRead {
-                    map: JOURNEY_OFFSETS,
-                    source,
-                })?;
-            offsets
-                .set(0, kernel.offsets, 0)
-                .map_err(|source| Error::MapRead {
-                    map: JOURNEY_OFFSETS,
-                    source,
-                })?;
-        }
-        self.attach_observers()?;
-        self.update_config(|c| {
-            c.sample_every = sample_every;
-            c.sample_filter = filter;
-        })?;
-        Ok(self.observers().missing.clone())
+        let offsets = match &mut self.offsets {
+            Some(offsets) => offsets,
+            None => {
+                self.offsets
+                    .insert(Array::try_from(object.take_map(JOURNEY_OFFSETS)?).map_err(
+                        |source| Error::MapRead {
+                            map: JOURNEY_OFFSETS,
+                            source,
+                        },
+                    )?)
+            }
+        };
+        offsets
+            .set(0, kernel.offsets, 0)
+            .map_err(|source| Error::MapWrite {
+                map: JOURNEY_OFFSETS,
+                source,
+            })?;
+        self.attach_observers(object)?;
+        set_sampling(config, sample_every, filter)?;
+        Ok(self.missing.clone())
     }
 
     /// Stops sampling and detaches the observers. Journeys in flight end as incomplete.
-    pub fn stop_journey(&mut self) -> Result<(), Error> {
-        self.update_config(|c| c.sample_every = 0)?;
-        let links = std::mem::take(&mut self.observers_mut().links);
-        for link in links {
+    pub(crate) fn stop(
+        &mut self,
+        object: &mut Object,
+        config: &mut ConfigMap,
+    ) -> Result<(), Error> {
+        config.update(|c| c.sample_every = 0)?;
+        for link in std::mem::take(&mut self.links) {
             match link {
                 Link::Tp(program, id) => {
-                    let p: &mut BtfTracePoint = self.program_mut(program)?;
+                    let p: &mut BtfTracePoint = object.program_mut(program)?;
                     let _ = p.detach(id);
                 }
                 Link::FEntry(program, id) => {
-                    let p: &mut FEntry = self.program_mut(program)?;
+                    let p: &mut FEntry = object.program_mut(program)?;
                     let _ = p.detach(id);
                 }
             }
@@ -230,24 +242,15 @@ impl Shield {
         Ok(())
     }
 
-    /// Changes sampling while tracing runs.
-    pub fn set_sampling(&mut self, sample_every: u32, filter: FlowFilter) -> Result<(), Error> {
-        self.update_config(|c| {
-            c.sample_every = sample_every;
-            c.sample_filter = filter;
-        })
-    }
-
     /// The kernel's run-time accounting summed over the attached observer programs (zero while
-    /// tracing is off, and unless run stats are on: [`Shield::enable_run_stats`]). This is what
-    /// tracing costs the host on top of the XDP program's own sampling.
-    pub fn observer_stats(&self) -> crate::shield::ProgramStats {
-        let mut total = crate::shield::ProgramStats::default();
-        if self.observers().links.is_empty() {
+    /// tracing is off).
+    pub(crate) fn observer_stats(&self, object: &Object) -> ProgramStats {
+        let mut total = ProgramStats::default();
+        if self.links.is_empty() {
             return total;
         }
         for o in &OBSERVERS {
-            if let Some(s) = self.loaded_program_stats(o.program) {
+            if let Some(s) = object.loaded_program_stats(o.program) {
                 total.run_time_ns += s.run_time_ns;
                 total.run_count += s.run_count;
             }
@@ -255,28 +258,18 @@ impl Shield {
         total
     }
 
-    /// Takes the journey event ring buffer (once per shield).
-    pub fn journey_events(&mut self) -> Result<JourneyEvents, Error> {
-        let map = self.take_map(JOURNEY_EVENTS)?;
-        let ring = RingBuf::try_from(map).map_err(|source| Error::MapRead {
-            map: JOURNEY_EVENTS,
-            source,
-        })?;
-        Ok(JourneyEvents { ring })
-    }
-
-    fn attach_observers(&mut self) -> Result<(), Error> {
-        if !self.observers().links.is_empty() {
+    fn attach_observers(&mut self, object: &mut Object) -> Result<(), Error> {
+        if !self.links.is_empty() {
             return Ok(());
         }
         let btf = Btf::from_sys_fs().map_err(|e| Error::Journey(format!("kernel BTF: {e}")))?;
-        let first_load = !self.observers().loaded;
+        let first_load = !self.loaded;
         let mut links = Vec::new();
         let mut missing = Vec::new();
         // BtfTracePoint and FEntry share `load(hook, btf)` and `attach()` but no trait.
         macro_rules! load_and_attach {
             ($ty:ty, $o:expr, $link:path) => {{
-                let p: &mut $ty = self.program_mut($o.program)?;
+                let p: &mut $ty = object.program_mut($o.program)?;
                 let loaded = if first_load {
                     p.load($o.hook, &btf)
                 } else {
@@ -314,12 +307,33 @@ impl Shield {
                 }
             }
         }
-        let obs = self.observers_mut();
-        obs.loaded = true;
-        obs.links = links;
-        obs.missing = missing;
+        self.loaded = true;
+        self.links = links;
+        self.missing = missing;
         Ok(())
     }
+}
+
+/// Changes sampling (1 in `sample_every` of the packets `filter` admits; 0 = off).
+pub(crate) fn set_sampling(
+    config: &mut ConfigMap,
+    sample_every: u32,
+    filter: FlowFilter,
+) -> Result<(), Error> {
+    config.update(|c| {
+        c.sample_every = sample_every;
+        c.sample_filter = filter;
+    })
+}
+
+/// Takes the journey event ring buffer out of the object (once per shield).
+pub(crate) fn take_events(object: &mut Object) -> Result<JourneyEvents, Error> {
+    let ring =
+        RingBuf::try_from(object.take_map(JOURNEY_EVENTS)?).map_err(|source| Error::MapRead {
+            map: JOURNEY_EVENTS,
+            source,
+        })?;
+    Ok(JourneyEvents { ring })
 }
 
 /// Why fentry may be refused, when the kernel says so elsewhere too: BPF trampolines sit on

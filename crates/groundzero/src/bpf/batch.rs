@@ -1,9 +1,9 @@
 //! Typed batch operations on hash maps (BPF_MAP_LOOKUP/UPDATE/DELETE_BATCH): one syscall for
-//! thousands of entries instead of one each. The raw commands are in [`crate::sys`].
+//! thousands of entries instead of one each. The raw commands are in `sys`.
 
 use std::os::fd::BorrowedFd;
 
-use crate::sys;
+use super::sys;
 
 /// Every (key, value) of a hash map, read in batches (BPF_MAP_LOOKUP_BATCH): a few syscalls for
 /// a million entries instead of two each. Also how callers that must not overwrite existing

@@ -14,18 +14,14 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::{
-    maps::MapData,
-    programs::{
-        links::{FdLink, PinnedLink},
-        xdp::{XdpLink, XdpLinkId},
-        Xdp,
-    },
-    Ebpf,
+use aya::programs::{
+    links::{FdLink, PinnedLink},
+    xdp::{XdpLink, XdpLinkId},
+    Xdp,
 };
-use groundzero_common::maps as names;
 
-use crate::{error::error_chain, shield::ActiveMode, sys, Error, ShieldOptions};
+use super::{mode::ActiveMode, sys};
+use crate::error::{error_chain, Error};
 
 /// The conventional pin directory.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/groundzero";
@@ -98,12 +94,16 @@ pub fn pinned_interfaces(dir: &Path) -> Vec<(String, ActiveMode)> {
 }
 
 pub(crate) fn pin_link(program: &mut Xdp, id: XdpLinkId, path: &Path) -> Result<PinnedLink, Error> {
-    ensure_dir(path.parent().expect("link paths have a parent"))?;
+    if let Some(parent) = path.parent() {
+        ensure_dir(parent)?;
+    }
     let pin_err = |message: String| Error::Pin {
         path: path.to_path_buf(),
         message,
     };
-    let link = program.take_link(id).map_err(Error::Program)?;
+    let link = program
+        .take_link(id)
+        .map_err(|e| pin_err(format!("taking the link to pin it: {}", error_chain(&e))))?;
     let fd_link = FdLink::try_from(link).map_err(|e| {
         pin_err(format!(
             "this kernel attached XDP without a bpf_link, which cannot be pinned: {e}"
@@ -128,39 +128,11 @@ pub(crate) fn adopt_link(program: &mut Xdp, path: &Path) -> Result<Option<XdpLin
         {
             Ok(None)
         }
-        Err(e) => Err(Error::Program(e)),
+        Err(e) => Err(pin_err(format!(
+            "replacing the program in the pinned link: {}",
+            error_chain(&e)
+        ))),
     }
-}
-
-/// When pinned maps are reused, their sizes are the ones they were created with: take those
-/// (and say so) rather than pretend the requested ones are in force.
-pub(crate) fn adopt_capacities(bpf: &Ebpf, options: &mut ShieldOptions) -> Result<(), Error> {
-    let size = |name: &'static str| -> Result<u32, Error> {
-        let map = bpf.map(name).expect("the embedded object has every map");
-        let data: &MapData = match map {
-            aya::maps::Map::HashMap(d) | aya::maps::Map::LpmTrie(d) => d,
-            _ => unreachable!("list maps are hashes and LPM tries"),
-        };
-        Ok(data
-            .info()
-            .map_err(|source| Error::MapRead { map: name, source })?
-            .max_entries())
-    };
-    for (name, wanted) in [
-        (names::BLOCK_V4, &mut options.exact_capacity),
-        (names::BLOCK_NET_V4, &mut options.cidr_capacity),
-        (names::ALLOW_V4, &mut options.allow_capacity),
-    ] {
-        let actual = size(name)?;
-        if actual != *wanted {
-            log::warn!(
-                "pinned map {name} has {actual} slots, not the {wanted} asked for; keeping the pinned \
-                 map and its entries (remove the pins with `groundzero cleanup` to resize)"
-            );
-            *wanted = actual;
-        }
-    }
-    Ok(())
 }
 
 /// Detaches `interface`'s pinned link from its interface and unpins it.

@@ -17,7 +17,10 @@ use groundzero_common::summary::{
 };
 use ipnet::IpNet;
 
-use crate::{error::Error, ListKind};
+use groundzero_common::lists::ListKind;
+
+use super::object::Object;
+use crate::error::Error;
 
 /// The counts of one summary map, mapped shared with the kernel.
 struct Counts {
@@ -112,11 +115,12 @@ pub(crate) struct Summaries {
 }
 
 impl Summaries {
-    pub(crate) fn map(bpf: &aya::Ebpf) -> Result<Self, Error> {
+    /// Maps the four summary arrays of `object` into this process.
+    pub(crate) fn map(object: &Object) -> Result<Self, Error> {
         let one = |name: &'static str| -> Result<Counts, Error> {
-            match bpf.map(name) {
-                Some(Map::Array(data)) => Counts::map(name, data),
-                _ => panic!("the embedded object has the summary array {name}"),
+            match object.map(name)? {
+                Map::Array(data) => Counts::map(name, data),
+                _ => Err(Error::NoMap { map: name }),
             }
         };
         Ok(Summaries {

@@ -1,0 +1,110 @@
+//! What journeys need the whole daemon for: tracing switched on and off with the daemon's
+//! shield, and journeys shown with the registry's entry that dropped them. Apart from
+//! [`crate::journey`] (the hub, which the daemon's state holds), so that neither imports the other.
+
+use std::{
+    net::IpAddr,
+    sync::{Arc, Mutex},
+};
+
+use groundzero::{
+    journey::{tracer::format_filter, FlowFilter, Journey, TraceStatus},
+    Action,
+};
+use groundzero_api::journey::DecidingEntry;
+
+use crate::{
+    journey::{monotonic_ns, JourneyHub},
+    state::{Daemon, Shared},
+};
+
+/// Turns tracing on (or changes sampling) with the daemon's shield.
+pub fn start_tracing(
+    d: &mut Daemon,
+    sample_every: u32,
+    filter: FlowFilter,
+) -> Result<TraceStatus, groundzero::Error> {
+    let hub = d.journey.clone();
+    let mut hub = hub.lock().unwrap_or_else(|p| p.into_inner());
+    let kernel = hub.kernel()?;
+    let missing = d.shield.start_journey(&kernel, sample_every, filter)?;
+    hub.status = TraceStatus {
+        enabled: true,
+        sample_every,
+        filter: format_filter(&filter),
+        stages_missing: missing,
+    };
+    Ok(hub.status.clone())
+}
+
+/// Turns tracing off; the statistics so far stay.
+pub fn stop_tracing(d: &mut Daemon) -> Result<TraceStatus, groundzero::Error> {
+    d.shield.stop_journey()?;
+    let mut hub = d.journey.lock().unwrap_or_else(|p| p.into_inner());
+    hub.status.enabled = false;
+    Ok(hub.status.clone())
+}
+
+/// One journey as the API shows it, with the entry that decided a drop and the interface's
+/// name.
+pub fn journey_view(d: &Daemon, h: &JourneyHub, j: &Journey) -> groundzero_api::journey::Journey {
+    let entry = if j.verdict() == Action::Drop {
+        d.registry
+            .why(&d.shield, j.src)
+            .ok()
+            .and_then(|why| why.matched)
+            .map(|m| {
+                let holder = m.holders.first();
+                DecidingEntry {
+                    entry: m.entry,
+                    expires_unix: holder.and_then(|h| h.expires),
+                    reason: holder.and_then(|h| h.reason.clone()),
+                    source: holder.map(|h| h.source.clone()),
+                }
+            })
+    } else {
+        None
+    };
+    let age_ns = monotonic_ns().saturating_sub(j.start_ns);
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.as_millis() as u64)
+        .unwrap_or(0)
+        .saturating_sub(age_ns / 1_000_000);
+    let sock = |ip: IpAddr, port: u16| match (ip, port) {
+        (_, 0) => ip.to_string(),
+        (IpAddr::V6(_), p) => format!("[{ip}]:{p}"),
+        (IpAddr::V4(_), p) => format!("{ip}:{p}"),
+    };
+    groundzero_api::journey::Journey {
+        drop_reason: j.drop_reason.map(|r| h.drop_reason(r)),
+        dst: sock(j.dst, j.dst_port),
+        entry,
+        family: j.family,
+        hops: j.hops.iter().map(crate::wire::hop).collect(),
+        id: j.id,
+        interface: nix::net::if_::if_indextoname(j.ifindex)
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| format!("ifindex {}", j.ifindex)),
+        outcome: crate::wire::outcome(j.outcome),
+        protocol: j.protocol_name(),
+        reason: j.reason,
+        src: sock(j.src, j.src_port),
+        total_ns: j.total_ns(),
+        unix_ms,
+        verdict: j.verdict(),
+    }
+}
+
+/// [`journey_view`] as the stream sends it.
+pub fn journey_json(d: &Daemon, h: &JourneyHub, j: &Journey) -> String {
+    groundzero_api::to_json(&journey_view(d, h, j))
+}
+
+/// The journey hub, fetched on a blocking thread: the daemon's lock may be held for a while
+/// (a large import), and an async worker must never wait on it.
+pub(crate) async fn hub_of(s: Shared) -> Arc<Mutex<JourneyHub>> {
+    tokio::task::spawn_blocking(move || s.lock().unwrap_or_else(|p| p.into_inner()).journey.clone())
+        .await
+        .expect("fetching the journey hub does not panic")
+}

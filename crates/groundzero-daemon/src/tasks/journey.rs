@@ -1,0 +1,99 @@
+//! The journey drain: kernel journey events from the ring buffer into the
+//! [`JourneyHub`](crate::journey::JourneyHub), and once a second the rates and a summary for
+//! live viewers.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use groundzero::journey::{Journey, JourneyEvents};
+use groundzero_api::journey::EventKind;
+
+use super::ring::register;
+use crate::stop::Stop;
+use crate::{
+    journey::{
+        hub::{JourneyHub, Sample},
+        monotonic_ns, summary_json,
+    },
+    journey_ops::{hub_of, journey_json},
+    state::Shared,
+};
+
+/// Drains journey events as they come, and once a second closes timed-out journeys, updates
+/// rates and sends a summary to live viewers; until `stop`.
+pub async fn journey_loop(shared: Shared, events: JourneyEvents, stop: Stop) {
+    let hub = hub_of(shared.clone()).await;
+    let mut events = match register(events) {
+        Ok(fd) => fd,
+        Err(e) => {
+            log::error!("journey: cannot poll the ring buffer: {e}");
+            return;
+        }
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let stopped = stop.stopped();
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            ready = events.readable_mut() => {
+                let Ok(mut guard) = ready else { return };
+                let done = lock(&hub).assemble(guard.get_inner_mut());
+                guard.clear_ready();
+                publish(&shared, &hub, done).await;
+            }
+            _ = tick.tick() => {
+                let expired = lock(&hub).next_second(monotonic_ns());
+                publish(&shared, &hub, expired).await;
+                update_rates(&shared, &hub).await;
+                let h = lock(&hub);
+                h.broadcast(EventKind::Summary.label(), summary_json(&h));
+            }
+        }
+    }
+}
+
+/// The hub's lock. It is only ever held for in-memory work: fine on an async thread.
+fn lock(hub: &Mutex<JourneyHub>) -> std::sync::MutexGuard<'_, JourneyHub> {
+    hub.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Records finished journeys and streams some of them (with the entry that dropped them).
+async fn publish(shared: &Shared, hub: &Arc<Mutex<JourneyHub>>, done: Vec<Journey>) {
+    if done.is_empty() {
+        return;
+    }
+    let stream = lock(hub).record(done);
+    if stream.is_empty() {
+        return;
+    }
+    let shared = shared.clone();
+    let hub = hub.clone();
+    // The entry that dropped a journey is the registry's: read under the daemon's lock, which
+    // may be held for a while, so on a blocking thread.
+    let _ = tokio::task::spawn_blocking(move || {
+        let d = shared.lock().unwrap_or_else(|p| p.into_inner());
+        let h = lock(&hub);
+        for j in &stream {
+            h.broadcast(EventKind::Journey.label(), journey_json(&d, &h, j));
+        }
+    })
+    .await;
+}
+
+/// Reads the counters and run-time statistics (on a blocking thread: the daemon's lock) and
+/// updates the hub's rates and costs.
+async fn update_rates(shared: &Shared, hub: &Arc<Mutex<JourneyHub>>) {
+    let shared = shared.clone();
+    let sample = tokio::task::spawn_blocking(move || {
+        Sample::read(&shared.lock().unwrap_or_else(|p| p.into_inner()).shield)
+    })
+    .await
+    .ok()
+    .flatten();
+    if let Some(sample) = sample {
+        lock(hub).update_rates(std::time::Instant::now(), sample);
+    }
+}
