@@ -30,8 +30,7 @@ pub const MONITOR: &str = "/v1/monitor";
 pub const IMPORT: &str = "/v1/import";
 /// `GET`: [`FeedsReply`](crate::feeds::FeedsReply).
 pub const FEEDS: &str = "/v1/feeds";
-/// `GET`: the CrowdSec bouncer's state (the daemon's `CrowdsecStatus`, `{"enabled": false}`
-/// when `[crowdsec]` is not configured).
+/// `GET`: [`CrowdsecReply`](crate::crowdsec::CrowdsecReply).
 pub const CROWDSEC: &str = "/v1/crowdsec";
 /// `POST`, the route pattern: [`RefreshReply`](crate::feeds::RefreshReply). See
 /// [`feed_refresh`].

@@ -16,7 +16,6 @@ use std::{
 };
 
 use ipnet::IpNet;
-use serde::Serialize;
 
 use groundzero::guard::Policy;
 use groundzero_api::SourceKind;
@@ -36,39 +35,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// The largest stream body read (100,000 decisions are about 20 MB).
 const MAX_BODY: u64 = 512 << 20;
 
-/// What the bouncer did last, for the API, `groundzero feeds`/`stats` and metrics.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
-pub struct CrowdsecStatus {
-    pub lapi_url: String,
-    /// Live ban decisions applied (refused ones included: they are known, not enforced).
-    pub decisions: usize,
-    /// Entries the live decisions ask for (refused ones included), by source
-    /// (`crowdsec:<origin>`) and scope (`ip`, `range`).
-    pub entries: BTreeMap<String, BTreeMap<&'static str, usize>>,
-    /// Pulls that succeeded / failed since the daemon started.
-    pub pulls: u64,
-    pub pull_errors: u64,
-    /// Failures since the last success (0: healthy).
-    pub consecutive_errors: u32,
-    /// Unix seconds.
-    pub last_attempt: Option<u64>,
-    pub last_success: Option<u64>,
-    /// The last successful startup pull (at start, after failures, each resync).
-    pub last_startup_pull: Option<u64>,
-    /// The last failure, while it lasts.
-    pub error: Option<String>,
-    /// Decisions the guard refused, plus startup pulls refused by `max_change`.
-    pub refused: u64,
-    /// Decisions skipped because a value or duration did not parse.
-    pub invalid: u64,
-    /// The last successful startup pull: seconds to fetch and decode the stream, and seconds
-    /// to apply it (registry, journal, kernel maps).
-    pub startup_fetch_seconds: Option<f64>,
-    pub startup_apply_seconds: Option<f64>,
-    /// The same for the last delta that changed something.
-    pub delta_fetch_seconds: Option<f64>,
-    pub delta_apply_seconds: Option<f64>,
-}
+/// What the bouncer did last: the API's reply (`GET /v1/crowdsec`), kept up to date here;
+/// the handler adds the guard's count.
+pub type CrowdsecStatus = groundzero_api::crowdsec::CrowdsecReply;
 
 /// Why one pull failed (the set in force stays).
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +162,7 @@ pub async fn crowdsec_loop(shared: Shared, config: ValidCrowdsec, stop: Stop) {
     {
         let mut d = shared.lock().unwrap_or_else(|p| p.into_inner());
         d.crowdsec = Some(CrowdsecStatus {
+            enabled: true,
             lapi_url: config.lapi_url.clone(),
             ..CrowdsecStatus::default()
         });
@@ -405,6 +375,7 @@ fn record(
     outcome: &Result<Applied, PullError>,
 ) -> u32 {
     let status = d.crowdsec.get_or_insert_with(|| CrowdsecStatus {
+        enabled: true,
         lapi_url: config.lapi_url.clone(),
         ..CrowdsecStatus::default()
     });
@@ -427,15 +398,19 @@ fn record(
                 status.delta_apply_seconds = Some(applied.apply_seconds);
             }
             if let Some(book) = book {
-                status.decisions = book.len();
-                let mut entries: BTreeMap<String, BTreeMap<&'static str, usize>> = BTreeMap::new();
+                status.decisions = book.len() as u64;
+                let mut entries: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
                 for (net, source) in book.keys() {
                     let scope = if net.prefix_len() == net.max_prefix_len() {
                         "ip"
                     } else {
                         "range"
                     };
-                    *entries.entry(source).or_default().entry(scope).or_default() += 1;
+                    *entries
+                        .entry(source)
+                        .or_default()
+                        .entry(scope.to_string())
+                        .or_default() += 1;
                 }
                 status.entries = entries;
             }
