@@ -85,7 +85,25 @@ fn decisions_are_enforced_through_the_guard_and_survive_lapi_faults() {
     let key_file = std::env::temp_dir().join(format!("gz-cs-key-{}", std::process::id()));
     std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
     // These sets are small: one change is a large share of them.
-    let d = TestDaemon::start(&config(&lapi, &key_file, "max_change = 10.0"));
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = TestDaemon::start(&config(
+        &lapi,
+        &key_file,
+        &format!("max_change = 10.0\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\ncache_for = \"0s\""),
+    ));
+    let metrics = || {
+        ureq::get(&format!("http://127.0.0.1:{metrics_port}/metrics"))
+            .timeout(Duration::from_secs(10))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap()
+    };
+    let has = |text: &str, line: &str| text.lines().any(|l| l == line);
 
     // The startup pull lands in the kernel maps.
     wait_maps(
@@ -113,6 +131,17 @@ fn decisions_are_enforced_through_the_guard_and_survive_lapi_faults() {
     assert_eq!(s["guard_refusals"], 2, "protected and wide: {s}");
     let guard = d.ok(Method::GET, "/v1/guard", None);
     assert_eq!(guard["refusals"]["crowdsec"], 2, "{guard}");
+    let text = metrics();
+    for line in [
+        "groundzero_crowdsec_up 1",
+        "groundzero_crowdsec_decisions{source=\"crowdsec:cscli\",scope=\"ip\"} 3",
+        "groundzero_crowdsec_decisions{source=\"crowdsec:cscli\",scope=\"range\"} 2",
+        "groundzero_crowdsec_pull_errors_total 0",
+        "groundzero_crowdsec_pull_interval_seconds 1.0",
+        "groundzero_guard_refusals_total{source=\"crowdsec\"} 2",
+    ] {
+        assert!(has(&text, line), "no `{line}` in\n{text}");
+    }
 
     // A new decision arrives within a pull interval (plus the time cscli takes).
     lapi.add_decision(&NewDecision::ip("198.19.200.3")).unwrap();
@@ -154,6 +183,12 @@ fn decisions_are_enforced_through_the_guard_and_survive_lapi_faults() {
         blocked(&d.pin_dir),
         before,
         "a failed pull changed the maps"
+    );
+    let text = metrics();
+    assert!(has(&text, "groundzero_crowdsec_up 0"), "{text}");
+    assert!(
+        !has(&text, "groundzero_crowdsec_pull_errors_total 0"),
+        "{text}"
     );
 
     // LAPI back, with changes made meanwhile: the set converges (startup pull).
