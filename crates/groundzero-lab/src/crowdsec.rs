@@ -27,6 +27,9 @@
 //!   the whole range decision.
 //! - Each bouncer key has a single pull position (a live `GET /v1/decisions` with the same key
 //!   moves it too): one key per consumer.
+//! - A decision created while a pull runs can be missing from every later delta: once here, 50
+//!   of a 10,000-decision `cscli decisions import` running during 1 s pulls never came in a
+//!   delta (a startup pull has them). A bouncer must pull the whole set again now and then.
 //! - Durations must be Go-style (`24h`, not `1d`); `cscli` fails with the LAPI's validation
 //!   error, which the LAPI returns as HTTP 500.
 //!
