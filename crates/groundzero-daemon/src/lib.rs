@@ -115,9 +115,18 @@ pub async fn run_with_reload(
         feed_tasks.insert(feed.name.clone(), (feed, task));
     }
 
-    // Listeners apart from the other tasks: on shutdown they drain (bounded by
-    // `Limits::drain_timeout`) before the tasks are stopped.
-    let (servers, socket) = listeners::serve_all(&config, &shared, &stop).await?;
+    // Listeners apart from the other tasks: on shutdown they stop accepting and drain (bounded
+    // by `Limits::drain_timeout`) while the tasks finish the step they are in.
+    let (servers, socket) = match listeners::serve_all(&config, &shared, &stop).await {
+        Ok(bound) => bound,
+        Err(e) => {
+            // Nothing may go on writing after `run` returns (the locks are released then).
+            let drain = config.listener_limits.drain_timeout;
+            let none = tokio::task::JoinSet::new();
+            stop_everything(&shared, stop_handle, none, background, feed_tasks, drain).await;
+            return Err(e);
+        }
+    };
 
     tokio::pin!(shutdown);
     loop {

@@ -2,9 +2,11 @@
 //! time and expiry), kept in step with the BPF maps.
 //!
 //! An entry is in its map while anyone holds it: a manual or API block, an auto-ban, an
-//! application, or one or more feeds. Changes are written to the journal (fsync'd) *before* the
-//! map is touched, so an acknowledged change survives `kill -9`; at start the journal, the feed
-//! caches and the pinned maps are reconciled, and nothing found in a map is dropped.
+//! application, or one or more feeds. A change goes to the map first, then to the journal
+//! (fsync'd), then to memory, and is undone in the map if the journal write fails; so an
+//! acknowledged change survives `kill -9`, and a change the journal could not keep is not left
+//! in the kernel. At start the journal, the feed caches and the pinned maps are reconciled,
+//! and nothing found in a map is dropped.
 
 use groundzero::lists::Family;
 use std::{

@@ -15,6 +15,16 @@ pub enum EntryOp {
     Remove,
 }
 
+impl EntryOp {
+    /// `to` or `from`, as the operation reads with a list.
+    pub const fn preposition(self) -> &'static str {
+        match self {
+            EntryOp::Add => "to",
+            EntryOp::Remove => "from",
+        }
+    }
+}
+
 impl fmt::Display for EntryOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -84,7 +94,8 @@ pub enum Error {
     },
 
     #[error(
-        "{op} {entry} in the {list} (map `{}`) failed",
+        "{op} {entry} {} the {list} (map `{}`) failed",
+        op.preposition(),
         list.map_name(groundzero_common::lists::Family::of(entry))
     )]
     MapUpdate {

@@ -35,9 +35,16 @@ pub async fn feed_loop(shared: Shared, feed: ValidFeed, stop: Stop) {
 }
 
 /// Fetches, parses and applies one feed; on any failure the old set stays and the status says why.
+/// The work runs in a task of its own: a caller that goes away (a request past its timeout, a
+/// client that hangs up) does not cancel a download half way, so its result is applied or its
+/// failure recorded either way.
 pub async fn refresh_feed(shared: &Shared, feed: &ValidFeed) {
-    let fetched = fetch(feed).await;
-    apply(shared, feed, fetched).await;
+    let (shared, feed) = (shared.clone(), feed.clone());
+    let _ = tokio::spawn(async move {
+        let fetched = fetch(&feed).await;
+        apply(&shared, &feed, fetched).await;
+    })
+    .await;
 }
 
 /// Downloads and parses the feed on a blocking thread; touches no state.

@@ -145,6 +145,8 @@ impl Launch {
         };
         let netns_fd = netns.as_ref().map(|f| f.as_raw_fd());
         let die_with_parent = self.die_with_parent;
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
         if netns_fd.is_some() || die_with_parent {
             // SAFETY: between fork and exec only async-signal-safe syscalls run (setns, prctl),
             // touching no memory of ours; `netns` stays open until the spawn has returned.
@@ -156,7 +158,14 @@ impl Launch {
                         }
                     }
                     if die_with_parent {
-                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
+                        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0
+                        {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        // The parent may have died before the prctl: then no signal will come.
+                        if libc::getppid() != parent {
+                            libc::_exit(1);
+                        }
                     }
                     Ok(())
                 });

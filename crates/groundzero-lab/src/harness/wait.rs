@@ -21,8 +21,8 @@ pub fn wait_for(limit: Duration, every: Duration, mut ok: impl FnMut() -> bool) 
 
 /// Reads datagrams from `socket` until `expected` have come (waiting up to 5 s for them: a
 /// loaded machine may deliver late), then for a quiet 300 ms, so any extra (a leak past a
-/// block) is counted too. Returns how many came. Sets the socket's read timeout; a socket
-/// whose timeout cannot be set counts as silent.
+/// block) is counted too. Returns how many came. Sets the socket's read timeout (and panics if
+/// it cannot: a socket without one would make a block look like silence).
 pub fn recv_expected(socket: &UdpSocket, expected: usize) -> usize {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut buf = [0u8; 2048];
@@ -33,9 +33,13 @@ pub fn recv_expected(socket: &UdpSocket, expected: usize) -> usize {
         } else {
             Duration::from_millis(300)
         };
-        if wait.is_zero() || socket.set_read_timeout(Some(wait)).is_err() {
+        if wait.is_zero() {
             return got;
         }
+        // A socket without a timeout would make a block look like silence: fail loudly.
+        socket
+            .set_read_timeout(Some(wait))
+            .expect("setting the socket's read timeout");
         match socket.recv_from(&mut buf) {
             Ok(_) => got += 1,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
