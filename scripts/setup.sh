@@ -19,6 +19,7 @@ PKGS=(
   iproute2                  # ip netns / veth for the test hosts
   xdp-tools                 # xdp-filter: the reference we benchmark against
   nftables iptables ipset   # benchmark peers
+  libsqlite3-0              # the unpacked crowdsec binaries link it (CrowdSec section below)
   prometheus                # a real Prometheus server and promtool for the metrics tests
   fonts-dejavu-core         # DejaVu Sans: the text of the benchmark plots (docs/bench/*.png)
   chromium                  # the journey page's browser test (headless, driven by playwright-core)
@@ -48,6 +49,48 @@ else
   log "building bpf-linker $BPF_LINKER_VERSION against LLVM 22 (about 2 minutes)"
   LLVM_PREFIX=/usr/lib/llvm-22 cargo install --locked bpf-linker --version "$BPF_LINKER_VERSION" \
     --no-default-features --features llvm-22 --quiet
+fi
+
+# CrowdSec 1.4.6 (Debian's crowdsec and crowdsec-firewall-bouncer), unpacked, never installed:
+# the package's postinst registers with the central API (fails offline) and starts services that
+# talk to the internet. The tests run their own LAPI-only crowdsec from these binaries with a
+# config of their own (crates/groundzero-lab/src/crowdsec.rs); the benchmark runs the firewall
+# bouncer from here too. No crowdsec service is installed or started.
+CROWDSEC_ROOT=/var/lib/groundzero-ci/crowdsec
+CROWDSEC_PKGS=(crowdsec crowdsec-firewall-bouncer)
+if [ -f "$CROWDSEC_ROOT/.unpacked" ] && [ -x "$CROWDSEC_ROOT/usr/bin/crowdsec" ] \
+   && [ -x "$CROWDSEC_ROOT/usr/bin/cscli" ] && [ -x "$CROWDSEC_ROOT/usr/bin/crowdsec-firewall-bouncer" ]; then
+  log "crowdsec: unpacked in $CROWDSEC_ROOT ($(tr '\n' ' ' < "$CROWDSEC_ROOT/.unpacked"))"
+else
+  log "crowdsec: unpacking ${CROWDSEC_PKGS[*]} into $CROWDSEC_ROOT (apt-get download + dpkg-deb -x)"
+  debs="$(mktemp -d)"
+  trap 'rm -rf "$debs"' EXIT
+  # _apt downloads into a directory it can write; prefer what apt already has cached.
+  chmod 755 "$debs"
+  chown _apt "$debs" 2>/dev/null || true
+  for p in "${CROWDSEC_PKGS[@]}"; do
+    cached="$(ls /var/cache/apt/archives/"${p}"_*.deb 2>/dev/null | head -n1 || true)"
+    if [ -n "$cached" ]; then
+      cp "$cached" "$debs/"
+    elif ! (cd "$debs" && apt-get download -qq "$p" >/dev/null 2>&1); then
+      apt-get update -qq
+      (cd "$debs" && apt-get download -qq "$p" >/dev/null)
+    fi
+  done
+  rm -rf "$CROWDSEC_ROOT.new"
+  mkdir -p "$CROWDSEC_ROOT.new"
+  : > "$CROWDSEC_ROOT.new/.unpacked.tmp"
+  for deb in "$debs"/*.deb; do
+    dpkg-deb -x "$deb" "$CROWDSEC_ROOT.new"
+    dpkg-deb -W --showformat '${Package}=${Version}\n' "$deb" >> "$CROWDSEC_ROOT.new/.unpacked.tmp"
+  done
+  mv "$CROWDSEC_ROOT.new/.unpacked.tmp" "$CROWDSEC_ROOT.new/.unpacked"
+  rm -rf "$CROWDSEC_ROOT"
+  mv "$CROWDSEC_ROOT.new" "$CROWDSEC_ROOT"
+  rm -rf "$debs"
+  trap - EXIT
+  "$CROWDSEC_ROOT/usr/bin/crowdsec" -version 2>&1 | grep -q 'v1\.4\.' \
+    || { echo "setup.sh: unpacked crowdsec does not run" >&2; exit 1; }
 fi
 
 # bpffs and tracefs: not mounted by default on this kernel; pinning and tracepoints need them.

@@ -14,6 +14,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 
 use crate::{
+    crowdsec::CrowdsecReply,
     endpoints,
     feeds::{FeedsReply, ImportReply, ImportRequest, RefreshReply},
     guard::GuardReply,
@@ -311,6 +312,11 @@ impl Client {
     /// `GET /v1/feeds`.
     pub async fn feeds(&self) -> Result<FeedsReply, ClientError> {
         self.get(endpoints::FEEDS).await
+    }
+
+    /// `GET /v1/crowdsec`: the CrowdSec bouncer's state.
+    pub async fn crowdsec(&self) -> Result<CrowdsecReply, ClientError> {
+        self.get(endpoints::CROWDSEC).await
     }
 
     /// `POST /v1/feeds/{name}/refresh`.

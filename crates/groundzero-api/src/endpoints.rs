@@ -30,6 +30,8 @@ pub const MONITOR: &str = "/v1/monitor";
 pub const IMPORT: &str = "/v1/import";
 /// `GET`: [`FeedsReply`](crate::feeds::FeedsReply).
 pub const FEEDS: &str = "/v1/feeds";
+/// `GET`: [`CrowdsecReply`](crate::crowdsec::CrowdsecReply).
+pub const CROWDSEC: &str = "/v1/crowdsec";
 /// `POST`, the route pattern: [`RefreshReply`](crate::feeds::RefreshReply). See
 /// [`feed_refresh`].
 pub const FEED_REFRESH: &str = "/v1/feeds/{name}/refresh";
@@ -67,6 +69,7 @@ pub const ALL: &[(&str, &[&str])] = &[
     (MONITOR, &["PUT"]),
     (IMPORT, &["POST"]),
     (FEEDS, &["GET"]),
+    (CROWDSEC, &["GET"]),
     (JOURNEY, &["GET", "PUT"]),
     (JOURNEY_RECENT, &["GET"]),
     (JOURNEY_EVENTS, &["GET"]),

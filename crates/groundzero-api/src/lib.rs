@@ -13,6 +13,7 @@
 //! - [`source`]: who holds an entry ([`Source`]) and the kinds of holder ([`SourceKind`]);
 //! - [`guard`]: what the lockout guard protects (`GET /v1/guard`);
 //! - [`feeds`]: feed status, refresh and imports;
+//! - [`crowdsec`]: the CrowdSec bouncer's state;
 //! - [`status`]: health, monitor mode and `GET /v1/stats`;
 //! - [`counters`]: the XDP counters by reason, as they travel;
 //! - [`journey`]: journey tracing: summary, recent journeys, the live stream, configuration;
@@ -28,6 +29,7 @@
 #[cfg(feature = "client")]
 pub mod client;
 pub mod counters;
+pub mod crowdsec;
 pub mod endpoints;
 pub mod errors;
 pub mod feeds;

@@ -6,6 +6,7 @@ use groundzero_common::{journey::Stage, Action, Reason};
 
 use crate::{
     counters::{CounterView, ReasonCounters},
+    crowdsec::CrowdsecReply,
     errors::ErrorBody,
     feeds::{FeedFormat, FeedStatus, FeedsReply, ImportReply, ImportRequest, RefreshReply},
     guard::{GuardReply, ProtectedAddress},
@@ -274,6 +275,39 @@ impl Sample for FeedsReply {
     fn sample() -> Self {
         FeedsReply {
             feeds: vec![FeedStatus::sample()],
+        }
+    }
+}
+
+impl Sample for CrowdsecReply {
+    fn sample() -> Self {
+        CrowdsecReply {
+            consecutive_errors: 1,
+            decisions: 3,
+            delta_apply_seconds: Some(0.004),
+            delta_fetch_seconds: Some(0.002),
+            enabled: true,
+            entries: [(
+                "crowdsec:cscli".to_string(),
+                [("ip".to_string(), 2), ("range".to_string(), 1)].into(),
+            )]
+            .into(),
+            error: Some(
+                "GET http://127.0.0.1:8080/v1/decisions/stream: HTTP 403 (the LAPI refused \
+                 the bouncer key): {\"message\":\"access forbidden\"}"
+                    .into(),
+            ),
+            guard_refusals: 1,
+            invalid: 0,
+            lapi_url: "http://127.0.0.1:8080".into(),
+            last_attempt: Some(1_796_170_021),
+            last_startup_pull: Some(1_796_169_001),
+            last_success: Some(1_796_170_011),
+            pull_errors: 1,
+            pulls: 42,
+            refused: 1,
+            startup_apply_seconds: Some(0.05),
+            startup_fetch_seconds: Some(0.01),
         }
     }
 }

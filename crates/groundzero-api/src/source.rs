@@ -1,7 +1,8 @@
 //! Who holds an entry: [`Source`], and its kind ([`SourceKind`]).
 //!
 //! On the wire a source is one string, as it has always been: `api`, `manual`, `auto-ban`,
-//! `adopted`, `app:<name>` or `feed:<name>` (configured feeds and imports alike). Parsing it
+//! `adopted`, `app:<name>`, `feed:<name>` (configured feeds and imports alike) or
+//! `crowdsec:<origin>` (a CrowdSec decision). Parsing it
 //! once, here, replaces the prefix tests that used to be spread over the daemon and the CLI.
 
 use std::{fmt, str::FromStr};
@@ -19,6 +20,8 @@ crate::labels::label_enum! {
         App => "app",
         /// The daemon's rate limit.
         AutoBan => "auto-ban",
+        /// A CrowdSec decision, `crowdsec:<origin>`.
+        Crowdsec => "crowdsec",
         /// A configured feed or an import, `feed:<name>`.
         Feed => "feed",
         /// An operator, by hand.
@@ -40,6 +43,9 @@ pub enum Source {
     App(String),
     /// The daemon's rate limit (`auto-ban`).
     AutoBan,
+    /// A CrowdSec decision (`crowdsec:<origin>`: `crowdsec`, `cscli`, `CAPI`, `lists`, ...);
+    /// only the daemon's bouncer sets it.
+    Crowdsec(String),
     /// A configured feed or an import (`feed:<name>`); only the daemon sets it.
     Feed(String),
     /// An operator, by hand (`manual`).
@@ -70,16 +76,17 @@ impl Source {
             Source::Api => SourceKind::Api,
             Source::App(_) => SourceKind::App,
             Source::AutoBan => SourceKind::AutoBan,
+            Source::Crowdsec(_) => SourceKind::Crowdsec,
             Source::Feed(_) => SourceKind::Feed,
             Source::Manual => SourceKind::Manual,
             Source::Other(_) => SourceKind::Other,
         }
     }
 
-    /// The name of an application or feed source.
+    /// The name of an application or feed source, or a CrowdSec decision's origin.
     pub fn name(&self) -> Option<&str> {
         match self {
-            Source::App(name) | Source::Feed(name) => Some(name),
+            Source::App(name) | Source::Feed(name) | Source::Crowdsec(name) => Some(name),
             _ => None,
         }
     }
@@ -117,7 +124,9 @@ impl Source {
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Source::App(name) | Source::Feed(name) => write!(f, "{}:{name}", self.kind()),
+            Source::App(name) | Source::Feed(name) | Source::Crowdsec(name) => {
+                write!(f, "{}:{name}", self.kind())
+            }
             Source::Other(text) => f.write_str(text),
             other => f.write_str(other.kind().label()),
         }
@@ -142,6 +151,9 @@ impl Source {
         match s.split_once(':') {
             Some(("app", name)) if !name.is_empty() => Source::App(name.to_string()),
             Some(("feed", name)) if !name.is_empty() => Source::Feed(name.to_string()),
+            Some(("crowdsec", origin)) if !origin.is_empty() => {
+                Source::Crowdsec(origin.to_string())
+            }
             Some(_) => Source::Other(s.to_string()),
             None => match s.parse::<SourceKind>() {
                 Ok(SourceKind::Adopted) => Source::Adopted,
@@ -184,6 +196,8 @@ mod tests {
             "adopted",
             "app:validator-node",
             "feed:spamhaus",
+            "crowdsec:cscli",
+            "crowdsec:CAPI",
         ] {
             let source: Source = text.parse().unwrap();
             assert_eq!(source.to_string(), text);
@@ -198,12 +212,27 @@ mod tests {
         }
         assert_eq!("feed:a".parse::<Source>().unwrap().kind(), SourceKind::Feed);
         assert_eq!("app:x".parse::<Source>().unwrap().name(), Some("x"));
+        assert_eq!(
+            Source::parse("crowdsec:crowdsec").kind(),
+            SourceKind::Crowdsec
+        );
     }
 
     #[test]
     fn unknown_sources_are_kept_as_they_are() {
         for text in [
-            "", "feed", "app", "feed:", "app:", "import:x", "API", "api:x", "auto_ban", "other",
+            "",
+            "feed",
+            "app",
+            "feed:",
+            "app:",
+            "crowdsec",
+            "crowdsec:",
+            "import:x",
+            "API",
+            "api:x",
+            "auto_ban",
+            "other",
         ] {
             let source = Source::parse(text);
             assert_eq!(source, Source::Other(text.to_string()), "{text:?}");
@@ -229,6 +258,7 @@ mod tests {
         let long = format!("app:{}", "a".repeat(MAX_APP_NAME + 1));
         for refused in [
             "feed:x",
+            "crowdsec:cscli",
             "adopted",
             "app:",
             "app:a b",

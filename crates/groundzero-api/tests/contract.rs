@@ -809,6 +809,50 @@ fn requests_match_the_daemons() {
     assert_eq!(q.limit, 50);
 }
 
+#[test]
+fn crowdsec() {
+    // A route newer than the typed API: its contract is the documented shape (docs/api.md),
+    // every field present, in alphabetical order.
+    let reply = groundzero_api::crowdsec::CrowdsecReply::sample();
+    let text = groundzero_api::to_json(&reply);
+    let value: Value = serde_json::from_str(&text).unwrap();
+    let fields: Vec<&str> = value
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut sorted = fields.clone();
+    sorted.sort_unstable();
+    assert_eq!(fields, sorted);
+    assert_eq!(
+        fields,
+        [
+            "consecutive_errors",
+            "decisions",
+            "delta_apply_seconds",
+            "delta_fetch_seconds",
+            "enabled",
+            "entries",
+            "error",
+            "guard_refusals",
+            "invalid",
+            "lapi_url",
+            "last_attempt",
+            "last_startup_pull",
+            "last_success",
+            "pull_errors",
+            "pulls",
+            "refused",
+            "startup_apply_seconds",
+            "startup_fetch_seconds",
+        ]
+    );
+    assert_eq!(value["entries"]["crowdsec:cscli"]["range"], 1);
+    let back: groundzero_api::crowdsec::CrowdsecReply = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, reply);
+}
+
 // ---- every route has its contract -------------------------------------------------------------
 
 #[test]
@@ -828,6 +872,7 @@ fn every_route_is_covered() {
         "/v1/monitor",
         "/v1/import",
         "/v1/feeds",
+        "/v1/crowdsec",
         "/v1/journey",
         "/v1/journey/recent",
         "/v1/journey/events",

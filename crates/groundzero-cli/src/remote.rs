@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use groundzero::text::{for_terminal, for_terminal_lines};
 use groundzero_api::{
     client::{Client, ClientError, Endpoint},
+    crowdsec::CrowdsecReply,
     feeds::{FeedFormat, FeedStatus, FeedsReply, ImportReply, ImportRequest},
     guard::GuardReply,
     journey::{JourneySummary, RecentQuery, RecentReply, TracingRequest},
@@ -139,6 +140,8 @@ pub enum Remote {
         #[arg(long)]
         refresh: Option<String>,
     },
+    /// The CrowdSec bouncer (`[crowdsec]`): last pulls, errors, decisions by origin and scope.
+    Crowdsec,
 }
 
 #[derive(clap::Args)]
@@ -302,6 +305,7 @@ pub fn run(target: Target, command: Remote) -> Result<()> {
             })?,
             None => Answer::of(&call!(client.feeds()), feeds)?,
         },
+        Remote::Crowdsec => Answer::of(&call!(client.crowdsec()), crowdsec)?,
     };
     if target.json {
         println!("{}", answer.json);
@@ -605,6 +609,43 @@ fn feeds(v: &FeedsReply) -> String {
     }
 }
 
+fn crowdsec(v: &CrowdsecReply) -> String {
+    if !v.enabled {
+        return "crowdsec: not configured ([crowdsec] in the daemon's config)".into();
+    }
+    let now = groundzero_daemon::registry::now_unix();
+    let ago = |t: Option<u64>| {
+        t.map(|t| format!("{}s ago", now.saturating_sub(t)))
+            .unwrap_or_else(|| "never".into())
+    };
+    let mut out = format!(
+        "crowdsec {}: {} live decisions, last success {}, {} pulls, {} failed, {} refused by the guard\n",
+        for_terminal(&v.lapi_url),
+        v.decisions,
+        ago(v.last_success),
+        v.pulls,
+        v.pull_errors,
+        v.guard_refusals
+    );
+    for (source, scopes) in &v.entries {
+        for (scope, n) in scopes {
+            out.push_str(&format!(
+                "  {:<28} {:<6} {n}\n",
+                for_terminal(source),
+                for_terminal(scope)
+            ));
+        }
+    }
+    if let Some(e) = &v.error {
+        out.push_str(&format!(
+            "ERROR ({} in a row; the set in force stays): {}\n",
+            v.consecutive_errors,
+            for_terminal(e)
+        ));
+    }
+    out.trim_end().to_string()
+}
+
 fn feed_line(f: &FeedStatus) -> String {
     format!(
         "{:<20} {:>8} entries  last success {}  {}",
@@ -700,6 +741,23 @@ mod tests {
         });
         assert_clean(&why);
         assert!(why.contains("app:\\u{1b}[2J"), "{why}");
+    }
+
+    #[test]
+    fn crowdsec_status_is_shown_escaped() {
+        let text = super::crowdsec(&CrowdsecReply {
+            lapi_url: EVIL.into(),
+            error: Some(EVIL.into()),
+            entries: [(EVIL.to_string(), [("ip".to_string(), 2)].into())].into(),
+            ..CrowdsecReply::sample()
+        });
+        assert_clean(&text);
+        assert!(text.contains("3 live decisions"), "{text}");
+        assert!(text.contains("ERROR (1 in a row"), "{text}");
+        assert_eq!(
+            super::crowdsec(&CrowdsecReply::default()),
+            "crowdsec: not configured ([crowdsec] in the daemon's config)"
+        );
     }
 
     #[test]

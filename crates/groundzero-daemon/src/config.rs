@@ -69,6 +69,9 @@ pub struct Config {
     /// Blocklist feeds, refreshed on an interval.
     #[serde(default, rename = "feed")]
     pub feeds: Vec<FeedConfig>,
+    /// Pull ban decisions from a CrowdSec Local API (groundzero as a bouncer). Default: off.
+    #[serde(default)]
+    pub crowdsec: Option<CrowdsecConfig>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -263,6 +266,77 @@ pub struct FeedConfig {
     pub max_change: Spanned<f64>,
 }
 
+/// `[crowdsec]`: groundzero as a CrowdSec bouncer.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrowdsecConfig {
+    /// The Local API, e.g. `http://127.0.0.1:8080`.
+    pub lapi_url: Spanned<String>,
+    /// File holding this host's bouncer key (`cscli bouncers add NAME`). One key per host: the
+    /// LAPI keeps one pull position per key, so two hosts sharing one steal each other's deltas.
+    pub api_key_file: PathBuf,
+    /// Time between pulls. Default `10s`.
+    #[serde(default = "default_pull_interval")]
+    pub pull_interval: Spanned<String>,
+    /// Longest one pull may take before it counts as failed. Default `60s`.
+    #[serde(default = "default_pull_timeout")]
+    pub timeout: Spanned<String>,
+    /// Pull the whole set again (a startup pull) this often: a LAPI can leave a decision
+    /// created during a pull out of every delta. Default `10m`.
+    #[serde(default = "default_resync_interval")]
+    pub resync_interval: Spanned<String>,
+    /// Apply only decisions of these origins (`crowdsec`, `cscli`, `CAPI`, `lists`, ...).
+    /// Default: all.
+    #[serde(default)]
+    pub origins: Vec<String>,
+    /// Apply only decisions whose scenario contains one of these. Default: all.
+    #[serde(default)]
+    pub scenarios: Vec<String>,
+    /// `ip` (exact map) and/or `range` (prefix map). Default both.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<crate::crowdsec_stream::Scope>,
+    /// Accept ranges wider than /8 (IPv4) or /32 (IPv6). Default false: refused by the guard.
+    #[serde(default)]
+    pub allow_wide: bool,
+    /// Refuse a startup pull that adds plus removes more than this share of what crowdsec
+    /// decisions hold now, keeping the current set (as `feed.max_change`). Default 0.5.
+    #[serde(default = "default_max_change")]
+    pub max_change: Spanned<f64>,
+}
+
+fn default_pull_interval() -> Spanned<String> {
+    Spanned::new(0..0, "10s".to_string())
+}
+
+fn default_pull_timeout() -> Spanned<String> {
+    Spanned::new(0..0, "60s".to_string())
+}
+
+fn default_resync_interval() -> Spanned<String> {
+    Spanned::new(0..0, "10m".to_string())
+}
+
+fn default_scopes() -> Vec<crate::crowdsec_stream::Scope> {
+    vec![
+        crate::crowdsec_stream::Scope::Ip,
+        crate::crowdsec_stream::Scope::Range,
+    ]
+}
+
+/// `[crowdsec]`, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidCrowdsec {
+    /// Without a trailing `/`.
+    pub lapi_url: String,
+    pub api_key_file: PathBuf,
+    pub pull_interval: Duration,
+    pub timeout: Duration,
+    pub resync_interval: Duration,
+    pub filter: crate::crowdsec_stream::Filter,
+    pub allow_wide: bool,
+    pub max_change: f64,
+}
+
 fn default_max_change() -> Spanned<f64> {
     Spanned::new(0..0, 0.5)
 }
@@ -346,6 +420,8 @@ pub struct Validated {
     pub listener_limits: crate::serve::Limits,
     /// `metrics.cache_for`.
     pub metrics_cache: Duration,
+    /// `[crowdsec]`, if configured.
+    pub crowdsec: Option<ValidCrowdsec>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -565,6 +641,56 @@ impl Validated {
             ..Default::default()
         };
         let metrics_cache = duration(&raw.metrics.cache_for, "metrics.cache_for", Duration::ZERO)?;
+        let crowdsec = match &raw.crowdsec {
+            None => None,
+            Some(cs) => {
+                let url = cs.lapi_url.get_ref().trim_end_matches('/');
+                if !url.starts_with("http://") && !url.starts_with("https://") {
+                    return Err(invalid(
+                        cs.lapi_url.span(),
+                        "crowdsec.lapi_url",
+                        format!("`{url}`: an http:// or https:// URL"),
+                    ));
+                }
+                let max_change = *cs.max_change.get_ref();
+                if !(max_change > 0.0 && max_change.is_finite()) {
+                    return Err(invalid(
+                        cs.max_change.span(),
+                        "crowdsec.max_change",
+                        format!("`{max_change}`: a share above 0, e.g. 0.5 for 50%"),
+                    ));
+                }
+                if cs.scopes.is_empty() {
+                    return Err(invalid(
+                        0..0,
+                        "crowdsec.scopes",
+                        "name at least one of `ip`, `range`".into(),
+                    ));
+                }
+                Some(ValidCrowdsec {
+                    lapi_url: url.to_string(),
+                    api_key_file: cs.api_key_file.clone(),
+                    pull_interval: duration(
+                        &cs.pull_interval,
+                        "crowdsec.pull_interval",
+                        Duration::from_millis(100),
+                    )?,
+                    timeout: duration(&cs.timeout, "crowdsec.timeout", Duration::from_millis(100))?,
+                    resync_interval: duration(
+                        &cs.resync_interval,
+                        "crowdsec.resync_interval",
+                        Duration::from_secs(1),
+                    )?,
+                    filter: crate::crowdsec_stream::Filter {
+                        origins: cs.origins.clone(),
+                        scenarios: cs.scenarios.clone(),
+                        scopes: cs.scopes.clone(),
+                    },
+                    allow_wide: cs.allow_wide,
+                    max_change,
+                })
+            }
+        };
         Ok(Validated {
             raw,
             source: path.to_path_buf(),
@@ -577,18 +703,20 @@ impl Validated {
             ban_ttl,
             listener_limits,
             metrics_cache,
+            crowdsec,
         })
     }
 
-    /// The hosts of http(s) feeds: the guard protects their servers.
+    /// The hosts of http(s) feeds and of the CrowdSec LAPI: the guard protects their servers.
     pub fn feed_hosts(&self) -> Vec<String> {
         self.feeds
             .iter()
-            .filter_map(|f| {
-                let rest = f
-                    .url
+            .map(|f| f.url.as_str())
+            .chain(self.crowdsec.iter().map(|c| c.lapi_url.as_str()))
+            .filter_map(|url| {
+                let rest = url
                     .strip_prefix("http://")
-                    .or_else(|| f.url.strip_prefix("https://"))?;
+                    .or_else(|| url.strip_prefix("https://"))?;
                 let authority = rest.split(['/', '?', '#']).next()?;
                 let host = authority.rsplit('@').next()?;
                 // `[2001:db8::1]:8080`, `example.org:8080`, `example.org`
@@ -639,6 +767,72 @@ mod tests {
         assert!(c.tcp_listen.is_none() && c.metrics_listen.is_none());
         assert_eq!(c.listener_limits, crate::serve::Limits::default());
         assert_eq!(c.metrics_cache, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn crowdsec_section_defaults_and_checks() {
+        assert!(check("").unwrap().crowdsec.is_none());
+        let c = check(
+            "[crowdsec]\nlapi_url = \"http://127.0.0.1:8080/\"\napi_key_file = \"/etc/groundzero/crowdsec.key\"\n",
+        )
+        .unwrap();
+        let cs = c.crowdsec.clone().unwrap();
+        assert_eq!(cs.lapi_url, "http://127.0.0.1:8080");
+        assert_eq!(cs.pull_interval, Duration::from_secs(10));
+        assert_eq!(cs.timeout, Duration::from_secs(60));
+        assert_eq!(cs.resync_interval, Duration::from_secs(600));
+        assert_eq!(cs.max_change, 0.5);
+        assert!(!cs.allow_wide);
+        assert_eq!(
+            cs.filter.scopes,
+            [
+                crate::crowdsec_stream::Scope::Ip,
+                crate::crowdsec_stream::Scope::Range
+            ]
+        );
+        assert!(cs.filter.origins.is_empty() && cs.filter.scenarios.is_empty());
+        assert_eq!(c.feed_hosts(), ["127.0.0.1"], "the guard protects the LAPI");
+        let c = check(
+            "[crowdsec]\nlapi_url = \"http://lapi:8080\"\napi_key_file = \"k\"\npull_interval = \"2s\"\n\
+             origins = [\"crowdsec\", \"cscli\"]\nscenarios = [\"ssh\"]\nscopes = [\"ip\"]\n",
+        )
+        .unwrap()
+        .crowdsec
+        .unwrap();
+        assert_eq!(c.pull_interval, Duration::from_secs(2));
+        assert_eq!(c.filter.origins, ["crowdsec", "cscli"]);
+        assert_eq!(c.filter.scopes, [crate::crowdsec_stream::Scope::Ip]);
+        for (bad, field) in [
+            (
+                "lapi_url = \"127.0.0.1:8080\"\napi_key_file = \"k\"",
+                "crowdsec.lapi_url",
+            ),
+            (
+                "lapi_url = \"http://x\"\napi_key_file = \"k\"\npull_interval = \"soon\"",
+                "crowdsec.pull_interval",
+            ),
+            (
+                "lapi_url = \"http://x\"\napi_key_file = \"k\"\nmax_change = 0.0",
+                "crowdsec.max_change",
+            ),
+            (
+                "lapi_url = \"http://x\"\napi_key_file = \"k\"\nscopes = []",
+                "crowdsec.scopes",
+            ),
+        ] {
+            let err = check(&format!("[crowdsec]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{bad}: {err}");
+        }
+        assert!(check(
+            "[crowdsec]\nlapi_url = \"http://x\"\napi_key_file = \"k\"\nscopes = [\"country\"]\n"
+        )
+        .is_err());
+        assert!(
+            check("[crowdsec]\nlapi_url = \"http://x\"\n").is_err(),
+            "the key file is required"
+        );
     }
 
     #[test]

@@ -9,10 +9,11 @@
 //! Where things are: the shared state is [`state`] ([`Daemon`] behind one lock); the lists'
 //! records are [`registry`] with its [`journal`] (both on [`records`]); [`http`] holds the
 //! handlers, [`serve`] the one accept loop every listener uses, [`tasks`] the background loops
-//! (expiry, guard, feeds, rate bans, journey drain), [`metrics`] the Prometheus side. This file
+//! (expiry, guard, feeds, rate bans, journey drain, the CrowdSec bouncer), [`metrics`] the Prometheus side. This file
 //! only wires them: start-up, listeners, reloads and shutdown.
 
 pub mod config;
+pub mod crowdsec_stream;
 mod error;
 pub mod feeds;
 pub mod http;
@@ -97,6 +98,13 @@ pub async fn run_with_reload(
         rate_events,
         stop.clone(),
     ));
+    if let Some(crowdsec) = config.crowdsec.clone() {
+        background.spawn(tasks::crowdsec::crowdsec_loop(
+            shared.clone(),
+            crowdsec,
+            stop.clone(),
+        ));
+    }
     let mut feed_tasks = BTreeMap::new();
     for feed in config.feeds.clone() {
         let task = tokio::spawn(tasks::feeds::feed_loop(
@@ -258,6 +266,7 @@ fn start(
         rate_exempt,
         started: Instant::now(),
         journey: Arc::new(Mutex::new(journey::JourneyHub::new())),
+        crowdsec: None,
     };
     if daemon.config.raw.journey.enabled {
         let every = *daemon.config.raw.journey.sample_every.get_ref();

@@ -51,6 +51,10 @@ pub(crate) async fn reload(
                     "journey",
                     format!("{:?}", old.journey) != format!("{:?}", new.raw.journey),
                 ),
+                (
+                    "crowdsec",
+                    format!("{:?}", old.crowdsec) != format!("{:?}", new.raw.crowdsec),
+                ),
             ] {
                 if changed {
                     log::warn!("reload: `{what}` changed; it takes effect at the next restart");

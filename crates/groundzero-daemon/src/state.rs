@@ -25,6 +25,8 @@ pub struct Daemon {
     pub(crate) started: Instant,
     /// Journey statistics and live viewers (its own lock: see [`JourneyHub`]).
     pub(crate) journey: Arc<Mutex<JourneyHub>>,
+    /// The CrowdSec bouncer's last pulls (`[crowdsec]`; None when not configured).
+    pub(crate) crowdsec: Option<crate::tasks::crowdsec::CrowdsecStatus>,
 }
 
 /// The daemon's state as handlers and tasks hold it.

@@ -15,6 +15,7 @@
 
 pub mod capture_file;
 pub mod craft;
+pub mod crowdsec;
 pub mod harness;
 pub mod netns;
 pub mod peer_protocol;

@@ -1,6 +1,7 @@
 //! The management API: HTTP/JSON, on a Unix socket (root only) and optionally on TCP with a
 //! bearer token. Documented in docs/api.md; every error is `{"error": "..."}` with a 4xx/5xx.
 
+mod crowdsec;
 pub mod journey;
 
 use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
@@ -122,6 +123,7 @@ pub fn router(state: Shared, token: Option<Arc<String>>, max_body: usize) -> Rou
         .route(endpoints::MONITOR, put(monitor))
         .route(endpoints::IMPORT, post(import))
         .route(endpoints::FEEDS, get(feeds))
+        .route(endpoints::CROWDSEC, get(crowdsec::status))
         .route(
             endpoints::JOURNEY,
             get(journey::summary_reply).put(journey::configure),

@@ -3,7 +3,9 @@
 
 use crate::state::Shared;
 
-use super::snapshot::{FeedMetrics, JourneyHistograms, ListCount, MetricsSnapshot, DEFAULT_TOP_N};
+use super::snapshot::{
+    CrowdsecMetrics, FeedMetrics, JourneyHistograms, ListCount, MetricsSnapshot, DEFAULT_TOP_N,
+};
 
 /// Reads a snapshot of the running daemon; called at scrape time on a blocking thread.
 pub(crate) fn daemon_snapshot(shared: &Shared) -> Result<MetricsSnapshot, groundzero::Error> {
@@ -52,6 +54,10 @@ pub(crate) fn daemon_snapshot(shared: &Shared) -> Result<MetricsSnapshot, ground
             status,
         })
         .collect();
+    snapshot.crowdsec = d.config.crowdsec.as_ref().map(|config| CrowdsecMetrics {
+        status: d.crowdsec.clone().unwrap_or_default(),
+        pull_interval: config.pull_interval,
+    });
     snapshot.guard_refusals = d
         .registry
         .refusal_counts()

@@ -337,6 +337,55 @@ fn metrics(s: &MetricsSnapshot) -> Vec<Metric> {
         feed_entries.add(&labels, Value::Int(status.entries));
         feed_refusals.add(&labels, Value::Int(status.refused));
     }
+    let mut crowdsec_up = Metric::new(
+        "crowdsec_up",
+        Gauge,
+        "1 if the last pull of the CrowdSec LAPI succeeded (the set in force stays either way).",
+    );
+    let mut crowdsec_decisions = Metric::new(
+        "crowdsec_decisions",
+        Gauge,
+        "Entries live CrowdSec ban decisions ask for, by source (crowdsec:<origin>) and scope.",
+    );
+    let mut crowdsec_pulls = Metric::new(
+        "crowdsec_pulls",
+        Counter,
+        "Successful pulls of the CrowdSec decision stream.",
+    );
+    let mut crowdsec_errors = Metric::new(
+        "crowdsec_pull_errors",
+        Counter,
+        "Failed pulls of the CrowdSec decision stream (down, slow, refused, garbage, or a \
+         startup set refused by max_change).",
+    );
+    let mut crowdsec_last = Metric::new(
+        "crowdsec_last_success_timestamp",
+        Gauge,
+        "Unix time of the last successful pull of the CrowdSec LAPI (0: never).",
+    )
+    .seconds();
+    let mut crowdsec_interval = Metric::new(
+        "crowdsec_pull_interval",
+        Gauge,
+        "How often the CrowdSec LAPI is meant to be pulled.",
+    )
+    .seconds();
+    if let Some(cs) = &s.crowdsec {
+        let st = &cs.status;
+        crowdsec_up.add(
+            &[],
+            bool_value(st.consecutive_errors == 0 && st.last_success.is_some()),
+        );
+        for (source, scopes) in &st.entries {
+            for (scope, n) in scopes {
+                crowdsec_decisions.add(&[("source", source), ("scope", scope)], Value::Int(*n));
+            }
+        }
+        crowdsec_pulls.add(&[], Value::Int(st.pulls));
+        crowdsec_errors.add(&[], Value::Int(st.pull_errors));
+        crowdsec_last.add(&[], Value::Float(st.last_success.map_or(0.0, |t| t as f64)));
+        crowdsec_interval.add(&[], Value::Float(cs.pull_interval.as_secs_f64()));
+    }
     let mut guard_refusals = Metric::new(
         "guard_refusals",
         Counter,
@@ -401,6 +450,12 @@ fn metrics(s: &MetricsSnapshot) -> Vec<Metric> {
         feed_interval,
         feed_entries,
         feed_refusals,
+        crowdsec_up,
+        crowdsec_decisions,
+        crowdsec_pulls,
+        crowdsec_errors,
+        crowdsec_last,
+        crowdsec_interval,
         guard_refusals,
         journal_damage,
         top,

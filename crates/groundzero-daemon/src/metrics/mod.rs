@@ -31,6 +31,12 @@
 //! | `groundzero_feed_refresh_interval_seconds` | gauge | `feed` (feeds on a schedule) |
 //! | `groundzero_feed_entries` | gauge | `feed` |
 //! | `groundzero_feed_refusals_total` | counter | `feed` (refreshes refused: bad line, guard, too large a change) |
+//! | `groundzero_crowdsec_up` | gauge 0/1 | (1: the last pull of the CrowdSec LAPI succeeded) |
+//! | `groundzero_crowdsec_decisions` | gauge | `source` (`crowdsec:<origin>`), `scope` (`ip`, `range`) |
+//! | `groundzero_crowdsec_pulls_total` | counter | (successful pulls) |
+//! | `groundzero_crowdsec_pull_errors_total` | counter | |
+//! | `groundzero_crowdsec_last_success_timestamp_seconds` | gauge | (0: never) |
+//! | `groundzero_crowdsec_pull_interval_seconds` | gauge | |
 //! | `groundzero_guard_refusals_total` | counter | `source` (`api`, `feed`, `auto-ban`, `app`, ...: blocks the lockout guard refused) |
 //! | `groundzero_journal_damaged_ranges` | gauge | (damaged journal ranges moved aside at start-up) |
 //! | `groundzero_top_blocked_hits_total` | counter | `entry` (the top N blocked entries by hits) |
@@ -50,8 +56,8 @@ pub(crate) use daemon::daemon_snapshot;
 pub use encode::{encode, CONTENT_TYPE};
 pub use scrape::{router, router_with_cache, serve, SnapshotProvider, DEFAULT_CACHE_FOR};
 pub use snapshot::{
-    top_blocked, BlockedSource, Family, FeedMetrics, InterfaceSnapshot, JourneyHistograms,
-    ListCount, MapFill, MetricsSnapshot, Side, DEFAULT_TOP_N, MAX_TOP_N,
+    top_blocked, BlockedSource, CrowdsecMetrics, Family, FeedMetrics, InterfaceSnapshot,
+    JourneyHistograms, ListCount, MapFill, MetricsSnapshot, Side, DEFAULT_TOP_N, MAX_TOP_N,
 };
 
 #[cfg(test)]

@@ -39,6 +39,8 @@ pub struct MetricsSnapshot {
     pub program: ProgramStats,
     /// Blocklist feeds and how their last refresh went.
     pub feeds: Vec<FeedMetrics>,
+    /// The CrowdSec bouncer, when `[crowdsec]` is configured (daemon only).
+    pub crowdsec: Option<CrowdsecMetrics>,
     /// Blocks the lockout guard refused, by the kind of source that asked (daemon only).
     pub guard_refusals: Vec<(String, u64)>,
     /// Damaged journal ranges moved aside at start-up (daemon only).
@@ -113,6 +115,15 @@ pub struct FeedMetrics {
     /// How often the feed is meant to be refreshed, if on a schedule (alerts call a feed stale
     /// after a few missed refreshes).
     pub refresh_interval: Option<Duration>,
+}
+
+/// The CrowdSec bouncer: its status as `GET /v1/crowdsec` shows it, and its pull interval.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CrowdsecMetrics {
+    /// Decisions by source and scope, pulls, errors, last success.
+    pub status: groundzero_api::crowdsec::CrowdsecReply,
+    /// How often it pulls (alerts call it stale after a few missed pulls).
+    pub pull_interval: Duration,
 }
 
 /// A blocked address or prefix and how many packets it matched.
@@ -226,6 +237,7 @@ impl MetricsSnapshot {
             failed_inserts: shield.failed_inserts(),
             program: shield.program_stats()?,
             feeds: Vec::new(),
+            crowdsec: None,
             guard_refusals: Vec::new(),
             journal_damage: 0,
             top_blocked: top_blocked(blocked, top_n),

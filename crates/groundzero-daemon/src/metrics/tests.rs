@@ -98,6 +98,22 @@ fn sample() -> MetricsSnapshot {
                 refresh_interval: None,
             },
         ],
+        crowdsec: Some(CrowdsecMetrics {
+            status: groundzero_api::crowdsec::CrowdsecReply {
+                enabled: true,
+                entries: [(
+                    "crowdsec:cscli".to_string(),
+                    [("ip".to_string(), 2), ("range".to_string(), 1)].into(),
+                )]
+                .into(),
+                pulls: 42,
+                pull_errors: 3,
+                consecutive_errors: 1,
+                last_success: Some(1_700_000_100),
+                ..Default::default()
+            },
+            pull_interval: Duration::from_secs(10),
+        }),
         guard_refusals: vec![("api".into(), 3)],
         journal_damage: 1,
         top_blocked: vec![BlockedSource {
@@ -140,6 +156,13 @@ fn names_types_and_labels() {
     has("# TYPE groundzero_origin_dropped_packets gauge");
     has("groundzero_origin_dropped_packets{origin=\"feed:spamhaus\"} 25");
     has("groundzero_origin_dropped_packets{origin=\"auto-ban\"} 5");
+    has("groundzero_crowdsec_up 0");
+    has("groundzero_crowdsec_decisions{source=\"crowdsec:cscli\",scope=\"ip\"} 2");
+    has("groundzero_crowdsec_decisions{source=\"crowdsec:cscli\",scope=\"range\"} 1");
+    has("groundzero_crowdsec_pulls_total 42");
+    has("groundzero_crowdsec_pull_errors_total 3");
+    has("groundzero_crowdsec_last_success_timestamp_seconds 1700000100.0");
+    has("groundzero_crowdsec_pull_interval_seconds 10.0");
     has("groundzero_list_entries{list=\"block\",family=\"ipv4\",source=\"manual\"} 3");
     has("groundzero_list_entries{list=\"block\",family=\"ipv6\",source=\"feed:spamhaus\"} 7");
     has("groundzero_map_entries{map=\"block_exact\",family=\"ipv4\"} 3");

@@ -1,0 +1,49 @@
+//! The CrowdSec bouncer: `GET /v1/crowdsec`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The reply to `GET /v1/crowdsec`: what the bouncer (`[crowdsec]` in the daemon's config) did
+/// last. `enabled` is false, and everything else empty, when it is not configured.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CrowdsecReply {
+    /// Failed pulls since the last success (0: healthy).
+    pub consecutive_errors: u32,
+    /// Live ban decisions known (the guard's refusals included: known, not enforced).
+    pub decisions: u64,
+    /// The last delta that changed something: seconds to apply it (registry, journal, maps).
+    pub delta_apply_seconds: Option<f64>,
+    /// The same delta: seconds to fetch and decode it.
+    pub delta_fetch_seconds: Option<f64>,
+    /// Whether `[crowdsec]` is configured.
+    pub enabled: bool,
+    /// Entries the live decisions ask for, by source (`crowdsec:<origin>`) and scope (`ip`,
+    /// `range`).
+    pub entries: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The last failure, while failures last; the set in force stays through any failure.
+    pub error: Option<String>,
+    /// Blocks of source kind `crowdsec` the lockout guard refused (as in `GET /v1/guard`).
+    pub guard_refusals: u64,
+    /// Decisions skipped because their value or duration did not parse.
+    pub invalid: u64,
+    /// The Local API pulled from.
+    pub lapi_url: String,
+    /// Unix seconds of the last pull.
+    pub last_attempt: Option<u64>,
+    /// Unix seconds of the last successful startup pull (at start, after failures, each
+    /// resync).
+    pub last_startup_pull: Option<u64>,
+    /// Unix seconds of the last successful pull.
+    pub last_success: Option<u64>,
+    /// Failed pulls since the daemon started.
+    pub pull_errors: u64,
+    /// Successful pulls since the daemon started.
+    pub pulls: u64,
+    /// Decisions the guard refused plus startup pulls refused by `max_change`.
+    pub refused: u64,
+    /// The last successful startup pull: seconds to apply it.
+    pub startup_apply_seconds: Option<f64>,
+    /// The same startup pull: seconds to fetch and decode it.
+    pub startup_fetch_seconds: Option<f64>,
+}
