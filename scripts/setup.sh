@@ -22,6 +22,8 @@ PKGS=(
   prometheus                # a real Prometheus server and promtool for the metrics tests
   fonts-dejavu-core         # DejaVu Sans: the text of the benchmark plots (docs/bench/*.png)
   chromium                  # the journey page's browser test (headless, driven by playwright-core)
+  lintian man-db            # the Debian package's test: lintian, and `man -w` on the installed pages
+  ansible ansible-lint      # the Ansible role's test (deploy/ansible): runs it here, lints it
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -47,6 +49,15 @@ else
   log "building bpf-linker $BPF_LINKER_VERSION against LLVM 22 (about 2 minutes)"
   LLVM_PREFIX=/usr/lib/llvm-22 cargo install --locked bpf-linker --version "$BPF_LINKER_VERSION" \
     --no-default-features --features llvm-22 --quiet
+fi
+
+# cargo-deb builds the Debian package (packaging/deb/build.sh, tests/package.rs).
+CARGO_DEB_VERSION=3.8.0
+if command -v cargo-deb >/dev/null && cargo-deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
+  log "cargo-deb $CARGO_DEB_VERSION: present"
+else
+  log "building cargo-deb $CARGO_DEB_VERSION (about 2 minutes)"
+  cargo install --locked cargo-deb --version "$CARGO_DEB_VERSION" --quiet
 fi
 
 # bpffs and tracefs: not mounted by default on this kernel; pinning and tracepoints need them.
