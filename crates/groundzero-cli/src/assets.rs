@@ -28,8 +28,9 @@ pub fn run(args: Args, mut command: clap::Command) -> Result<()> {
         .with_context(|| format!("writing man pages into {}", man.display()))?;
     let name = command.get_name().to_string();
     for shell in SHELLS {
-        clap_complete::generate_to(shell, &mut command, &name, &completions)
-            .with_context(|| format!("writing {shell} completions into {}", completions.display()))?;
+        clap_complete::generate_to(shell, &mut command, &name, &completions).with_context(
+            || format!("writing {shell} completions into {}", completions.display()),
+        )?;
     }
     println!("wrote {} and {}", man.display(), completions.display());
     Ok(())

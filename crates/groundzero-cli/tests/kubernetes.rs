@@ -61,7 +61,11 @@ fn volume<'a>(ds: &'a DaemonSet, container: &Container, mount_path: &str) -> &'a
         .flatten()
         .find(|m| m.mount_path == mount_path)
         .unwrap_or_else(|| panic!("nothing is mounted on {mount_path}"));
-    let spec = ds.spec.as_ref().and_then(|s| s.template.spec.as_ref()).unwrap();
+    let spec = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .unwrap();
     spec.volumes
         .iter()
         .flatten()
@@ -96,7 +100,11 @@ fn daemonset_runs_the_units_command_with_only_the_capabilities_it_needs() {
     let docs = render(&repo().join("deploy/kubernetes"));
     let ds: DaemonSet = one(&docs, "DaemonSet");
     let pod = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-    assert_eq!(pod.host_network, Some(true), "XDP needs the node's interfaces");
+    assert_eq!(
+        pod.host_network,
+        Some(true),
+        "XDP needs the node's interfaces"
+    );
     let c = container(&ds);
 
     let exec_start: Vec<&str> = UNIT
@@ -112,7 +120,11 @@ fn daemonset_runs_the_units_command_with_only_the_capabilities_it_needs() {
     );
 
     let sc = c.security_context.as_ref().expect("a security context");
-    assert_eq!(sc.privileged, Some(false), "privileged only via the component");
+    assert_eq!(
+        sc.privileged,
+        Some(false),
+        "privileged only via the component"
+    );
     assert_eq!(sc.allow_privilege_escalation, Some(false));
     assert_eq!(sc.read_only_root_filesystem, Some(true));
     let caps = sc.capabilities.as_ref().expect("capabilities");
@@ -142,7 +154,10 @@ fn mounts_probe_and_metrics_match_the_config() {
     let token = config.raw.api.token_file.as_ref().expect("a TCP API token");
     let secret = volume(&ds, c, &token.parent().unwrap().to_string_lossy());
     assert_eq!(
-        secret.secret.as_ref().and_then(|s| s.secret_name.as_deref()),
+        secret
+            .secret
+            .as_ref()
+            .and_then(|s| s.secret_name.as_deref()),
         Some("groundzero-api-token")
     );
 
@@ -151,7 +166,10 @@ fn mounts_probe_and_metrics_match_the_config() {
     let command = probe.exec.as_ref().and_then(|e| e.command.clone()).unwrap();
     let socket = config.raw.api.socket.to_string_lossy().to_string();
     assert!(command.contains(&socket), "{command:?} asks {socket}");
-    assert!(command.iter().any(|a| a.ends_with("/v1/health")), "{command:?}");
+    assert!(
+        command.iter().any(|a| a.ends_with("/v1/health")),
+        "{command:?}"
+    );
 
     // Metrics: the container port is the config's listener, the Service and ServiceMonitor use it.
     let listen = config.metrics_listen.expect("metrics on");
@@ -187,13 +205,13 @@ fn mounts_probe_and_metrics_match_the_config() {
 fn privileged_component_switches_privileged_on() {
     let overlay = std::env::temp_dir().join(format!("gz-k8s-overlay-{}", std::process::id()));
     std::fs::create_dir_all(&overlay).unwrap();
+    // kustomize takes only relative paths: up from the overlay to `/`, then down to the base.
     let base = repo().join("deploy/kubernetes").canonicalize().unwrap();
+    let up = "../".repeat(overlay.components().count() - 1);
+    let base = format!("{up}{}", base.strip_prefix("/").unwrap().display());
     std::fs::write(
         overlay.join("kustomization.yaml"),
-        format!(
-            "resources: [{base}]\ncomponents: [{base}/components/privileged]\n",
-            base = base.display()
-        ),
+        format!("resources: [{base}]\ncomponents: [{base}/components/privileged]\n"),
     )
     .unwrap();
     let docs = render(&overlay);

@@ -12,7 +12,7 @@ use std::{
 };
 
 use groundzero_lab::{
-    harness::ChildDaemon,
+    harness::{require_root, wait_for, ChildDaemon},
     netns::{veth, Netns},
 };
 
@@ -33,13 +33,6 @@ fn repo() -> PathBuf {
         .join("../..")
         .canonicalize()
         .unwrap()
-}
-
-fn require_root() {
-    assert!(
-        nix::unistd::Uid::effective().is_root(),
-        "this test installs a Debian package: run it as root"
-    );
 }
 
 fn run(program: &str, args: &[&str]) -> Output {
@@ -74,10 +67,17 @@ fn deb() -> &'static Path {
     static DEB: OnceLock<PathBuf> = OnceLock::new();
     DEB.get_or_init(|| {
         let started = Instant::now();
-        let out = run(
-            repo().join("packaging/deb/build.sh").to_str().unwrap(),
-            &[],
-        );
+        // Without the variables `cargo test` sets for its tests (CARGO_*, LD_LIBRARY_PATH, ...):
+        // with them the inner cargo sees a different environment and rebuilds the binary
+        // (minutes) on every run instead of finding it fresh.
+        let mut build = Command::new(repo().join("packaging/deb/build.sh"));
+        build.env_clear();
+        for keep in ["PATH", "HOME", "TMPDIR", "LANG"] {
+            if let Some(v) = std::env::var_os(keep) {
+                build.env(keep, v);
+            }
+        }
+        let out = build.output().expect("running packaging/deb/build.sh");
         assert!(out.status.success(), "build.sh failed:\n{}", text(&out));
         let stdout = String::from_utf8_lossy(&out.stdout);
         let path = PathBuf::from(stdout.lines().last().expect("build.sh prints the .deb"));
@@ -119,16 +119,19 @@ fn install() -> Purge {
 fn purge_and_check_nothing_remains(guard: Purge) {
     drop(guard);
     assert!(!installed(), "dpkg --purge left the package installed");
-    for path in [BIN, CONFIG, UNIT, PIN_DIR, STATE_DIR, "/etc/groundzero", "/run/groundzero"] {
-        assert!(!Path::new(path).exists(), "{path} is still there after purge");
-    }
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "waited {limit:?} for {what}");
-        std::thread::sleep(Duration::from_millis(100));
+    for path in [
+        BIN,
+        CONFIG,
+        UNIT,
+        PIN_DIR,
+        STATE_DIR,
+        SOCKET,
+        "/etc/groundzero",
+    ] {
+        assert!(
+            !Path::new(path).exists(),
+            "{path} is still there after purge"
+        );
     }
 }
 
@@ -151,11 +154,14 @@ fn debian_package_installs_runs_upgrades_and_purges() {
 
     let guard = install();
     let version = ok(BIN, &["--version"]);
-    assert_eq!(version.trim(), format!("groundzero {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        version.trim(),
+        format!("groundzero {}", env!("CARGO_PKG_VERSION"))
+    );
     // The man pages (one per subcommand) and completions the package says it ships.
     assert!(ok("man", &["-w", "groundzero"]).contains("/usr/share/man/man1/groundzero.1.gz"));
     assert!(ok("man", &["-w", "groundzero-block"]).contains("groundzero-block.1.gz"));
-    assert!(ok("man", &["groundzero-run"]).contains("--config"));
+    assert!(ok("man", &["groundzero-run"]).contains("config"));
     for path in [
         "/usr/share/bash-completion/completions/groundzero",
         "/usr/share/zsh/vendor-completions/_groundzero",
@@ -174,7 +180,11 @@ fn debian_package_installs_runs_upgrades_and_purges() {
     assert_eq!(mode & 0o777, 0o700, "{STATE_DIR} mode {mode:o}");
     // The installed unit, with the installed binary at its ExecStart path.
     let verify = run("systemd-analyze", &["verify", UNIT]);
-    assert!(verify.status.success(), "systemd-analyze verify:\n{}", text(&verify));
+    assert!(
+        verify.status.success(),
+        "systemd-analyze verify:\n{}",
+        text(&verify)
+    );
 
     // The packaged daemon, with the packaged config, on a veth in a namespace (no systemd
     // runs here, so no unit is started: the same command is). Its pins are the default ones.
@@ -188,24 +198,34 @@ fn debian_package_installs_runs_upgrades_and_purges() {
     let mut daemon = ChildDaemon::start(&launch, Path::new(SOCKET))
         .unwrap_or_else(|e| panic!("the packaged daemon did not start: {e}"));
     assert!(xdp_attached(&node, "gzpkg0"), "the daemon attached XDP");
-    assert!(Path::new(PIN_DIR).join("maps").is_dir(), "pins under {PIN_DIR}");
+    assert!(
+        Path::new(PIN_DIR).join("maps").is_dir(),
+        "pins under {PIN_DIR}"
+    );
 
     // An upgrade (the same version again: dpkg runs prerm/postinst with "upgrade") keeps the
     // pins and the daemon's filtering.
     ok("dpkg", &["-i", deb]);
-    assert!(daemon.healthy(), "the daemon still answers after the upgrade");
-    assert!(xdp_attached(&node, "gzpkg0"), "XDP stays attached through an upgrade");
+    assert!(
+        daemon.healthy(),
+        "the daemon still answers after the upgrade"
+    );
+    assert!(
+        xdp_attached(&node, "gzpkg0"),
+        "XDP stays attached through an upgrade"
+    );
 
     // Stopped, the pins keep filtering; purge removes them (XDP detached), the state and
     // everything the package installed.
-    daemon
-        .stop_with(nix::sys::signal::Signal::SIGTERM)
-        .unwrap();
+    daemon.stop_with(nix::sys::signal::Signal::SIGTERM).unwrap();
     assert!(xdp_attached(&node, "gzpkg0"), "pins keep XDP attached");
     purge_and_check_nothing_remains(guard);
-    wait_for("XDP detached after purge", Duration::from_secs(5), || {
-        !xdp_attached(&node, "gzpkg0")
-    });
+    assert!(
+        wait_for(Duration::from_secs(5), Duration::from_millis(100), || {
+            !xdp_attached(&node, "gzpkg0")
+        }),
+        "XDP is still attached after purge"
+    );
     let _ = std::fs::remove_file(&log);
 }
 
@@ -273,7 +293,10 @@ fn ansible_role_installs_configures_idempotently_and_refuses_a_bad_config() {
             .expect("running ansible-playbook (scripts/setup.sh installs ansible)")
     };
 
-    assert!(!installed(), "groundzero is installed already; this test would purge it");
+    assert!(
+        !installed(),
+        "groundzero is installed already; this test would purge it"
+    );
     let guard = Purge;
     let cached = PathBuf::from(format!(
         "/var/cache/groundzero-{}",
@@ -283,7 +306,11 @@ fn ansible_role_installs_configures_idempotently_and_refuses_a_bad_config() {
     let started = Instant::now();
     let first = playbook(&[]);
     assert!(first.status.success(), "first run:\n{}", text(&first));
-    assert!(changed(&text(&first)) >= 2, "the first run installs and configures:\n{}", text(&first));
+    assert!(
+        changed(&text(&first)) >= 2,
+        "the first run installs and configures:\n{}",
+        text(&first)
+    );
     assert!(installed(), "the role installed the package");
     let live = std::fs::read_to_string(CONFIG).unwrap();
     assert!(live.contains(r#"interfaces = ["gzans0"]"#), "{live}");
@@ -292,18 +319,31 @@ fn ansible_role_installs_configures_idempotently_and_refuses_a_bad_config() {
 
     let second = playbook(&[]);
     assert!(second.status.success(), "second run:\n{}", text(&second));
-    assert_eq!(changed(&text(&second)), 0, "the second run changes nothing:\n{}", text(&second));
+    assert_eq!(
+        changed(&text(&second)),
+        0,
+        "the second run changes nothing:\n{}",
+        text(&second)
+    );
 
     // A prefix with host bits set: check-config refuses it in `validate`, the run fails and
     // the live config is the one from before, byte for byte.
     let bad = playbook(&["-e", r#"{"groundzero_guard_protected": ["10.0.0.1/8"]}"#]);
-    assert!(!bad.status.success(), "a bad config must fail the run:\n{}", text(&bad));
+    assert!(
+        !bad.status.success(),
+        "a bad config must fail the run:\n{}",
+        text(&bad)
+    );
     assert!(
         text(&bad).contains("10.0.0.1/8"),
         "the failure names the bad value:\n{}",
         text(&bad)
     );
-    assert_eq!(std::fs::read_to_string(CONFIG).unwrap(), live, "the live config was touched");
+    assert_eq!(
+        std::fs::read_to_string(CONFIG).unwrap(),
+        live,
+        "the live config was touched"
+    );
     eprintln!("three playbook runs: {:?}", started.elapsed());
 
     purge_and_check_nothing_remains(guard);
