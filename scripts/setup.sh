@@ -24,6 +24,8 @@ PKGS=(
   fonts-dejavu-core         # DejaVu Sans: the text of the benchmark plots (docs/bench/*.png)
   chromium                  # the journey page's browser test (headless, driven by playwright-core)
   tshark                    # tests/replay.rs: captures namespace traffic (Ethernet, SLL, SLL2) and reads it back
+  lintian man-db            # the Debian package's test: lintian, and `man -w` on the installed pages
+  ansible ansible-lint      # the Ansible role's test (deploy/ansible): runs it here, lints it
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -91,6 +93,15 @@ else
   trap - EXIT
   "$CROWDSEC_ROOT/usr/bin/crowdsec" -version 2>&1 | grep -q 'v1\.4\.' \
     || { echo "setup.sh: unpacked crowdsec does not run" >&2; exit 1; }
+fi
+
+# cargo-deb builds the Debian package (packaging/deb/build.sh, tests/package.rs).
+CARGO_DEB_VERSION=3.8.0
+if command -v cargo-deb >/dev/null && cargo-deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
+  log "cargo-deb $CARGO_DEB_VERSION: present"
+else
+  log "building cargo-deb $CARGO_DEB_VERSION (about 2 minutes)"
+  cargo install --locked cargo-deb --version "$CARGO_DEB_VERSION" --quiet
 fi
 
 # bpffs and tracefs: not mounted by default on this kernel; pinning and tracepoints need them.

@@ -1,4 +1,5 @@
 //! The `groundzero` command. Thin: each subcommand is a module that calls the library.
+mod assets;
 mod attach;
 mod check;
 mod daemon;
@@ -10,7 +11,7 @@ mod replay;
 mod table;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Drop traffic from blocked sources in XDP, before the kernel spends anything on it.
 #[derive(Parser)]
@@ -40,6 +41,9 @@ enum Command {
     CheckConfig(daemon::CheckArgs),
     /// Remove every pin (detaching XDP) and optionally the saved state. The daemon must be stopped.
     Cleanup(daemon::CleanupArgs),
+    /// Write man pages and shell completions into a directory (for packagers).
+    #[command(hide = true)]
+    GenerateAssets(assets::Args),
     #[command(flatten)]
     Remote(remote::Remote),
 }
@@ -57,6 +61,7 @@ fn main() -> Result<()> {
         Command::Run(args) => daemon::run(args, cli.target.socket.clone()),
         Command::CheckConfig(args) => daemon::check(args),
         Command::Cleanup(args) => daemon::cleanup(args, cli.target.socket_or_default()),
+        Command::GenerateAssets(args) => assets::run(args, Cli::command()),
         Command::Remote(command) => remote::run(cli.target, command),
     }
 }

@@ -16,7 +16,7 @@ use groundzero_lab::{
 };
 
 const UNIT: &str = include_str!("../../../deploy/systemd/groundzero.service");
-const INSTALLED_BIN: &str = "/usr/local/bin/groundzero";
+const INSTALLED_BIN: &str = "/usr/bin/groundzero";
 const SYSTEMD_ANALYZE: &str = "/usr/bin/systemd-analyze";
 
 /// The capabilities the unit grants, and the only ones: a change here is a security decision
@@ -55,7 +55,7 @@ fn value<'a>(text: &'a str, key: &str) -> &'a str {
 }
 
 /// A fresh directory holding the unit with the binary path pointed at the test build, so
-/// `systemd-analyze` can check the executable exists (it does not at /usr/local/bin here).
+/// `systemd-analyze` can check the executable exists (it is not at /usr/bin unless the package is installed).
 fn unit_copy(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("gz-unit-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
