@@ -557,25 +557,48 @@ fn reason_counters(c: &groundzero::Counters) -> ReasonCounters {
         .collect()
 }
 
+/// Up to this many blocked entries, `/v1/stats` includes the drops by origin (reading them costs
+/// a few milliseconds); above it, they are in `/metrics` only.
+pub const ORIGINS_IN_STATS: u64 = 10_000;
+
 async fn stats(State(s): State<Shared>) -> Result<Json<StatsReply>, ApiError> {
     // The blocked entries' hits are read through the reader's own map fds with the lock
-    // released (as a scrape does): a million entries take about a second.
-    let reader = with_state(s.clone(), |d| Ok(d.shield.list_reader()?)).await?;
-    let blocked = tokio::task::spawn_blocking(move || reader.blocked())
-        .await
-        .map_err(|e| {
-            ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("worker failed: {e}"),
-            )
-        })??;
-    with_state(s, move |d| {
-        let mut drops_by_origin: Vec<OriginDrops> = d
+    // released (as a scrape does). That walk grows with the lists (a million entries take
+    // about a second), and `/v1/stats` must stay fast whatever they hold: above
+    // ORIGINS_IN_STATS blocked entries the per-origin drops are left to `/metrics`.
+    let (reader, held) = with_state(s.clone(), |d| {
+        let held: u64 = d
             .registry
-            .drops_by_origin(&blocked)
-            .into_iter()
-            .map(|(origin, packets)| OriginDrops { origin, packets })
-            .collect();
+            .counts()
+            .iter()
+            .filter(|((side, _, _), _)| *side == Side::Block)
+            .map(|(_, n)| n)
+            .sum();
+        Ok((d.shield.list_reader()?, held))
+    })
+    .await?;
+    let with_origins = held <= ORIGINS_IN_STATS;
+    let blocked = if with_origins {
+        tokio::task::spawn_blocking(move || reader.blocked())
+            .await
+            .map_err(|e| {
+                ApiError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("worker failed: {e}"),
+                )
+            })??
+    } else {
+        Vec::new()
+    };
+    with_state(s, move |d| {
+        let mut drops_by_origin: Vec<OriginDrops> = if with_origins {
+            d.registry.drops_by_origin(&blocked)
+        } else {
+            Default::default()
+        }
+        .into_iter()
+        .map(|(origin, packets)| OriginDrops { origin, packets })
+        .collect();
         drops_by_origin.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.origin.cmp(&b.origin)));
         let totals = d.shield.counters()?;
         let mut interfaces = Vec::new();
