@@ -268,10 +268,8 @@ pub fn go_duration(expires: Option<u64>, now: u64) -> Option<String> {
 /// The `POST /v1/alerts` body for `bans` at `now` (expired bans left out) and how many alerts
 /// it holds.
 pub fn alerts_body(bans: &[Ban], now: u64) -> (String, usize) {
-    let stamp = humantime::format_rfc3339_seconds(
-        std::time::UNIX_EPOCH + Duration::from_secs(now),
-    )
-    .to_string();
+    let stamp = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(now))
+        .to_string();
     let prepared: Vec<(String, String, String, &str)> = bans
         .iter()
         .filter_map(|b| {
@@ -320,7 +318,10 @@ pub fn alerts_body(bans: &[Ban], now: u64) -> (String, usize) {
         })
         .collect();
     let n = alerts.len();
-    (serde_json::to_string(&alerts).unwrap_or_else(|_| "[]".into()), n)
+    (
+        serde_json::to_string(&alerts).unwrap_or_else(|_| "[]".into()),
+        n,
+    )
 }
 
 /// One POST with a JSON body; the reply's body on a 2xx.
@@ -499,7 +500,13 @@ mod tests {
     fn only_chosen_sources_are_queued_and_never_crowdsec() {
         let mut o = Outbox::new(&config(10));
         let net: IpNet = "198.18.0.1/32".parse().unwrap();
-        for source in ["crowdsec:groundzero", "crowdsec:cscli", "api", "manual", "feed:x"] {
+        for source in [
+            "crowdsec:groundzero",
+            "crowdsec:cscli",
+            "api",
+            "manual",
+            "feed:x",
+        ] {
             o.offer(&[net], &holder(source, None));
         }
         assert!(o.is_empty());
