@@ -342,3 +342,139 @@ fn a_lapi_outage_never_blocks_a_ban_and_a_wrong_password_is_counted() {
         "pushed with a wrong password"
     );
 }
+
+/// Sends SIGHUP and waits (up to 10 s) until the log has one more line containing `marker`.
+fn hup_and_wait(d: &common::child::ChildDaemon, marker: &str) {
+    let before = d.log_text().matches(marker).count();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(
+        wait_for(Duration::from_secs(10), Duration::from_millis(50), || d
+            .log_text()
+            .matches(marker)
+            .count()
+            > before),
+        "no `{marker}` in the log within 10 s of SIGHUP:\n{}",
+        d.log_text()
+    );
+}
+
+#[test]
+fn sighup_applies_a_changed_crowdsec_section_and_keeps_the_running_one_on_a_bad_one() {
+    use common::{
+        child::{self, ChildDaemon, Workdir},
+        topology::Topology,
+    };
+    common::require_root();
+    let topo = Topology::new("cp");
+    // This thread (and what it starts: the LAPI, cscli) lives in the node's namespace, where
+    // the daemon runs, so that both meet on the namespace's loopback.
+    let f = std::fs::File::open(format!("/run/netns/{}", topo.node.name())).unwrap();
+    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    let lapi = Lapi::start().unwrap_or_else(|e| panic!("starting the real LAPI: {e}"));
+    lapi.add_bouncer("gz-hup", KEY_A).unwrap();
+    lapi.add_machine("node-a", PASSWORD).unwrap();
+    lapi.add_decision(&NewDecision::ip("198.18.90.1")).unwrap();
+    lapi.add_decision(&NewDecision::range("198.18.91.0/24"))
+        .unwrap();
+    let mut work = Workdir::new("cshup");
+    let key = work.path("key");
+    std::fs::write(&key, KEY_A).unwrap();
+    let password = work.path("password");
+    std::fs::write(&password, PASSWORD).unwrap();
+    let dev = topo.node_if.clone();
+    let pin = work.pin_dir("a");
+    let (state, socket, config) = (
+        work.path("state"),
+        work.path("api.sock"),
+        work.path("gz.toml"),
+    );
+    let pull = |scopes: &str| {
+        format!(
+            "[crowdsec]\nlapi_url = \"{}\"\napi_key_file = {key:?}\npull_interval = \"1s\"\n\
+             max_change = 10.0\nscopes = {scopes}\n",
+            lapi.url()
+        )
+    };
+    let text = |extra: &str| child::config_text(&[&dev], &pin, &state, &socket, extra);
+    // Ranges only, no push.
+    std::fs::write(&config, text(&pull("[\"range\"]"))).unwrap();
+    let d = ChildDaemon::start(&config, &socket, &work.path("gz.log"), Some(&topo.node));
+    let prog = child::xdp_prog_id(&topo.node, &dev).expect("the XDP program on the interface");
+    assert!(
+        wait_for(ARRIVAL, Duration::from_millis(100), || blocked(&pin)
+            .contains(&net("198.18.91.0/24"))),
+        "{}",
+        d.log_text()
+    );
+    assert!(!blocked(&pin).contains(&net("198.18.90.1/32")));
+    let crowdsec = |d: &ChildDaemon| d.request("GET", "/v1/crowdsec", None).json().unwrap();
+    assert_eq!(crowdsec(&d)["push"], Value::Null);
+
+    // Both scopes, and a push: the address decision arrives, app bans go out.
+    std::fs::write(
+        &config,
+        text(&format!(
+            "{}[crowdsec.push]\nmachine_id = \"node-a\"\npassword_file = {password:?}\ninterval = \"500ms\"\n",
+            pull("[\"ip\", \"range\"]")
+        )),
+    )
+    .unwrap();
+    hup_and_wait(&d, "reload: configuration applied");
+    assert!(
+        wait_for(ARRIVAL, Duration::from_millis(100), || blocked(&pin)
+            .contains(&net("198.18.90.1/32"))),
+        "the reloaded pull never applied the Ip decision: {}",
+        crowdsec(&d)
+    );
+    assert!(
+        blocked(&pin).contains(&net("198.18.91.0/24")),
+        "the range left the maps"
+    );
+    let r = d.request(
+        "POST",
+        "/v1/block",
+        Some(&json!({"entries": ["198.18.90.5"], "source": "app:validator", "ttl": "1h"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        wait_for(ARRIVAL, Duration::from_millis(250), || pushed(&lapi)
+            .iter()
+            .any(|x| x["value"] == "198.18.90.5" && x["scope"] == "Ip")),
+        "the push configured by SIGHUP never pushed: {}",
+        crowdsec(&d)
+    );
+
+    // A bad [crowdsec]: logged, the running one stays (still pulling, still pushing).
+    std::fs::write(
+        &config,
+        text("[crowdsec]\nlapi_url = \"lapi:8080\"\napi_key_file = \"/nonexistent\"\n"),
+    )
+    .unwrap();
+    hup_and_wait(&d, "SIGHUP: not reloaded, the running config stays");
+    assert!(
+        d.log_text().contains("crowdsec.lapi_url"),
+        "{}",
+        d.log_text()
+    );
+    let pulls = crowdsec(&d)["pulls"].as_u64().unwrap();
+    assert!(
+        wait_for(ARRIVAL, Duration::from_millis(100), || crowdsec(&d)
+            ["pulls"]
+            .as_u64()
+            .unwrap()
+            > pulls + 1),
+        "the bouncer stopped pulling after a bad reload: {}",
+        crowdsec(&d)
+    );
+    let s = crowdsec(&d);
+    assert_eq!(s["lapi_url"], lapi.url(), "{s}");
+    assert_eq!(s["push"]["machine_id"], "node-a", "{s}");
+    assert_eq!(
+        child::xdp_prog_id(&topo.node, &dev),
+        Some(prog),
+        "XDP was detached or replaced"
+    );
+    for n in ["198.18.90.1/32", "198.18.91.0/24", "198.18.90.5/32"] {
+        assert!(blocked(&pin).contains(&net(n)), "{n} left the maps");
+    }
+}
