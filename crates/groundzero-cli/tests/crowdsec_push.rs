@@ -213,6 +213,16 @@ fn bans_pushed_by_one_node_are_enforced_by_another_and_crowdsec_entries_are_not_
     assert_eq!(push["push_errors"], 0, "{a_status}");
     assert_eq!(push["machine_id"], "node-a", "{a_status}");
     assert!(push["last_push"].as_u64().is_some(), "{a_status}");
+    // The one-line state in `GET /v1/feeds` and `GET /v1/stats`.
+    for path in ["/v1/feeds", "/v1/stats"] {
+        let v = a.ok(Method::GET, path, None);
+        let c = &v["crowdsec"];
+        assert_eq!(c["pull"], true, "{path}: {v}");
+        assert_eq!(c["pushed_alerts"], 2, "{path}: {v}");
+        assert_eq!(c["queued"], 0, "{path}: {v}");
+        assert!(c["last_success"].as_u64().is_some(), "{path}: {v}");
+        assert!(c["decisions"].as_u64().unwrap_or(0) >= 3, "{path}: {v}");
+    }
     let decisions = pushed(&lapi);
     assert_eq!(
         decisions.len(),
