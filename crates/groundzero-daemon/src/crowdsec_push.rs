@@ -270,29 +270,28 @@ pub fn go_duration(expires: Option<u64>, now: u64) -> Option<String> {
 pub fn alerts_body(bans: &[Ban], now: u64) -> (String, usize) {
     let stamp = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(now))
         .to_string();
-    let prepared: Vec<(String, String, String, &str)> = bans
+    // The owned strings first: the alerts borrow them.
+    let prepared: Vec<(&Ban, String, String, String)> = bans
         .iter()
         .filter_map(|b| {
             let duration = go_duration(b.expires, now)?;
             Some((
+                b,
                 format!("groundzero/{}", b.source),
                 value(&b.net),
                 duration,
-                b.reason.as_deref().unwrap_or("banned by groundzero"),
             ))
         })
         .collect();
-    let alerts: Vec<Alert> = bans
+    let alerts: Vec<Alert> = prepared
         .iter()
-        .filter(|b| go_duration(b.expires, now).is_some())
-        .zip(&prepared)
-        .map(|(b, (scenario, value, duration, message))| {
+        .map(|(b, scenario, value, duration)| {
             let scope = scope(&b.net);
             Alert {
                 scenario,
                 scenario_hash: "",
                 scenario_version: "",
-                message,
+                message: b.reason.as_deref().unwrap_or("banned by groundzero"),
                 events_count: 1,
                 events: [],
                 start_at: &stamp,

@@ -101,7 +101,7 @@ pub async fn run_with_reload(
     ));
     // The CrowdSec bouncer and watcher apart: SIGHUP restarts them with a changed `[crowdsec]`.
     let mut crowdsec = reload::CrowdsecTasks::default();
-    crowdsec.reconcile(&shared, &config, &stop);
+    crowdsec.reconcile(&shared, &config, &stop).await;
     let mut feed_tasks = BTreeMap::new();
     for feed in config.feeds.clone() {
         let task = tokio::spawn(tasks::feeds::feed_loop(

@@ -23,8 +23,48 @@ pub(crate) type FeedTasks = BTreeMap<String, (ValidFeed, tokio::task::JoinHandle
 /// The CrowdSec bouncer (pull) and watcher (push) tasks, with the configuration each runs with.
 #[derive(Default)]
 pub(crate) struct CrowdsecTasks {
-    pull: Option<(ValidCrowdsec, tokio::task::JoinHandle<()>)>,
-    push: Option<(ValidPush, tokio::task::JoinHandle<()>)>,
+    pull: Option<Running<ValidCrowdsec>>,
+    push: Option<Running<ValidPush>>,
+}
+
+/// A task with a stop signal of its own, which the daemon's stop sends too.
+struct Running<C> {
+    config: C,
+    /// Dropping it stops the task (between two of its steps).
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<C> Running<C> {
+    /// Starts `run` with a [`Stop`] that fires on the daemon's `stop` or when this is stopped.
+    fn start<Fut>(config: C, stop: &Stop, run: impl FnOnce(Stop) -> Fut) -> Self
+    where
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (handle, own) = Stop::new();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let daemon = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = daemon.stopped() => {}
+                _ = rx => {}
+            }
+            handle.stop();
+        });
+        Running {
+            config,
+            stop: tx,
+            task: tokio::spawn(run(own)),
+        }
+    }
+
+    /// Stops the task and waits until the step it is in (a pull, a push) has finished, so that
+    /// the old and the new task never write at once.
+    async fn finish(self) {
+        drop(self.stop);
+        // A JoinError here is a panic, which the panic hook has already reported.
+        let _ = self.task.await;
+    }
 }
 
 impl CrowdsecTasks {
@@ -32,35 +72,43 @@ impl CrowdsecTasks {
     /// A restarted bouncer begins with a startup pull, which converges on the LAPI's set
     /// without dropping what it held (unchanged holds are not rewritten); a restarted watcher
     /// keeps its queue (it lives in the registry).
-    pub(crate) fn reconcile(&mut self, shared: &Shared, config: &Validated, stop: &Stop) {
-        if self.pull.as_ref().map(|(c, _)| c) != config.crowdsec.as_ref() {
-            if let Some((_, task)) = self.pull.take() {
-                task.abort();
+    pub(crate) async fn reconcile(&mut self, shared: &Shared, config: &Validated, stop: &Stop) {
+        if self.pull.as_ref().map(|r| &r.config) != config.crowdsec.as_ref() {
+            if let Some(old) = self.pull.take() {
+                old.finish().await;
             }
-            if let Some(c) = config.crowdsec.clone() {
-                let task = tokio::spawn(crowdsec_loop(shared.clone(), c.clone(), stop.clone()));
-                self.pull = Some((c, task));
-            } else {
-                let mut d = shared.lock().unwrap_or_else(|p| p.into_inner());
-                d.crowdsec = None;
+            match config.crowdsec.clone() {
+                Some(c) => {
+                    let shared = shared.clone();
+                    self.pull = Some(Running::start(c.clone(), stop, move |own| {
+                        crowdsec_loop(shared, c, own)
+                    }));
+                }
+                None => {
+                    let mut d = shared.lock().unwrap_or_else(|p| p.into_inner());
+                    d.crowdsec = None;
+                }
             }
         }
-        if self.push.as_ref().map(|(c, _)| c) != config.crowdsec_push.as_ref() {
-            if let Some((_, task)) = self.push.take() {
-                task.abort();
+        if self.push.as_ref().map(|r| &r.config) != config.crowdsec_push.as_ref() {
+            if let Some(old) = self.push.take() {
+                old.finish().await;
             }
             if let Some(c) = config.crowdsec_push.clone() {
-                let task = tokio::spawn(push_loop(shared.clone(), c.clone(), stop.clone()));
-                self.push = Some((c, task));
+                let shared = shared.clone();
+                self.push = Some(Running::start(c.clone(), stop, move |own| {
+                    push_loop(shared, c, own)
+                }));
             }
         }
     }
 
-    /// Waits for both tasks (after the stop signal they finish the step they are in).
+    /// Waits for both tasks (after the daemon's stop they finish the step they are in).
     pub(crate) async fn join(self) {
-        let pull = self.pull.map(|(_, t)| t);
-        let push = self.push.map(|(_, t)| t);
-        for task in [pull, push].into_iter().flatten() {
+        for task in [self.pull.map(|r| r.task), self.push.map(|r| r.task)]
+            .into_iter()
+            .flatten()
+        {
             // A JoinError here is a panic (reported by the panic hook) or an abort.
             let _ = task.await;
         }
@@ -168,7 +216,7 @@ pub(crate) async fn reload(
             return;
         }
     }
-    crowdsec.reconcile(shared, &new, stop);
+    crowdsec.reconcile(shared, &new, stop).await;
     // Feeds: stop those that went or changed, start those that are new or changed. A changed
     // feed keeps its entries in force until its first refresh replaces them.
     let wanted: BTreeMap<String, ValidFeed> = new
