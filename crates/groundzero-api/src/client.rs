@@ -218,7 +218,8 @@ impl Client {
         }
         let mut total = 0;
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| self.protocol(format!("the capture stream broke: {e}")))?;
+            let frame =
+                frame.map_err(|e| self.protocol(format!("the capture stream broke: {e}")))?;
             if let Ok(data) = frame.into_data() {
                 sink(&data).map_err(|e| self.protocol(format!("writing the capture: {e}")))?;
                 total += data.len() as u64;

@@ -27,9 +27,9 @@
 
 #![warn(missing_docs)]
 
+pub mod capture;
 #[cfg(feature = "client")]
 pub mod client;
-pub mod capture;
 pub mod counters;
 pub mod crowdsec;
 pub mod endpoints;

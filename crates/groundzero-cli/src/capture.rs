@@ -2,11 +2,7 @@
 //! capture and writes the pcapng stream to a file or stdout, then says on stderr how many
 //! packets it holds and how many were lost.
 
-use std::{
-    io::Write,
-    path::PathBuf,
-    time::Duration,
-};
+use std::{io::Write, path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result};
 use groundzero::text::for_terminal_lines;

@@ -129,12 +129,18 @@ mod tests {
             .filter(|b| matches!(b, Block::InterfaceDescription(_)))
             .count();
         assert_eq!(idbs, 1);
-        let Some(Block::EnhancedPacket(epb)) = blocks.iter().find(|b| matches!(b, Block::EnhancedPacket(_))) else {
+        let Some(Block::EnhancedPacket(epb)) = blocks
+            .iter()
+            .find(|b| matches!(b, Block::EnhancedPacket(_)))
+        else {
             panic!("no packet in {blocks:?}");
         };
         assert_eq!(epb.data.as_ref(), &[1, 2, 3, 4]);
         assert_eq!(epb.original_len, 100);
-        assert_eq!(epb.timestamp, Duration::from_nanos(1_700_000_000_123_456_789));
+        assert_eq!(
+            epb.timestamp,
+            Duration::from_nanos(1_700_000_000_123_456_789)
+        );
         assert!(epb.options.contains(&EnhancedPacketOption::DropCount(7)));
         assert!(epb
             .options

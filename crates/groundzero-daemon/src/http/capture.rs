@@ -53,7 +53,9 @@ fn number(value: &Option<String>, name: &str, default: u32, max: u32) -> Result<
     };
     match text.parse::<u32>() {
         Ok(n) if (1..=max).contains(&n) => Ok(n),
-        _ => Err(bad(format!("{name}: expected a whole number from 1 to {max}, got {text:?}"))),
+        _ => Err(bad(format!(
+            "{name}: expected a whole number from 1 to {max}, got {text:?}"
+        ))),
     }
 }
 
@@ -188,9 +190,7 @@ fn run(
             if left.is_zero() {
                 break;
             }
-            let mut records = reader
-                .poll(left.min(POLL))
-                .map_err(|e| error_chain(&e))?;
+            let mut records = reader.poll(left.min(POLL)).map_err(|e| error_chain(&e))?;
             if records.is_empty() {
                 continue;
             }
@@ -271,7 +271,11 @@ fn entry_text(d: &Daemon, src: IpAddr, reason: Option<Reason>) -> String {
             format!(
                 " src={src} entry={} source={} why=\"{reason_text}\"",
                 entry.entry,
-                if sources.is_empty() { "-".into() } else { sources.join(",") },
+                if sources.is_empty() {
+                    "-".into()
+                } else {
+                    sources.join(",")
+                },
             )
         }
         _ => format!(" src={src}"),
