@@ -142,9 +142,7 @@ impl CaptureDrain {
             n += reader
                 .poll(std::time::Duration::ZERO)
                 .map_or(0, |r| r.len() as u64);
-            let lost = reader
-                .stop()
-                .map_or(0, |l| l.rate_limited + l.buffer_full);
+            let lost = reader.stop().map_or(0, |l| l.rate_limited + l.buffer_full);
             (n, lost)
         });
         Ok(CaptureDrain {
@@ -155,7 +153,9 @@ impl CaptureDrain {
 
     pub fn finish(mut self) -> (u64, u64) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.take().map_or((0, 0), |t| t.join().unwrap_or((0, 0)))
+        self.thread
+            .take()
+            .map_or((0, 0), |t| t.join().unwrap_or((0, 0)))
     }
 }
 
