@@ -14,6 +14,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 
 use crate::{
+    capture::CaptureQuery,
     crowdsec::CrowdsecReply,
     endpoints,
     feeds::{FeedsReply, ImportReply, ImportRequest, RefreshReply},
@@ -141,6 +142,24 @@ impl Client {
         path: &str,
         body: Bytes,
     ) -> Result<(StatusCode, Bytes), ClientError> {
+        let response = self.send(method, path, body).await?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.protocol(e.to_string()))?
+            .to_bytes();
+        Ok((status, body))
+    }
+
+    /// Sends one request; the response with its body still to read.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let connect = |source| ClientError::Connect {
             endpoint: self.endpoint.to_string(),
             source,
@@ -172,18 +191,41 @@ impl Client {
         let request = builder
             .body(Full::new(body))
             .map_err(|e| self.protocol(e.to_string()))?;
-        let response = sender
+        sender
             .send_request(request)
             .await
-            .map_err(|e| self.protocol(e.to_string()))?;
+            .map_err(|e| self.protocol(e.to_string()))
+    }
+
+    /// `GET /v1/capture`: hands each piece of the pcapng stream to `sink` as it arrives, until
+    /// the daemon ends the capture; returns the bytes received. A `sink` error ends the
+    /// capture (the connection closes, and the daemon stops).
+    pub async fn capture(
+        &self,
+        query: &CaptureQuery,
+        mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<u64, ClientError> {
+        let response = self.send(Method::GET, &query.path(), Bytes::new()).await?;
         let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| self.protocol(e.to_string()))?
-            .to_bytes();
-        Ok((status, body))
+        let mut body = response.into_body();
+        if !status.is_success() {
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| self.protocol(e.to_string()))?
+                .to_bytes();
+            return Err(self.api_error(status, &bytes));
+        }
+        let mut total = 0;
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|e| self.protocol(format!("the capture stream broke: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                sink(&data).map_err(|e| self.protocol(format!("writing the capture: {e}")))?;
+                total += data.len() as u64;
+            }
+        }
+        Ok(total)
     }
 
     /// An error status's body as [`ClientError::Api`] (the body must be JSON, as every reply).

@@ -45,6 +45,10 @@ pub const JOURNEY_RECENT: &str = "/v1/journey/recent";
 /// `GET`: a `text/event-stream` of [`EventKind`](crate::journey::EventKind)s.
 pub const JOURNEY_EVENTS: &str = "/v1/journey/events";
 
+/// `GET` with [`CaptureQuery`](crate::capture::CaptureQuery): a pcapng stream
+/// ([`PCAPNG_CONTENT_TYPE`](crate::capture::PCAPNG_CONTENT_TYPE)).
+pub const CAPTURE: &str = "/v1/capture";
+
 /// The path of `GET /v1/why/{address}` for `address` (an address needs no encoding).
 pub fn why(address: impl std::fmt::Display) -> String {
     format!("/v1/why/{address}")
@@ -74,4 +78,5 @@ pub const ALL: &[(&str, &[&str])] = &[
     (JOURNEY_RECENT, &["GET"]),
     (JOURNEY_EVENTS, &["GET"]),
     (FEED_REFRESH, &["POST"]),
+    (CAPTURE, &["GET"]),
 ];

@@ -16,6 +16,7 @@
 //! - [`crowdsec`]: the CrowdSec bouncer's state;
 //! - [`status`]: health, monitor mode and `GET /v1/stats`;
 //! - [`counters`]: the XDP counters by reason, as they travel;
+//! - [`capture`]: the query of a pcapng capture;
 //! - [`journey`]: journey tracing: summary, recent journeys, the live stream, configuration;
 //! - [`errors`]: the JSON body of every error;
 //! - [`endpoints`]: every route, with its method;
@@ -26,6 +27,7 @@
 
 #![warn(missing_docs)]
 
+pub mod capture;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod counters;

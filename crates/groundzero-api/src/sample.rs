@@ -540,6 +540,21 @@ impl Sample for Journey {
     }
 }
 
+impl Sample for crate::capture::CaptureQuery {
+    fn sample() -> Self {
+        crate::capture::CaptureQuery {
+            count: Some("100".into()),
+            duration: Some("30s".into()),
+            interface: Some("eth0".into()),
+            rate: Some("1000".into()),
+            reason: Some("blocked_cidr,blocked_exact".into()),
+            snaplen: Some("256".into()),
+            source: Some("198.18.0.0/15".into()),
+            verdict: Some("drop".into()),
+        }
+    }
+}
+
 impl Sample for RecentQuery {
     fn sample() -> Self {
         RecentQuery {

@@ -902,6 +902,7 @@ fn every_route_is_covered() {
         "/v1/journey/recent",
         "/v1/journey/events",
         "/v1/feeds/{name}/refresh",
+        "/v1/capture",
     ];
     let routes: Vec<&str> = groundzero_api::endpoints::ALL
         .iter()

@@ -35,6 +35,12 @@ struct Args {
     /// Override the number of flood packets.
     #[arg(long)]
     flood_packets: Option<u64>,
+    /// Override part 1's rounds (a shorter run on a busy machine; the report states the count).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Override part 1's BPF_PROG_TEST_RUN repeat per measurement.
+    #[arg(long)]
+    repeat: Option<u32>,
 }
 
 /// Sizes and repeats of one run.
@@ -133,6 +139,12 @@ fn main() -> Result<()> {
     }
     if let Some(n) = args.flood_packets {
         config.flood_packets = n;
+    }
+    if let Some(n) = args.rounds {
+        config.rounds = n.max(1);
+    }
+    if let Some(n) = args.repeat {
+        config.repeat = n.max(1);
     }
     let out_dir = match &args.out {
         Some(dir) => dir.clone(),

@@ -88,7 +88,17 @@ pub struct Row {
     /// packet, above the floor (journey events drained by a thread meanwhile).
     pub traced_sampled_above: Option<Summary>,
     pub traced_all_above: Option<Summary>,
+    /// The full verdict with a capture running whose filter admits nothing here (a source
+    /// prefix no case is in), capturing at the default rate (1000 packets/s, so nearly every
+    /// packet is refused by the bucket), and capturing every packet (perf buffer drained by a
+    /// thread), above the floor.
+    pub capture_idle_above: Option<Summary>,
+    pub capture_rate_above: Option<Summary>,
+    pub capture_all_above: Option<Summary>,
 }
+
+/// Bytes of each packet the "capturing" cases copy.
+pub const CAPTURE_SNAPLEN: u32 = 64;
 
 /// Journey tracing's "sampled" setting in the overhead measurement.
 pub const SAMPLED_EVERY: u32 = 64;
@@ -103,6 +113,50 @@ pub struct PerPacket {
     /// Journey events the drain threads read, and how many the traced runs should have made.
     pub journey_events: u64,
     pub events_expected: u64,
+    /// Records the capture drain threads read, and what the kernel counted as lost (over the
+    /// rate, or a full perf buffer).
+    pub capture_records: u64,
+    pub capture_lost: u64,
+}
+
+/// Reads a capture's perf buffers until told to stop, so "capturing every packet" pays for
+/// real perf writes; returns the records read and the losses.
+pub struct CaptureDrain {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(u64, u64)>>,
+}
+
+impl CaptureDrain {
+    pub fn start(shield: &mut Shield, filter: &groundzero::capture::CaptureFilter) -> Result<Self> {
+        use std::sync::atomic::Ordering;
+        let mut reader = shield.start_capture(filter)?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                n += reader
+                    .poll(std::time::Duration::from_millis(5))
+                    .map_or(0, |r| r.len() as u64);
+            }
+            n += reader
+                .poll(std::time::Duration::ZERO)
+                .map_or(0, |r| r.len() as u64);
+            let lost = reader.stop().map_or(0, |l| l.rate_limited + l.buffer_full);
+            (n, lost)
+        });
+        Ok(CaptureDrain {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn finish(mut self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .map_or((0, 0), |t| t.join().unwrap_or((0, 0)))
+    }
 }
 
 /// Reads a traced shield's journey ring buffer until told to stop, so the measurement pays for
@@ -201,10 +255,21 @@ pub fn run(config: &Config) -> Result<PerPacket> {
     let any = groundzero::journey::parse_filter("any").map_err(anyhow::Error::msg)?;
     sampled.set_sampling(SAMPLED_EVERY, any)?;
     traced.set_sampling(1, any)?;
+    // Three more with a capture running: admitting nothing, at the default rate, everything.
+    let mut capture_idle = Shield::load(ShieldOptions::default())?;
+    let mut capture_rate = Shield::load(ShieldOptions::default())?;
+    let mut capture_all = Shield::load(ShieldOptions::default())?;
     let families = [Family::V4, Family::V6];
     for family in families {
         let s = sources(family);
-        for full in [&mut shield, &mut sampled, &mut traced] {
+        for full in [
+            &mut shield,
+            &mut sampled,
+            &mut traced,
+            &mut capture_idle,
+            &mut capture_rate,
+            &mut capture_all,
+        ] {
             full.block(parse_entry(&s.exact.to_string())?)?;
             full.block(parse_entry(s.cidr_prefix)?)?;
             full.allow(parse_entry(&s.allowed.to_string())?)?;
@@ -213,6 +278,29 @@ pub fn run(config: &Config) -> Result<PerPacket> {
         xdp_filter.block(s.exact)?;
     }
     let drains = [Drain::start(&mut sampled)?, Drain::start(&mut traced)?];
+    let every = groundzero::capture::CaptureFilter {
+        passes: true,
+        snaplen: CAPTURE_SNAPLEN,
+        ..Default::default()
+    };
+    let capture_drains = [
+        CaptureDrain::start(
+            &mut capture_idle,
+            &groundzero::capture::CaptureFilter {
+                // TEST-NET-3: no case's source is in it, so every packet is refused by the filter.
+                source: Some(parse_entry("203.0.113.0/24")?),
+                ..every.clone()
+            },
+        )?,
+        CaptureDrain::start(&mut capture_rate, &every)?,
+        CaptureDrain::start(
+            &mut capture_all,
+            &groundzero::capture::CaptureFilter {
+                rate_pps: u32::MAX,
+                ..every.clone()
+            },
+        )?,
+    ];
 
     struct Case {
         family: Family,
@@ -269,17 +357,17 @@ pub fn run(config: &Config) -> Result<PerPacket> {
 
     // Measurements: (case, program) pairs; program 0 floor, 1 groundzero, 2 xdp-filter,
     // 3 groundzero with xdp-filter's lists, 4 and 5 groundzero with tracing sampled and on
-    // every packet.
+    // every packet, 6 to 8 groundzero capturing nothing, at the default rate, everything.
     let mut jobs = Vec::new();
     for (i, case) in cases.iter().enumerate() {
         jobs.push((i, 0));
         jobs.push((i, 1));
         if case.xdp_filter.is_some() {
-            jobs.extend([(i, 2), (i, 3), (i, 4), (i, 5)]);
+            jobs.extend([(i, 2), (i, 3), (i, 4), (i, 5), (i, 6), (i, 7), (i, 8)]);
         }
     }
     let (mut traced_runs, mut sampled_runs) = (0u64, 0u64);
-    let mut ns = vec![std::array::from_fn::<Vec<f64>, 6, _>(|_| Vec::new()); cases.len()];
+    let mut ns = vec![std::array::from_fn::<Vec<f64>, 9, _>(|_| Vec::new()); cases.len()];
     for round in 0..config.rounds {
         for j in order(jobs.len(), round) {
             let (i, program) = jobs[j];
@@ -293,6 +381,9 @@ pub fn run(config: &Config) -> Result<PerPacket> {
                     sampled_runs += u64::from(config.repeat);
                     sampled.test_run_repeat(packet, config.repeat)?.1
                 }
+                6 => capture_idle.test_run_repeat(packet, config.repeat)?.1,
+                7 => capture_rate.test_run_repeat(packet, config.repeat)?.1,
+                8 => capture_all.test_run_repeat(packet, config.repeat)?.1,
                 _ => {
                     traced_runs += u64::from(config.repeat);
                     traced.test_run_repeat(packet, config.repeat)?.1
@@ -306,7 +397,7 @@ pub fn run(config: &Config) -> Result<PerPacket> {
     let rows = cases
         .iter()
         .zip(&ns)
-        .map(|(case, [f, g, x, same, smp, all])| {
+        .map(|(case, [f, g, x, same, smp, all, c_idle, c_rate, c_all])| {
             let above = |v: &[f64]| -> Vec<f64> { v.iter().zip(f).map(|(a, b)| a - b).collect() };
             let traced = |v: &[f64]| (!v.is_empty()).then(|| Summary::of(&above(v)));
             let (xf, xf_above, ratio, same_above) = if x.is_empty() {
@@ -337,10 +428,17 @@ pub fn run(config: &Config) -> Result<PerPacket> {
                 same_lists_above: same_above,
                 traced_sampled_above: traced(smp),
                 traced_all_above: traced(all),
+                capture_idle_above: traced(c_idle),
+                capture_rate_above: traced(c_rate),
+                capture_all_above: traced(c_all),
             }
         })
         .collect();
     let journey_events = drains.into_iter().map(Drain::finish).sum();
+    let (capture_records, capture_lost) = capture_drains
+        .into_iter()
+        .map(CaptureDrain::finish)
+        .fold((0, 0), |(r, l), (r2, l2)| (r + r2, l + l2));
     Ok(PerPacket {
         repeat: config.repeat,
         rounds: config.rounds,
@@ -349,5 +447,7 @@ pub fn run(config: &Config) -> Result<PerPacket> {
         frame_len_v6: cases[4].packet.len(),
         journey_events,
         events_expected: traced_runs + sampled_runs / u64::from(SAMPLED_EVERY),
+        capture_records,
+        capture_lost,
     })
 }

@@ -1067,6 +1067,7 @@ fn overheads_section(
                 )?;
             }
             writeln!(md)?;
+            capture_section(md, p)?;
         }
     }
     trace_path_section(md, flood)?;
@@ -1100,6 +1101,51 @@ fn overheads_section(
             x.seconds.show(3),
             x.locked_seconds.show(4),
             x.output_bytes
+        )?;
+    }
+    writeln!(md)?;
+    Ok(())
+}
+
+/// Packet capture's cost on the verdict path, from part 1's rounds.
+fn capture_section(md: &mut String, p: &PerPacket) -> Result<()> {
+    writeln!(
+        md,
+        "**Packet capture** (`groundzero capture`), XDP side: the full verdict of part 1 measured \
+         in the same rounds with no capture running (the program tests one bit of the config word \
+         it already read), a capture whose filter admits nothing here (a source prefix no case \
+         is in: the filter is checked on every packet), capturing at the default rate of 1000 \
+         packets per second (the filter admits every packet; the per-CPU bucket refuses nearly \
+         all and counts them lost), and capturing every packet ({} bytes each through the perf \
+         buffer, drained by a thread: {} records read, {} lost to the rate or a full buffer). \
+         ns per packet above the floor, median (min–max):\n\n\
+         | case | off | admits nothing | ÷ off | 1000 pps | ÷ off | every packet | ÷ off |\n\
+         |---|---|---|---|---|---|---|---|",
+        crate::per_packet::CAPTURE_SNAPLEN,
+        p.capture_records,
+        p.capture_lost,
+    )?;
+    for row in &p.rows {
+        let (Some(idle), Some(rate), Some(all)) = (
+            &row.capture_idle_above,
+            &row.capture_rate_above,
+            &row.capture_all_above,
+        ) else {
+            continue;
+        };
+        let off = row.groundzero_above.median.max(0.5);
+        writeln!(
+            md,
+            "| {} {} | {} | {} | {:.2} | {} | {:.2} | {} | {:.2} |",
+            row.family.label(),
+            row.verdict.label(),
+            row.groundzero_above.show(1),
+            idle.show(1),
+            idle.median / off,
+            rate.show(1),
+            rate.median / off,
+            all.show(1),
+            all.median / off
         )?;
     }
     writeln!(md)?;

@@ -1,6 +1,7 @@
 //! The `groundzero` command. Thin: each subcommand is a module that calls the library.
 mod assets;
 mod attach;
+mod capture;
 mod check;
 mod daemon;
 mod demo;
@@ -29,6 +30,8 @@ enum Command {
     Attach(attach::Args),
     /// Validate list files (one address or prefix per line) without touching the kernel.
     CheckList(check::Args),
+    /// Capture packets at XDP (through the daemon) into a pcapng file, with why each was dropped.
+    Capture(capture::Args),
     /// Run every packet of a pcap/pcapng file through the verdict: what would these lists do?
     Replay(replay::Args),
     /// Run a self-contained demo in throw-away network namespaces (no real interface touched).
@@ -57,6 +60,7 @@ fn main() -> Result<()> {
         Command::CheckList(args) => check::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Replay(args) => replay::run(args),
+        Command::Capture(args) => capture::run(cli.target, args),
         Command::Lab(args) => lab::run(args),
         Command::Run(args) => daemon::run(args, cli.target.socket.clone()),
         Command::CheckConfig(args) => daemon::check(args),

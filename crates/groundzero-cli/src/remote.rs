@@ -171,8 +171,9 @@ pub struct RemoveArgs {
     source: Option<String>,
 }
 
-pub fn run(target: Target, command: Remote) -> Result<()> {
-    let endpoint = match (&target.api, &target.token_file) {
+/// Where `target` says the daemon is (with the token read for TCP).
+pub fn endpoint(target: &Target) -> Result<Endpoint> {
+    Ok(match (&target.api, &target.token_file) {
         (Some(address), Some(file)) => Endpoint::Tcp {
             address: address
                 .trim_start_matches("http://")
@@ -185,8 +186,11 @@ pub fn run(target: Target, command: Remote) -> Result<()> {
         },
         (Some(_), None) => anyhow::bail!("--api needs --token-file"),
         (None, _) => Endpoint::Unix(target.socket_or_default()),
-    };
-    let client = Client::new(endpoint);
+    })
+}
+
+pub fn run(target: Target, command: Remote) -> Result<()> {
+    let client = Client::new(endpoint(&target)?);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -9,9 +9,11 @@
 //! - [`verdict`]: the decision rules as a pure function over parsed fields and list lookups;
 //! - [`ratelimit`]: the per-source token bucket behind rate-based auto-bans;
 //! - [`summary`]: the prefix summaries that let the verdict skip trie walks that cannot match;
-//! - [`journey`]: what the tracing programs report about sampled packets.
+//! - [`journey`]: what the tracing programs report about sampled packets;
+//! - [`capture`]: the capture filter, its rate bucket and the captured packets' metadata.
 #![no_std]
 
+pub mod capture;
 pub mod journey;
 pub mod lists;
 pub mod maps;

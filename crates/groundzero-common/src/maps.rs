@@ -111,6 +111,9 @@ pub struct Config {
 impl Config {
     /// Dry run: every packet passes; matches are counted as `monitor_*`.
     pub const MONITOR: u32 = 1 << 0;
+    /// A capture runs: the program checks [`crate::capture::CaptureCtl`] after the verdict.
+    /// Clear, capture costs the verdict path this one bit test.
+    pub const CAPTURE: u32 = 1 << 1;
     /// Bits 8..15: how many low bits of an IPv4 source the rate limit ignores (32 minus the
     /// prefix length of a bucket). Bits 16..23: the same for IPv6 (128 minus the prefix length).
     /// Host bits rather than prefix lengths so that 0, what a config written before these
@@ -128,6 +131,12 @@ impl Config {
     #[inline(always)]
     pub const fn monitor_in(flags: u32) -> bool {
         flags & Self::MONITOR != 0
+    }
+
+    /// [`Self::CAPTURE`] of a `flags` value already read.
+    #[inline(always)]
+    pub const fn capture_in(flags: u32) -> bool {
+        flags & Self::CAPTURE != 0
     }
 
     /// The prefix length of IPv4 rate buckets, 0..=32 (32 = one bucket per address).
@@ -217,6 +226,9 @@ mod pod {
     unsafe impl aya::Pod for crate::journey::FlowFilter {}
     unsafe impl aya::Pod for crate::ratelimit::Bucket {}
     unsafe impl aya::Pod for crate::ratelimit::RateEvent {}
+    unsafe impl aya::Pod for crate::capture::CaptureCtl {}
+    unsafe impl aya::Pod for crate::capture::CaptureBucket {}
+    unsafe impl aya::Pod for crate::capture::CaptureMeta {}
     // SAFETY: an array of bytes.
     unsafe impl aya::Pod for crate::summary::SummarySlot {}
 }

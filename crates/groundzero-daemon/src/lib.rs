@@ -24,6 +24,7 @@ mod journey_ops;
 mod listeners;
 pub mod lock;
 pub mod metrics;
+pub mod pcapng;
 pub mod records;
 pub mod registry;
 mod reload;

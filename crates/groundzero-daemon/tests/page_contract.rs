@@ -30,6 +30,9 @@ const APP: &str = include_str!("../web/app.js");
 const JS_PROPERTIES: &[&str] = &[
     "body", "dataset", "done", "hash", "hidden", "i", "length", "message", "ok", "pathname",
     "status", "target", "title", "value",
+    // The capture download: a link's href and download, the Blob's size, and the extension of
+    // the file name (`groundzero-drops.pcapng` reads as a property to this scan).
+    "download", "href", "size", "pcapng",
 ];
 
 /// Every object key in `v`, at any depth.
@@ -200,6 +203,10 @@ fn the_page_calls_only_routes_with_their_query_fields() {
     let mut query_fields = BTreeSet::new();
     fields_of(EntriesQuery::sample(), &mut query_fields);
     fields_of(RecentQuery::sample(), &mut query_fields);
+    fields_of(
+        groundzero_api::capture::CaptureQuery::sample(),
+        &mut query_fields,
+    );
     let code = code();
     let mut calls = 0;
     for literal in string_literals(&code).into_iter().chain(

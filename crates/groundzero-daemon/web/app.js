@@ -202,6 +202,30 @@ $("#block").addEventListener("submit", async (e) => {
   loadEntries();
 });
 
+// Capture the next N drops: the daemon streams pcapng until N packets or the duration; the
+// file is then offered as a download.
+$("#capture").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const count = encodeURIComponent($("#c-count").value);
+  const duration = encodeURIComponent($("#c-duration").value.trim() || "60s");
+  $("#c-status").textContent = "capturing…";
+  try {
+    const r = await fetch(`/v1/capture?count=${count}&duration=${duration}&verdict=drop`,
+      { headers: { Authorization: `Bearer ${token}` } });
+    if (!r.ok) throw new Error((await r.json().catch(() => ({}))).error || `HTTP ${r.status}`);
+    const file = await r.blob();
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(file);
+    link.download = "groundzero-drops.pcapng";
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    $("#c-status").textContent = `saved groundzero-drops.pcapng (${file.size} bytes)`;
+  } catch (err) {
+    $("#c-status").textContent = err.message;
+  }
+});
+
 // ---- live stream ---------------------------------------------------------------------------
 async function stream() {
   const r = await fetch("/v1/journey/events", { headers: { Authorization: `Bearer ${token}` } });

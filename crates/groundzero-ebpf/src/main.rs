@@ -9,6 +9,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod capture;
 mod journey;
 mod lists;
 
@@ -93,6 +94,10 @@ pub fn groundzero_xdp(ctx: XdpContext) -> u32 {
     }
     if let Some(ev) = sampled {
         journey::finish(&ctx, ev, reason);
+    }
+    // One bit test when no capture runs: the word was read above for the verdict.
+    if Config::capture_in(flags) {
+        capture::offer(&ctx, &parsed, reason, ifindex, pkt.end - pkt.start);
     }
     reason.action() as u32
 }

@@ -170,6 +170,19 @@ pub enum Error {
 
     #[error("BPF_PROG_TEST_RUN failed")]
     TestRun(#[source] aya::programs::ProgramError),
+
+    #[error("a capture is already running (one at a time); stop it or wait for it to end")]
+    CaptureRunning,
+
+    #[error("opening the capture perf buffer of CPU {cpu}")]
+    CaptureBuffer {
+        cpu: u32,
+        #[source]
+        source: aya::maps::perf::PerfBufferError,
+    },
+
+    #[error("capture: {0}")]
+    Capture(String),
 }
 
 /// `e` and every `source()` under it, joined with ": ". aya puts the errno of many failures in

@@ -26,7 +26,7 @@ pub mod model;
 pub mod shield;
 pub mod text;
 
-pub use bpf::{list_reader, pins, ratelimit, sys};
+pub use bpf::{capture, list_reader, pins, ratelimit, sys};
 
 pub use counters::Counters;
 pub use entry::{parse_address, parse_entry, parse_list, EntryError, ListFileError};

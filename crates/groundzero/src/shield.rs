@@ -17,6 +17,7 @@ pub use crate::bpf::{ActiveMode, AttachMode, Attachment, ListEntry, ProgramStats
 use crate::{
     bpf::{
         attach::Attachments,
+        capture::{self, CaptureFilter, CaptureMaps, CaptureReader},
         config::ConfigMap,
         counters::CounterMaps,
         list_reader::ListReader,
@@ -48,6 +49,8 @@ pub struct Shield {
     /// Holds BPF_ENABLE_STATS(RUN_TIME) open while wanted; the kernel counts run time and run
     /// count of every BPF program while any such fd exists.
     stats_fd: Option<std::os::fd::OwnedFd>,
+    /// Capture maps, taken out of the object on the first capture.
+    capture: Option<CaptureMaps>,
 }
 
 impl fmt::Debug for Shield {
@@ -71,9 +74,11 @@ impl Shield {
         let loaded = Object::load(&mut options)?;
         let mut object = loaded.object;
         let capacity = ListKind::ALL.map(|list| options.capacity(list));
+        let mut config = ConfigMap::take(&mut object)?;
+        capture::clear_stale(&mut config)?;
         Ok(Shield {
             lists: Lists::take(&mut object, capacity, loaded.summaries_fresh)?,
-            config: ConfigMap::take(&mut object)?,
+            config,
             counters: CounterMaps::take(&mut object)?,
             rate: RateMaps::take(&mut object)?,
             object,
@@ -81,6 +86,7 @@ impl Shield {
             attachments: Attachments::default(),
             tracer: Tracer::default(),
             stats_fd: None,
+            capture: None,
         })
     }
 
@@ -328,6 +334,22 @@ impl Shield {
     /// Takes the journey event ring buffer (once per shield).
     pub fn journey_events(&mut self) -> Result<JourneyEvents, Error> {
         tracer::take_events(&mut self.object)
+    }
+
+    // --- capture ----------------------------------------------------------------------------
+
+    /// Starts capturing what `filter` admits; the capture runs until the reader is stopped or
+    /// dropped. One at a time: [`Error::CaptureRunning`] while another reader lives.
+    pub fn start_capture(&mut self, filter: &CaptureFilter) -> Result<CaptureReader, Error> {
+        if self.capture.is_none() {
+            self.capture = Some(CaptureMaps::take(&mut self.object)?);
+        }
+        match self.capture.as_mut() {
+            Some(maps) => maps.start(&mut self.config, filter),
+            None => Err(Error::NoMap {
+                map: groundzero_common::capture::CAPTURE_EVENTS,
+            }),
+        }
     }
 
     // --- test runs ---------------------------------------------------------------------------

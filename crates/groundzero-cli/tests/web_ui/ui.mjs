@@ -72,7 +72,27 @@ try {
   await page.click('button[data-entry="198.18.9.9/32"]');
   await page.waitForFunction(() => !document.querySelector('button[data-entry="198.18.9.9/32"]'), null, { timeout: 5000 });
   if ((await entries()).includes("198.18.9.9/32")) fail("the removal from the page did not reach the API");
-  console.log(`ok: ${hops.length} hops; ${entry.trim()}`);
+  // "Capture the next N drops" downloads a pcapng holding N packets from XDP, each with its
+  // verdict as a comment (the blocked source's traffic keeps running).
+  await page.fill("#c-count", "5");
+  await page.fill("#c-duration", "20s");
+  const [download] = await Promise.all([
+    page.waitForEvent("download", { timeout: 25000 }),
+    page.click("#capture button"),
+  ]);
+  const { readFileSync } = await import("node:fs");
+  const file = readFileSync(await download.path());
+  if (file.length < 12 || file.readUInt32LE(0) !== 0x0a0d0d0a) fail(`the download is not pcapng (${file.length} bytes)`);
+  let packets = 0;
+  for (let at = 0; at + 8 <= file.length;) {
+    const [type, len] = [file.readUInt32LE(at), file.readUInt32LE(at + 4)];
+    if (len < 12) fail(`a pcapng block of length ${len}`);
+    if (type === 6) packets++; // enhanced packet block
+    at += len;
+  }
+  if (packets !== 5) fail(`the capture holds ${packets} packets, not 5`);
+  if (!file.toString("latin1").includes("verdict=drop reason=blocked_exact")) fail("no verdict comment in the capture");
+  console.log(`ok: ${hops.length} hops; ${entry.trim()}; a capture of ${packets} drops downloaded`);
 } finally {
   await browser.close();
 }

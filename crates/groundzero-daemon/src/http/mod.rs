@@ -1,6 +1,7 @@
 //! The management API: HTTP/JSON, on a Unix socket (root only) and optionally on TCP with a
 //! bearer token. Documented in docs/api.md; every error is `{"error": "..."}` with a 4xx/5xx.
 
+mod capture;
 mod crowdsec;
 pub mod journey;
 
@@ -131,6 +132,7 @@ pub fn router(state: Shared, token: Option<Arc<String>>, max_body: usize) -> Rou
         .route(endpoints::JOURNEY_RECENT, get(journey::recent))
         .route(endpoints::JOURNEY_EVENTS, get(journey::events))
         .route(endpoints::FEED_REFRESH, post(refresh_feed))
+        .route(endpoints::CAPTURE, get(capture::capture))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,

@@ -12,10 +12,12 @@
 //! - [`ratelimit`]: exempt prefixes, buckets and the over-limit reports;
 //! - `counters`: the per-reason counter maps;
 //! - `attach` and [`mode`]: attaching to interfaces; [`pins`]: bpffs pins;
+//! - [`capture`]: packet capture (filter, perf buffers, the capture bit);
 //! - `batch` and [`sys`]: the `bpf()` commands aya does not wrap.
 
 pub(crate) mod attach;
 pub(crate) mod batch;
+pub mod capture;
 pub(crate) mod config;
 pub(crate) mod counters;
 pub(crate) mod keys;
