@@ -26,6 +26,7 @@ PKGS=(
   tshark                    # tests/replay.rs: captures namespace traffic (Ethernet, SLL, SLL2) and reads it back
   lintian man-db            # the Debian package's test: lintian, and `man -w` on the installed pages
   ansible ansible-lint      # the Ansible role's test (deploy/ansible): runs it here, lints it
+  bpftool                   # `bpftool prog dump xlated/jited`: the verdict's instructions and calls (BENCHMARKS.md)
 )
 missing=()
 for p in "${PKGS[@]}"; do
