@@ -12,6 +12,7 @@
 //! - [`ratelimit`]: exempt prefixes, buckets and the over-limit reports;
 //! - `counters`: the per-reason counter maps;
 //! - `attach` and [`mode`]: attaching to interfaces; [`pins`]: bpffs pins;
+//! - [`layout`]: the pin directory's map-layout stamp; `migrate`: moving older pins to it;
 //! - `batch` and [`sys`]: the `bpf()` commands aya does not wrap.
 
 pub(crate) mod attach;
@@ -19,9 +20,11 @@ pub(crate) mod batch;
 pub(crate) mod config;
 pub(crate) mod counters;
 pub(crate) mod keys;
+pub mod layout;
 pub(crate) mod list_maps;
 pub mod list_reader;
 pub(crate) mod lists;
+pub(crate) mod migrate;
 pub mod mode;
 pub(crate) mod object;
 pub mod pins;
