@@ -113,7 +113,11 @@ pub(crate) fn migrate(dir: &Path, from: u32, options: &ShieldOptions) -> Result<
     // told the summaries are fresh, which they are.
     let capacity = ListKind::ALL.map(|list| staged_options.capacity(list));
     drop(Lists::take(&mut staged, capacity, true)?);
-    copy_counters(&old_maps, &next_maps).map_err(&fail)?;
+    // Not worth failing an upgrade for: the daemon writes its config again at start, and
+    // counters that restart from zero are a reset Prometheus knows how to read.
+    if let Err(e) = copy_counters(&old_maps, &next_maps) {
+        log::warn!("{}: {e}; they start anew", dir.display());
+    }
     layout::write(&next, LAYOUT)?;
     log::info!("{}: {copied} list entries copied", next_maps.display());
 
