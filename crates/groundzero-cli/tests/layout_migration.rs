@@ -422,3 +422,81 @@ fn a_newer_layout_is_refused_and_left_alone() {
         "{err}"
     );
 }
+
+/// A `Shield` on `pin_dir` (pinning, adopting, migrating as a daemon's load does).
+fn pinned_shield(pin_dir: &Path) -> Shield {
+    Shield::load(ShieldOptions {
+        pin_dir: Some(pin_dir.to_path_buf()),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("loading on {}: {e}", pin_dir.display()))
+}
+
+fn blocked_nets(shield: &Shield) -> Vec<IpNet> {
+    shield
+        .blocked()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.net)
+        .collect()
+}
+
+/// What a crash leaves: `pin` holds an old set (its maps, no stamp: layout 1) and `next/` a
+/// complete new set, stamped or not. Built from two real pinned sets with one entry each.
+fn crashed_migration(work: &mut Workdir, tag: &str, stamped: bool) -> PathBuf {
+    let pin = work.pin_dir(tag);
+    let scratch = work.pin_dir(&format!("{tag}-new"));
+    for (dir, entry) in [(&pin, "198.18.9.1/32"), (&scratch, "198.18.9.2/32")] {
+        let mut shield = pinned_shield(dir);
+        shield.block(entry.parse().unwrap()).unwrap();
+    }
+    std::fs::remove_file(pin.join("layout")).unwrap();
+    std::fs::create_dir(pin.join("next")).unwrap();
+    std::fs::rename(scratch.join("maps"), pin.join("next/maps")).unwrap();
+    if stamped {
+        layout::write(&pin.join("next"), layout::LAYOUT).unwrap();
+    }
+    assert_eq!(layout::read(&pin).unwrap(), Some(1));
+    pin
+}
+
+#[test]
+fn an_interrupted_migration_is_finished_when_its_new_maps_were_complete_else_redone() {
+    common::require_root();
+    let mut work = Workdir::new("layout-crash");
+    let new_entry: IpNet = "198.18.9.2/32".parse().unwrap();
+    let old_entry: IpNet = "198.18.9.1/32".parse().unwrap();
+
+    // Stamped next/: the new set was complete (links may already run it): committed as it is.
+    let pin = crashed_migration(&mut work, "done", true);
+    let shield = pinned_shield(&pin);
+    assert_eq!(
+        blocked_nets(&shield),
+        vec![new_entry],
+        "the complete new set was not kept"
+    );
+    assert_eq!(layout::read(&pin).unwrap(), Some(layout::LAYOUT));
+    for leftover in ["next", "retired"] {
+        assert!(
+            !pin.join(leftover).exists(),
+            "{leftover}/ left after recovery"
+        );
+    }
+    drop(shield);
+
+    // Unstamped next/: half built, never in a link: discarded, and the old set migrated again.
+    let pin = crashed_migration(&mut work, "half", false);
+    let shield = pinned_shield(&pin);
+    assert_eq!(
+        blocked_nets(&shield),
+        vec![old_entry],
+        "the old set was not the one migrated"
+    );
+    assert_eq!(layout::read(&pin).unwrap(), Some(layout::LAYOUT));
+    for leftover in ["next", "retired"] {
+        assert!(
+            !pin.join(leftover).exists(),
+            "{leftover}/ left after recovery"
+        );
+    }
+}
