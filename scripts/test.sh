@@ -82,6 +82,8 @@ cargo fmt --all --check
 echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== tests"
+# The older build the layout-migration tests upgrade from (skipped when already built).
+bash scripts/build-previous.sh
 # --no-fail-fast: one failing test binary must not hide the results of the others. The run's
 # status is remembered, not acted on, so the benchmark smoke and the checks below still run.
 mkdir -p target

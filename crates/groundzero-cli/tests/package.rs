@@ -1,19 +1,30 @@
 //! The Debian package (packaging/deb, cargo-deb) and the Ansible role (deploy/ansible), for
 //! real on this machine: the package is built once, linted, installed with dpkg, used, upgraded
-//! in place under a running daemon, and purged; the role installs it and templates the config
+//! in place under a running daemon (restarted on the new binary while a blocked source floods:
+//! not one packet leaks), and purged; the role installs it and templates the config
 //! twice (the second run changes nothing) and refuses a bad value before the live config is
 //! touched. Root only. Nothing stays installed: a guard purges the package even when a check
 //! fails.
+mod common;
+
 use std::{
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Command, Output},
-    sync::{Mutex, OnceLock},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Mutex, OnceLock,
+    },
     time::{Duration, Instant},
 };
 
+use common::{
+    child::{self, UdpTally},
+    topology::{Topology, FLOOD, GOOD, NODE},
+};
 use groundzero_lab::{
     harness::{require_root, wait_for, ChildDaemon},
-    netns::{veth, Netns},
+    netns::Netns,
 };
 
 const PACKAGE: &str = "groundzero";
@@ -24,6 +35,9 @@ const UNIT: &str = "/lib/systemd/system/groundzero.service";
 const PIN_DIR: &str = "/sys/fs/bpf/groundzero";
 const STATE_DIR: &str = "/var/lib/groundzero";
 const SOCKET: &str = "/run/groundzero/api.sock";
+
+/// The bouncer key the role test hands the role (a made-up one: no LAPI runs).
+const CROWDSEC_KEY: &str = "gz-role-test-bouncer-key-0123456789";
 
 /// Both tests install the same package: one at a time.
 static DPKG: Mutex<()> = Mutex::new(());
@@ -188,41 +202,112 @@ fn debian_package_installs_runs_upgrades_and_purges() {
 
     // The packaged daemon, with the packaged config, on a veth in a namespace (no systemd
     // runs here, so no unit is started: the same command is). Its pins are the default ones.
-    let node = Netns::create("pkg-node").unwrap();
-    let peer = Netns::create("pkg-peer").unwrap();
-    veth(&node, "gzpkg0", &peer, "gzpkg1").unwrap();
+    let topo = Topology::new("pk");
+    let (node, dev) = (&topo.node, topo.node_if.as_str());
     let log = std::env::temp_dir().join(format!("gz-package-{}.log", std::process::id()));
     let launch = ChildDaemon::command(BIN, Path::new(CONFIG), &log)
-        .args(["--iface", "gzpkg0"])
+        .args(["--iface", dev])
         .in_netns(node.name());
     let mut daemon = ChildDaemon::start(&launch, Path::new(SOCKET))
         .unwrap_or_else(|e| panic!("the packaged daemon did not start: {e}"));
-    assert!(xdp_attached(&node, "gzpkg0"), "the daemon attached XDP");
+    assert!(xdp_attached(node, dev), "the daemon attached XDP");
     assert!(
         Path::new(PIN_DIR).join("maps").is_dir(),
         "pins under {PIN_DIR}"
     );
+    let blocked = daemon
+        .request(
+            "POST",
+            "/v1/block",
+            Some(&serde_json::json!({"entries": [FLOOD[0]]})),
+        )
+        .expect("POST /v1/block");
+    assert_eq!(blocked.status, 200, "{}", blocked.text());
 
     // An upgrade (the same version again: dpkg runs prerm/postinst with "upgrade") keeps the
-    // pins and the daemon's filtering.
-    ok("dpkg", &["-i", deb]);
+    // pins and the daemon's filtering; then the daemon restarts on the installed binary, as
+    // the unit's restart-after-upgrade does, and adopts the pinned link. A blocked source
+    // floods from before the upgrade until after the restart: none of it may arrive.
+    let rx = UdpTally::bind(node, SocketAddr::new(NODE[0].parse().unwrap(), 9400));
+    let flood = child::sender(&topo.peer, FLOOD[0]);
+    let (stop, progress) = (AtomicBool::new(false), child::Sent::new(0));
+    let flooded = |n: u64| {
+        let from = progress.load(Ordering::SeqCst);
+        assert!(
+            wait_for(Duration::from_secs(10), Duration::from_millis(10), || {
+                progress.load(Ordering::SeqCst) >= from + n
+            }),
+            "the flood stalled"
+        );
+    };
+    let sent = std::thread::scope(|s| {
+        let flooding = s.spawn(|| {
+            child::paced_flood(
+                &flood,
+                rx.addr,
+                10,
+                Duration::from_millis(20),
+                Duration::from_secs(60),
+                &stop,
+                &progress,
+            )
+        });
+        // Stops the flood even if a check below panics (the scope joins it).
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let _stop = StopOnDrop(&stop);
+        flooded(100);
+        ok("dpkg", &["-i", deb]);
+        assert!(
+            daemon.healthy(),
+            "the daemon still answers after the upgrade"
+        );
+        assert!(
+            xdp_attached(node, dev),
+            "XDP stays attached through an upgrade"
+        );
+        flooded(100);
+        daemon
+            .stop_with(nix::sys::signal::Signal::SIGTERM)
+            .expect("stopping the daemon");
+        flooded(50);
+        daemon = ChildDaemon::start(&launch.clone().append_log_to(&log), Path::new(SOCKET))
+            .unwrap_or_else(|e| panic!("the upgraded daemon did not start: {e}"));
+        flooded(100);
+        stop.store(true, Ordering::SeqCst);
+        flooding.join().unwrap()
+    });
+    let restarted = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
-        daemon.healthy(),
-        "the daemon still answers after the upgrade"
+        restarted.contains("adopted the pinned link, no gap"),
+        "the restarted daemon did not adopt the pinned link:\n{restarted}"
     );
+    topo.send(GOOD[0], rx.addr, 5);
     assert!(
-        xdp_attached(&node, "gzpkg0"),
-        "XDP stays attached through an upgrade"
+        wait_for(Duration::from_secs(5), Duration::from_millis(50), || rx
+            .from(GOOD[0])
+            == 5),
+        "the receiver missed the allowed source's packets after the upgrade"
     );
+    assert_eq!(
+        rx.from(FLOOD[0]),
+        0,
+        "packets of the blocked source leaked during the upgrade (it sent {sent})"
+    );
+    eprintln!("upgrade and restart under a flood of {sent} blocked packets: none leaked");
 
     // Stopped, the pins keep filtering; purge removes them (XDP detached), the state and
     // everything the package installed.
     daemon.stop_with(nix::sys::signal::Signal::SIGTERM).unwrap();
-    assert!(xdp_attached(&node, "gzpkg0"), "pins keep XDP attached");
+    assert!(xdp_attached(node, dev), "pins keep XDP attached");
     purge_and_check_nothing_remains(guard);
     assert!(
         wait_for(Duration::from_secs(5), Duration::from_millis(100), || {
-            !xdp_attached(&node, "gzpkg0")
+            !xdp_attached(node, dev)
         }),
         "XDP is still attached after purge"
     );
@@ -268,13 +353,21 @@ fn ansible_role_installs_configures_idempotently_and_refuses_a_bad_config() {
     )
     .unwrap();
     // No systemd runs here: the role installs and configures, the service part is off.
+    // The bouncer key goes to a file of this test (not /etc/groundzero, which purge must
+    // leave empty).
+    let key_file = dir.join("crowdsec.key");
     std::fs::write(
         dir.join("play.yml"),
-        "- hosts: localhost\n  gather_facts: false\n  roles: [groundzero]\n  vars:\n    \
+        format!("- hosts: localhost\n  gather_facts: false\n  roles: [groundzero]\n  vars:\n    \
          groundzero_manage_service: false\n    groundzero_interfaces: [gzans0]\n    \
          groundzero_guard_protected: [203.0.113.0/28]\n    \
          groundzero_metrics_listen: 127.0.0.1:9477\n    groundzero_feeds:\n      - name: local\n        \
-         url: /var/lib/groundzero/local.txt\n        format: plain\n        refresh: 1h\n",
+         url: /var/lib/groundzero/local.txt\n        format: plain\n        refresh: 1h\n    \
+         groundzero_crowdsec_lapi_url: http://127.0.0.1:8080\n    \
+         groundzero_crowdsec_bouncer_key: {CROWDSEC_KEY}\n    \
+         groundzero_crowdsec_key_file: {key_file}\n",
+        key_file = key_file.display(),
+        ),
     )
     .unwrap();
     let deb = deb().to_str().unwrap().to_string();
@@ -316,6 +409,28 @@ fn ansible_role_installs_configures_idempotently_and_refuses_a_bad_config() {
     assert!(live.contains(r#"interfaces = ["gzans0"]"#), "{live}");
     assert!(live.contains(r#"name = "local""#), "{live}");
     ok(BIN, &["check-config", CONFIG]);
+    // The CrowdSec bouncer: configured, its key in a file only root reads, never logged.
+    assert!(live.contains("[crowdsec]"), "{live}");
+    assert!(
+        live.contains(&format!("api_key_file = \"{}\"", key_file.display())),
+        "{live}"
+    );
+    assert!(
+        !live.contains(CROWDSEC_KEY),
+        "the key is in the config itself:\n{live}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&key_file).unwrap().trim(),
+        CROWDSEC_KEY
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{} mode {mode:o}", key_file.display());
+    assert!(
+        !text(&first).contains(CROWDSEC_KEY),
+        "the playbook's output shows the key:\n{}",
+        text(&first)
+    );
 
     let second = playbook(&[]);
     assert!(second.status.success(), "second run:\n{}", text(&second));

@@ -165,6 +165,26 @@ pub enum Error {
         message: String,
     },
 
+    #[error(
+        "the pins under {dir} have map layout {found}, newer than layout {supported}, the \
+         newest this groundzero knows; refusing to adopt them. Install the groundzero that made \
+         them (or a newer one), or remove them with `groundzero cleanup` (this detaches XDP and \
+         drops the kernel's lists; the daemon replays its journal into fresh maps)"
+    )]
+    NewerLayout {
+        dir: std::path::PathBuf,
+        found: u32,
+        supported: u32,
+    },
+
+    #[error("migrating the pins under {dir} from map layout {from} to {to}: {message}")]
+    Migrate {
+        dir: std::path::PathBuf,
+        from: u32,
+        to: u32,
+        message: String,
+    },
+
     #[error(transparent)]
     Entry(#[from] EntryError),
 

@@ -13,6 +13,7 @@
 //! - `counters`: the per-reason counter maps;
 //! - `attach` and [`mode`]: attaching to interfaces; [`pins`]: bpffs pins;
 //! - [`capture`]: packet capture (filter, perf buffers, the capture bit);
+//! - [`layout`]: the pin directory's map-layout stamp; `migrate`: moving older pins to it;
 //! - `batch` and [`sys`]: the `bpf()` commands aya does not wrap.
 
 pub(crate) mod attach;
@@ -21,9 +22,11 @@ pub mod capture;
 pub(crate) mod config;
 pub(crate) mod counters;
 pub(crate) mod keys;
+pub mod layout;
 pub(crate) mod list_maps;
 pub mod list_reader;
 pub(crate) mod lists;
+pub(crate) mod migrate;
 pub mod mode;
 pub(crate) mod object;
 pub mod pins;

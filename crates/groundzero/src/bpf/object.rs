@@ -5,6 +5,8 @@
 //! object once the XDP program is loaded; what stays here are the programs and the ring
 //! buffers, which a reader takes when it wants them.
 
+use std::path::Path;
+
 use aya::{
     maps::{Map, MapData},
     programs::{Program, ProgramError, TestRun, TestRunOptions, Xdp},
@@ -90,16 +92,34 @@ pub(crate) struct Loaded {
 
 impl Object {
     /// Loads the object and its XDP program. With a pin directory, maps pinned there are
-    /// reused, and `options` is corrected to the capacities they were created with.
+    /// reused, and `options` is corrected to the capacities they were created with. Pins of an
+    /// older map layout are migrated first; pins of a newer one are refused (see `layout`).
     pub(crate) fn load(options: &mut ShieldOptions) -> Result<Loaded, Error> {
+        let Some(dir) = options.pin_dir.clone() else {
+            return Self::load_at(options, None);
+        };
+        let stamp = super::layout::prepare(&dir, options)?;
+        let loaded = Self::load_at(options, Some(&dir.join("maps")))?;
+        if stamp {
+            // Only now: a stamp over no maps would say nothing true.
+            super::layout::write(&dir, super::layout::LAYOUT)?;
+        }
+        Ok(loaded)
+    }
+
+    /// Loads the object with its maps pinned in (and reused from) `maps_dir`, if given,
+    /// whatever layout that directory's pins have.
+    pub(crate) fn load_at(
+        options: &mut ShieldOptions,
+        maps_dir: Option<&Path>,
+    ) -> Result<Loaded, Error> {
         let mut loader = EbpfLoader::new();
         let mut summaries_fresh = true;
-        if let Some(dir) = &options.pin_dir {
-            let maps_dir = dir.join("maps");
+        if let Some(maps_dir) = maps_dir {
             summaries_fresh = !maps_dir
                 .join(groundzero_common::summary::ALLOW_SUM_V4)
                 .exists();
-            super::pins::ensure_dir(&maps_dir)?;
+            super::pins::ensure_dir(maps_dir)?;
             for name in names::ALL_MAPS {
                 loader.map_pin_path(name, maps_dir.join(name));
             }
@@ -111,7 +131,7 @@ impl Object {
         }
         let bpf = loader.load(XDP_OBJECT).map_err(Error::Load)?;
         let mut object = Object { bpf };
-        if options.pin_dir.is_some() {
+        if maps_dir.is_some() {
             object.adopt_capacities(options)?;
         }
         object.load_xdp()?;

@@ -3,7 +3,9 @@
 //! Layout under the pin directory (default `/sys/fs/bpf/groundzero`):
 //! - `maps/<map name>`: every map (lists, counters, config), reused by the next load;
 //! - `links/<native|generic>/<interface>`: the XDP link of each interface; the directory records
-//!   the mode the kernel gave, so a process that adopts the link can report it truthfully.
+//!   the mode the kernel gave, so a process that adopts the link can report it truthfully;
+//! - `layout`: the map-layout stamp (see [`super::layout`]); `next/` and `retired/` exist only
+//!   while a migration to a new layout runs (see `migrate`).
 //!
 //! bpffs refuses names with a dot (reserved for the kernel: EPERM), and interface names may
 //! have one (`eth0.100`), so a `.` in an interface name is stored as `:`, which interface names
@@ -152,6 +154,9 @@ pub fn remove_all(dir: &Path) -> Result<Vec<PathBuf>, Error> {
         ("links/native", true),
         ("links/generic", true),
         ("maps", false),
+        // An interrupted migration's maps.
+        ("next/maps", false),
+        ("retired/maps", false),
     ] {
         let sub_dir = dir.join(sub);
         let Ok(entries) = std::fs::read_dir(&sub_dir) else {
@@ -168,7 +173,16 @@ pub fn remove_all(dir: &Path) -> Result<Vec<PathBuf>, Error> {
         }
         let _ = std::fs::remove_dir(&sub_dir);
     }
-    let _ = std::fs::remove_dir(dir.join("links"));
+    for stamp in ["next/layout", "layout-new", "layout"] {
+        let path = dir.join(stamp);
+        if std::fs::symlink_metadata(&path).is_ok() {
+            remove_pin(&path)?;
+            removed.push(path);
+        }
+    }
+    for sub in ["links", "next", "retired"] {
+        let _ = std::fs::remove_dir(dir.join(sub));
+    }
     let _ = std::fs::remove_dir(dir);
     Ok(removed)
 }
