@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// The reply to `GET /v1/crowdsec`: what the bouncer (`[crowdsec]` in the daemon's config) did
-/// last. `enabled` is false, and everything else empty, when it is not configured.
+/// last, and the watcher (`[crowdsec.push]`) in `push`. `enabled` is false, and the pull
+/// fields empty, when pulling is not configured (no `api_key_file`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CrowdsecReply {
     /// Failed pulls since the last success (0: healthy).
@@ -40,10 +41,46 @@ pub struct CrowdsecReply {
     pub pull_errors: u64,
     /// Successful pulls since the daemon started.
     pub pulls: u64,
+    /// The watcher (`[crowdsec.push]`): bans this host made, pushed to the LAPI as alerts.
+    /// None when it is not configured.
+    #[serde(default)]
+    pub push: Option<CrowdsecPushReply>,
     /// Decisions the guard refused plus startup pulls refused by `max_change`.
     pub refused: u64,
     /// The last successful startup pull: seconds to apply it.
     pub startup_apply_seconds: Option<f64>,
     /// The same startup pull: seconds to fetch and decode it.
     pub startup_fetch_seconds: Option<f64>,
+}
+
+/// The watcher's state (`[crowdsec.push]`): bans made here that went, or wait to go, to the
+/// LAPI as alerts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CrowdsecPushReply {
+    /// Failed pushes (login or `POST /v1/alerts`) since the last success (0: healthy).
+    pub consecutive_errors: u32,
+    /// Bans dropped, oldest first, because the queue was full (a long LAPI outage).
+    pub dropped: u64,
+    /// The last failure, while failures last; bans stay queued and are retried.
+    pub error: Option<String>,
+    /// The LAPI pushed to.
+    pub lapi_url: String,
+    /// Unix seconds of the last attempt (login or POST).
+    pub last_attempt: Option<u64>,
+    /// Unix seconds of the last successful `POST /v1/alerts`.
+    pub last_push: Option<u64>,
+    /// Successful logins (`POST /v1/watchers/login`): the first, then one per expired token.
+    pub logins: u64,
+    /// The watcher's machine id (`cscli machines add <id>`).
+    pub machine_id: String,
+    /// Failed logins and POSTs since the daemon started.
+    pub push_errors: u64,
+    /// Alerts (one per ban) the LAPI accepted since the daemon started.
+    pub pushed_alerts: u64,
+    /// The largest number of bans held while the LAPI cannot be reached.
+    pub queue_capacity: u64,
+    /// Bans waiting to be pushed.
+    pub queued: u64,
+    /// Which bans are pushed: `auto-ban`, `app`, `api`, `manual`.
+    pub sources: Vec<String>,
 }

@@ -843,12 +843,23 @@ fn crowdsec() {
             "last_success",
             "pull_errors",
             "pulls",
+            "push",
             "refused",
             "startup_apply_seconds",
             "startup_fetch_seconds",
         ]
     );
     assert_eq!(value["entries"]["crowdsec:cscli"]["range"], 1);
+    let push: Vec<&str> = value["push"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut sorted = push.clone();
+    sorted.sort_unstable();
+    assert_eq!(push, sorted, "push's fields in alphabetical order");
+    assert!(push.contains(&"pushed_alerts") && push.contains(&"queued"));
     let back: groundzero_api::crowdsec::CrowdsecReply = serde_json::from_str(&text).unwrap();
     assert_eq!(back, reply);
 }

@@ -266,15 +266,19 @@ pub struct FeedConfig {
     pub max_change: Spanned<f64>,
 }
 
-/// `[crowdsec]`: groundzero as a CrowdSec bouncer.
+/// `[crowdsec]`: groundzero as a CrowdSec bouncer (pull, with `api_key_file`) and/or watcher
+/// (push, `[crowdsec.push]`).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CrowdsecConfig {
-    /// The Local API, e.g. `http://127.0.0.1:8080`.
-    pub lapi_url: Spanned<String>,
+    /// The Local API, e.g. `http://127.0.0.1:8080`. Required to pull; the push's default.
+    pub lapi_url: Option<Spanned<String>>,
     /// File holding this host's bouncer key (`cscli bouncers add NAME`). One key per host: the
     /// LAPI keeps one pull position per key, so two hosts sharing one steal each other's deltas.
-    pub api_key_file: PathBuf,
+    /// Without it nothing is pulled (a push-only `[crowdsec]`).
+    pub api_key_file: Option<PathBuf>,
+    /// `[crowdsec.push]`: push the bans made here to the LAPI as alerts.
+    pub push: Option<CrowdsecPushConfig>,
     /// Time between pulls. Default `10s`.
     #[serde(default = "default_pull_interval")]
     pub pull_interval: Spanned<String>,
@@ -302,6 +306,56 @@ pub struct CrowdsecConfig {
     /// decisions hold now, keeping the current set (as `feed.max_change`). Default 0.5.
     #[serde(default = "default_max_change")]
     pub max_change: Spanned<f64>,
+}
+
+/// `[crowdsec.push]`: groundzero as a CrowdSec watcher (machine).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CrowdsecPushConfig {
+    /// The machine registered with `cscli machines add <machine_id> --password ...`.
+    pub machine_id: String,
+    /// File holding the machine's password.
+    pub password_file: PathBuf,
+    /// Which bans are pushed: `auto-ban`, `app` (every `app:<name>`), `api`, `manual`.
+    /// Default `["auto-ban", "app"]`. `crowdsec:*` entries are never pushed back.
+    #[serde(default = "default_push_sources")]
+    pub sources: Vec<String>,
+    /// Bans made within one interval go out as one `POST /v1/alerts`. Default `2s`.
+    #[serde(default = "default_push_interval")]
+    pub interval: Spanned<String>,
+    /// Default: `[crowdsec].lapi_url`.
+    pub lapi_url: Option<Spanned<String>>,
+    /// Bans held while the LAPI cannot be reached; beyond, the oldest are dropped (counted).
+    /// Default 10000.
+    #[serde(default = "default_push_queue")]
+    pub queue: usize,
+}
+
+fn default_push_sources() -> Vec<String> {
+    vec!["auto-ban".into(), "app".into()]
+}
+
+fn default_push_interval() -> Spanned<String> {
+    Spanned::new(0..0, "2s".to_string())
+}
+
+fn default_push_queue() -> usize {
+    10_000
+}
+
+/// `[crowdsec.push]`, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidPush {
+    /// Without a trailing `/`.
+    pub lapi_url: String,
+    pub machine_id: String,
+    pub password_file: PathBuf,
+    /// Source kinds pushed (`auto-ban`, `app`, `api`, `manual`).
+    pub sources: Vec<String>,
+    pub interval: Duration,
+    pub queue: usize,
+    /// Each request's timeout (`[crowdsec].timeout`).
+    pub timeout: Duration,
 }
 
 fn default_pull_interval() -> Spanned<String> {
@@ -420,8 +474,10 @@ pub struct Validated {
     pub listener_limits: crate::serve::Limits,
     /// `metrics.cache_for`.
     pub metrics_cache: Duration,
-    /// `[crowdsec]`, if configured.
+    /// `[crowdsec]` pulling (`api_key_file` set), if configured.
     pub crowdsec: Option<ValidCrowdsec>,
+    /// `[crowdsec.push]`, if configured.
+    pub crowdsec_push: Option<ValidPush>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -641,17 +697,99 @@ impl Validated {
             ..Default::default()
         };
         let metrics_cache = duration(&raw.metrics.cache_for, "metrics.cache_for", Duration::ZERO)?;
+        let lapi_url = |value: &Spanned<String>, field: &str| {
+            let url = value.get_ref().trim_end_matches('/');
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return Err(invalid(
+                    value.span(),
+                    field,
+                    format!("`{url}`: an http:// or https:// URL"),
+                ));
+            }
+            Ok(url.to_string())
+        };
+        let crowdsec_push = match &raw.crowdsec {
+            Some(cs) => match &cs.push {
+                None => None,
+                Some(push) => {
+                    let url = match (&push.lapi_url, &cs.lapi_url) {
+                        (Some(u), _) => lapi_url(u, "crowdsec.push.lapi_url")?,
+                        (None, Some(u)) => lapi_url(u, "crowdsec.lapi_url")?,
+                        (None, None) => {
+                            return Err(invalid(
+                                0..0,
+                                "crowdsec.push.lapi_url",
+                                "set it or crowdsec.lapi_url".into(),
+                            ))
+                        }
+                    };
+                    for source in &push.sources {
+                        if !crate::crowdsec_push::PUSHABLE.contains(&source.as_str()) {
+                            return Err(invalid(
+                                0..0,
+                                "crowdsec.push.sources",
+                                format!(
+                                    "`{source}`: one of {}",
+                                    crate::crowdsec_push::PUSHABLE.join(", ")
+                                ),
+                            ));
+                        }
+                    }
+                    if push.machine_id.trim().is_empty() {
+                        return Err(invalid(
+                            0..0,
+                            "crowdsec.push.machine_id",
+                            "must not be empty".into(),
+                        ));
+                    }
+                    if push.queue == 0 {
+                        return Err(invalid(
+                            0..0,
+                            "crowdsec.push.queue",
+                            "must be at least 1".into(),
+                        ));
+                    }
+                    Some(ValidPush {
+                        lapi_url: url,
+                        machine_id: push.machine_id.clone(),
+                        password_file: push.password_file.clone(),
+                        sources: push.sources.clone(),
+                        interval: duration(
+                            &push.interval,
+                            "crowdsec.push.interval",
+                            Duration::from_millis(100),
+                        )?,
+                        queue: push.queue,
+                        timeout: duration(
+                            &cs.timeout,
+                            "crowdsec.timeout",
+                            Duration::from_millis(100),
+                        )?,
+                    })
+                }
+            },
+            None => None,
+        };
         let crowdsec = match &raw.crowdsec {
             None => None,
+            Some(cs) if cs.api_key_file.is_none() && cs.push.is_some() => None,
             Some(cs) => {
-                let url = cs.lapi_url.get_ref().trim_end_matches('/');
-                if !url.starts_with("http://") && !url.starts_with("https://") {
+                let Some(api_key_file) = cs.api_key_file.clone() else {
                     return Err(invalid(
-                        cs.lapi_url.span(),
-                        "crowdsec.lapi_url",
-                        format!("`{url}`: an http:// or https:// URL"),
+                        0..0,
+                        "crowdsec.api_key_file",
+                        "required to pull (or configure only [crowdsec.push])".into(),
                     ));
-                }
+                };
+                let Some(url) = &cs.lapi_url else {
+                    return Err(invalid(
+                        0..0,
+                        "crowdsec.lapi_url",
+                        "required to pull".into(),
+                    ));
+                };
+                let url = lapi_url(url, "crowdsec.lapi_url")?;
+                let url = url.as_str();
                 let max_change = *cs.max_change.get_ref();
                 if !(max_change > 0.0 && max_change.is_finite()) {
                     return Err(invalid(
@@ -669,7 +807,7 @@ impl Validated {
                 }
                 Some(ValidCrowdsec {
                     lapi_url: url.to_string(),
-                    api_key_file: cs.api_key_file.clone(),
+                    api_key_file,
                     pull_interval: duration(
                         &cs.pull_interval,
                         "crowdsec.pull_interval",
@@ -704,6 +842,7 @@ impl Validated {
             listener_limits,
             metrics_cache,
             crowdsec,
+            crowdsec_push,
         })
     }
 
@@ -713,6 +852,7 @@ impl Validated {
             .iter()
             .map(|f| f.url.as_str())
             .chain(self.crowdsec.iter().map(|c| c.lapi_url.as_str()))
+            .chain(self.crowdsec_push.iter().map(|c| c.lapi_url.as_str()))
             .filter_map(|url| {
                 let rest = url
                     .strip_prefix("http://")
@@ -833,6 +973,47 @@ mod tests {
             check("[crowdsec]\nlapi_url = \"http://x\"\n").is_err(),
             "the key file is required"
         );
+    }
+
+    #[test]
+    fn crowdsec_push_defaults_and_checks() {
+        let c = check(
+            "[crowdsec]\nlapi_url = \"http://lapi:8080/\"\napi_key_file = \"k\"\n\
+             [crowdsec.push]\nmachine_id = \"node-a\"\npassword_file = \"p\"\n",
+        )
+        .unwrap();
+        let p = c.crowdsec_push.unwrap();
+        assert_eq!(p.lapi_url, "http://lapi:8080");
+        assert_eq!(p.sources, ["auto-ban", "app"]);
+        assert_eq!(p.interval, Duration::from_secs(2));
+        assert!(c.crowdsec.is_some());
+        // Push only: no pull.
+        let c = check(
+            "[crowdsec.push]\nmachine_id = \"node-a\"\npassword_file = \"p\"\n\
+             lapi_url = \"http://lapi:8080\"\nsources = [\"api\", \"manual\"]\ninterval = \"500ms\"\n",
+        )
+        .unwrap();
+        assert!(c.crowdsec.is_none());
+        assert!(c.feed_hosts().contains(&"lapi".to_string()));
+        let p = c.crowdsec_push.unwrap();
+        assert_eq!(p.sources, ["api", "manual"]);
+        assert_eq!(p.interval, Duration::from_millis(500));
+        for (bad, field) in [
+            ("machine_id = \"a\"\npassword_file = \"p\"", "crowdsec.push.lapi_url"),
+            (
+                "machine_id = \"a\"\npassword_file = \"p\"\nlapi_url = \"http://x\"\nsources = [\"feed\"]",
+                "crowdsec.push.sources",
+            ),
+            (
+                "machine_id = \"a\"\npassword_file = \"p\"\nlapi_url = \"x:1\"",
+                "crowdsec.push.lapi_url",
+            ),
+        ] {
+            let err = check(&format!("[crowdsec.push]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{bad}: {err}");
+        }
     }
 
     #[test]

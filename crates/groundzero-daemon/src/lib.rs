@@ -13,6 +13,7 @@
 //! only wires them: start-up, listeners, reloads and shutdown.
 
 pub mod config;
+pub mod crowdsec_push;
 pub mod crowdsec_stream;
 mod error;
 pub mod feeds;
@@ -98,13 +99,9 @@ pub async fn run_with_reload(
         rate_events,
         stop.clone(),
     ));
-    if let Some(crowdsec) = config.crowdsec.clone() {
-        background.spawn(tasks::crowdsec::crowdsec_loop(
-            shared.clone(),
-            crowdsec,
-            stop.clone(),
-        ));
-    }
+    // The CrowdSec bouncer and watcher apart: SIGHUP restarts them with a changed `[crowdsec]`.
+    let mut crowdsec = reload::CrowdsecTasks::default();
+    crowdsec.reconcile(&shared, &config, &stop);
     let mut feed_tasks = BTreeMap::new();
     for feed in config.feeds.clone() {
         let task = tokio::spawn(tasks::feeds::feed_loop(
@@ -123,6 +120,7 @@ pub async fn run_with_reload(
             // Nothing may go on writing after `run` returns (the locks are released then).
             let drain = config.listener_limits.drain_timeout;
             let none = tokio::task::JoinSet::new();
+            background.spawn(crowdsec.join());
             stop_everything(&shared, stop_handle, none, background, feed_tasks, drain).await;
             return Err(e);
         }
@@ -133,11 +131,13 @@ pub async fn run_with_reload(
         tokio::select! {
             _ = &mut shutdown => break,
             Some(new) = reloads.recv() => {
-                reload::reload(&shared, new, &mut feed_tasks, &stop).await
+                reload::reload(&shared, new, &mut feed_tasks, &mut crowdsec, &stop).await
             }
         }
     }
     log::info!("shutting down; filtering continues through the pinned links");
+    // Joined with the other background tasks (they stop on the same signal).
+    background.spawn(crowdsec.join());
     stop_everything(
         &shared,
         stop_handle,
@@ -208,6 +208,7 @@ fn start(
         config.feed_hosts(),
     );
     let mut registry = Registry::open(&config.raw.state_dir, &mut shield, guard)?;
+    registry.set_push(config.crowdsec_push.as_ref());
     let feed_names: Vec<String> = config.feeds.iter().map(|f| f.name.clone()).collect();
     // Imports are feeds with no configuration: keep those that have a cache.
     let mut keep = feed_names.clone();

@@ -113,6 +113,8 @@ pub struct Registry {
     /// Holds per (side, source kind, family), kept in step with `held` so that `/v1/stats` and
     /// scrapes do not walk every entry (50 ms at 50k entries in a debug build).
     tally: HashMap<(Side, String, Family), u64>,
+    /// `[crowdsec.push]`: the bans that enter through [`Registry::add`] are offered here.
+    push: Option<crate::crowdsec_push::Outbox>,
 }
 
 /// `nets` without repeats, in first-seen order.
@@ -276,6 +278,7 @@ impl Registry {
             guard,
             refusals: BTreeMap::new(),
             tally: HashMap::new(),
+            push: None,
         };
         let keys: Vec<(Side, IpNet)> = registry.held.keys().copied().collect();
         for key in keys {
@@ -307,6 +310,25 @@ impl Registry {
             );
             let n = self.tally.entry(slot).or_default();
             *n = if add { *n + 1 } else { n.saturating_sub(1) };
+        }
+    }
+
+    /// The CrowdSec push outbox, if `[crowdsec.push]` is configured.
+    pub fn push_mut(&mut self) -> Option<&mut crate::crowdsec_push::Outbox> {
+        self.push.as_mut()
+    }
+
+    /// The CrowdSec push outbox, if configured.
+    pub fn push(&self) -> Option<&crate::crowdsec_push::Outbox> {
+        self.push.as_ref()
+    }
+
+    /// Sets, reconfigures (keeping what is queued) or removes the push outbox.
+    pub fn set_push(&mut self, config: Option<&crate::config::ValidPush>) {
+        match (config, &mut self.push) {
+            (None, _) => self.push = None,
+            (Some(c), Some(push)) => push.reconfigure(c),
+            (Some(c), None) => self.push = Some(crate::crowdsec_push::Outbox::new(c)),
         }
     }
 
@@ -432,6 +454,24 @@ impl Registry {
                 log::error!("undoing a change the journal refused: {undo}");
             }
             return Err(e.into());
+        }
+        // The push hook: blocks this source did not hold before (not a re-ban that only
+        // extends a hold), offered once the change is journaled and in the maps.
+        let entering: Vec<IpNet> = match &self.push {
+            Some(push) if side == Side::Block && push.wants(&holder.source) => accepted
+                .iter()
+                .filter(|n| {
+                    !self
+                        .held
+                        .get(&(side, **n))
+                        .is_some_and(|hs| hs.iter().any(|h| h.source == holder.source))
+                })
+                .copied()
+                .collect(),
+            _ => Vec::new(),
+        };
+        if let Some(push) = &mut self.push {
+            push.offer(&entering, holder);
         }
         for net in &accepted {
             self.apply(Record::Add {

@@ -1,19 +1,71 @@
 //! SIGHUP: a new configuration applied while running, with filtering never interrupted. What
 //! cannot change in place (interfaces, directories, listeners, capacities) is named in the log
-//! as needing a restart.
+//! as needing a restart. `[crowdsec]` (pull and push) changes in place: its tasks restart with
+//! the new settings, the entries they hold stay in force. A file that does not validate never
+//! gets here (the binary logs it and the running config stays).
 
 use std::collections::BTreeMap;
 
 use crate::{
-    config::{ValidFeed, Validated},
+    config::{ValidCrowdsec, ValidFeed, ValidPush, Validated},
     error::DaemonError,
     state::Shared,
     stop::Stop,
-    tasks::{feeds::feed_loop, guard::sync_rate_exempt},
+    tasks::{
+        crowdsec::crowdsec_loop, crowdsec_push::push_loop, feeds::feed_loop,
+        guard::sync_rate_exempt,
+    },
 };
 
 /// The running feed tasks by feed name, with the configuration each runs with.
 pub(crate) type FeedTasks = BTreeMap<String, (ValidFeed, tokio::task::JoinHandle<()>)>;
+
+/// The CrowdSec bouncer (pull) and watcher (push) tasks, with the configuration each runs with.
+#[derive(Default)]
+pub(crate) struct CrowdsecTasks {
+    pull: Option<(ValidCrowdsec, tokio::task::JoinHandle<()>)>,
+    push: Option<(ValidPush, tokio::task::JoinHandle<()>)>,
+}
+
+impl CrowdsecTasks {
+    /// Stops what `config` no longer wants or wants otherwise, starts what is new or changed.
+    /// A restarted bouncer begins with a startup pull, which converges on the LAPI's set
+    /// without dropping what it held (unchanged holds are not rewritten); a restarted watcher
+    /// keeps its queue (it lives in the registry).
+    pub(crate) fn reconcile(&mut self, shared: &Shared, config: &Validated, stop: &Stop) {
+        if self.pull.as_ref().map(|(c, _)| c) != config.crowdsec.as_ref() {
+            if let Some((_, task)) = self.pull.take() {
+                task.abort();
+            }
+            if let Some(c) = config.crowdsec.clone() {
+                let task = tokio::spawn(crowdsec_loop(shared.clone(), c.clone(), stop.clone()));
+                self.pull = Some((c, task));
+            } else {
+                let mut d = shared.lock().unwrap_or_else(|p| p.into_inner());
+                d.crowdsec = None;
+            }
+        }
+        if self.push.as_ref().map(|(c, _)| c) != config.crowdsec_push.as_ref() {
+            if let Some((_, task)) = self.push.take() {
+                task.abort();
+            }
+            if let Some(c) = config.crowdsec_push.clone() {
+                let task = tokio::spawn(push_loop(shared.clone(), c.clone(), stop.clone()));
+                self.push = Some((c, task));
+            }
+        }
+    }
+
+    /// Waits for both tasks (after the stop signal they finish the step they are in).
+    pub(crate) async fn join(self) {
+        let pull = self.pull.map(|(_, t)| t);
+        let push = self.push.map(|(_, t)| t);
+        for task in [pull, push].into_iter().flatten() {
+            // A JoinError here is a panic (reported by the panic hook) or an abort.
+            let _ = task.await;
+        }
+    }
+}
 
 /// Applies a new config (SIGHUP): guard, rate limit and feeds change in place, with filtering
 /// never interrupted. Settings that need a restart are named in the log.
@@ -21,6 +73,7 @@ pub(crate) async fn reload(
     shared: &Shared,
     new: Validated,
     feed_tasks: &mut FeedTasks,
+    crowdsec: &mut CrowdsecTasks,
     stop: &Stop,
 ) {
     let applied = {
@@ -50,10 +103,6 @@ pub(crate) async fn reload(
                 (
                     "journey",
                     format!("{:?}", old.journey) != format!("{:?}", new.raw.journey),
-                ),
-                (
-                    "crowdsec",
-                    format!("{:?}", old.crowdsec) != format!("{:?}", new.raw.crowdsec),
                 ),
             ] {
                 if changed {
@@ -102,6 +151,7 @@ pub(crate) async fn reload(
             merged.metrics_listen = d.config.metrics_listen;
             merged.journey_filter = d.config.journey_filter;
             d.config = merged;
+            d.registry.set_push(d.config.crowdsec_push.as_ref());
             sync_rate_exempt(d);
             Ok(())
         })
@@ -118,6 +168,7 @@ pub(crate) async fn reload(
             return;
         }
     }
+    crowdsec.reconcile(shared, &new, stop);
     // Feeds: stop those that went or changed, start those that are new or changed. A changed
     // feed keeps its entries in force until its first refresh replaces them.
     let wanted: BTreeMap<String, ValidFeed> = new

@@ -446,6 +446,28 @@ impl Lapi {
             })
     }
 
+    /// `cscli decisions list -a -o json`, flattened: every live decision of every alert (each
+    /// with `duration, origin, scenario, scope, type, value, ...`). The LAPI's `null` for no
+    /// alerts is an empty list. `-a`: without it a 1.4.6 cscli lists only the origins
+    /// `crowdsec` and `cscli`, not what a watcher such as groundzero (`groundzero`) pushed.
+    pub fn live_decisions(&self) -> Result<Vec<serde_json::Value>, CrowdsecError> {
+        let args = ["decisions", "list", "-a", "-o", "json"];
+        let text = self.cscli(&args)?;
+        let alerts: serde_json::Value =
+            serde_json::from_str(text.trim()).map_err(|e| CrowdsecError::Output {
+                args: args.join(" "),
+                output: format!("{e}: {text}"),
+            })?;
+        Ok(alerts
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|alert| alert["decisions"].as_array())
+            .flatten()
+            .cloned()
+            .collect())
+    }
+
     /// Runs `cscli -c <our config> ARGS`, returning its stdout.
     pub fn cscli(&self, args: &[&str]) -> Result<String, CrowdsecError> {
         let out = self.cscli_output(args)?;

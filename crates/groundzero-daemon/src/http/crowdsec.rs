@@ -7,10 +7,12 @@ use super::{with_state, ApiError};
 use crate::Shared;
 
 /// The bouncer's last pulls, errors and entries by origin and scope, plus how many crowdsec
-/// decisions the guard refused; `enabled: false` when `[crowdsec]` is not configured.
+/// decisions the guard refused, and the watcher's pushes (`push`); `enabled: false` when
+/// pulling is not configured, `push: null` when pushing is not.
 pub(super) async fn status(State(s): State<Shared>) -> Result<Json<CrowdsecReply>, ApiError> {
     with_state(s, |d| {
         let mut reply = d.crowdsec.clone().unwrap_or_default();
+        reply.push = d.registry.push().map(|o| o.reply());
         reply.guard_refusals = d
             .registry
             .refusal_counts()

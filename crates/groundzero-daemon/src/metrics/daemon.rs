@@ -54,9 +54,13 @@ pub(crate) fn daemon_snapshot(shared: &Shared) -> Result<MetricsSnapshot, ground
             status,
         })
         .collect();
-    snapshot.crowdsec = d.config.crowdsec.as_ref().map(|config| CrowdsecMetrics {
-        status: d.crowdsec.clone().unwrap_or_default(),
-        pull_interval: config.pull_interval,
+    let push = d.registry.push().map(|o| o.reply());
+    snapshot.crowdsec = (d.config.crowdsec.is_some() || push.is_some()).then(|| CrowdsecMetrics {
+        status: groundzero_api::crowdsec::CrowdsecReply {
+            push,
+            ..d.crowdsec.clone().unwrap_or_default()
+        },
+        pull_interval: d.config.crowdsec.as_ref().map(|c| c.pull_interval),
     });
     snapshot.guard_refusals = d
         .registry

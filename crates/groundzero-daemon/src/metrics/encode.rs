@@ -370,7 +370,44 @@ fn metrics(s: &MetricsSnapshot) -> Vec<Metric> {
         "How often the CrowdSec LAPI is meant to be pulled.",
     )
     .seconds();
-    if let Some(cs) = &s.crowdsec {
+    let mut pushed_alerts = Metric::new(
+        "crowdsec_pushed_alerts",
+        Counter,
+        "Alerts (one per ban made here) the CrowdSec LAPI accepted from the watcher.",
+    );
+    let mut push_errors = Metric::new(
+        "crowdsec_push_errors",
+        Counter,
+        "Failed pushes to the CrowdSec LAPI (login or POST /v1/alerts); the bans stay queued.",
+    );
+    let mut push_queued = Metric::new(
+        "crowdsec_push_queue_length",
+        Gauge,
+        "Bans waiting to be pushed to the CrowdSec LAPI.",
+    );
+    let mut push_dropped = Metric::new(
+        "crowdsec_push_dropped",
+        Counter,
+        "Bans dropped, oldest first, because the push queue was full.",
+    );
+    let mut push_last = Metric::new(
+        "crowdsec_push_last_success_timestamp",
+        Gauge,
+        "Unix time of the last successful push to the CrowdSec LAPI (0: never).",
+    )
+    .seconds();
+    if let Some(push) = s.crowdsec.as_ref().and_then(|cs| cs.status.push.as_ref()) {
+        pushed_alerts.add(&[], Value::Int(push.pushed_alerts));
+        push_errors.add(&[], Value::Int(push.push_errors));
+        push_queued.add(&[], Value::Int(push.queued));
+        push_dropped.add(&[], Value::Int(push.dropped));
+        push_last.add(&[], Value::Float(push.last_push.map_or(0.0, |t| t as f64)));
+    }
+    if let Some((cs, pull_interval)) = s
+        .crowdsec
+        .as_ref()
+        .and_then(|cs| Some((cs, cs.pull_interval?)))
+    {
         let st = &cs.status;
         crowdsec_up.add(
             &[],
@@ -384,7 +421,7 @@ fn metrics(s: &MetricsSnapshot) -> Vec<Metric> {
         crowdsec_pulls.add(&[], Value::Int(st.pulls));
         crowdsec_errors.add(&[], Value::Int(st.pull_errors));
         crowdsec_last.add(&[], Value::Float(st.last_success.map_or(0.0, |t| t as f64)));
-        crowdsec_interval.add(&[], Value::Float(cs.pull_interval.as_secs_f64()));
+        crowdsec_interval.add(&[], Value::Float(pull_interval.as_secs_f64()));
     }
     let mut guard_refusals = Metric::new(
         "guard_refusals",
@@ -456,6 +493,11 @@ fn metrics(s: &MetricsSnapshot) -> Vec<Metric> {
         crowdsec_errors,
         crowdsec_last,
         crowdsec_interval,
+        pushed_alerts,
+        push_errors,
+        push_queued,
+        push_dropped,
+        push_last,
         guard_refusals,
         journal_damage,
         top,

@@ -39,7 +39,7 @@ pub struct MetricsSnapshot {
     pub program: ProgramStats,
     /// Blocklist feeds and how their last refresh went.
     pub feeds: Vec<FeedMetrics>,
-    /// The CrowdSec bouncer, when `[crowdsec]` is configured (daemon only).
+    /// The CrowdSec bouncer and watcher, when `[crowdsec]` is configured (daemon only).
     pub crowdsec: Option<CrowdsecMetrics>,
     /// Blocks the lockout guard refused, by the kind of source that asked (daemon only).
     pub guard_refusals: Vec<(String, u64)>,
@@ -122,8 +122,9 @@ pub struct FeedMetrics {
 pub struct CrowdsecMetrics {
     /// Decisions by source and scope, pulls, errors, last success.
     pub status: groundzero_api::crowdsec::CrowdsecReply,
-    /// How often it pulls (alerts call it stale after a few missed pulls).
-    pub pull_interval: Duration,
+    /// How often it pulls (alerts call it stale after a few missed pulls); None when only
+    /// `[crowdsec.push]` is configured (the pull metrics are left out then).
+    pub pull_interval: Option<Duration>,
 }
 
 /// A blocked address or prefix and how many packets it matched.

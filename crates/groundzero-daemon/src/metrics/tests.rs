@@ -110,9 +110,17 @@ fn sample() -> MetricsSnapshot {
                 pull_errors: 3,
                 consecutive_errors: 1,
                 last_success: Some(1_700_000_100),
+                push: Some(groundzero_api::crowdsec::CrowdsecPushReply {
+                    pushed_alerts: 7,
+                    push_errors: 2,
+                    queued: 4,
+                    dropped: 1,
+                    last_push: Some(1_700_000_050),
+                    ..Default::default()
+                }),
                 ..Default::default()
             },
-            pull_interval: Duration::from_secs(10),
+            pull_interval: Some(Duration::from_secs(10)),
         }),
         guard_refusals: vec![("api".into(), 3)],
         journal_damage: 1,
@@ -163,6 +171,11 @@ fn names_types_and_labels() {
     has("groundzero_crowdsec_pull_errors_total 3");
     has("groundzero_crowdsec_last_success_timestamp_seconds 1700000100.0");
     has("groundzero_crowdsec_pull_interval_seconds 10.0");
+    has("groundzero_crowdsec_pushed_alerts_total 7");
+    has("groundzero_crowdsec_push_errors_total 2");
+    has("groundzero_crowdsec_push_queue_length 4");
+    has("groundzero_crowdsec_push_dropped_total 1");
+    has("groundzero_crowdsec_push_last_success_timestamp_seconds 1700000050.0");
     has("groundzero_list_entries{list=\"block\",family=\"ipv4\",source=\"manual\"} 3");
     has("groundzero_list_entries{list=\"block\",family=\"ipv6\",source=\"feed:spamhaus\"} 7");
     has("groundzero_map_entries{map=\"block_exact\",family=\"ipv4\"} 3");

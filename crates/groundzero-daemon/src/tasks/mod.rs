@@ -2,6 +2,7 @@
 //! the step it is in (a journal write, a feed refresh, a compaction) before it returns.
 
 pub mod crowdsec;
+pub mod crowdsec_push;
 pub mod expiry;
 pub mod feeds;
 pub mod guard;
