@@ -391,8 +391,9 @@ fn fleet_phase(
     let b_limits = Limits::for_duration(NODE_B_PPS, plan.duration + SPREAD_LIMIT);
     let a_socket = fleet.node_a().socket().to_path_buf();
     let poll = |spread: &mut Spread| {
+        let asked = Instant::now();
         if let Ok(blocked) = fleet::blocked_by(&a_socket, APP) {
-            spread.observe_a(&blocked, Instant::now());
+            spread.observe_a(&blocked, asked);
         }
         let _ = spread.observe_b(&maps, Instant::now());
     };

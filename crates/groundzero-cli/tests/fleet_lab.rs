@@ -206,22 +206,10 @@ fn node_b_drops_in_xdp_what_node_a_banned_within_15_s() {
     let maps = PinnedMaps::open(fleet.node_b().pin_dir()).expect("node B's pinned maps");
     let mut spread = Spread::new(sources.clone());
     let a_socket = fleet.node_a().socket().to_path_buf();
-    let relayed = Mutex::new(std::collections::HashSet::new());
     let poll = |spread: &mut Spread| {
+        let asked = Instant::now();
         let blocked = fleet::blocked_by(&a_socket, APP).expect("node A's bans");
-        spread.observe_a(&blocked, Instant::now());
-        if !spec.push {
-            // TEMP stand-in for node A's push until h-push merges.
-            let lapi = fleet.lapi().unwrap();
-            let new: Vec<_> = blocked
-                .iter()
-                .filter(|net| relayed.lock().unwrap().insert(**net))
-                .map(|net| lab::crowdsec::NewDecision::ip(net.addr().to_string()).duration("2m"))
-                .collect();
-            if !new.is_empty() {
-                lapi.import_decisions(&new).unwrap();
-            }
-        }
+        spread.observe_a(&blocked, asked);
         spread
             .observe_b(&maps, Instant::now())
             .expect("node B's maps");
@@ -277,6 +265,21 @@ fn node_b_drops_in_xdp_what_node_a_banned_within_15_s() {
         );
     }
 
+    // Node A pushed them: the LAPI holds a ban of each, origin `groundzero`, scope `Ip`.
+    let live = fleet
+        .lapi()
+        .expect("the LAPI")
+        .live_decisions()
+        .expect("cscli decisions list");
+    for addr in &sources {
+        assert!(
+            live.iter().any(|d| d["origin"] == "groundzero"
+                && d["scope"] == "Ip"
+                && d["type"] == "ban"
+                && d["value"].as_str().and_then(|v| v.parse::<IpAddr>().ok()) == Some(*addr)),
+            "the LAPI holds no ban of {addr} pushed by groundzero: {live:?}"
+        );
+    }
     // Node B holds them because of CrowdSec, not by itself (it runs no validator).
     let view = api_view(fleet.node_b().socket()).expect("node B's entries");
     for addr in &sources {
@@ -286,8 +289,8 @@ fn node_b_drops_in_xdp_what_node_a_banned_within_15_s() {
             .flat_map(|(_, h)| h.keys())
             .collect();
         assert!(
-            !holders.is_empty() && holders.iter().all(|s| s.starts_with("crowdsec:")),
-            "node B should hold {addr} from CrowdSec only: {holders:?}"
+            !holders.is_empty() && holders.iter().all(|s| *s == "crowdsec:groundzero"),
+            "node B should hold {addr} from CrowdSec only (origin groundzero): {holders:?}"
         );
     }
 

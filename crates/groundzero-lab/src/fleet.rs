@@ -93,7 +93,7 @@ impl Default for FleetSpec {
             attackers: 3,
             pull_interval: "2s".into(),
             push_interval: "1s".into(),
-            push: false, // TEMP until h-push merges
+            push: true,
             outlive: false,
             node_a_toml: String::new(),
         }
@@ -414,11 +414,13 @@ impl Spread {
         }
     }
 
-    /// Notes the sources node A's blocklist (`blocked`, read at `now`) covers.
-    pub fn observe_a(&mut self, blocked: &[IpNet], now: Instant) {
+    /// Notes the sources node A's blocklist covers; `asked` is when the read began (the ban
+    /// was made before the answer, and possibly after the question: the delay measured to node
+    /// B's drop is at most one poll of node A too long, never too short).
+    pub fn observe_a(&mut self, blocked: &[IpNet], asked: Instant) {
         for addr in &self.sources {
             if !self.banned_a.contains_key(addr) && blocked.iter().any(|n| n.contains(addr)) {
-                self.banned_a.insert(*addr, now);
+                self.banned_a.insert(*addr, asked);
             }
         }
     }
