@@ -84,3 +84,47 @@ pub struct CrowdsecPushReply {
     /// Which bans are pushed: `auto-ban`, `app`, `api`, `manual`.
     pub sources: Vec<String>,
 }
+
+/// The CrowdSec bouncer and watcher in one line, as `GET /v1/feeds` and `GET /v1/stats` show
+/// them beside the feeds (`crowdsec`, absent when `[crowdsec]` is not configured). The whole
+/// state is `GET /v1/crowdsec`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrowdsecSummary {
+    /// Failed pulls since the last success.
+    pub consecutive_errors: u32,
+    /// Live ban decisions held.
+    pub decisions: u64,
+    /// The last pull failure, while failures last (the set in force stays).
+    pub error: Option<String>,
+    /// Unix seconds of the last successful pull.
+    pub last_success: Option<u64>,
+    /// Whether decisions are pulled (`api_key_file` set).
+    pub pull: bool,
+    /// Failed pulls since the daemon started.
+    pub pull_errors: u64,
+    /// The last push failure, while failures last (`[crowdsec.push]` only).
+    pub push_error: Option<String>,
+    /// Failed pushes since the daemon started (`[crowdsec.push]` only).
+    pub push_errors: Option<u64>,
+    /// Alerts pushed since the daemon started (`[crowdsec.push]` only).
+    pub pushed_alerts: Option<u64>,
+    /// Bans waiting to be pushed (`[crowdsec.push]` only).
+    pub queued: Option<u64>,
+}
+
+impl From<&CrowdsecReply> for CrowdsecSummary {
+    fn from(r: &CrowdsecReply) -> Self {
+        CrowdsecSummary {
+            consecutive_errors: r.consecutive_errors,
+            decisions: r.decisions,
+            error: r.error.clone(),
+            last_success: r.last_success,
+            pull: r.enabled,
+            pull_errors: r.pull_errors,
+            push_error: r.push.as_ref().and_then(|p| p.error.clone()),
+            push_errors: r.push.as_ref().map(|p| p.push_errors),
+            pushed_alerts: r.push.as_ref().map(|p| p.pushed_alerts),
+            queued: r.push.as_ref().map(|p| p.queued),
+        }
+    }
+}

@@ -56,6 +56,10 @@ impl FeedStatus {
 /// The reply to `GET /v1/feeds`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeedsReply {
+    /// The CrowdSec bouncer and watcher, the fleet's shared feed; absent when `[crowdsec]` is
+    /// not configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crowdsec: Option<crate::crowdsec::CrowdsecSummary>,
     /// Every feed and import, by name.
     pub feeds: Vec<FeedStatus>,
 }

@@ -274,6 +274,7 @@ impl Sample for FeedStatus {
 impl Sample for FeedsReply {
     fn sample() -> Self {
         FeedsReply {
+            crowdsec: None,
             feeds: vec![FeedStatus::sample()],
         }
     }
@@ -362,6 +363,7 @@ impl Sample for StatsReply {
                 exact: 1_048_576,
             },
             counters: ReasonCounters::sample(),
+            crowdsec: None,
             drops_by_origin: vec![
                 OriginDrops {
                     origin: "feed:spamhaus".into(),

@@ -107,6 +107,9 @@ pub struct StatsReply {
     pub capacity: Capacity,
     /// What the XDP program counted, over every interface.
     pub counters: ReasonCounters,
+    /// The CrowdSec bouncer and watcher; absent when `[crowdsec]` is not configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crowdsec: Option<crate::crowdsec::CrowdsecSummary>,
     /// Packets dropped by the blocked entries each origin holds, most first (absent from a
     /// daemon older than this field).
     #[serde(default)]

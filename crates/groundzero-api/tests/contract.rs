@@ -860,6 +860,20 @@ fn crowdsec() {
     sorted.sort_unstable();
     assert_eq!(push, sorted, "push's fields in alphabetical order");
     assert!(push.contains(&"pushed_alerts") && push.contains(&"queued"));
+    // The summary `GET /v1/feeds` and `GET /v1/stats` carry (absent when not configured, so
+    // their older contracts above hold).
+    let summary = groundzero_api::crowdsec::CrowdsecSummary::from(&reply);
+    let stats = groundzero_api::status::StatsReply {
+        crowdsec: Some(summary.clone()),
+        ..groundzero_api::status::StatsReply::sample()
+    };
+    let value: Value = serde_json::from_str(&groundzero_api::to_json(&stats)).unwrap();
+    assert_eq!(value["crowdsec"]["decisions"], 3);
+    assert_eq!(value["crowdsec"]["pushed_alerts"], 7);
+    assert_eq!(value["crowdsec"]["pull"], true);
+    let back: groundzero_api::status::StatsReply =
+        serde_json::from_str(&groundzero_api::to_json(&stats)).unwrap();
+    assert_eq!(back.crowdsec, Some(summary));
     let back: groundzero_api::crowdsec::CrowdsecReply = serde_json::from_str(&text).unwrap();
     assert_eq!(back, reply);
 }

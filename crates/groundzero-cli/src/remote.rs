@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use groundzero::text::{for_terminal, for_terminal_lines};
 use groundzero_api::{
     client::{Client, ClientError, Endpoint},
-    crowdsec::CrowdsecReply,
+    crowdsec::{CrowdsecReply, CrowdsecSummary},
     feeds::{FeedFormat, FeedStatus, FeedsReply, ImportReply, ImportRequest},
     guard::GuardReply,
     journey::{JourneySummary, RecentQuery, RecentReply, TracingRequest},
@@ -598,19 +598,67 @@ fn stats(v: &StatsReply) -> String {
             ));
         }
     }
+    if let Some(c) = &v.crowdsec {
+        out.push_str(&crowdsec_line(c));
+    }
     out.trim_end().to_string()
 }
 
+/// The CrowdSec bouncer and watcher in one line (two with errors), as `feeds` and `stats`
+/// show them.
+fn crowdsec_line(c: &CrowdsecSummary) -> String {
+    let now = groundzero_daemon::registry::now_unix();
+    let mut out = format!("{:<20} ", "crowdsec");
+    if c.pull {
+        out.push_str(&format!(
+            "{:>8} decisions  last pull {}  {} failed pulls",
+            c.decisions,
+            c.last_success
+                .map(|t| format!("{}s ago", now.saturating_sub(t)))
+                .unwrap_or_else(|| "never".into()),
+            c.pull_errors
+        ));
+    } else {
+        out.push_str("no pull");
+    }
+    if let Some(pushed) = c.pushed_alerts {
+        out.push_str(&format!(
+            "  pushed {pushed}, {} queued, {} failed pushes",
+            c.queued.unwrap_or(0),
+            c.push_errors.unwrap_or(0)
+        ));
+    }
+    out.push('\n');
+    if let Some(e) = &c.error {
+        out.push_str(&format!(
+            "      pull ERROR ({} in a row; the set in force stays): {}\n",
+            c.consecutive_errors,
+            for_terminal(e)
+        ));
+    }
+    if let Some(e) = &c.push_error {
+        out.push_str(&format!(
+            "      push ERROR (bans stay queued): {}\n",
+            for_terminal(e)
+        ));
+    }
+    out
+}
+
 fn feeds(v: &FeedsReply) -> String {
-    if v.feeds.is_empty() {
+    let mut lines: Vec<String> = v.feeds.iter().map(feed_line).collect();
+    if let Some(c) = &v.crowdsec {
+        lines.push(crowdsec_line(c).trim_end().to_string());
+    }
+    if lines.is_empty() {
         "no feeds".into()
     } else {
-        v.feeds.iter().map(feed_line).collect::<Vec<_>>().join("\n")
+        lines.join("\n")
     }
 }
 
 fn crowdsec(v: &CrowdsecReply) -> String {
-    if !v.enabled {
+    if !v.enabled && v.push.is_none() {
         return "crowdsec: not configured ([crowdsec] in the daemon's config)".into();
     }
     let now = groundzero_daemon::registry::now_unix();
@@ -618,6 +666,34 @@ fn crowdsec(v: &CrowdsecReply) -> String {
         t.map(|t| format!("{}s ago", now.saturating_sub(t)))
             .unwrap_or_else(|| "never".into())
     };
+    let push = v.push.as_ref().map(|p| {
+        let mut out = format!(
+            "push to {} as {} ({}): {} alerts pushed, last {}, {} queued (max {}), {} dropped, {} failed\n",
+            for_terminal(&p.lapi_url),
+            for_terminal(&p.machine_id),
+            for_terminal(&p.sources.join(", ")),
+            p.pushed_alerts,
+            ago(p.last_push),
+            p.queued,
+            p.queue_capacity,
+            p.dropped,
+            p.push_errors
+        );
+        if let Some(e) = &p.error {
+            out.push_str(&format!(
+                "PUSH ERROR ({} in a row; bans stay queued): {}\n",
+                p.consecutive_errors,
+                for_terminal(e)
+            ));
+        }
+        out
+    });
+    if !v.enabled {
+        let push = push.unwrap_or_default();
+        return format!("crowdsec: no pull (no api_key_file)\n{push}")
+            .trim_end()
+            .to_string();
+    }
     let mut out = format!(
         "crowdsec {}: {} live decisions, last success {}, {} pulls, {} failed, {} refused by the guard\n",
         for_terminal(&v.lapi_url),
@@ -642,6 +718,9 @@ fn crowdsec(v: &CrowdsecReply) -> String {
             v.consecutive_errors,
             for_terminal(e)
         ));
+    }
+    if let Some(push) = push {
+        out.push_str(&push);
     }
     out.trim_end().to_string()
 }
@@ -676,7 +755,7 @@ mod tests {
     };
 
     use super::*;
-    use groundzero_api::lists::EntryView;
+    use groundzero_api::{crowdsec::CrowdsecPushReply, lists::EntryView};
 
     fn entry(net: &str, kind: EntryKind, hits: u64, holders: Vec<Holder>) -> EntryView {
         EntryView {
@@ -754,6 +833,38 @@ mod tests {
         assert_clean(&text);
         assert!(text.contains("3 live decisions"), "{text}");
         assert!(text.contains("ERROR (1 in a row"), "{text}");
+        assert!(text.contains("7 alerts pushed"), "{text}");
+        let push_only = super::crowdsec(&CrowdsecReply {
+            enabled: false,
+            push: Some(CrowdsecPushReply {
+                error: Some(EVIL.into()),
+                machine_id: EVIL.into(),
+                ..CrowdsecPushReply::default()
+            }),
+            ..CrowdsecReply::default()
+        });
+        assert_clean(&push_only);
+        assert!(push_only.starts_with("crowdsec: no pull"), "{push_only}");
+        assert!(push_only.contains("PUSH ERROR"), "{push_only}");
+        let summary = CrowdsecSummary::from(&CrowdsecReply {
+            error: Some(EVIL.into()),
+            ..CrowdsecReply::sample()
+        });
+        let feeds = super::feeds(&FeedsReply {
+            crowdsec: Some(summary.clone()),
+            feeds: vec![],
+        });
+        assert_clean(&feeds);
+        assert!(
+            feeds.starts_with("crowdsec") && feeds.contains("3 decisions"),
+            "{feeds}"
+        );
+        assert!(feeds.contains("pushed 7, 0 queued"), "{feeds}");
+        let stats = super::stats(&StatsReply {
+            crowdsec: Some(summary),
+            ..StatsReply::sample()
+        });
+        assert!(stats.contains("pull ERROR (1 in a row"), "{stats}");
         assert_eq!(
             super::crowdsec(&CrowdsecReply::default()),
             "crowdsec: not configured ([crowdsec] in the daemon's config)"

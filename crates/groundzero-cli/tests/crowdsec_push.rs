@@ -1,9 +1,10 @@
 //! groundzero as a CrowdSec watcher (`[crowdsec.push]`) against a real LAPI (Debian's crowdsec
 //! 1.4.6, through `groundzero_lab::crowdsec`): bans an application makes on node A reach the
 //! LAPI as decisions of scope `Ip`/`Range` with a positive duration, and a second daemon (node
-//! B, its own pins, state and bouncer key, pull only) enforces them in its kernel maps. What
-//! came from CrowdSec is never pushed back; a LAPI outage never blocks a ban and pushes resume
-//! after it; a wrong password is visible and counted.
+//! B, its own pins, state and bouncer key, pull only) enforces them in its kernel maps; a rate
+//! limit's auto-ban of a flooding source in a test namespace is pushed too. What came from
+//! CrowdSec is never pushed back; a LAPI outage never blocks a ban and pushes resume after it;
+//! a wrong password is visible and counted; SIGHUP changes `[crowdsec]` without detaching XDP.
 //!
 //! Needs root (XDP maps) and the unpacked crowdsec of `scripts/setup.sh`.
 mod common;
@@ -213,6 +214,16 @@ fn bans_pushed_by_one_node_are_enforced_by_another_and_crowdsec_entries_are_not_
     assert_eq!(push["push_errors"], 0, "{a_status}");
     assert_eq!(push["machine_id"], "node-a", "{a_status}");
     assert!(push["last_push"].as_u64().is_some(), "{a_status}");
+    // The one-line state in `GET /v1/feeds` and `GET /v1/stats`.
+    for path in ["/v1/feeds", "/v1/stats"] {
+        let v = a.ok(Method::GET, path, None);
+        let c = &v["crowdsec"];
+        assert_eq!(c["pull"], true, "{path}: {v}");
+        assert_eq!(c["pushed_alerts"], 2, "{path}: {v}");
+        assert_eq!(c["queued"], 0, "{path}: {v}");
+        assert!(c["last_success"].as_u64().is_some(), "{path}: {v}");
+        assert!(c["decisions"].as_u64().unwrap_or(0) >= 3, "{path}: {v}");
+    }
     let decisions = pushed(&lapi);
     assert_eq!(
         decisions.len(),
@@ -410,11 +421,13 @@ fn sighup_applies_a_changed_crowdsec_section_and_keeps_the_running_one_on_a_bad_
     let crowdsec = |d: &ChildDaemon| d.request("GET", "/v1/crowdsec", None).json().unwrap();
     assert_eq!(crowdsec(&d)["push"], Value::Null);
 
-    // Both scopes, and a push: the address decision arrives, app bans go out.
+    // Both scopes, and a push (and a rate limit, for an auto-ban): the address decision
+    // arrives, app bans and auto-bans go out.
     std::fs::write(
         &config,
         text(&format!(
-            "{}[crowdsec.push]\nmachine_id = \"node-a\"\npassword_file = {password:?}\ninterval = \"500ms\"\n",
+            "{}[crowdsec.push]\nmachine_id = \"node-a\"\npassword_file = {password:?}\ninterval = \"500ms\"\n\
+             [ratelimit]\nrate = 50\nburst = 50\nban_ttl = \"2m\"\n",
             pull("[\"ip\", \"range\"]")
         )),
     )
@@ -443,6 +456,33 @@ fn sighup_applies_a_changed_crowdsec_section_and_keeps_the_running_one_on_a_bad_
         "the push configured by SIGHUP never pushed: {}",
         crowdsec(&d)
     );
+
+    // An auto-ban: a source flooding the node's interface (600 datagrams at once, 12 x the
+    // burst) is banned by the rate limit and the ban is pushed with its TTL.
+    let flooder = common::topology::FLOOD[0];
+    topo.send(
+        flooder,
+        std::net::SocketAddr::new(common::topology::NODE[0].parse().unwrap(), 9),
+        600,
+    );
+    let mut auto = Vec::new();
+    assert!(
+        wait_for(ARRIVAL, Duration::from_millis(250), || {
+            auto = pushed(&lapi)
+                .into_iter()
+                .filter(|x| x["scenario"] == "groundzero/auto-ban")
+                .collect();
+            !auto.is_empty()
+        }),
+        "no auto-ban pushed: {}\nentries: {}",
+        crowdsec(&d),
+        d.request("GET", "/v1/entries?source=auto-ban", None).text()
+    );
+    assert_eq!(auto[0]["value"], flooder, "{auto:?}");
+    assert_eq!(auto[0]["scope"], "Ip", "{auto:?}");
+    let seconds = go_seconds(auto[0]["duration"].as_str().unwrap_or(""));
+    assert!(seconds > 60.0 && seconds <= 120.0, "a 2m ban: {auto:?}");
+    assert!(blocked(&pin).contains(&net(&format!("{flooder}/32"))));
 
     // A bad [crowdsec]: logged, the running one stays (still pulling, still pushing).
     std::fs::write(

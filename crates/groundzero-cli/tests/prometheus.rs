@@ -328,6 +328,9 @@ fn prometheus_scrapes_metrics_during_namespace_traffic() {
         "GroundzeroFeedStale",
         "GroundzeroFailedInserts",
         "GroundzeroFeedDropsNothing",
+        "GroundzeroCrowdsecLapiUnreachable",
+        "GroundzeroCrowdsecNoPull",
+        "GroundzeroCrowdsecPushFailing",
     ] {
         assert!(alerts.contains(&wanted), "no alert {wanted} in {rules:?}");
     }
@@ -349,6 +352,9 @@ fn prometheus_scrapes_metrics_during_namespace_traffic() {
         "Map fill",
         "Drops by origin",
         "Packet journey",
+        "CrowdSec",
+        "CrowdSec decisions by origin and scope",
+        "CrowdSec pushed alerts",
     ] {
         assert!(
             titles.contains(&wanted),

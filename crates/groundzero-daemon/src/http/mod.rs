@@ -504,6 +504,7 @@ async fn import(
 async fn feeds(State(s): State<Shared>) -> Result<Json<FeedsReply>, ApiError> {
     with_state(s, |d| {
         Ok(Json(FeedsReply {
+            crowdsec: crowdsec::summary(d),
             feeds: d.registry.feed_statuses(),
         }))
     })
@@ -636,6 +637,7 @@ async fn stats(State(s): State<Shared>) -> Result<Json<StatsReply>, ApiError> {
                 exact: o.exact_capacity,
             },
             counters: reason_counters(&totals),
+            crowdsec: crowdsec::summary(d),
             drops_by_origin,
             entries,
             failed_inserts: d.shield.failed_inserts(),
