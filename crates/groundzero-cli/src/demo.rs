@@ -383,7 +383,7 @@ fn fleet_phase(
         .context("the lab has no attacker")?
         .clone();
     println!(
-        "4. fleet: node A is attacked as in phase 3; its validator's bans are pushed to the LAPI and pulled by node B; all along, {NODE_B_PPS} requests/s from the same {} spoofed sources go to node B ({})",
+        "next, the fleet: node A is attacked as in phase 3; its validator's bans are pushed to the LAPI and pulled by node B; all along, {NODE_B_PPS} requests/s from the same {} spoofed sources go to node B ({})",
         sources.len(),
         node_b.host.v4
     );

@@ -171,6 +171,7 @@ fn up_fleet(peers: u8, attackers: u8, nodes: u8) -> Result<()> {
     };
     let fleet = Fleet::up(&spec, &me, None).context("building the two-node lab with CrowdSec")?;
     let url = fleet.lapi_url().to_string();
+    let (pull, push) = (spec.pull_interval.clone(), spec.push_interval.clone());
     let nodes = fleet.nodes().clone();
     let state = fleet.keep().context("leaving the fleet running")?;
     println!(
@@ -193,7 +194,9 @@ fn up_fleet(peers: u8, attackers: u8, nodes: u8) -> Result<()> {
         println!("  {:<6} {:<14} {} / {}", h.name, h.netns, h.v4, h.v6);
     }
     println!(
-        "  LAPI {url} (pull every 2s, push every 1s; configs and logs in {})",
+        "  LAPI {url} (each daemon pulls every {}, pushes every {}; configs, keys and logs in {})",
+        pull,
+        push,
         lab::fleet::FLEET_DIR
     );
     let a = &nodes[0];
