@@ -1,11 +1,19 @@
 //! `groundzero demo`: the whole story on one machine, in the lab's throw-away namespaces.
 //!
-//! It builds the lab (a node, legitimate peers, attackers), starts the daemon (`groundzero run`)
-//! and the example validator node inside the node's namespace, and runs three phases of the same
-//! legitimate traffic: calm; a flood with the shield off; the same flood with the shield on.
-//! "Off" is the daemon's monitor mode: the XDP program runs and counts what it would drop, the
-//! node's bans are recorded, but nothing is dropped, so the node pays for every flood packet.
-//! Each flood phase uses fresh spoofed sources, so bans do not carry over.
+//! It builds the two-node lab (node A, node B, legitimate peers, attackers) with a real CrowdSec
+//! LAPI (`groundzero_lab::fleet`), a daemon (`groundzero run`) on each node registered with it,
+//! and the example validator node inside node A's namespace, and runs three phases of the same
+//! legitimate traffic against node A: calm; a flood with the shield off; the same flood with the
+//! shield on. "Off" is the daemon's monitor mode: the XDP program runs and counts what it would
+//! drop, the node's bans are recorded, but nothing is dropped, so the node pays for every flood
+//! packet. Each flood phase uses fresh spoofed sources, so bans do not carry over.
+//!
+//! The fourth phase is the fleet: the attack hits node A again, node A's validator bans the
+//! attackers, node A's daemon pushes the bans to the LAPI, node B's daemon pulls them, and the
+//! same attackers' packets to node B are dropped by node B's XDP program. It prints the time from
+//! node A's ban to node B's first drop of each source and node B's per-source counters (read from
+//! its kernel map). Without the crowdsec binaries the demo stops at once and says to run
+//! scripts/setup.sh.
 //!
 //! Everything is bounded in count and time and uses only 198.18.0.0/15 and 2001:2::/48; on the
 //! way out (normal end, error or Ctrl-C) the children are stopped and `lab::down` removes the
@@ -23,10 +31,13 @@ use anyhow::{bail, Context, Result};
 use groundzero_api::client::{Client, Endpoint, Method};
 use groundzero_lab::{
     self as lab,
-    harness::{node, ChildDaemon, DaemonConfig, Forward, Launch, Workdir},
-    topology::{LAB_PIN_DIR, NODE_NS},
+    fleet::{self, Fleet, FleetSpec, Spread},
+    harness::PinnedMaps,
+    harness::{node, DaemonConfig, Forward, Launch, Workdir},
+    topology::NODE_NS,
+    traffic::Limits,
     watch::{BanClock, XdpTally},
-    Lab, LabSpec, LabState, PhasePlan, PhaseReport,
+    LabState, PhasePlan, PhaseReport,
 };
 use serde_json::json;
 
@@ -67,70 +78,76 @@ struct Ports {
     metrics: u16,
 }
 
-/// The daemon's config for the demo. The one place that says how the demo's daemon runs (add
-/// new sections here). Monitor mode is on: phase 2 runs with the shield off, phase 3 turns it
-/// off through the API.
-fn daemon_config(dir: &Workdir, lab: &LabState, ports: &Ports, args: &Args) -> DaemonConfig {
-    DaemonConfig::with_paths(
-        Path::new(LAB_PIN_DIR),
-        &dir.path("state"),
-        &dir.path("api.sock"),
-    )
-    .header("Written by `groundzero demo`.")
-    .interfaces(&[&lab.node_if])
-    .set("monitor", true)
-    .set("api.tcp_listen", format!("127.0.0.1:{}", ports.api))
-    .set_path("api.token_file", &dir.path("token"))
-    .set("metrics.listen", format!("127.0.0.1:{}", ports.metrics))
-    .set("journey.enabled", true)
-    .set("journey.sample_every", 256u32)
-    .set(
-        "journey.filter",
-        format!("port {}", lab::peer_protocol::PORT),
-    )
-    .set("ratelimit.rate", args.rate_limit)
-    .set("ratelimit.ban_ttl", "2m")
+/// Node A's daemon settings for the demo, merged into the fleet's config of node A (which holds
+/// the paths, the interface and `[crowdsec]`). The one place that says how the demo's daemon
+/// runs (add new sections here). Monitor mode is on: phase 2 runs with the shield off, phase 3
+/// turns it off through the API.
+fn daemon_config(dir: &Workdir, ports: &Ports, args: &Args) -> DaemonConfig {
+    DaemonConfig::new()
+        .set("monitor", true)
+        .set("api.tcp_listen", format!("127.0.0.1:{}", ports.api))
+        .set_path("api.token_file", &dir.path("token"))
+        .set("metrics.listen", format!("127.0.0.1:{}", ports.metrics))
+        .set("journey.enabled", true)
+        .set("journey.sample_every", 256u32)
+        .set(
+            "journey.filter",
+            format!("port {}", lab::peer_protocol::PORT),
+        )
+        .set("ratelimit.rate", args.rate_limit)
+        .set("ratelimit.ban_ttl", "2m")
 }
 
 pub fn run(args: Args) -> Result<()> {
     let stop = stop_on_ctrl_c()?;
     let node_bin = sibling("validator-node")?;
-    let lab = Lab::up(LabSpec::default()).context("building the lab")?;
-    let state = lab.state().clone();
-    let dir = Workdir::create("groundzero-demo").context("making the demo's directory")?;
-    println!("groundzero demo: the lab is up (namespaces gz-lab-*, bridge, veth; addresses from 198.18.0.0/15 and 2001:2::/48)");
-    println!(
-        "  node {} / {} in {} (XDP on {}), {} peers, {} attackers",
-        state.node_v4,
-        state.node_v6,
-        state.node_ns,
-        state.node_if,
-        state.peers.len(),
-        state.attackers.len()
-    );
-
-    // Measured before the daemon starts: it turns on the kernel's per-program run statistics,
-    // which add to every run.
+    // Before anything is built: the fourth phase needs a real LAPI, and a demo that stops
+    // after three phases for want of it would be a surprise.
+    lab::crowdsec::Install::locate().context(
+        "the demo's fourth phase shares bans between two nodes through CrowdSec:          run scripts/setup.sh (it unpacks crowdsec 1.4.6), or ./scripts/demo.sh, which runs it",
+    )?;
+    // Measured before the daemons start: they turn on the kernel's per-program run
+    // statistics, which add to every run.
     let cost = measure_cost();
+    let dir = Workdir::create("groundzero-demo").context("making the demo's directory")?;
     let ports = Ports {
         api: free_port(args.port)?,
         metrics: free_port(0)?,
     };
     let token = random_token()?;
     std::fs::write(dir.path("token"), &token).context("writing the API token")?;
-    let config = dir.path("groundzero.toml");
-    daemon_config(&dir, &state, &ports, &args)
-        .write(&config)
-        .context("writing the daemon's config")?;
-    let socket = dir.path("api.sock");
+    let node_a_toml = daemon_config(&dir, &ports, &args)
+        .render()
+        .context("writing node A's config")?;
     let me = std::env::current_exe().context("finding this executable")?;
-    let mut daemon = ChildDaemon::spawn(
-        &in_node(ChildDaemon::command(&me, &config, &dir.path("daemon.log"))),
-        &socket,
-    )?;
-    daemon
-        .wait_healthy(Duration::from_secs(30), Some(&stop))
-        .context("starting the daemon")?;
+    let spec = FleetSpec {
+        node_a_toml,
+        ..FleetSpec::default()
+    };
+    let fleet = Fleet::up(&spec, &me, Some(&stop))
+        .context("building the two-node lab with its CrowdSec LAPI and daemons")?;
+    let state = fleet.state().clone();
+    let socket = fleet.node_a().socket().to_path_buf();
+    println!("groundzero demo: the lab is up (namespaces gz-lab-*, bridge, veth; addresses from 198.18.0.0/15 and 2001:2::/48)");
+    println!(
+        "  node A {} / {} in {} (XDP on {}), node B {} / {} in {} (XDP on {}), {} peers, {} attackers",
+        state.node_v4,
+        state.node_v6,
+        state.node_ns,
+        state.node_if,
+        fleet.node_b().host.v4,
+        fleet.node_b().host.v6,
+        fleet.node_b().host.netns,
+        fleet.node_b().host.iface,
+        state.peers.len(),
+        state.attackers.len()
+    );
+    println!(
+        "  CrowdSec LAPI (1.4.6, LAPI only) on {}; each node's daemon pulls its decisions every {} and pushes its own bans every {}",
+        fleet.lapi_url(),
+        spec.pull_interval,
+        spec.push_interval
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -152,8 +169,9 @@ pub fn run(args: Args) -> Result<()> {
         .collect::<Result<Vec<_>, _>>()
         .context("forwarding the page's and the metrics' ports into the node")?;
     println!(
-        "  daemon (groundzero run, monitor mode) and validator-node are running in {NODE_NS}; logs in {}",
-        dir.dir().display()
+        "  node A: daemon (groundzero run, monitor mode) and validator-node are running in {NODE_NS}; node B: a daemon (enforcing); logs in {} and {}",
+        dir.dir().display(),
+        fleet::FLEET_DIR
     );
     // Printed now as well as at the end, so the phases can be watched live in the page.
     print_links(&ports, &token, &socket);
@@ -181,17 +199,28 @@ pub fn run(args: Args) -> Result<()> {
             rt.block_on(client.call(Method::PUT, "/v1/monitor", Some(&json!({"enabled": false}))))
                 .context("turning monitor mode off")?;
         }
-        match run_phase(title, &state, &plan, &rt, &client, &stop)? {
+        match run_phase(title, &state, &plan, &rt, &client, &stop, || {})? {
             Some(row) => rows.push(row),
             None => break, // interrupted mid-phase: its numbers would mean nothing
         }
         std::thread::sleep(Duration::from_millis(500)); // let queues drain between phases
+    }
+    let mut spread = None;
+    if !stop.load(Ordering::SeqCst) {
+        let (row, s) = fleet_phase(&fleet, &flood(3), &rt, &client, &stop)?;
+        if let Some(row) = row {
+            rows.push(row);
+            spread = Some(s);
+        }
     }
 
     if stop.load(Ordering::SeqCst) {
         println!("\ninterrupted: cleaning up");
     }
     print_summary(&rows);
+    if let Some(s) = &spread {
+        println!("  {}", spread_line(s));
+    }
     if !stop.load(Ordering::SeqCst) {
         match &cost {
             Ok(lines) => {
@@ -206,10 +235,18 @@ pub fn run(args: Args) -> Result<()> {
         linger(&args, &stop);
     }
     drop(node);
-    drop(daemon);
-    drop(lab);
+    drop(fleet);
     drop(dir);
-    println!("cleaned up: processes stopped, lab namespaces and pins removed");
+    println!("cleaned up: processes stopped, lab namespaces, pins and the LAPI removed");
+    // The fourth phase's claim did not hold: say so in the exit status too.
+    if let Some(s) = spread.filter(|s| s.banned_a() == 0 || !s.waiting_on_b().is_empty()) {
+        bail!(
+            "the fleet phase failed: node B dropped {} of the {} sources node A banned (daemons' logs were in {})",
+            s.dropped_b(),
+            s.banned_a(),
+            fleet::FLEET_DIR
+        );
+    }
     Ok(())
 }
 
@@ -260,6 +297,7 @@ fn run_phase(
     rt: &tokio::runtime::Runtime,
     client: &Client,
     stop: &AtomicBool,
+    mut on_tick: impl FnMut(),
 ) -> Result<Option<Row>> {
     println!("{title}: {}", describe(plan));
     let before = rt.block_on(XdpTally::read(client))?;
@@ -280,6 +318,7 @@ fn run_phase(
         if last_poll.elapsed() >= Duration::from_millis(200) && clock.expected() > 0 {
             last_poll = Instant::now();
             let _ = rt.block_on(clock.poll(client, APP));
+            on_tick();
         }
     })
     .context("running the phase's traffic")?;
@@ -314,6 +353,129 @@ fn run_phase(
 }
 
 const APP: &str = "app:validator-node";
+
+/// Requests per second the attackers send node B in the fourth phase (shared by the sources).
+const NODE_B_PPS: u32 = 1_000;
+/// How long node B may take to drop a source node A banned (the bound).
+const SPREAD_LIMIT: Duration = Duration::from_secs(15);
+
+/// The fourth phase: the flood hits node A (shield on); node A's validator bans, its daemon
+/// pushes the bans to the LAPI, node B's daemon pulls them. All along, the same spoofed
+/// sources send node B [`NODE_B_PPS`] requests per second, so node B's kernel map counts the
+/// first drop of each source; the phase waits (up to [`SPREAD_LIMIT`] after the last ban on
+/// node A) until node B drops every source node A banned.
+fn fleet_phase(
+    fleet: &Fleet,
+    plan: &PhasePlan,
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    stop: &AtomicBool,
+) -> Result<(Option<Row>, Spread)> {
+    let title = "4. fleet: A bans, B drops";
+    let state = fleet.state();
+    let node_b = fleet.node_b();
+    let sources = plan.flood_sources();
+    let mut spread = Spread::new(sources.clone());
+    let maps = PinnedMaps::open(node_b.pin_dir()).context("opening node B's pinned maps")?;
+    let atk = state
+        .attackers
+        .first()
+        .context("the lab has no attacker")?
+        .clone();
+    println!(
+        "next, the fleet: node A is attacked as in phase 3; its validator's bans are pushed to the LAPI and pulled by node B; all along, {NODE_B_PPS} requests/s from the same {} spoofed sources go to node B ({})",
+        sources.len(),
+        node_b.host.v4
+    );
+    let b_stop = AtomicBool::new(false);
+    let b_limits = Limits::for_duration(NODE_B_PPS, plan.duration + SPREAD_LIMIT);
+    let a_socket = fleet.node_a().socket().to_path_buf();
+    let poll = |spread: &mut Spread| {
+        let asked = Instant::now();
+        if let Ok(blocked) = fleet::blocked_by(&a_socket, APP) {
+            spread.observe_a(&blocked, asked);
+        }
+        let _ = spread.observe_b(&maps, Instant::now());
+    };
+    let (row, sent_b) = std::thread::scope(|scope| -> Result<_> {
+        let sender = scope.spawn(|| fleet::flood_node(node_b, &atk, &sources, b_limits, &b_stop));
+        let row = run_phase(title, state, plan, rt, client, stop, || poll(&mut spread));
+        // The phase's traffic is over; node B may still be pulling the last bans.
+        while row.as_ref().is_ok_and(Option::is_some)
+            && !stop.load(Ordering::SeqCst)
+            && !spread.waiting_on_b().is_empty()
+            && spread.overdue(SPREAD_LIMIT, Instant::now()).len() < spread.waiting_on_b().len()
+        {
+            std::thread::sleep(Duration::from_millis(200));
+            poll(&mut spread);
+        }
+        poll(&mut spread);
+        b_stop.store(true, Ordering::SeqCst);
+        let sent = sender
+            .join()
+            .map_err(|_| anyhow::anyhow!("the sender to node B panicked"))?
+            .context("sending to node B")?;
+        Ok((row?, sent.sent))
+    })?;
+    if row.is_none() {
+        return Ok((None, spread));
+    }
+    println!("  {}", spread_line(&spread));
+    println!(
+        "  node B: {sent_b} requests sent from those sources; drops per source counted by node B's XDP program (its kernel map's entries, pulled from CrowdSec):"
+    );
+    for chunk in spread.sources().chunks(4) {
+        let cells: Vec<String> = chunk
+            .iter()
+            .map(|a| format!("{:<22} {:>6}", a.to_string(), spread.hits_b(a)))
+            .collect();
+        println!("    {}", cells.join("   "));
+    }
+    if let Ok(held) = fleet::blocked_by(node_b.socket(), "crowdsec") {
+        println!(
+            "  node B holds {} entries from CrowdSec (groundzero --socket {} list --source crowdsec)",
+            held.len(),
+            node_b.socket().display()
+        );
+    }
+    println!();
+    Ok((row, spread))
+}
+
+/// `node A banned 64 of 64; node B dropped 64 of them; ban on A → first drop on B: ...`
+fn spread_line(s: &Spread) -> String {
+    let timing = match s.delay_summary() {
+        Some((median, max)) => format!(
+            "from node A's ban to node B's first XDP drop of the source: median {:.1} s, max {:.1} s (polled every 0.2 s)",
+            median.as_secs_f64(),
+            max.as_secs_f64()
+        ),
+        None => "node B dropped none of them".into(),
+    };
+    let waiting = s.waiting_on_b();
+    let shown: Vec<String> = waiting.iter().take(6).map(IpAddr::to_string).collect();
+    format!(
+        "fleet: node A banned {} of {} sources, node B dropped {} of them in XDP; {timing}{}",
+        s.banned_a(),
+        s.sources().len(),
+        s.dropped_b(),
+        if waiting.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {} NOT dropped by node B within {} s: {}{}",
+                waiting.len(),
+                SPREAD_LIMIT.as_secs(),
+                shown.join(", "),
+                if waiting.len() > shown.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
+            )
+        }
+    )
+}
 
 fn describe(plan: &PhasePlan) -> String {
     if plan.flood_pps == 0 {

@@ -1,4 +1,6 @@
-//! `groundzero lab up|down|status|traffic`: the lab topology by hand (see `groundzero_lab`).
+//! `groundzero lab up|down|status|traffic`: the lab topology by hand (see `groundzero_lab`), and
+//! `lab up --nodes 2 --crowdsec`: two nodes with their daemons sharing bans through one CrowdSec
+//! LAPI (`groundzero_lab::fleet`).
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -8,7 +10,12 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use groundzero_lab::{self as lab, traffic::LegitReport, Lab, LabSpec, PhasePlan, PhaseReport};
+use groundzero_lab::{
+    self as lab,
+    fleet::{Fleet, FleetSpec},
+    traffic::LegitReport,
+    Lab, LabSpec, PhasePlan, PhaseReport,
+};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,6 +31,15 @@ enum LabCommand {
         peers: u8,
         #[arg(long, default_value_t = 3)]
         attackers: u8,
+        /// Protected nodes: 1, or 2 (node B in gz-lab-nodeb, and a link from this host into the
+        /// lab's bridge at 198.18.0.254).
+        #[arg(long, default_value_t = 1)]
+        nodes: u8,
+        /// With --nodes 2: start a CrowdSec LAPI on 198.18.0.254 and a daemon on each node,
+        /// registered with it (a bouncer key and a machine each), pulling its decisions and
+        /// pushing their own bans. Needs the crowdsec binaries (scripts/setup.sh).
+        #[arg(long)]
+        crowdsec: bool,
     },
     /// Remove every lab namespace, link and pin, and stop processes inside (also after a crash).
     Down,
@@ -85,7 +101,22 @@ impl TrafficArgs {
 
 pub fn run(args: Args) -> Result<()> {
     match args.command {
-        LabCommand::Up { peers, attackers } => up(LabSpec { peers, attackers }),
+        LabCommand::Up {
+            peers,
+            attackers,
+            nodes,
+            crowdsec: false,
+        } => up(LabSpec {
+            peers,
+            attackers,
+            nodes,
+        }),
+        LabCommand::Up {
+            peers,
+            attackers,
+            nodes,
+            crowdsec: true,
+        } => up_fleet(peers, attackers, nodes),
         LabCommand::Down => down(),
         LabCommand::Status => status(),
         LabCommand::Traffic(t) => traffic(t),
@@ -126,6 +157,64 @@ fn up(spec: LabSpec) -> Result<()> {
     Ok(())
 }
 
+/// `lab up --nodes 2 --crowdsec`: the fleet, left running for `lab down`.
+fn up_fleet(peers: u8, attackers: u8, nodes: u8) -> Result<()> {
+    if nodes != 2 {
+        anyhow::bail!("--crowdsec shares bans between nodes: use it with --nodes 2");
+    }
+    let me = std::env::current_exe().context("finding this executable")?;
+    let spec = FleetSpec {
+        peers,
+        attackers,
+        outlive: true,
+        ..FleetSpec::default()
+    };
+    let fleet = Fleet::up(&spec, &me, None).context("building the two-node lab with CrowdSec")?;
+    let url = fleet.lapi_url().to_string();
+    let (pull, push) = (spec.pull_interval.clone(), spec.push_interval.clone());
+    let nodes = fleet.nodes().clone();
+    let state = fleet.keep().context("leaving the fleet running")?;
+    println!(
+        "lab is up with two nodes and a CrowdSec LAPI ({}):",
+        lab::topology::STATE_FILE
+    );
+    for n in &nodes {
+        println!(
+            "  {}  {:<14} {} / {}  interface {}  daemon socket {}  pins {}",
+            n.record.name,
+            n.host.netns,
+            n.host.v4,
+            n.host.v6,
+            n.host.iface,
+            n.record.socket.display(),
+            n.record.pin_dir.display()
+        );
+    }
+    for h in state.peers.iter().chain(&state.attackers) {
+        println!("  {:<6} {:<14} {} / {}", h.name, h.netns, h.v4, h.v6);
+    }
+    println!(
+        "  LAPI {url} (each daemon pulls every {}, pushes every {}; configs, keys and logs in {})",
+        pull,
+        push,
+        lab::fleet::FLEET_DIR
+    );
+    let a = &nodes[0];
+    println!("next:");
+    println!(
+        "  nsenter --net=/run/netns/{} validator-node --api-socket {}",
+        a.host.netns,
+        a.socket().display()
+    );
+    println!("  groundzero lab traffic --duration 10s   (attacks node A)");
+    println!(
+        "  groundzero --socket {} list --source crowdsec   (what node B pulled)",
+        nodes[1].socket().display()
+    );
+    println!("  groundzero lab down");
+    Ok(())
+}
+
 fn down() -> Result<()> {
     let report = lab::down().context("removing the lab")?;
     if report.is_empty() {
@@ -157,6 +246,9 @@ fn down() -> Result<()> {
             report.pins.len(),
             lab::topology::LAB_PIN_DIR
         );
+    }
+    for dir in &report.dirs {
+        println!("removed {}", dir.display());
     }
     if report.state_file {
         println!("removed {}", lab::topology::STATE_FILE);
@@ -205,6 +297,34 @@ fn status() -> Result<()> {
                     format!(" (missing: {missing:?})")
                 }
             );
+            if let Some(b) = &state.node_b {
+                println!(
+                    "  node B {} ({} / {}) on {}",
+                    b.netns, b.v4, b.v6, b.iface
+                );
+            }
+            if let Some(fleet) = &state.fleet {
+                let lapi = match fleet.lapi_pid {
+                    Some(pid) if lab::topology::process_alive(pid) => format!("pid {pid}, running"),
+                    Some(pid) => format!("pid {pid}, NOT running"),
+                    None => "run by the lab's owner".to_string(),
+                };
+                println!("  CrowdSec LAPI {} ({lapi})", fleet.lapi_url);
+                for n in &fleet.nodes {
+                    let health = lab::harness::http::request(&n.socket, "GET", "/v1/health", None)
+                        .map(|r| if r.status == 200 { "healthy".to_string() } else { format!("answers {}", r.status) })
+                        .unwrap_or_else(|| "not answering".into());
+                    println!(
+                        "  {} daemon in {} on {}: {health}; socket {}, pins {}, log {}",
+                        n.name,
+                        n.netns,
+                        n.iface,
+                        n.socket.display(),
+                        n.pin_dir.display(),
+                        n.log.display()
+                    );
+                }
+            }
         }
     }
     println!("  pins under {}: {}", lab::topology::LAB_PIN_DIR, s.pins);

@@ -39,7 +39,7 @@
 use std::{
     fmt::Write as _,
     io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -218,6 +218,18 @@ pub struct Lapi {
     dir: PathBuf,
     addr: SocketAddr,
     child: Option<Child>,
+    /// Whether crowdsec gets PR_SET_PDEATHSIG (false only for [`Lapi::detach`]).
+    die_with_starter: bool,
+}
+
+/// A LAPI given up by its [`Lapi`] ([`Lapi::detach`]): it runs on until someone stops `pid` and
+/// removes `dir` (`groundzero lab down` does, from the lab's state file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetachedLapi {
+    /// The crowdsec process.
+    pub pid: u32,
+    /// Its config and database.
+    pub dir: PathBuf,
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -226,6 +238,13 @@ impl Lapi {
     /// Writes a config into a new temporary directory, starts the LAPI on a free loopback port,
     /// waits until it answers, and registers the machine `cscli decisions` uses.
     pub fn start() -> Result<Self, CrowdsecError> {
+        Self::start_on(Ipv4Addr::LOCALHOST.into(), true)
+    }
+
+    /// [`Lapi::start`], listening on `ip` (an address of this namespace that other namespaces
+    /// reach, as the lab's host link). With `die_with_starter` false, crowdsec does not get
+    /// PR_SET_PDEATHSIG, so that after [`Lapi::detach`] it outlives the starting process.
+    pub fn start_on(ip: IpAddr, die_with_starter: bool) -> Result<Self, CrowdsecError> {
         let install = Install::locate()?;
         let dir = std::env::temp_dir().join(format!(
             "gz-crowdsec-{}-{}",
@@ -239,14 +258,15 @@ impl Lapi {
         let mut lapi = Lapi {
             install,
             dir,
-            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            addr: SocketAddr::from((ip, 0)),
             child: None,
+            die_with_starter,
         };
         // A port from the kernel; crowdsec binds it a moment later. Another process taking it
         // in between makes crowdsec exit, and we retry with a new one.
         let mut attempts = 0;
         loop {
-            lapi.addr = free_port()?;
+            lapi.addr = free_port(ip)?;
             lapi.write_config()?;
             match lapi.spawn() {
                 Ok(()) => break,
@@ -265,6 +285,18 @@ impl Lapi {
             &credentials,
         ])?;
         Ok(lapi)
+    }
+
+    /// Gives up the process and the directory without stopping or removing them.
+    pub fn detach(mut self) -> DetachedLapi {
+        let pid = self.child.take().map(|c| c.id()).unwrap_or(0);
+        let dir = std::mem::take(&mut self.dir);
+        DetachedLapi { pid, dir }
+    }
+
+    /// The directory of its config and database.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// `http://127.0.0.1:<port>`, what a bouncer's `lapi_url` is.
@@ -527,9 +559,13 @@ impl Lapi {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
+        let die_with_starter = self.die_with_starter;
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
+                if !die_with_starter {
+                    return Ok(());
+                }
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -568,14 +604,16 @@ impl Lapi {
 impl Drop for Lapi {
     fn drop(&mut self) {
         self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
-fn free_port() -> Result<SocketAddr, CrowdsecError> {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+fn free_port(ip: IpAddr) -> Result<SocketAddr, CrowdsecError> {
+    TcpListener::bind((ip, 0))
         .and_then(|l| l.local_addr())
-        .map_err(io_err("finding a free loopback port"))
+        .map_err(io_err(format!("finding a free port on {ip}")))
 }
 
 /// Whether an HTTP server answers on `addr` (any status: without a key the LAPI says 403).

@@ -10,12 +10,15 @@
 //! built on it, and on the [`harness`] they share (supervised child processes, daemon configs,
 //! waiting, the raw API exchange, the pinned maps' reader).
 //!
+//! Two nodes sharing bans through a real CrowdSec LAPI: [`fleet`].
+//!
 //! Everything stays in namespaces named `gz-lab-*`, addressed from 198.18.0.0/15 and
 //! 2001:2::/48; [`topology::down`] removes it all, also after a crash.
 
 pub mod capture_file;
 pub mod craft;
 pub mod crowdsec;
+pub mod fleet;
 pub mod harness;
 pub mod netns;
 pub mod peer_protocol;

@@ -6,6 +6,12 @@
 //!   gz-lab-atk1  (198.18.0.61, 2001:2::61) ─┘        (XDP attaches here)  (198.18.0.1, 2001:2::1)
 //! ```
 //!
+//! A two-node lab (`nodes: 2`, for the fleet: see [`crate::fleet`]) adds node B on the same
+//! bridge (`gz-lab-nodeb`, 198.18.0.2 / 2001:2::2, XDP on `gzl-nodeb`), which every attacker and
+//! peer reaches as it reaches node A, and a link from this host's namespace into the bridge
+//! (`gzl-host`, 198.18.0.254/32, with routes to the two nodes only) where a service both nodes
+//! use (the CrowdSec LAPI) listens.
+//!
 //! Every namespace is named `gz-lab-*` and every interface `gzl*`, so [`down`] finds what a
 //! crashed process left even without the state file. Addresses come only from the benchmarking
 //! ranges 198.18.0.0/15 and 2001:2::/48. Neighbours and bridge forwarding entries are static, so
@@ -36,6 +42,20 @@ const BRIDGE_IF: &str = "gzl-br";
 pub const NODE_MAC: &str = "02:67:7a:00:00:01";
 pub const NODE_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const NODE_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 1);
+/// Node B's namespace (two-node labs only).
+pub const NODE_B_NS: &str = "gz-lab-nodeb";
+/// Node B's veth end, where its shield attaches.
+pub const NODE_B_IF: &str = "gzl-nodeb";
+pub const NODE_B_MAC: &str = "02:67:7a:00:00:02";
+pub const NODE_B_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+pub const NODE_B_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 2);
+/// This host's end of its link into the bridge (two-node labs only).
+pub const HOST_IF: &str = "gzl-host";
+const HOST_PORT: &str = "gzlb-host";
+pub const HOST_MAC: &str = "02:67:7a:00:00:fe";
+/// This host's address on the lab's bridge: a /32 with routes to the nodes only, so nothing
+/// else this host sends to 198.18.0.0/15 is taken into the lab.
+pub const HOST_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 254);
 /// Where spoofed flood sources come from (routed nowhere by the node).
 pub const SPOOF_V4: &str = "198.19.0.0/16";
 pub const SPOOF_V6: &str = "2001:2:66::/48";
@@ -80,6 +100,8 @@ pub struct LabSpec {
     pub peers: u8,
     /// Attackers, 1 to 9.
     pub attackers: u8,
+    /// Protected nodes, 1 or 2 (node B and the host link come with 2).
+    pub nodes: u8,
 }
 
 impl Default for LabSpec {
@@ -87,6 +109,7 @@ impl Default for LabSpec {
         Self {
             peers: 3,
             attackers: 3,
+            nodes: 1,
         }
     }
 }
@@ -151,12 +174,48 @@ pub struct LabState {
     pub peers: Vec<Host>,
     pub attackers: Vec<Host>,
     pub pin_dir: PathBuf,
+    /// Node B, in a two-node lab.
+    #[serde(default)]
+    pub node_b: Option<Host>,
+    /// The fleet's processes and files, once [`crate::fleet`] has started them.
+    #[serde(default)]
+    pub fleet: Option<FleetRecord>,
+}
+
+/// What a fleet lab runs besides the namespaces, for `status` and `down`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetRecord {
+    /// The fleet's directory (configs, keys, state, sockets, logs); `down` removes it.
+    pub dir: PathBuf,
+    /// The LAPI's URL as the nodes reach it.
+    pub lapi_url: String,
+    /// The LAPI process when it outlives its starter (`groundzero lab up --crowdsec`).
+    pub lapi_pid: Option<u32>,
+    /// The LAPI's own directory (config, sqlite database); `down` removes it.
+    pub lapi_dir: PathBuf,
+    /// Each node's daemon.
+    pub nodes: Vec<FleetNodeRecord>,
+}
+
+/// One node's daemon in a fleet lab.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetNodeRecord {
+    /// `node-a`, `node-b`: also its bouncer's and its machine's name in the LAPI.
+    pub name: String,
+    pub netns: String,
+    pub iface: String,
+    pub v4: Ipv4Addr,
+    pub socket: PathBuf,
+    pub pin_dir: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
 }
 
 impl LabState {
     /// Every namespace of the lab.
     pub fn namespaces(&self) -> Vec<String> {
         let mut names = vec![BRIDGE_NS.to_string(), self.node_ns.clone()];
+        names.extend(self.node_b.iter().map(|n| n.netns.clone()));
         names.extend(
             self.peers
                 .iter()
@@ -212,6 +271,12 @@ impl Lab {
                 spec.peers, spec.attackers
             )));
         }
+        if !(1..=2).contains(&spec.nodes) {
+            return Err(LabError::Spec(format!(
+                "a lab has 1 or 2 nodes (asked for {})",
+                spec.nodes
+            )));
+        }
         refuse_if_up()?;
         let state = LabState {
             owner_pid: Some(std::process::id()),
@@ -231,6 +296,15 @@ impl Lab {
                 .map(|i| Host::new("atk", 6, 60, i))
                 .collect(),
             pin_dir: LAB_PIN_DIR.into(),
+            node_b: (spec.nodes == 2).then(|| Host {
+                name: "nodeb".into(),
+                netns: NODE_B_NS.into(),
+                iface: NODE_B_IF.into(),
+                mac: NODE_B_MAC.into(),
+                v4: NODE_B_V4,
+                v6: NODE_B_V6,
+            }),
+            fleet: None,
         };
         // Saved first, so a crash half-way is still cleaned up by `down`.
         state.save()?;
@@ -262,6 +336,12 @@ impl Lab {
 
     pub fn node(&self) -> Result<Netns, LabError> {
         self.netns(&self.state.node_ns)
+    }
+
+    /// Records what a fleet runs in the lab (saved at once, so `down` finds it after a crash).
+    pub fn set_fleet(&mut self, record: FleetRecord) -> Result<(), LabError> {
+        self.state.fleet = Some(record);
+        self.state.save()
     }
 
     /// Leaves the lab up after this value is gone (until `groundzero lab down`).
@@ -320,6 +400,10 @@ pub fn process_alive(pid: u32) -> bool {
 fn build(state: &LabState) -> Result<(), LabError> {
     let bridge = Netns::create_named(BRIDGE_NS)?.keep();
     let node = Netns::create_named(&state.node_ns)?.keep();
+    let node_b = match &state.node_b {
+        Some(b) => Some((Netns::create_named(&b.netns)?.keep(), b)),
+        None => None,
+    };
     let hosts: Vec<(Netns, &Host)> = state
         .peers
         .iter()
@@ -328,6 +412,7 @@ fn build(state: &LabState) -> Result<(), LabError> {
         .collect::<Result<_, LabError>>()?;
     for ns in std::iter::once(&bridge)
         .chain(std::iter::once(&node))
+        .chain(node_b.iter().map(|(ns, _)| ns))
         .chain(hosts.iter().map(|(ns, _)| ns))
     {
         // Before any interface exists, so the `default` values apply to all of them: no router
@@ -361,7 +446,9 @@ fn build(state: &LabState) -> Result<(), LabError> {
         v4: state.node_v4,
         v6: state.node_v6,
     };
-    for (ns, host) in std::iter::once((&node, &node_host)).chain(hosts.iter().map(|(n, h)| (n, *h)))
+    for (ns, host) in std::iter::once((&node, &node_host))
+        .chain(node_b.iter().map(|(n, h)| (n, *h)))
+        .chain(hosts.iter().map(|(n, h)| (n, *h)))
     {
         let port = format!("{LINK_PREFIX}b-{}", host.name);
         netns::veth(ns, &host.iface, &bridge, &port)?;
@@ -386,6 +473,70 @@ fn build(state: &LabState) -> Result<(), LabError> {
     }
     node.ip(&["route", "add", "blackhole", SPOOF_V4])?;
     node.ip(&["-6", "route", "add", "blackhole", SPOOF_V6])?;
+    if let Some((b_ns, b)) = &node_b {
+        for (ns, host) in &hosts {
+            for (theirs, ours) in [
+                (IpAddr::from(host.v4), IpAddr::from(b.v4)),
+                (host.v6.into(), b.v6.into()),
+            ] {
+                static_neighbour(b_ns, theirs, &host.mac, &b.iface)?;
+                static_neighbour(ns, ours, &b.mac, &host.iface)?;
+            }
+        }
+        b_ns.ip(&["route", "add", "blackhole", SPOOF_V4])?;
+        b_ns.ip(&["-6", "route", "add", "blackhole", SPOOF_V6])?;
+        host_link(&bridge, &[(&node, &node_host), (b_ns, b)])?;
+    }
+    Ok(())
+}
+
+/// This host's link into the bridge: [`HOST_V4`]/32 on [`HOST_IF`] here, a route to each node
+/// and static neighbours both ways (IPv4 only: it carries the nodes' calls to the LAPI).
+fn host_link(bridge: &Netns, nodes: &[(&Netns, &Host)]) -> Result<(), LabError> {
+    netns::ip(&[
+        "link", "add", HOST_IF, "type", "veth", "peer", "name", HOST_PORT, "netns", BRIDGE_NS,
+    ])?;
+    netns::ip(&["link", "set", "dev", HOST_IF, "address", HOST_MAC])?;
+    // This namespace's defaults are the host's: no IPv6 on the link (no link-local address,
+    // router solicitations or DAD on the lab's wire; the LAPI is reached over IPv4).
+    std::fs::write(
+        format!("/proc/sys/net/ipv6/conf/{HOST_IF}/disable_ipv6"),
+        "1",
+    )
+    .map_err(io(format!("turning IPv6 off on {HOST_IF}")))?;
+    bridge.ip(&["link", "set", HOST_PORT, "master", BRIDGE_IF])?;
+    // `replace`: the bridge may have learned the address already from an early frame.
+    bridge_cmd(&[
+        "-n", BRIDGE_NS, "fdb", "replace", HOST_MAC, "dev", HOST_PORT, "master", "static",
+    ])?;
+    bridge.ip(&["link", "set", HOST_PORT, "up"])?;
+    netns::ip(&["link", "set", HOST_IF, "up"])?;
+    let host_addr = format!("{HOST_V4}/32");
+    netns::ip(&["addr", "add", &host_addr, "dev", HOST_IF])?;
+    for (ns, node) in nodes {
+        let to_node = format!("{}/32", node.v4);
+        netns::ip(&[
+            "route",
+            "add",
+            &to_node,
+            "dev",
+            HOST_IF,
+            "src",
+            &HOST_V4.to_string(),
+        ])?;
+        netns::ip(&[
+            "neigh",
+            "add",
+            &node.v4.to_string(),
+            "lladdr",
+            &node.mac,
+            "dev",
+            HOST_IF,
+            "nud",
+            "permanent",
+        ])?;
+        static_neighbour(ns, HOST_V4.into(), HOST_MAC, &node.iface)?;
+    }
     Ok(())
 }
 
@@ -469,6 +620,8 @@ pub struct DownReport {
     pub namespaces: Vec<String>,
     pub links: Vec<String>,
     pub pins: Vec<PathBuf>,
+    /// A fleet's directories (its own and the LAPI's).
+    pub dirs: Vec<PathBuf>,
     pub state_file: bool,
 }
 
@@ -484,7 +637,8 @@ impl DownReport {
 pub fn down() -> Result<DownReport, LabError> {
     let mut report = DownReport::default();
     let mut namespaces = lab_namespaces();
-    if let Ok(Some(state)) = LabState::load() {
+    let state = LabState::load().ok().flatten();
+    if let Some(state) = &state {
         for ns in state.namespaces() {
             if !namespaces.contains(&ns) && Path::new(&format!("/run/netns/{ns}")).exists() {
                 namespaces.push(ns);
@@ -494,7 +648,22 @@ pub fn down() -> Result<DownReport, LabError> {
     for ns in &namespaces {
         report.processes.extend(processes_in(ns));
     }
+    // The fleet's LAPI runs in this namespace, not the lab's: stopped by the pid recorded, if
+    // that pid is still crowdsec (not a recycled one).
+    let fleet = state.as_ref().and_then(|s| s.fleet.clone());
+    if let Some(pid) = fleet.as_ref().and_then(|f| f.lapi_pid) {
+        if is_crowdsec(pid) {
+            report.processes.push(pid as i32);
+        }
+    }
     stop_processes(&report.processes);
+    if let Some(fleet) = &fleet {
+        for dir in [&fleet.dir, &fleet.lapi_dir] {
+            if dir.exists() && std::fs::remove_dir_all(dir).is_ok() {
+                report.dirs.push(dir.clone());
+            }
+        }
+    }
     for ns in &namespaces {
         match netns::ip(&["netns", "del", ns]) {
             Ok(()) => report.namespaces.push(ns.clone()),
@@ -507,8 +676,24 @@ pub fn down() -> Result<DownReport, LabError> {
         }
     }
     if Path::new(LAB_PIN_DIR).exists() {
-        report.pins = groundzero::pins::remove_all(Path::new(LAB_PIN_DIR))
-            .map_err(|e| LabError::Pins(e.to_string()))?;
+        // A fleet's nodes pin under a directory each (`a`, `b`) inside the lab's.
+        let node_dirs: Vec<PathBuf> = std::fs::read_dir(LAB_PIN_DIR)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir() && !p.ends_with("links") && !p.ends_with("maps"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for dir in node_dirs {
+            report.pins.extend(
+                groundzero::pins::remove_all(&dir).map_err(|e| LabError::Pins(e.to_string()))?,
+            );
+        }
+        report.pins.extend(
+            groundzero::pins::remove_all(Path::new(LAB_PIN_DIR))
+                .map_err(|e| LabError::Pins(e.to_string()))?,
+        );
         let _ = std::fs::remove_dir_all(LAB_PIN_DIR);
     }
     match std::fs::remove_file(STATE_FILE) {
@@ -517,6 +702,13 @@ pub fn down() -> Result<DownReport, LabError> {
         Err(e) => return Err(io(format!("removing {STATE_FILE}"))(e)),
     }
     Ok(report)
+}
+
+/// Whether `pid` runs the crowdsec binary.
+fn is_crowdsec(pid: u32) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .is_ok_and(|exe| exe.file_name().is_some_and(|n| n == "crowdsec"))
+        && process_alive(pid)
 }
 
 fn stop_processes(pids: &[i32]) {

@@ -69,6 +69,11 @@ impl ChildDaemon {
             .wait_ready(limit, abort, || healthy_on(&socket))
     }
 
+    /// Gives the daemon up: it runs on after this value is gone ([`Supervised::detach`]).
+    pub fn detach(self) -> u32 {
+        self.process.detach()
+    }
+
     /// Its API socket.
     pub fn socket(&self) -> &Path {
         &self.socket

@@ -225,6 +225,16 @@ impl Supervised {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
+    /// Gives the process up: it runs on after this value is gone (stopped by whoever holds its
+    /// pid, as `groundzero lab down` stops what runs in the lab). Returns the pid.
+    pub fn detach(self) -> u32 {
+        let pid = self.pid();
+        // Not dropped, so not stopped; the `Child` owns no pipes here (stdin is null, output
+        // goes to a file), so nothing but a few bytes is left behind.
+        std::mem::forget(self);
+        pid
+    }
+
     /// Its exit status, if it has exited (reaped here).
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
