@@ -23,8 +23,10 @@
 //! go on at once, so both bouncers see the change at the same moment.
 //!
 //! Then the flood of part 3 ([`crate::flood`]), from the attacker in the banned set, with each
-//! bouncer's own enforcement in place: groundzero's XDP program, and the firewall bouncer's
-//! nftables table (its `input` hook chain and set, as it builds them).
+//! bouncer's own enforcement in place: groundzero's daemon pulling the set into its XDP maps,
+//! and the firewall bouncer's nftables table (its `input` hook chain, rule and set) exactly as
+//! it built and filled it above, copied into the flood's namespace (`nft list table`, then
+//! `nft -f`): a second fill would take the bouncer as long as its startup.
 
 use std::{
     any::Any,
@@ -182,6 +184,7 @@ pub fn run(config: &Config) -> Result<Crowdsec> {
     std::fs::write(&key_file, GZ_KEY)?;
 
     let gate = Arc::new(AtomicBool::new(true));
+    let fw_table;
     {
         let pid = std::process::id() % 100_000;
         let gz_ns = Netns::create("csg")?;
@@ -253,6 +256,9 @@ pub fn run(config: &Config) -> Result<Crowdsec> {
             )
         })?;
         report_phase("delta delete", &gz_del, &fw_del);
+        // The firewall bouncer's table as it built and filled it, for the flood: refilling it
+        // in the flood's namespace would take it as long as its startup again.
+        fw_table = Some(fw.table_text()?);
         out.bouncers = vec![
             Bouncer {
                 name: "groundzero (XDP)",
@@ -278,8 +284,8 @@ pub fn run(config: &Config) -> Result<Crowdsec> {
         let ctx = FloodContext {
             lapi_addr: lapi.addr(),
             gz_bin,
-            fw_bin,
             key_file: key_file.clone(),
+            fw_table,
             startup: startup.clone(),
             sizes: sizes.clone(),
         };
@@ -623,6 +629,22 @@ impl FwBouncer {
         Ok((added, deleted))
     }
 
+    /// Its whole table, as `nft list table` prints it (loadable with `nft -f`).
+    fn table_text(&self) -> Result<String> {
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &self.ns, "nft", "list", "table", "ip", FW_TABLE,
+            ])
+            .output()
+            .context("running nft")?;
+        ensure!(
+            out.status.success(),
+            "nft list table: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Elements of its set, as the kernel lists them.
     fn count(&self) -> Result<usize> {
         let out = Command::new("ip")
@@ -709,8 +731,9 @@ fn pipe(mut client: TcpStream, upstream: SocketAddr, gate: &AtomicBool) -> Resul
 struct FloodContext {
     lapi_addr: SocketAddr,
     gz_bin: PathBuf,
-    fw_bin: PathBuf,
     key_file: PathBuf,
+    /// `nft list table` of the firewall bouncer's table after part 5's changes.
+    fw_table: Option<String>,
     startup: Vec<Ipv4Addr>,
     sizes: Sizes,
 }
@@ -747,16 +770,14 @@ impl FloodContext {
                 Ok(Box::new((gz, relay, work)))
             }
             Defence::CrowdsecFirewall => {
-                let fw = FwBouncer::start(&self.fw_bin, &work, "flood", ns, relay.port)?;
-                while fw.logged()?.0 < self.startup.len() {
-                    ensure!(
-                        t0.elapsed() < self.sizes.limit,
-                        "crowdsec-firewall-bouncer did not enforce the set within {:?}",
-                        self.sizes.limit
-                    );
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Ok(Box::new((fw, relay, work)))
+                // The bouncer's own table (hook, chain, rule, timeout set and its elements),
+                // copied from where it built it; the namespace takes it away.
+                let table = self
+                    .fw_table
+                    .as_deref()
+                    .context("the firewall bouncer's table was not saved")?;
+                flood::netns_exec(ns.name(), &["nft", "-f", "-"], Some(table.as_bytes()))?;
+                Ok(Box::new((relay, work)))
             }
             other => bail!("{} is not a CrowdSec defence", other.label()),
         }

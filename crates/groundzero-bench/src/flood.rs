@@ -70,7 +70,7 @@ pub enum Defence {
     TraceEvery,
     /// Part 5: groundzero's daemon holding the CrowdSec decisions it pulled (XDP, native).
     CrowdsecGroundzero,
-    /// Part 5: crowdsec-firewall-bouncer's own nftables table and set, filled by its pull.
+    /// Part 5: crowdsec-firewall-bouncer's own nftables table and set, as it filled them.
     CrowdsecFirewall,
 }
 
@@ -108,7 +108,7 @@ impl Defence {
             Defence::TraceSampled => "tracing 1 in 64",
             Defence::TraceEvery => "tracing every packet",
             Defence::CrowdsecGroundzero => "groundzero daemon, CrowdSec decisions (XDP native)",
-            Defence::CrowdsecFirewall => "crowdsec-firewall-bouncer (nftables input + set)",
+            Defence::CrowdsecFirewall => "crowdsec-firewall-bouncer's table (nftables input + set)",
         }
     }
 
@@ -759,7 +759,7 @@ fn install(
 }
 
 /// Runs a command inside a namespace (`ip netns exec`), optionally feeding it `stdin`.
-fn netns_exec(ns: &str, command: &[&str], stdin: Option<&[u8]>) -> Result<()> {
+pub(crate) fn netns_exec(ns: &str, command: &[&str], stdin: Option<&[u8]>) -> Result<()> {
     let mut child = Command::new("ip")
         .args(["netns", "exec", ns])
         .args(command)

@@ -1251,10 +1251,13 @@ fn crowdsec_section(md: &mut String, c: &Crowdsec) -> Result<()> {
         md,
         "**The same flood under each bouncer's enforcement**: part 3's setup (flood of {} \
          60-byte frames from the attacker 198.18.1.2, unpaced; protected host's CPU = its NAPI \
-         and service threads on CPU 1), with the startup set above pulled by each bouncer in \
-         the target namespace before the flood: groundzero's daemon attached native to the \
-         target veth, or crowdsec-firewall-bouncer's own nftables table (`ip` family, `input` \
-         hook, set lookup, then drop: after routing). {} runs each, fresh namespaces each run.\n",
+         and service threads on CPU 1), with the startup set above enforced in the target \
+         namespace before the flood: groundzero's daemon started there, attached native to the \
+         target veth, pulling the set from the LAPI; and crowdsec-firewall-bouncer's own \
+         nftables table as it built and filled it above (`ip` family, `input` hook, set lookup, \
+         counter, drop: after routing), copied with `nft list table` / `nft -f` (a second fill \
+         by the bouncer would take as long as its startup). {} runs each, fresh namespaces \
+         each run.\n",
         n(c.flood_packets as usize),
         c.flood_repeats
     )?;
