@@ -91,6 +91,9 @@ pub struct Phase {
     /// groundzero only: its own account of this pull (`GET /v1/crowdsec`), seconds to fetch
     /// (HTTP and JSON) and to apply (registry, journal, maps).
     pub own_fetch_apply: Option<(f64, f64)>,
+    /// False when the change could not be timed: a bouncer still applying its startup set
+    /// when a delta comes would have its startup's log lines counted for the delta.
+    pub measured: bool,
 }
 
 /// One bouncer's three changes.
@@ -215,10 +218,12 @@ pub fn run(config: &Config) -> Result<Crowdsec> {
             true,
             &mut fw,
             Want::Added(startup.len()),
+            true,
             t0,
             &sizes,
         )?;
         report_phase("startup", &gz_startup, &fw_startup);
+        let fw_ok = fw_startup.seconds.is_some();
 
         // The delta: imported behind the closed gate, enforced from its opening on.
         let (gz_add, fw_add) = gated(&gate, || {
@@ -233,6 +238,7 @@ pub fn run(config: &Config) -> Result<Crowdsec> {
                 true,
                 &mut fw,
                 Want::Added(delta.len()),
+                fw_ok,
                 t0,
                 &sizes,
             )
@@ -251,6 +257,7 @@ pub fn run(config: &Config) -> Result<Crowdsec> {
                 false,
                 &mut fw,
                 Want::Deleted(delta.len()),
+                fw_ok,
                 t0,
                 &sizes,
             )
@@ -366,6 +373,7 @@ fn race(
     present: bool,
     fw: &mut FwBouncer,
     want: Want,
+    fw_on: bool,
     t0: Instant,
     sizes: &Sizes,
 ) -> Result<(Phase, Phase)> {
@@ -374,14 +382,14 @@ fn race(
     let fw_log0 = fw.logged()?;
     let mut pending = Pending::new(gz_nets, present);
     let (mut gz_done, mut fw_done): (Option<(f64, f64)>, Option<(f64, f64)>) = (None, None);
-    while t0.elapsed() < sizes.limit && (gz_done.is_none() || fw_done.is_none()) {
+    while t0.elapsed() < sizes.limit && (gz_done.is_none() || (fw_on && fw_done.is_none())) {
         if gz_done.is_none() && pending.pass(gz)? {
             gz_done = Some((
                 t0.elapsed().as_secs_f64(),
                 cpu_seconds(gz.daemon.pid())? - gz_cpu0,
             ));
         }
-        if fw_done.is_none() {
+        if fw_on && fw_done.is_none() {
             let (added, deleted) = fw.logged()?;
             let done = match want {
                 Want::Added(n) => added - fw_log0.0 >= n,
@@ -409,6 +417,7 @@ fn race(
             .unwrap_or_else(|| cpu_seconds(gz.daemon.pid()).unwrap_or(0.0) - gz_cpu0),
         kernel_entries: gz.count().ok(),
         own_fetch_apply: gz.own(startup),
+        measured: true,
     };
     let fw_phase = Phase {
         seconds: fw_done.map(|d| d.0),
@@ -417,6 +426,7 @@ fn race(
             .unwrap_or_else(|| cpu_seconds(fw.process.pid()).unwrap_or(0.0) - fw_cpu0),
         kernel_entries: fw.count().ok(),
         own_fetch_apply: None,
+        measured: fw_on,
     };
     Ok((gz_phase, fw_phase))
 }

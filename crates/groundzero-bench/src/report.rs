@@ -1162,6 +1162,7 @@ fn crowdsec_section(md: &mut String, c: &Crowdsec) -> Result<()> {
         pi = c.pull_interval,
     )?;
     let time = |p: &Phase| match p.seconds {
+        _ if !p.measured => "not measured: its startup set was still being applied".to_string(),
         Some(s) => format!("{s:.2} s"),
         None => "not done".to_string(),
     };
