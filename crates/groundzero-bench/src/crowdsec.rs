@@ -381,7 +381,9 @@ fn race(
     let fw_cpu0 = cpu_seconds(fw.process.pid()).unwrap_or(0.0);
     let fw_log0 = fw.logged()?;
     let mut pending = Pending::new(gz_nets, present);
-    let (mut gz_done, mut fw_done): (Option<(f64, f64)>, Option<(f64, f64)>) = (None, None);
+    // When each was done: (seconds from t0, CPU seconds over the change).
+    let mut gz_done: Option<(f64, f64)> = None;
+    let mut fw_done: Option<(f64, f64)> = None;
     while t0.elapsed() < sizes.limit && (gz_done.is_none() || (fw_on && fw_done.is_none())) {
         if gz_done.is_none() && pending.pass(gz)? {
             gz_done = Some((

@@ -1126,7 +1126,7 @@ fn crowdsec_section(md: &mut String, c: &Crowdsec) -> Result<()> {
         let s = v.to_string();
         let mut out = String::new();
         for (i, ch) in s.chars().enumerate() {
-            if i > 0 && (s.len() - i) % 3 == 0 {
+            if i > 0 && (s.len() - i).is_multiple_of(3) {
                 out.push(',');
             }
             out.push(ch);
