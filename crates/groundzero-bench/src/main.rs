@@ -37,6 +37,12 @@ struct Args {
     /// Override the number of flood packets.
     #[arg(long)]
     flood_packets: Option<u64>,
+    /// Part 5: override the decisions on startup (the delta is a tenth of them).
+    #[arg(long)]
+    crowdsec_decisions: Option<usize>,
+    /// Part 5: override the flood runs per bouncer (0: no flood).
+    #[arg(long)]
+    crowdsec_flood_repeats: Option<usize>,
 }
 
 /// Sizes and repeats of one run.
@@ -148,6 +154,13 @@ fn main() -> Result<()> {
     }
     if let Some(n) = args.flood_packets {
         config.flood_packets = n;
+    }
+    if let Some(n) = args.crowdsec_decisions {
+        config.crowdsec_decisions = n.max(10);
+        config.crowdsec_delta = n.max(10) / 10;
+    }
+    if let Some(n) = args.crowdsec_flood_repeats {
+        config.crowdsec_flood_repeats = n;
     }
     let out_dir = match &args.out {
         Some(dir) => dir.clone(),
