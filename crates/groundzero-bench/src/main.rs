@@ -274,7 +274,10 @@ fn cleanup_own() {
     if let Ok(entries) = std::fs::read_dir(progs::BPFFS) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if own(&name, "gzbench-") {
+            // Part 5's work directories pin as `gzbench-cs-<pid>-<name>`.
+            if own(&name, "gzbench-")
+                || name.contains(&format!("-{pid}-")) && name.starts_with("gzbench-")
+            {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
