@@ -18,6 +18,7 @@
 //! its drop capacity, and what it cannot take overflows the veth ring.
 
 use std::{
+    any::Any,
     collections::HashSet,
     io::Write,
     net::{IpAddr, Ipv4Addr, UdpSocket},
@@ -45,7 +46,7 @@ use crate::{
 };
 
 const TARGET_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
-const ATTACKER_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
+pub(crate) const ATTACKER_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
 const LEGIT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 3);
 const SERVICE_PORT: u16 = 9000;
 const TARGET_MAC: &str = "02:00:00:00:f1:01";
@@ -67,7 +68,15 @@ pub enum Defence {
     TraceOff,
     TraceSampled,
     TraceEvery,
+    /// Part 5: groundzero's daemon holding the CrowdSec decisions it pulled (XDP, native).
+    CrowdsecGroundzero,
+    /// Part 5: crowdsec-firewall-bouncer's own nftables table and set, as it filled them.
+    CrowdsecFirewall,
 }
+
+/// Installs a defence that runs as a process of its own (part 5's bouncers) in the target
+/// namespace on its interface; the returned value holds it until the run is over.
+pub(crate) type Installer<'a> = dyn Fn(Defence, &Netns, &str) -> Result<Box<dyn Any>> + 'a;
 
 impl Defence {
     pub const TRACING: [Defence; 3] = [
@@ -75,6 +84,8 @@ impl Defence {
         Defence::TraceSampled,
         Defence::TraceEvery,
     ];
+
+    pub const CROWDSEC: [Defence; 2] = [Defence::CrowdsecGroundzero, Defence::CrowdsecFirewall];
 
     pub const ALL: [Defence; 6] = [
         Defence::GroundzeroNative,
@@ -96,6 +107,8 @@ impl Defence {
             Defence::TraceOff => "tracing off",
             Defence::TraceSampled => "tracing 1 in 64",
             Defence::TraceEvery => "tracing every packet",
+            Defence::CrowdsecGroundzero => "groundzero daemon, CrowdSec decisions (XDP native)",
+            Defence::CrowdsecFirewall => "crowdsec-firewall-bouncer's table (nftables input + set)",
         }
     }
 
@@ -110,6 +123,8 @@ impl Defence {
             Defence::TraceOff => "trace off",
             Defence::TraceSampled => "trace 1/64",
             Defence::TraceEvery => "trace all",
+            Defence::CrowdsecGroundzero => "cs groundzero",
+            Defence::CrowdsecFirewall => "cs fw-bouncer",
         }
     }
 }
@@ -203,12 +218,49 @@ pub fn run(config: &Config) -> Result<Flood> {
         }
     }
     if config.parts.contains(&3) {
-        out.results = measure(config, &out, &Defence::ALL, &blocked)?;
+        out.results = measure(config, &out, &Defence::ALL, &blocked, None)?;
     }
     if config.parts.contains(&4) {
-        out.trace_results = measure(config, &out, &Defence::TRACING, &blocked)?;
+        out.trace_results = measure(config, &out, &Defence::TRACING, &blocked, None)?;
     }
     Ok(out)
+}
+
+/// The flood of this part with defences that `installer` sets up (part 5), `repeats` times:
+/// `blocked` must hold [`ATTACKER_ADDR`]. Empty when the machine has fewer than two CPUs.
+pub(crate) fn run_custom(
+    config: &Config,
+    defences: &[Defence],
+    blocked: &[Ipv4Addr],
+    repeats: usize,
+    installer: &Installer,
+) -> Result<Vec<FloodResult>> {
+    if sys::online_cpus() < 2 {
+        return Ok(Vec::new());
+    }
+    ensure!(
+        blocked.contains(&ATTACKER_ADDR),
+        "the flood's source must be in the blocked set"
+    );
+    let config = Config {
+        flood_repeats: repeats,
+        ..config.clone()
+    };
+    let out = Flood {
+        packets: config.flood_packets,
+        chunk: config.flood_chunk,
+        filler: blocked.len() - 1,
+        repeats,
+        legit_interval_us: 1000,
+        legit_timeout_ms: 50,
+        results: Vec::new(),
+        trace_results: Vec::new(),
+        skipped: None,
+    };
+    sys::pin_to_cpu(0, 0)?;
+    let results = measure(&config, &out, defences, blocked, Some(installer));
+    sys::unpin()?;
+    results
 }
 
 /// Every defence of `defences`, `flood_repeats` times, in an order rotated each repeat.
@@ -217,13 +269,14 @@ fn measure(
     out: &Flood,
     defences: &[Defence],
     blocked: &[Ipv4Addr],
+    installer: Option<&Installer>,
 ) -> Result<Vec<FloodResult>> {
     let mut results = Vec::new();
     let mut samples: Vec<Vec<Sample>> = defences.iter().map(|_| Vec::new()).collect();
     for rep in 0..config.flood_repeats {
         for k in crate::per_packet::order(defences.len(), rep) {
             let defence = defences[k];
-            let sample = run_one(config, out, defence, blocked)
+            let sample = run_one(config, out, defence, blocked, installer)
                 .with_context(|| format!("flood with {}", defence.label()))?;
             crate::progress(&format!(
                 "flood {}/{} {}: {:.0} ns/pkt, {:.2} Mpps processed, {:.1}% dropped by defence, \
@@ -269,6 +322,8 @@ enum Installed {
     /// A tracing shield and the thread draining its journey events.
     Traced(Box<Shield>, crate::per_packet::Drain),
     XdpFilter(Box<XdpFilter>),
+    /// A process of its own ([`Installer`]).
+    Process(Box<dyn Any>),
     Kernel,
     None,
 }
@@ -278,6 +333,7 @@ fn run_one(
     flood: &Flood,
     defence: Defence,
     blocked: &[Ipv4Addr],
+    installer: Option<&Installer>,
 ) -> Result<Sample> {
     let pid = std::process::id() % 100_000;
     let (o_if, t_if) = (format!("gzo{pid}"), format!("gzt{pid}"));
@@ -338,7 +394,10 @@ fn run_one(
         None,
     )?;
 
-    let installed = install(defence, &target, &t_if, blocked)?;
+    let installed = match installer {
+        Some(installer) => Installed::Process(installer(defence, &target, &t_if)?),
+        None => install(defence, &target, &t_if, blocked)?,
+    };
     let napi = new_napi_thread(&t_if, &napi_before)?;
     sys::pin_to_cpu(napi, 1)?;
 
@@ -544,6 +603,7 @@ fn run_one(
             drop(s)
         }
         Installed::XdpFilter(x) => drop(x),
+        Installed::Process(p) => drop(p),
         Installed::Kernel | Installed::None => {}
     }
     drop(target);
@@ -689,11 +749,17 @@ fn install(
             Installed::Kernel
         }
         Defence::UserSpace => Installed::None,
+        Defence::CrowdsecGroundzero | Defence::CrowdsecFirewall => {
+            bail!(
+                "{} runs as a process: install it with an Installer",
+                defence.label()
+            )
+        }
     })
 }
 
 /// Runs a command inside a namespace (`ip netns exec`), optionally feeding it `stdin`.
-fn netns_exec(ns: &str, command: &[&str], stdin: Option<&[u8]>) -> Result<()> {
+pub(crate) fn netns_exec(ns: &str, command: &[&str], stdin: Option<&[u8]>) -> Result<()> {
     let mut child = Command::new("ip")
         .args(["netns", "exec", ns])
         .args(command)

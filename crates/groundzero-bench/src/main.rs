@@ -1,6 +1,7 @@
 //! `groundzero-bench`: every benchmark of groundzero in one run, side by side with its peers,
 //! written to BENCHMARKS.md with PNG plots. See BENCHMARKS.md for the method of each part.
 
+mod crowdsec;
 mod flood;
 mod per_packet;
 mod plot;
@@ -28,7 +29,8 @@ struct Args {
     /// Where BENCHMARKS.md goes (PNGs go to OUT/docs/bench/). Default: the repository root.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Run only these parts (1 per packet, 2 scale, 3 flood, 4 overheads), e.g. `--parts 1,3`.
+    /// Run only these parts (1 per packet, 2 scale, 3 flood, 4 overheads, 5 CrowdSec bouncers
+    /// side by side), e.g. `--parts 1,3`.
     /// The report then says which parts were left out.
     #[arg(long, value_delimiter = ',')]
     parts: Option<Vec<u8>>,
@@ -41,6 +43,12 @@ struct Args {
     /// Override part 1's BPF_PROG_TEST_RUN repeat per measurement.
     #[arg(long)]
     repeat: Option<u32>,
+    /// Part 5: override the decisions on startup (the delta is a tenth of them).
+    #[arg(long)]
+    crowdsec_decisions: Option<usize>,
+    /// Part 5: override the flood runs per bouncer (0: no flood).
+    #[arg(long)]
+    crowdsec_flood_repeats: Option<usize>,
 }
 
 /// Sizes and repeats of one run.
@@ -63,7 +71,12 @@ pub struct Config {
     pub quiet_seconds: f64,
     pub flood_filler: usize,
     pub flood_repeats: usize,
-    /// Which parts to run (1-4); all by default.
+    /// Part 5: decisions on startup, and the delta added then deleted.
+    pub crowdsec_decisions: usize,
+    pub crowdsec_delta: usize,
+    /// Part 5: flood runs per bouncer (each starts the bouncer and waits for the whole set).
+    pub crowdsec_flood_repeats: usize,
+    /// Which parts to run (1-5); all but 5 in a smoke run, all by default.
     pub parts: Vec<u8>,
 }
 
@@ -87,7 +100,10 @@ impl Config {
             quiet_seconds: 1.0,
             flood_filler: 10_000,
             flood_repeats: 3,
-            parts: vec![1, 2, 3, 4],
+            crowdsec_decisions: 100_000,
+            crowdsec_delta: 10_000,
+            crowdsec_flood_repeats: 2,
+            parts: vec![1, 2, 3, 4, 5],
         }
     }
 
@@ -108,6 +124,11 @@ impl Config {
             quiet_seconds: 0.2,
             flood_filler: 100,
             flood_repeats: 1,
+            crowdsec_decisions: 1_000,
+            crowdsec_delta: 100,
+            crowdsec_flood_repeats: 0,
+            // Not part 5: a real LAPI, imports and two bouncers take longer than the rest of
+            // the smoke run (`--smoke --parts 5` runs its tiny version).
             parts: vec![1, 2, 3, 4],
         }
     }
@@ -145,6 +166,13 @@ fn main() -> Result<()> {
     }
     if let Some(n) = args.repeat {
         config.repeat = n.max(1);
+    }
+    if let Some(n) = args.crowdsec_decisions {
+        config.crowdsec_decisions = n.max(10);
+        config.crowdsec_delta = n.max(10) / 10;
+    }
+    if let Some(n) = args.crowdsec_flood_repeats {
+        config.crowdsec_flood_repeats = n;
     }
     let out_dir = match &args.out {
         Some(dir) => dir.clone(),
@@ -198,6 +226,14 @@ fn main() -> Result<()> {
     } else {
         None
     };
+    let crowdsec = if config.parts.contains(&5) {
+        progress("part 5: CrowdSec bouncers side by side");
+        let c = crowdsec::run(&config)?;
+        sys::unpin()?;
+        Some(c)
+    } else {
+        None
+    };
     let command = if config.smoke {
         "sudo cargo run -p groundzero-bench --release -- --smoke --out \"$(mktemp -d)\"".to_string()
     } else {
@@ -217,6 +253,7 @@ fn main() -> Result<()> {
         per_packet,
         scale,
         flood,
+        crowdsec,
         seconds: START.get().expect("set").elapsed().as_secs_f64(),
         command,
     };
@@ -249,7 +286,10 @@ fn cleanup_own() {
     if let Ok(entries) = std::fs::read_dir(progs::BPFFS) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if own(&name, "gzbench-") {
+            // Part 5's work directories pin as `gzbench-cs-<pid>-<name>`.
+            if own(&name, "gzbench-")
+                || name.contains(&format!("-{pid}-")) && name.starts_with("gzbench-")
+            {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }

@@ -5,6 +5,7 @@ use std::{fmt::Write as _, path::Path};
 use anyhow::Result;
 
 use crate::{
+    crowdsec::{Crowdsec, Phase},
     flood::{Defence, Flood},
     per_packet::{Family, PerPacket, Verdict},
     plot::{self, Group, Line, Panel},
@@ -21,6 +22,7 @@ pub struct Results {
     pub per_packet: Option<PerPacket>,
     pub scale: Option<Scale>,
     pub flood: Option<Flood>,
+    pub crowdsec: Option<Crowdsec>,
     pub seconds: f64,
     pub command: String,
 }
@@ -83,6 +85,13 @@ pub fn write(out_dir: &Path, r: &Results) -> Result<()> {
         r.flood.as_ref(),
         r.scale.as_ref(),
     )?;
+    match &r.crowdsec {
+        Some(c) => crowdsec_section(&mut md, c)?,
+        None => writeln!(
+            md,
+            "## 5. CrowdSec bouncers side by side\n\nNot run (`--parts` left it out).\n"
+        )?,
+    }
     if !r.config.smoke {
         writeln!(
             md,
@@ -1146,6 +1155,174 @@ fn capture_section(md: &mut String, p: &PerPacket) -> Result<()> {
             rate.median / off,
             all.show(1),
             all.median / off
+        )?;
+    }
+    writeln!(md)?;
+    Ok(())
+}
+
+/// Part 5: groundzero and crowdsec-firewall-bouncer applying the same decisions, and the flood.
+fn crowdsec_section(md: &mut String, c: &Crowdsec) -> Result<()> {
+    writeln!(md, "## 5. CrowdSec bouncers side by side\n")?;
+    if let Some(why) = &c.skipped {
+        writeln!(md, "Not run: {why}.\n")?;
+        return Ok(());
+    }
+    let n = |v: usize| {
+        let s = v.to_string();
+        let mut out = String::new();
+        for (i, ch) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i).is_multiple_of(3) {
+                out.push(',');
+            }
+            out.push(ch);
+        }
+        out
+    };
+    writeln!(
+        md,
+        "One real CrowdSec LAPI (crowdsec 1.4.6, LAPI only, sqlite) and two bouncer keys. {} ban \
+         decisions (IPv4 /32: the flood's attacker and addresses from 198.18.64.0 on, never routed \
+         here) are imported first; then both bouncers start from an empty state at the same \
+         moment, each in a network namespace of its own: **groundzero**'s daemon (this \
+         workspace's release binary, `[crowdsec]` with `pull_interval = \"{pi}\"`, attached native \
+         to a veth) and Debian's **crowdsec-firewall-bouncer** 0.0.25 in nftables mode \
+         (`update_frequency: {pi}`; its own table, `input` hook chain and timeout set). Then {} \
+         more bans are imported (the delta), then deleted (`cscli decisions delete --scenario`).\n\n\
+         - **Enforced** is read from the kernel: for groundzero, a lookup of every expected key \
+           in its pinned exact map, repeated until none is missing (a pass stops at the first \
+           key not yet there); for the firewall bouncer, its log line `N decisions added` / \
+           `deleted` (it logs after the netlink batch was acknowledged), summed until it covers \
+           the change. Afterwards the entries are counted independently: groundzero's map \
+           walked, the nft set listed (`nft -j list set`).\n\
+         - **Time** runs from the start of both processes (startup), or from the moment the \
+           changed decisions became visible to both (delta): both reach the LAPI through a relay \
+           of the benchmark's that holds their requests while a change is imported, so no pull \
+           sees half of it, and releases them together.\n\
+         - **CPU** is the bouncer process's user+sys time (`/proc/<pid>/stat`, 10 ms ticks) over \
+           the same interval; for groundzero's startup it includes loading its XDP program.\n\
+         - Limit: {:.0} s per change; a bouncer short of it shows *not done*.\n",
+        n(c.sizes.decisions),
+        n(c.sizes.delta),
+        c.sizes.limit.as_secs_f64(),
+        pi = c.pull_interval,
+    )?;
+    let time = |p: &Phase| match p.seconds {
+        _ if !p.measured => "not measured: its startup set was still being applied".to_string(),
+        Some(s) => format!("{s:.2} s"),
+        None => "not done".to_string(),
+    };
+    let kernel = |p: &Phase| match p.kernel_entries {
+        Some(k) => n(k),
+        None => "?".into(),
+    };
+    writeln!(
+        md,
+        "| change | bouncer | time until enforced | bouncer CPU, s | entries in the kernel afterwards |\n|---|---|---|---|---|"
+    )?;
+    let changes = [
+        (format!("{} on startup", n(c.sizes.decisions)), 0usize),
+        (format!("delta: {} added", n(c.sizes.delta)), 1),
+        (format!("delta: {} deleted", n(c.sizes.delta)), 2),
+    ];
+    for (what, k) in &changes {
+        for b in &c.bouncers {
+            let p = match k {
+                0 => &b.startup,
+                1 => &b.add,
+                _ => &b.delete,
+            };
+            writeln!(
+                md,
+                "| {what} | {} | {} | {:.2} | {} |",
+                b.name,
+                time(p),
+                p.cpu_seconds,
+                kernel(p)
+            )?;
+        }
+    }
+    writeln!(md)?;
+    if let Some(gz) = c.bouncers.first() {
+        let verdict = |p: &Phase, target: f64| match p.seconds {
+            Some(s) if s <= target => format!("**PASS** ({s:.2} s ≤ {target} s)"),
+            Some(s) => format!("**MISS** ({s:.2} s > {target} s)"),
+            None => format!(
+                "**MISS** (not done within {:.0} s)",
+                c.sizes.limit.as_secs_f64()
+            ),
+        };
+        let applied = |p: &Phase, target: f64| match p.own_fetch_apply {
+            Some((_, a)) if a <= target => format!("**PASS** ({a:.2} s)"),
+            Some((_, a)) => format!("**MISS** ({a:.2} s)"),
+            None => "not reported".into(),
+        };
+        writeln!(
+            md,
+            "Targets (issue 15), groundzero: {} decisions on startup enforced in ≤ 2 s: from \
+             start {}, applied once fetched {}; a delta of {} in ≤ 0.5 s: from the change {}, \
+             applied once fetched {}.\n",
+            n(c.sizes.decisions),
+            verdict(&gz.startup, 2.0),
+            applied(&gz.startup, 2.0),
+            n(c.sizes.delta),
+            verdict(&gz.add, 0.5),
+            applied(&gz.add, 0.5)
+        )?;
+    }
+    if let Some(gz) = c.bouncers.first() {
+        let own = |what: &str, p: &Phase| match p.own_fetch_apply {
+            Some((fetch, apply)) => {
+                format!("{what}: fetched in {fetch:.2} s, applied in {apply:.2} s")
+            }
+            None => format!("{what}: not reported"),
+        };
+        writeln!(
+            md,
+            "groundzero's own account of each pull (`GET /v1/crowdsec`; *fetched* is the HTTP \
+             request until the JSON is parsed, so it includes the LAPI serving it; *applied* is \
+             the registry, the guard, the journal and the kernel maps): {}; {}; {}.\n",
+            own("startup", &gz.startup),
+            own("delta add", &gz.add),
+            own("delta delete", &gz.delete)
+        )?;
+    }
+    if c.flood.is_empty() {
+        writeln!(
+            md,
+            "**Flood**: not run (no repeats asked, or fewer than two CPUs).\n"
+        )?;
+        return Ok(());
+    }
+    writeln!(
+        md,
+        "**The same flood under each bouncer's enforcement**: part 3's setup (flood of {} \
+         60-byte frames from the attacker 198.18.1.2, unpaced; protected host's CPU = its NAPI \
+         and service threads on CPU 1), with the startup set above enforced in the target \
+         namespace before the flood: groundzero's daemon started there, attached native to the \
+         target veth, pulling the set from the LAPI; and crowdsec-firewall-bouncer's own \
+         nftables table as it built and filled it above (`ip` family, `input` hook, set lookup, \
+         counter, drop: after routing), copied with `nft list table` / `nft -f` (a second fill \
+         by the bouncer would take as long as its startup). {} runs each, fresh namespaces \
+         each run.\n",
+        n(c.flood_packets as usize),
+        c.flood_repeats
+    )?;
+    writeln!(
+        md,
+        "| enforcement | protected CPU ns per flood packet | capacity, Mpps per core | dropped by the defence, % of processed | offered but never taken (ring full), % | legit answered during flood, % | legit p99 µs |\n|---|---|---|---|---|---|---|"
+    )?;
+    for x in &c.flood {
+        writeln!(
+            md,
+            "| {} | {} | {:.2} | {} | {} | {} | {} |",
+            x.defence.label(),
+            x.cpu_ns_per_packet.show(0),
+            1000.0 / x.cpu_ns_per_packet.median,
+            x.dropped_by_defence_pct.show(1),
+            x.overflow_pct.show(1),
+            x.legit_success_pct.show(1),
+            x.legit_p99_us.show(0)
         )?;
     }
     writeln!(md)?;
