@@ -29,12 +29,7 @@ fn net(s: &str) -> IpNet {
 }
 
 fn blocked(pin_dir: &Path) -> BTreeSet<IpNet> {
-    Kernel::open(pin_dir)
-        .keys()
-        .into_iter()
-        .filter(|(list, _)| list == "block")
-        .map(|(_, n)| n)
-        .collect()
+    Kernel::open(pin_dir).blocked()
 }
 
 /// Waits (up to `limit`) until the blocklist maps hold all of `present` and none of `absent`.

@@ -16,7 +16,7 @@ mod common;
 use std::{
     collections::HashMap,
     net::{IpAddr, UdpSocket},
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -46,26 +46,6 @@ fn lab_lock() -> std::sync::MutexGuard<'static, ()> {
 const APP: &str = "app:validator-node";
 /// The bound from a ban on node A to node B's drop.
 const SPREAD_LIMIT: Duration = Duration::from_secs(15);
-
-/// `target/<profile>/validator-node`, built first if `cargo test -p groundzero-cli` did not (a
-/// workspace test run builds it anyway). As in lab_flood.rs.
-fn validator_node_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let bin = profile_dir.join("validator-node");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build.args(["build", "-p", "validator-node"]);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    let status = build
-        .status()
-        .expect("running cargo to build validator-node");
-    assert!(status.success(), "building validator-node failed");
-    assert!(bin.exists(), "{} is missing after the build", bin.display());
-    bin
-}
 
 /// A UDP receiver on node B's peer port (both families), counting datagrams per source until
 /// dropped.
@@ -158,7 +138,7 @@ fn node_b_drops_in_xdp_what_node_a_banned_within_15_s() {
     common::require_root();
     let _one_lab = lab_lock();
     let gz = Path::new(env!("CARGO_BIN_EXE_groundzero"));
-    let validator = validator_node_binary();
+    let validator = common::validator_node_binary();
     let spec = FleetSpec {
         peers: 1,
         attackers: 1,

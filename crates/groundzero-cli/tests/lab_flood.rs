@@ -25,7 +25,7 @@ mod common;
 
 use std::{
     net::IpAddr,
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
     sync::{atomic::AtomicBool, Mutex},
     time::{Duration, Instant},
@@ -54,29 +54,9 @@ const APP: &str = "app:validator-node";
 
 /// The validator node in the lab's node namespace, up once it says so; stopped on drop.
 fn start_node(socket: &Path, log: &Path) -> Supervised {
-    let bin = validator_node_binary();
+    let bin = common::validator_node_binary();
     node::start(&node::command(&bin, socket, "2m", NODE_NS, log), None)
         .unwrap_or_else(|e| panic!("the validator node did not start: {e}"))
-}
-
-/// `target/<profile>/validator-node`, built first if `cargo test -p groundzero-cli` did not (a
-/// workspace test run builds it anyway).
-fn validator_node_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let bin = profile_dir.join("validator-node");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build.args(["build", "-p", "validator-node"]);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    let status = build
-        .status()
-        .expect("running cargo to build validator-node");
-    assert!(status.success(), "building validator-node failed");
-    assert!(bin.exists(), "{} is missing after the build", bin.display());
-    bin
 }
 
 struct Measured {

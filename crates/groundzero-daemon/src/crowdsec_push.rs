@@ -351,26 +351,18 @@ fn post(
                 })?;
             Ok(text)
         }
-        Err(ureq::Error::Status(status, r)) => {
-            let mut body = String::new();
-            let _ = r.into_reader().take(512).read_to_string(&mut body);
-            Err(PushError::Status {
-                url,
-                status,
-                hint: match status {
-                    401 | 403 => " (the LAPI refused the machine's credentials)",
-                    500 => " (a 1.4.6 LAPI answers a validation error with 500)",
-                    _ => "",
-                },
-                body: groundzero::text::for_terminal(body.trim()).into_owned(),
-            })
-        }
+        Err(ureq::Error::Status(status, r)) => Err(PushError::Status {
+            url,
+            status,
+            hint: match status {
+                401 | 403 => " (the LAPI refused the machine's credentials)",
+                500 => " (a 1.4.6 LAPI answers a validation error with 500)",
+                _ => "",
+            },
+            body: crate::lapi_http::error_body(r),
+        }),
         Err(e) => {
-            let message = e.to_string();
-            let message = message
-                .strip_prefix(&format!("{url}: "))
-                .unwrap_or(&message)
-                .to_string();
+            let message = crate::lapi_http::transport_message(&url, &e);
             Err(PushError::Http { url, message })
         }
     }

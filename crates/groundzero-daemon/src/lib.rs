@@ -21,6 +21,7 @@ pub mod http;
 pub mod journal;
 pub mod journey;
 mod journey_ops;
+mod lapi_http;
 mod listeners;
 pub mod lock;
 pub mod metrics;

@@ -15,6 +15,30 @@ pub fn shield() -> Shield {
     Shield::load(ShieldOptions::default()).unwrap_or_else(|e| panic!("loading the shield: {e:?}"))
 }
 
+/// `target/<profile>/validator-node`, built first if `cargo test -p groundzero-cli` did not (a
+/// workspace test run builds it anyway).
+pub fn validator_node_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .unwrap()
+        .to_path_buf();
+    let bin = profile_dir.join("validator-node");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = std::process::Command::new(cargo);
+    build.args(["build", "-p", "validator-node"]);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let status = build
+        .status()
+        .expect("running cargo to build validator-node");
+    assert!(status.success(), "building validator-node failed");
+    assert!(bin.exists(), "{} is missing after the build", bin.display());
+    bin
+}
+
 pub mod child;
 pub mod daemon;
 pub mod state;

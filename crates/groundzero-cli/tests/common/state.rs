@@ -25,6 +25,15 @@ impl Kernel {
         self.0.keys().expect("reading the list maps")
     }
 
+    /// The blocklist's prefixes (exact and prefix maps, both families).
+    pub fn blocked(&self) -> BTreeSet<groundzero::IpNet> {
+        self.keys()
+            .into_iter()
+            .filter(|(list, _)| list == "block")
+            .map(|(_, n)| n)
+            .collect()
+    }
+
     /// Removes `key` from the maps behind the daemon's back: only to repair a state a test
     /// has already reported (an entry the daemon left in a map without a record).
     pub fn remove(&mut self, key: &Key) {

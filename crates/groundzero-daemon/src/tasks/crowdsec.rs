@@ -111,8 +111,6 @@ pub fn fetch(config: &ValidCrowdsec, startup: bool) -> Result<Stream, PullError>
     {
         Ok(r) => r,
         Err(ureq::Error::Status(status, r)) => {
-            let mut body = String::new();
-            let _ = r.into_reader().take(512).read_to_string(&mut body);
             return Err(PullError::Status {
                 url,
                 status,
@@ -121,16 +119,11 @@ pub fn fetch(config: &ValidCrowdsec, startup: bool) -> Result<Stream, PullError>
                 } else {
                     ""
                 },
-                body: groundzero::text::for_terminal(body.trim()).into_owned(),
+                body: crate::lapi_http::error_body(r),
             });
         }
         Err(e) => {
-            // ureq's message starts with the URL: said once.
-            let message = e.to_string();
-            let message = message
-                .strip_prefix(&format!("{url}: "))
-                .unwrap_or(&message)
-                .to_string();
+            let message = crate::lapi_http::transport_message(&url, &e);
             return Err(PullError::Http { url, message });
         }
     };
