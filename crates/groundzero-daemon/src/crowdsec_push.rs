@@ -11,9 +11,10 @@
 //!   but never reaches a bouncer), origin `groundzero`, the remaining time as a Go duration
 //!   (`"3600s"`). A permanent entry gets [`PERMANENT`] (`8760h`, a year): CrowdSec has no
 //!   permanent decision, and a year outlives any sane ban while still expiring some day.
-//! - **Removal.** Unblocking here pushes nothing: the decision expires on its own on the LAPI.
-//!   Deleting decisions needs `DELETE /v1/decisions`, which a 1.4.6 LAPI allows only to bouncer
-//!   keys, not to machines; a watcher cannot do it right.
+//! - **Removal.** Unblocking here pushes nothing yet: the decision expires on its own on the
+//!   LAPI. A machine's token may `DELETE /v1/decisions` (a filter by value deletes every
+//!   origin's decision on that value, so a withdrawal must be narrowed to groundzero's own,
+//!   e.g. by decision id): not built yet; meanwhile `cscli decisions delete` withdraws one.
 //! - **Bounded.** Bans wait in an [`Outbox`] of at most `queue` bans: when the LAPI is down the
 //!   oldest are dropped (and counted), so an outage never grows memory without limit. Offering
 //!   a ban is a push onto a queue under the lock the registry already holds: a LAPI that is down

@@ -358,10 +358,22 @@ fn fleet_nodes(state: &LabState, dir: &Path) -> Result<[FleetNode; 2], FleetErro
     ])
 }
 
+/// Created 0600 (never readable by others, not even between a write and a chmod); an existing
+/// file is restricted before it is rewritten.
 fn write_secret(path: &Path, text: &str) -> Result<(), FleetError> {
-    std::fs::write(path, text).map_err(io(format!("writing {}", path.display())))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(io(format!("restricting {}", path.display())))
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    if path.exists() {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(io(format!("restricting {}", path.display())))?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(io(format!("writing {}", path.display())))
 }
 
 fn random_hex() -> Result<String, FleetError> {

@@ -159,6 +159,7 @@ impl CaptureMaps {
             buffer_lost: 0,
             rate_lost_at_start: 0,
             reported_lost: 0,
+            stopped: false,
         };
         let cpus =
             aya::util::online_cpus().map_err(|(what, e)| Error::Capture(format!("{what}: {e}")))?;
@@ -239,6 +240,10 @@ pub struct CaptureReader {
     rate_lost_at_start: u64,
     /// Losses already attributed to a record.
     reported_lost: u64,
+    /// This reader has released the capture. Its own flag, not the shared `running`: once
+    /// released, a new capture may already have set `running` again, and this reader's drop
+    /// must not clear that capture's bit.
+    stopped: bool,
 }
 
 impl std::fmt::Debug for CaptureReader {
@@ -320,6 +325,7 @@ impl CaptureReader {
     pub fn stop(mut self) -> Result<CaptureLost, Error> {
         let lost = self.lost();
         let cleared = self.clear();
+        self.stopped = true;
         self.running.store(false, Ordering::SeqCst);
         self.buffers.clear();
         cleared?;
@@ -333,7 +339,7 @@ impl CaptureReader {
 
 impl Drop for CaptureReader {
     fn drop(&mut self) {
-        if !self.running.load(Ordering::SeqCst) {
+        if self.stopped {
             return; // stopped already
         }
         if let Err(e) = self.clear() {
