@@ -10,7 +10,6 @@
 use std::{
     fs::File,
     io::Write,
-    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
 
@@ -77,30 +76,15 @@ pub fn acquire_all(config: &Validated) -> Result<Locks, LockError> {
 fn lock(file: File, path: &Path) -> Result<Flock<File>, LockError> {
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(l) => Ok(l),
-        Err((file, nix::errno::Errno::EWOULDBLOCK)) => Err(LockError::Held {
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(LockError::Held {
             path: path.to_path_buf(),
-            pid: holder(&file),
+            pid: groundzero::pins::flock_holder(path),
         }),
         Err((_, e)) => Err(LockError::Io {
             path: path.to_path_buf(),
             source: e.into(),
         }),
     }
-}
-
-/// The process holding a flock on `file`, from /proc/locks (`N: FLOCK ADVISORY WRITE PID
-/// MAJ:MIN:INODE START END`).
-fn holder(file: &File) -> Option<u32> {
-    let inode = file.metadata().ok()?.ino();
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    locks.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (kind, pid, id) = (fields.get(1)?, fields.get(4)?, fields.get(5)?);
-        let lock_inode: u64 = id.rsplit(':').next()?.parse().ok()?;
-        (*kind == "FLOCK" && lock_inode == inode)
-            .then(|| pid.parse().ok())
-            .flatten()
-    })
 }
 
 #[cfg(test)]

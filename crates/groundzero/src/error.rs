@@ -177,6 +177,17 @@ pub enum Error {
         supported: u32,
     },
 
+    #[error(
+        "the pins under {dir} need {what}, and process {pid} (a groundzero daemon?) holds them: \
+         only the process that holds a pin directory changes it; try again once it has started \
+         (nothing was changed)"
+    )]
+    PinsBusy {
+        dir: std::path::PathBuf,
+        pid: u32,
+        what: &'static str,
+    },
+
     #[error("migrating the pins under {dir} from map layout {from} to {to}: {message}")]
     Migrate {
         dir: std::path::PathBuf,

@@ -75,7 +75,15 @@ impl Shield {
         let mut object = loaded.object;
         let capacity = ListKind::ALL.map(|list| options.capacity(list));
         let mut config = ConfigMap::take(&mut object)?;
-        capture::clear_stale(&mut config)?;
+        // A capture bit left set by a crashed capture is cleared by the owner of the pins
+        // only: another loader (an application's fallback) must not end a daemon's capture.
+        let owner = options
+            .pin_dir
+            .as_deref()
+            .is_none_or(|dir| crate::bpf::pins::other_holder(dir).is_none());
+        if owner {
+            capture::clear_stale(&mut config)?;
+        }
         Ok(Shield {
             lists: Lists::take(&mut object, capacity, loaded.summaries_fresh)?,
             config,

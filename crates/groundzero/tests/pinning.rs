@@ -127,3 +127,61 @@ fn pins_outlive_the_shield_and_are_adopted() {
         "unpinned: XDP is gone from the interface"
     );
 }
+
+/// A pin directory another process holds (a daemon's flock) is never changed by a second
+/// loader: an interrupted migration there is left for the holder, and current pins are still
+/// adopted. Once nobody holds it, the next load finishes the job.
+#[test]
+fn a_second_loader_leaves_pins_another_process_holds_alone() {
+    common::require_root();
+    pins::ensure_bpffs().unwrap();
+    let dir = PathBuf::from(format!("/sys/fs/bpf/gz-test-held-{}", std::process::id()));
+    drop(Shield::load(options(&dir)).unwrap());
+    assert_eq!(
+        groundzero::bpf::layout::read(&dir).unwrap(),
+        Some(groundzero::bpf::layout::LAYOUT)
+    );
+
+    // The holder: a child process with an exclusive flock on the directory, as a daemon has
+    // (`-o`: flock(1) itself keeps the lock, not its `sleep`, so killing it releases the lock).
+    let mut holder = std::process::Command::new("flock")
+        .args(["-n", "-x", "-o"])
+        .arg(&dir)
+        .args(["sleep", "30"])
+        .spawn()
+        .expect("running flock(1)");
+    let held = std::time::Instant::now();
+    while pins::flock_holder(&dir).is_none() {
+        assert!(
+            held.elapsed() < std::time::Duration::from_secs(5),
+            "flock(1) took no lock on {}",
+            dir.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(pins::other_holder(&dir), Some(holder.id()));
+
+    // Current pins: adopted as they are.
+    drop(Shield::load(options(&dir)).expect("current pins are adopted under a holder"));
+
+    // A migration in progress (its staging directory exists): refused, and left in place.
+    let next = dir.join("next");
+    std::fs::create_dir(&next).unwrap();
+    let Err(err) = Shield::load(options(&dir)) else {
+        panic!("a second loader finished a migration under a holder");
+    };
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("process {}", holder.id())) && text.contains("nothing was changed"),
+        "{text}"
+    );
+    assert!(next.exists(), "a second loader removed the holder's next/");
+
+    // Nobody holds it: the next load discards the unfinished (unstamped) migration.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    drop(Shield::load(options(&dir)).expect("a load without a holder recovers"));
+    assert!(!next.exists(), "next/ was not discarded");
+    pins::remove_all(&dir).unwrap();
+    let _ = std::fs::remove_dir(&dir);
+}

@@ -94,6 +94,29 @@ fn has_pins(dir: &Path) -> bool {
 /// a newer layout is refused, an older one migrated. Returns whether `dir` must be stamped once
 /// the load has pinned its maps (it had no pins).
 pub(crate) fn prepare(dir: &Path, options: &ShieldOptions) -> Result<bool, Error> {
+    if let Some(pid) = pins::other_holder(dir) {
+        // Another process (a daemon) owns these pins, and may be migrating them right now: a
+        // second loader (an application's fallback, a tool) adopts what is current and changes
+        // nothing, never finishes, discards or starts a migration under it.
+        let busy = |what| Error::PinsBusy {
+            dir: dir.to_path_buf(),
+            pid,
+            what,
+        };
+        if migrate::in_progress(dir) {
+            return Err(busy("an interrupted map-layout migration finished"));
+        }
+        return match read(dir)? {
+            Some(LAYOUT) => Ok(false),
+            Some(found) if found > LAYOUT => Err(Error::NewerLayout {
+                dir: dir.to_path_buf(),
+                found,
+                supported: LAYOUT,
+            }),
+            None if !has_pins(dir) => Ok(false),
+            _ => Err(busy("a map-layout migration")),
+        };
+    }
     migrate::recover(dir)?;
     match read(dir)? {
         None => Ok(true),

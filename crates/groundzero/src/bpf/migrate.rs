@@ -141,6 +141,11 @@ pub(crate) fn migrate(dir: &Path, from: u32, options: &ShieldOptions) -> Result<
     Ok(())
 }
 
+/// A migration's directories are there (one runs, or a crash interrupted it).
+pub(crate) fn in_progress(dir: &Path) -> bool {
+    dir.join(NEXT).exists() || dir.join(RETIRED).exists()
+}
+
 /// Finishes or discards a migration a crash interrupted: with `next/` stamped, the new set is
 /// complete and is committed; without, `next/` is removed (the old set is still the live one).
 /// Leftover retired maps are removed.

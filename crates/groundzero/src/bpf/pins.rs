@@ -25,6 +25,28 @@ use aya::programs::{
 use super::{mode::ActiveMode, sys};
 use crate::error::{error_chain, Error};
 
+/// The process, other than this one, that holds a `flock` on `dir` (a daemon holds one on its
+/// pin directory for as long as it runs), from /proc/locks (`N: FLOCK ADVISORY WRITE PID
+/// MAJ:MIN:INODE START END`). Loaders that do not hold the pins leave them as they are.
+pub fn other_holder(dir: &Path) -> Option<u32> {
+    flock_holder(dir).filter(|&pid| pid != std::process::id())
+}
+
+/// The process holding a `flock` on `path` (any process, this one included).
+pub fn flock_holder(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata(path).ok()?.ino();
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (kind, pid, id) = (fields.get(1)?, fields.get(4)?, fields.get(5)?);
+        let lock_inode: u64 = id.rsplit(':').next()?.parse().ok()?;
+        (*kind == "FLOCK" && lock_inode == inode)
+            .then(|| pid.parse().ok())
+            .flatten()
+    })
+}
+
 /// The conventional pin directory.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/groundzero";
 
