@@ -44,6 +44,8 @@ pub const JOURNEY: &str = "/v1/journey";
 pub const JOURNEY_RECENT: &str = "/v1/journey/recent";
 /// `GET`: a `text/event-stream` of [`EventKind`](crate::journey::EventKind)s.
 pub const JOURNEY_EVENTS: &str = "/v1/journey/events";
+/// `GET`: [`HistoryReply`](crate::journey::HistoryReply).
+pub const JOURNEY_HISTORY: &str = "/v1/journey/history";
 
 /// `GET` with [`CaptureQuery`](crate::capture::CaptureQuery): a pcapng stream
 /// ([`PCAPNG_CONTENT_TYPE`](crate::capture::PCAPNG_CONTENT_TYPE)).
@@ -77,6 +79,7 @@ pub const ALL: &[(&str, &[&str])] = &[
     (JOURNEY, &["GET", "PUT"]),
     (JOURNEY_RECENT, &["GET"]),
     (JOURNEY_EVENTS, &["GET"]),
+    (JOURNEY_HISTORY, &["GET"]),
     (FEED_REFRESH, &["POST"]),
     (CAPTURE, &["GET"]),
 ];

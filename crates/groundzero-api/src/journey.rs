@@ -22,6 +22,32 @@ crate::labels::label_enum! {
         KernelDrop => "kernel_drop",
         /// Seen in the stack, then lost from view before any end.
         Incomplete => "incomplete",
+        /// Merged into the previous segment: GRO or TCP coalescing appended its data to another
+        /// skb and freed this one (`kfree_skb_partial`, `napi_skb_free_stolen_head`); its bytes
+        /// travel on in that segment's journey.
+        Merged => "merged",
+    }
+}
+
+crate::labels::label_enum! {
+    /// How a rate figure was obtained.
+    pub enum RateBasis as "rate basis" {
+        /// Counted by the XDP program, packet by packet.
+        Counted => "counted",
+        /// Estimated: a counted rate × the share of sampled journeys that reached the stage.
+        Estimate => "estimate",
+    }
+}
+
+crate::labels::label_enum! {
+    /// How the entry that dropped a journey's packet was found.
+    pub enum EntryResolution as "entry resolution" {
+        /// An exact entry: the kernel's key is the packet's source address, carried in the
+        /// drop event itself; its holder was read from the registry when the event arrived.
+        KernelKey => "kernel_key",
+        /// A prefix entry: the kernel cannot return the LPM key it matched, so the entry was
+        /// looked up in the registry when the drop event arrived (not when the JSON was built).
+        AtDrain => "at_drain",
     }
 }
 
@@ -144,24 +170,33 @@ pub struct TracingReply {
     pub tracing: TraceStatus,
 }
 
-/// Packet rates over the last window. `seen`, `dropped` and `passed` come from the XDP
-/// counters; the others are estimates (passed rate × share of sampled passed packets that
-/// reached the stage).
+/// Packet rates over the last window. `seen`, `dropped` and `passed` (all traffic) and the
+/// `filtered_*` rates (the packets the sample filter admits) are counted by the XDP program;
+/// `stack`, `socket`, `app` and `kernel_dropped` are estimates for the *filtered* population
+/// only: its counted passed rate × the share of sampled passed journeys that reached the stage
+/// (each stage counted once per journey, so never above the passed rate). The same figures,
+/// labelled, are in [`JourneySummary::stage_rates`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rates {
-    /// Reaching the application (estimate).
+    /// Reaching the application (estimate, filtered population).
     pub app_pps: f64,
-    /// Dropped by XDP.
+    /// Dropped by XDP (counted, all traffic).
     pub dropped_pps: f64,
-    /// Dropped by the kernel after XDP passed them (estimate).
+    /// Of the packets the sample filter admits: dropped by XDP (counted).
+    pub filtered_dropped_pps: f64,
+    /// Of the packets the sample filter admits: passed by XDP (counted).
+    pub filtered_passed_pps: f64,
+    /// Packets the sample filter admits, seen by XDP (counted).
+    pub filtered_seen_pps: f64,
+    /// Dropped by the kernel after XDP passed them (estimate, filtered population).
     pub kernel_dropped_pps: f64,
-    /// Passed by XDP.
+    /// Passed by XDP (counted, all traffic).
     pub passed_pps: f64,
-    /// Seen by XDP (NIC → XDP).
+    /// Seen by XDP (NIC → XDP; counted, all traffic).
     pub seen_pps: f64,
-    /// Reaching a socket (estimate).
+    /// Reaching a socket (estimate, filtered population).
     pub socket_pps: f64,
-    /// Reaching the stack (estimate).
+    /// Reaching the stack (estimate, filtered population).
     pub stack_pps: f64,
     /// The window, in seconds.
     pub window_s: f64,
@@ -205,6 +240,8 @@ pub struct Outcomes {
     pub incomplete: u64,
     /// See [`Outcome::KernelDrop`].
     pub kernel_drop: u64,
+    /// See [`Outcome::Merged`].
+    pub merged: u64,
     /// Stage events of no known journey (broken down in [`MatchCounts`]).
     pub unmatched: u64,
     /// See [`Outcome::XdpDrop`].
@@ -220,6 +257,7 @@ impl Outcomes {
             Outcome::Consumed => self.consumed,
             Outcome::KernelDrop => self.kernel_drop,
             Outcome::Incomplete => self.incomplete,
+            Outcome::Merged => self.merged,
         }
     }
 
@@ -231,6 +269,7 @@ impl Outcomes {
             Outcome::Consumed => &mut self.consumed,
             Outcome::KernelDrop => &mut self.kernel_drop,
             Outcome::Incomplete => &mut self.incomplete,
+            Outcome::Merged => &mut self.merged,
         } = n;
     }
 }
@@ -271,6 +310,71 @@ pub struct Cost {
     pub xdp_ns_per_packet: Option<f64>,
 }
 
+/// Kernel drops of sampled packets at one kernel function for one reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropSite {
+    /// Journeys dropped there for it.
+    pub count: u64,
+    /// The function that freed the skb (from `/proc/kallsyms`; the address in hex when no
+    /// symbol covers it).
+    pub function: String,
+    /// The kernel's name for the reason (`NO_SOCKET`, ...).
+    pub reason: String,
+}
+
+/// A stage that shows no figure, and why: nothing is drawn for it as if measured.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotObserved {
+    /// The stage.
+    #[serde(with = "crate::labels::stage")]
+    pub stage: Stage,
+    /// Why it has no measurement (hook missing on this kernel, not on this path in generic
+    /// XDP mode, or no sampled journey reached it yet).
+    pub why: String,
+}
+
+/// Whether a stage outside the observers' reach is measured, and if not, why.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observability {
+    /// The stage is measured (its figures are in `stages`).
+    pub measured: bool,
+    /// Why it is not measured; `null` when it is.
+    pub why: Option<String>,
+}
+
+/// One stage's rate, labelled with how it was obtained.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StageRate {
+    /// Counted by XDP, or estimated from sampled journeys.
+    pub basis: RateBasis,
+    /// Which packets: `all traffic`, or `packets matching "<filter>"`.
+    pub population: String,
+    /// Packets per second reaching the stage.
+    pub pps: f64,
+    /// Of the sampled passed journeys, the share that reached the stage (0..=1); `null` for
+    /// counted rates.
+    pub share: Option<f64>,
+    /// The stage (`xdp` for the packets XDP saw).
+    #[serde(with = "crate::labels::stage")]
+    pub stage: Stage,
+}
+
+/// The XDP verdict timed whole: the sampled span beside the kernel's own mean.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct VerdictTiming {
+    /// The kernel's run-time mean of the XDP program over the last window (BPF_ENABLE_STATS
+    /// `run_time_ns / run_cnt`, every packet, sampled or not); `null` when no packet ran it.
+    pub kernel_mean_ns: Option<f64>,
+    /// Median of the sampled span, ns; `null` without samples.
+    pub p50_ns: Option<u64>,
+    /// 99th percentile of the sampled span, ns; `null` without samples.
+    pub p99_ns: Option<u64>,
+    /// Sampled verdicts measured since tracing started.
+    pub samples: u64,
+    /// What the sampled span covers, in words.
+    pub span: String,
+}
+
 /// The reply to `GET /v1/journey`, and the `summary` event of the stream.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct JourneySummary {
@@ -278,22 +382,52 @@ pub struct JourneySummary {
     pub cost: Option<Cost>,
     /// Per stage, the time since the XDP hook.
     pub cumulative: Vec<StageLatency>,
+    /// Kernel drops of sampled packets by the function that freed them and the reason.
+    pub drop_sites: Vec<DropSite>,
     /// Journeys not streamed to live viewers (at most 50/s are; statistics include all).
     pub journeys_skipped: u64,
     /// Kernel drops of sampled packets, by reason.
     pub kernel_drop_reasons: Vec<KernelDropCount>,
     /// What could not be matched.
     pub matching: MatchCounts,
+    /// NIC → XDP (the RX hardware timestamp): measured only where the driver gives one.
+    pub nic_to_xdp: Observability,
+    /// Stages on a journey's path that have no measurement, and why (shown as "not observed",
+    /// never as a figure).
+    pub not_observed: Vec<NotObserved>,
     /// Journeys by outcome.
     pub outcomes: Outcomes,
     /// Packet rates.
     pub rates: Rates,
+    /// Each stage's rate with its basis (counted or estimate) and population.
+    pub stage_rates: Vec<StageRate>,
     /// Per stage, the time from the hop before it.
     pub stages: Vec<StageLatency>,
     /// Packet totals.
     pub totals: Totals,
     /// Tracing's state.
     pub tracing: TraceStatus,
+    /// The XDP verdict timed whole, beside the kernel's mean; `null` before any reading.
+    pub verdict: Option<VerdictTiming>,
+}
+
+/// One minute of stage percentiles.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryMinute {
+    /// Journeys finished in the minute.
+    pub journeys: u64,
+    /// Per stage, the time from the hop before it, over the minute's journeys.
+    pub stages: Vec<StageLatency>,
+    /// The minute's start, Unix seconds.
+    pub start_unix: u64,
+}
+
+/// The reply to `GET /v1/journey/history`: per-minute stage percentiles kept by the daemon
+/// (the last 60 minutes with journeys), oldest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryReply {
+    /// Oldest first.
+    pub minutes: Vec<HistoryMinute>,
 }
 
 impl JourneySummary {
@@ -306,6 +440,8 @@ impl JourneySummary {
 /// One point of a journey.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hop {
+    /// The CPU the kernel observed it on (`bpf_get_smp_processor_id`).
+    pub cpu: u32,
     /// Where in the kernel this was observed (a kernel function for drops and frees).
     pub label: String,
     /// The stage.
@@ -314,7 +450,9 @@ pub struct Hop {
     pub t_ns: u64,
 }
 
-/// The list entry that dropped a journey's packet, and its first holder.
+/// The list entry that dropped a journey's packet, and its first holder: recorded with the
+/// journey when its drop event was drained (see [`EntryResolution`]), so a later change to the
+/// lists does not rewrite the evidence.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DecidingEntry {
     /// The entry.
@@ -323,6 +461,10 @@ pub struct DecidingEntry {
     pub expires_unix: Option<u64>,
     /// Its first holder's reason.
     pub reason: Option<String>,
+    /// How the entry was found: the kernel's own key, or a registry lookup at drain time.
+    pub resolved: EntryResolution,
+    /// When it was recorded (the drop event drained), Unix ms.
+    pub resolved_unix_ms: u64,
     /// Its first holder.
     pub source: Option<Source>,
 }
@@ -419,7 +561,7 @@ mod tests {
         let e = "lost".parse::<Outcome>().unwrap_err();
         assert_eq!(
             e.to_string(),
-            "unknown outcome `lost` (xdp_drop, delivered, consumed, kernel_drop, incomplete)"
+            "unknown outcome `lost` (xdp_drop, delivered, consumed, kernel_drop, incomplete, merged)"
         );
     }
 

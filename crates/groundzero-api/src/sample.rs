@@ -11,9 +11,10 @@ use crate::{
     feeds::{FeedFormat, FeedStatus, FeedsReply, ImportReply, ImportRequest, RefreshReply},
     guard::{GuardReply, ProtectedAddress},
     journey::{
-        Cost, DecidingEntry, Hop, HopStage, Journey, JourneySummary, KernelDropCount, MatchCounts,
-        MissingStage, Outcomes, Rates, RecentQuery, RecentReply, StageLatency, Totals, TraceStatus,
-        TracingReply, TracingRequest,
+        Cost, DecidingEntry, DropSite, EntryResolution, HistoryMinute, HistoryReply, Hop, HopStage,
+        Journey, JourneySummary, KernelDropCount, MatchCounts, MissingStage, NotObserved,
+        Observability, Outcomes, RateBasis, Rates, RecentQuery, RecentReply, StageLatency,
+        StageRate, Totals, TraceStatus, TracingReply, TracingRequest, VerdictTiming,
     },
     lists::{
         AddReply, AddRequest, EntriesQuery, EntriesReply, EntryKind, EntryOutcome, EntryStatus,
@@ -461,6 +462,11 @@ impl Sample for JourneySummary {
                 latency(Stage::Socket, "to socket queue", 9_000),
                 latency(Stage::App, "queued until read", 40_000),
             ],
+            drop_sites: vec![DropSite {
+                count: 4,
+                function: "udp_queue_rcv_one_skb".into(),
+                reason: "NO_SOCKET".into(),
+            }],
             journeys_skipped: 7,
             kernel_drop_reasons: vec![KernelDropCount {
                 count: 4,
@@ -471,17 +477,29 @@ impl Sample for JourneySummary {
                 unknown_id: 1,
                 unseen_in_stack: 2,
             },
+            nic_to_xdp: Observability {
+                measured: false,
+                why: Some("veth gives no RX hardware timestamp".into()),
+            },
+            not_observed: vec![NotObserved {
+                stage: Stage::Gro,
+                why: "generic XDP: the skb exists before XDP runs".into(),
+            }],
             outcomes: Outcomes {
                 consumed: 5,
                 delivered: 20,
                 incomplete: 1,
                 kernel_drop: 4,
+                merged: 2,
                 unmatched: 3,
                 xdp_drop: 100,
             },
             rates: Rates {
                 app_pps: 1_900.0,
                 dropped_pps: 10_000.0,
+                filtered_dropped_pps: 1_000.0,
+                filtered_passed_pps: 2_000.0,
+                filtered_seen_pps: 3_000.0,
                 kernel_dropped_pps: 100.0,
                 passed_pps: 2_000.0,
                 seen_pps: 12_000.0,
@@ -489,6 +507,13 @@ impl Sample for JourneySummary {
                 stack_pps: 2_000.0,
                 window_s: 1.0,
             },
+            stage_rates: vec![StageRate {
+                basis: RateBasis::Estimate,
+                pps: 1_900.0,
+                population: "packets matching \"udp port 7000\"".into(),
+                share: Some(0.95),
+                stage: Stage::App,
+            }],
             stages: vec![
                 latency(Stage::Xdp, "XDP verdict", 300),
                 latency(Stage::Stack, "GRO → stack", 1_700),
@@ -499,6 +524,13 @@ impl Sample for JourneySummary {
                 seen: 12_000,
             },
             tracing: TraceStatus::sample(),
+            verdict: Some(VerdictTiming {
+                kernel_mean_ns: Some(41.3),
+                p50_ns: Some(300),
+                p99_ns: Some(900),
+                samples: 4096,
+                span: "program entry → just before the ring write".into(),
+            }),
         }
     }
 }
@@ -512,16 +544,20 @@ impl Sample for Journey {
                 entry: net("198.18.0.66/32"),
                 expires_unix: Some(1_795_472_911),
                 reason: Some("scanner".into()),
+                resolved: EntryResolution::KernelKey,
+                resolved_unix_ms: 1_795_469_311_125,
                 source: Some(Source::App("validator-node".into())),
             }),
             family: 4,
             hops: vec![
                 Hop {
+                    cpu: 1,
                     label: "XDP hook".into(),
                     stage: HopStage::At(Stage::Xdp),
                     t_ns: 0,
                 },
                 Hop {
+                    cpu: 1,
                     label: "XDP_DROP".into(),
                     stage: HopStage::XdpVerdict,
                     t_ns: 310,
@@ -560,6 +596,18 @@ impl Sample for RecentQuery {
         RecentQuery {
             limit: 5,
             outcome: Some("xdp_drop".into()),
+        }
+    }
+}
+
+impl Sample for HistoryReply {
+    fn sample() -> Self {
+        HistoryReply {
+            minutes: vec![HistoryMinute {
+                journeys: 120,
+                stages: vec![latency(Stage::Xdp, "XDP verdict", 300)],
+                start_unix: 1_795_469_280,
+            }],
         }
     }
 }

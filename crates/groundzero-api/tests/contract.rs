@@ -182,6 +182,7 @@ mod today {
         pub stage: &'static str,
         pub label: String,
         pub t_ns: u64,
+        pub cpu: u32,
     }
 
     // The requests, as the daemon declared them.
@@ -595,6 +596,7 @@ fn summary_today(s: &JourneySummary) -> Value {
         ("consumed", s.outcomes.consumed),
         ("kernel_drop", s.outcomes.kernel_drop),
         ("incomplete", s.outcomes.incomplete),
+        ("merged", s.outcomes.merged),
     ]
     .into_iter()
     .map(|(o, n)| (o.to_string(), json!(n)))
@@ -625,6 +627,9 @@ fn summary_today(s: &JourneySummary) -> Value {
             "socket_pps": r.socket_pps,
             "app_pps": r.app_pps,
             "kernel_dropped_pps": r.kernel_dropped_pps,
+            "filtered_seen_pps": r.filtered_seen_pps,
+            "filtered_passed_pps": r.filtered_passed_pps,
+            "filtered_dropped_pps": r.filtered_dropped_pps,
         },
         "totals": {
             "seen": s.totals.seen,
@@ -640,6 +645,29 @@ fn summary_today(s: &JourneySummary) -> Value {
             .collect::<Vec<_>>(),
         "journeys_skipped": s.journeys_skipped,
         "cost": cost,
+        "drop_sites": s.drop_sites.iter()
+            .map(|d| json!({"function": d.function, "reason": d.reason, "count": d.count}))
+            .collect::<Vec<_>>(),
+        "nic_to_xdp": {"measured": s.nic_to_xdp.measured, "why": s.nic_to_xdp.why},
+        "not_observed": s.not_observed.iter()
+            .map(|n| json!({"stage": n.stage.label(), "why": n.why}))
+            .collect::<Vec<_>>(),
+        "stage_rates": s.stage_rates.iter()
+            .map(|r| json!({
+                "stage": r.stage.label(),
+                "pps": r.pps,
+                "basis": r.basis.label(),
+                "share": r.share,
+                "population": r.population,
+            }))
+            .collect::<Vec<_>>(),
+        "verdict": s.verdict.as_ref().map(|v| json!({
+            "p50_ns": v.p50_ns,
+            "p99_ns": v.p99_ns,
+            "samples": v.samples,
+            "kernel_mean_ns": v.kernel_mean_ns,
+            "span": v.span,
+        })),
     })
 }
 
@@ -651,6 +679,8 @@ fn journey_today(j: &Journey) -> Value {
             "source": m.source.as_ref().map(|s| s.to_string()),
             "reason": m.reason.clone(),
             "expires_unix": m.expires_unix,
+            "resolved": m.resolved.label(),
+            "resolved_unix_ms": m.resolved_unix_ms,
         })
     });
     let hops: Vec<today::Hop> = j
@@ -660,6 +690,7 @@ fn journey_today(j: &Journey) -> Value {
             stage: h.stage.label(),
             label: h.label.clone(),
             t_ns: h.t_ns,
+            cpu: h.cpu,
         })
         .collect();
     json!({
@@ -716,6 +747,26 @@ fn journey_recent() {
         ..Journey::sample()
     };
     contract(&entry_without_holder, journey_today(&entry_without_holder));
+}
+
+#[test]
+fn journey_history() {
+    // daemon/journey/history.rs: one object per minute, oldest first.
+    let reply = groundzero_api::journey::HistoryReply::sample();
+    let minutes: Vec<Value> = reply
+        .minutes
+        .iter()
+        .map(|m| {
+            json!({
+                "start_unix": m.start_unix,
+                "journeys": m.journeys,
+                "stages": m.stages.iter().map(latency_today).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    contract(&reply, json!({ "minutes": minutes }));
+    let empty = groundzero_api::journey::HistoryReply::default();
+    contract(&empty, json!({ "minutes": [] }));
 }
 
 #[test]
@@ -901,6 +952,7 @@ fn every_route_is_covered() {
         "/v1/journey",
         "/v1/journey/recent",
         "/v1/journey/events",
+        "/v1/journey/history",
         "/v1/feeds/{name}/refresh",
         "/v1/capture",
     ];

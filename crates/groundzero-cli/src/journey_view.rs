@@ -275,6 +275,8 @@ mod tests {
                 entry: "198.18.0.66/32".parse().unwrap(),
                 expires_unix: None,
                 reason: None,
+                resolved: groundzero_api::journey::EntryResolution::KernelKey,
+                resolved_unix_ms: 0,
                 source: None,
             }),
             drop_reason: None,
@@ -288,11 +290,13 @@ mod tests {
         let recent = RecentReply {
             journeys: vec![journey(vec![
                 Hop {
+                    cpu: 0,
                     label: "XDP hook".into(),
                     stage: HopStage::At(Stage::Xdp),
                     t_ns: 0,
                 },
                 Hop {
+                    cpu: 0,
                     label: "XDP_DROP".into(),
                     stage: HopStage::XdpVerdict,
                     t_ns: 310,
@@ -331,6 +335,7 @@ mod tests {
             reason: evil.into(),
         }];
         let mut j = journey(vec![Hop {
+            cpu: 0,
             label: evil.into(),
             stage: HopStage::At(Stage::Socket),
             t_ns: 5,

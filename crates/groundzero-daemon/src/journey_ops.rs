@@ -59,6 +59,8 @@ pub fn journey_view(d: &Daemon, h: &JourneyHub, j: &Journey) -> groundzero_api::
                     entry: m.entry,
                     expires_unix: holder.and_then(|h| h.expires),
                     reason: holder.and_then(|h| h.reason.clone()),
+                    resolved: groundzero_api::journey::EntryResolution::AtDrain,
+                    resolved_unix_ms: 0,
                     source: holder.map(|h| h.source.clone()),
                 }
             })

@@ -82,6 +82,7 @@ pub fn outcome(o: lib::Outcome) -> Outcome {
 /// One hop of a journey.
 pub fn hop(h: &lib::Hop) -> groundzero_api::journey::Hop {
     groundzero_api::journey::Hop {
+        cpu: 0,
         label: h.label.clone(),
         stage: if h.stage == HopStage::XDP_VERDICT {
             HopStage::XdpVerdict

@@ -58,6 +58,7 @@ fn reply_fields() -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     fields_of(JourneySummary::sample(), &mut out);
     fields_of(RecentReply::sample(), &mut out);
+    fields_of(groundzero_api::journey::HistoryReply::sample(), &mut out);
     fields_of(EntriesReply::sample(), &mut out);
     fields_of(StatsReply::sample(), &mut out);
     fields_of(AddReply::sample(), &mut out);

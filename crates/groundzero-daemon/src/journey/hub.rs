@@ -259,6 +259,7 @@ pub fn summary(h: &JourneyHub) -> JourneySummary {
             .iter()
             .map(crate::wire::stage_latency)
             .collect(),
+        drop_sites: Vec::new(),
         journeys_skipped: h.skipped,
         kernel_drop_reasons: h
             .stats
@@ -270,10 +271,15 @@ pub fn summary(h: &JourneyHub) -> JourneySummary {
             })
             .collect(),
         matching: crate::wire::match_counts(&h.assembler.counts),
+        nic_to_xdp: Default::default(),
+        not_observed: Vec::new(),
         outcomes,
         rates: WireRates {
             app_pps: est("app"),
             dropped_pps: round(r.dropped_pps),
+            filtered_dropped_pps: 0.0,
+            filtered_passed_pps: 0.0,
+            filtered_seen_pps: 0.0,
             kernel_dropped_pps: est("kernel_drop"),
             passed_pps: round(r.passed_pps),
             seen_pps: round(r.seen_pps),
@@ -281,6 +287,7 @@ pub fn summary(h: &JourneyHub) -> JourneySummary {
             stack_pps: est("stack"),
             window_s: round(r.window_s),
         },
+        stage_rates: Vec::new(),
         stages: h
             .stats
             .stages()
@@ -293,6 +300,7 @@ pub fn summary(h: &JourneyHub) -> JourneySummary {
             seen: totals.seen,
         },
         tracing: crate::wire::trace_status(&h.status),
+        verdict: None,
     }
 }
 
