@@ -279,6 +279,9 @@ impl Outcomes {
 pub struct MatchCounts {
     /// Stage events after their journey had ended: normal, not an error.
     pub after_end: u64,
+    /// A stage seen again within one journey (TCP at `ip_protocol_deliver_rcu`, then
+    /// `tcp_probe`): only its first occurrence counts.
+    pub repeated: u64,
     /// Stage events whose XDP start was never seen (ring buffer full, tracing restarted).
     pub unknown_id: u64,
     /// Passed at XDP but never seen by `netif_receive_skb`.

@@ -474,6 +474,7 @@ impl Sample for JourneySummary {
             }],
             matching: MatchCounts {
                 after_end: 30,
+                repeated: 12,
                 unknown_id: 1,
                 unseen_in_stack: 2,
             },

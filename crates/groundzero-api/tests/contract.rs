@@ -166,6 +166,7 @@ mod today {
         pub unseen_in_stack: u64,
         pub unknown_id: u64,
         pub after_end: u64,
+        pub repeated: u64,
     }
 
     #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -606,6 +607,7 @@ fn summary_today(s: &JourneySummary) -> Value {
         unseen_in_stack: s.matching.unseen_in_stack,
         unknown_id: s.matching.unknown_id,
         after_end: s.matching.after_end,
+        repeated: s.matching.repeated,
     };
     let cost = s.cost.map(|c| today::Cost {
         window_s: c.window_s,

@@ -33,6 +33,10 @@ struct Lab {
 
 impl Lab {
     fn new(tag: &str) -> Lab {
+        Lab::with_mode(tag, AttachMode::Native)
+    }
+
+    fn with_mode(tag: &str, mode: AttachMode) -> Lab {
         let mut shield = common::shield();
         let topo = Topology::new(tag);
         for bad in BAD {
@@ -41,7 +45,7 @@ impl Lab {
                 .unwrap();
         }
         topo.node
-            .run(|| shield.attach(&topo.node_if, AttachMode::Native))
+            .run(|| shield.attach(&topo.node_if, mode))
             .unwrap();
         let kernel = KernelInfo::from_running_kernel().unwrap();
         Lab {
@@ -83,7 +87,7 @@ fn udp_and_tcp_journeys_from_allowed_and_blocked_sources() {
     // allows trampolines, and each missing one says why.
     for m in &missing {
         assert!(
-            ["ip", "transport"].contains(&m.stage) && !m.why.is_empty(),
+            ["ip", "transport", "merged"].contains(&m.stage) && !m.why.is_empty(),
             "{m:?}"
         );
     }
@@ -433,4 +437,234 @@ fn daemon_serves_journeys_and_bans_sources_over_the_rate() {
     assert_eq!(on["tracing"]["sample_every"], 8);
     assert_eq!(on["tracing"]["filter"], "udp");
     drop(daemon);
+}
+
+/// The stages a delivered journey shows, in order: `head` (what precedes IP in this mode), the
+/// fentry stages this kernel allows, then `tail`.
+fn expected_stages(
+    missing: &[groundzero::journey::MissingStage],
+    head: &[&'static str],
+    tail: &[&'static str],
+) -> Vec<&'static str> {
+    let have = |stage: &str| !missing.iter().any(|m| m.stage == stage);
+    let mut stages = vec!["xdp", "xdp_verdict"];
+    stages.extend(head);
+    stages.extend(["ip", "transport"].into_iter().filter(|s| have(s)));
+    stages.extend(tail);
+    stages
+}
+
+/// Every hop once, timestamps never going backwards, and the CPU recorded on each.
+fn assert_well_formed(j: &Journey) {
+    let mut stages: Vec<_> = j.hops.iter().map(|h| h.stage).collect();
+    stages.sort_unstable();
+    let n = stages.len();
+    stages.dedup();
+    assert_eq!(stages.len(), n, "a stage twice: {j:?}");
+    assert!(j.hops.windows(2).all(|w| w[0].t_ns <= w[1].t_ns), "{j:?}");
+    let cpus = std::thread::available_parallelism().map_or(1024, |n| n.get() as u32);
+    assert!(j.hops.iter().all(|h| h.cpu < cpus.max(64)), "{j:?}");
+}
+
+/// TCP over IPv4 and IPv6: every data segment an application reads has the stack's hops in
+/// order; a segment coalesced into the one before it (TCP or GRO) ends "merged" where the
+/// kernel allows the fentry hooks that see it, else it is incomplete, never delivered twice.
+#[test]
+fn tcp_journeys_over_ipv4_and_ipv6() {
+    let mut lab = Lab::new("t");
+    let mut events = lab.shield.journey_events().unwrap();
+    let filter = groundzero::journey::parse_filter("tcp port 7010").unwrap();
+    let missing = lab.shield.start_journey(&lab.kernel, 1, filter).unwrap();
+    let mut asm = Assembler::with_symbols(2_000_000_000, Kallsyms::load().unwrap());
+    // tcp_probe (tp_btf) sees every established segment; ip_protocol_deliver_rcu adds an earlier
+    // transport hop where fentry works: either way, transport once.
+    let want_data = {
+        let have = |stage: &str| !missing.iter().any(|m| m.stage == stage);
+        let mut v = vec!["xdp", "xdp_verdict", "gro", "stack"];
+        if have("ip") {
+            v.push("ip");
+        }
+        v.extend(["transport", "socket", "app"]);
+        v
+    };
+    for i in 0..2 {
+        let node_addr = SocketAddr::new(NODE[i].parse().unwrap(), 7010);
+        let listener = lab.topo.node.run(|| TcpListener::bind(node_addr)).unwrap();
+        let client = lab.topo.peer.run(|| {
+            let local = SocketAddr::new(GOOD[i].parse().unwrap(), 0);
+            let domain = socket2::Domain::for_address(local);
+            let sock = socket2::Socket::new(domain, socket2::Type::STREAM, None).unwrap();
+            sock.bind(&local.into()).unwrap();
+            sock.connect_timeout(&node_addr.into(), Duration::from_secs(2))
+                .unwrap();
+            let stream: TcpStream = sock.into();
+            stream
+        });
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut client = client;
+        let mut buf = [0u8; 64];
+        // One segment at a time, each read before the next is sent: nothing to coalesce with.
+        for k in 0..5 {
+            client.write_all(format!("seg {k}\n").as_bytes()).unwrap();
+            let mut got = 0;
+            while got < 6 {
+                match conn.read(&mut buf[got..]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n,
+                }
+            }
+            assert_eq!(got, 6, "segment {k} over IPv{}", if i == 0 { 4 } else { 6 });
+        }
+    }
+    let journeys = collect(&mut events, &mut asm, |js| {
+        (0..2).all(|i| {
+            js.iter()
+                .filter(|j| j.outcome == Outcome::Delivered && j.src.to_string() == GOOD[i])
+                .count()
+                >= 5
+        })
+    });
+    for i in 0..2 {
+        let delivered: Vec<_> = journeys
+            .iter()
+            .filter(|j| j.outcome == Outcome::Delivered && j.src.to_string() == GOOD[i])
+            .collect();
+        assert_eq!(
+            delivered.len(),
+            5,
+            "IPv{}: {journeys:?}",
+            if i == 0 { 4 } else { 6 }
+        );
+        for j in delivered {
+            assert_eq!(j.protocol_name(), "tcp");
+            assert_eq!(j.family, if i == 0 { 4 } else { 6 });
+            assert_well_formed(j);
+            let stages: Vec<_> = j.hops.iter().map(|h| h.stage).collect();
+            assert_eq!(stages, want_data, "{j:?}");
+        }
+    }
+    for j in &journeys {
+        assert_well_formed(j);
+    }
+    lab.shield.stop_journey().unwrap();
+}
+
+/// Generic XDP runs inside the stack, after the skb was built and after `netif_receive_skb`:
+/// a journey there has no gro or stack hop (it is not observable, never shown as ~0), and the
+/// rest of the path is still followed.
+#[test]
+fn generic_mode_journeys_skip_the_hops_before_xdp() {
+    let mut lab = Lab::with_mode("g", AttachMode::Generic);
+    let mut events = lab.shield.journey_events().unwrap();
+    let missing = lab
+        .shield
+        .start_journey(&lab.kernel, 1, FlowFilter::default())
+        .unwrap();
+    let want = expected_stages(&missing, &[], &["socket", "app"]);
+    let mut asm = Assembler::with_symbols(2_000_000_000, Kallsyms::load().unwrap());
+    for i in 0..2 {
+        let node_addr = SocketAddr::new(NODE[i].parse().unwrap(), 7020);
+        let server = lab.topo.node.run(|| UdpSocket::bind(node_addr)).unwrap();
+        lab.topo.send(GOOD[i], node_addr, N);
+        lab.topo.send(BAD[i], node_addr, N);
+        assert_eq!(common::recv_expected(&server, N), N);
+    }
+    let journeys = collect(&mut events, &mut asm, |js| {
+        js.iter()
+            .filter(|j| j.outcome == Outcome::Delivered)
+            .count()
+            >= 2 * N
+            && js.iter().filter(|j| j.outcome == Outcome::XdpDrop).count() >= 2 * N
+    });
+    let delivered: Vec<_> = journeys
+        .iter()
+        .filter(|j| j.outcome == Outcome::Delivered)
+        .collect();
+    assert_eq!(delivered.len(), 2 * N, "{journeys:?}");
+    for j in delivered {
+        assert_well_formed(j);
+        let stages: Vec<_> = j.hops.iter().map(|h| h.stage).collect();
+        assert_eq!(stages, want, "{j:?}");
+    }
+    let drops = journeys.iter().filter(|j| j.outcome == Outcome::XdpDrop);
+    assert_eq!(drops.count(), 2 * N);
+    lab.shield.stop_journey().unwrap();
+}
+
+/// A packet socket (a capture tool, a DHCP client) gets a clone of every frame: the clone
+/// shares the data and so the tag, and is queued on and read from the packet socket. Only the
+/// original is the journey's: each UDP journey ends at its UDP reader, hops in order.
+#[test]
+fn an_af_packet_reader_does_not_confuse_journeys() {
+    let mut lab = Lab::new("k");
+    let mut events = lab.shield.journey_events().unwrap();
+    let missing = lab
+        .shield
+        .start_journey(&lab.kernel, 1, FlowFilter::default())
+        .unwrap();
+    let want = expected_stages(&missing, &["gro", "stack"], &["socket", "app"]);
+    let mut asm = Assembler::with_symbols(2_000_000_000, Kallsyms::load().unwrap());
+    // ETH_P_ALL in network order: every frame of the node's interface.
+    let tap = lab
+        .topo
+        .node
+        .run(|| {
+            socket2::Socket::new(
+                socket2::Domain::PACKET,
+                socket2::Type::RAW,
+                Some(socket2::Protocol::from(0x0003u16.to_be() as i32)),
+            )
+        })
+        .unwrap();
+    tap.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let servers: Vec<(UdpSocket, SocketAddr)> = (0..2)
+        .map(|i| {
+            let node_addr = SocketAddr::new(NODE[i].parse().unwrap(), 7030);
+            (
+                lab.topo.node.run(|| UdpSocket::bind(node_addr)).unwrap(),
+                node_addr,
+            )
+        })
+        .collect();
+    for (i, (_, node_addr)) in servers.iter().enumerate() {
+        lab.topo.send(GOOD[i], *node_addr, N);
+    }
+    // The tap reads its copies first (a read of the clone that, mistaken for the datagram's,
+    // would end the journey here), and the UDP readers only a while later.
+    let mut frames = 0;
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 2048];
+    while let Ok(n) = tap.recv(&mut buf) {
+        if n > 0 {
+            frames += 1;
+        }
+    }
+    assert!(frames >= 2 * N, "the packet socket saw {frames} frames");
+    const LATER: Duration = Duration::from_millis(300);
+    std::thread::sleep(LATER);
+    for (server, _) in &servers {
+        assert_eq!(common::recv_expected(server, N), N);
+    }
+    let journeys = collect(&mut events, &mut asm, |js| {
+        js.iter()
+            .filter(|j| j.outcome == Outcome::Delivered)
+            .count()
+            >= 2 * N
+    });
+    let delivered: Vec<_> = journeys
+        .iter()
+        .filter(|j| j.outcome == Outcome::Delivered)
+        .collect();
+    assert_eq!(delivered.len(), 2 * N, "{journeys:?}");
+    for j in delivered {
+        assert_well_formed(j);
+        let stages: Vec<_> = j.hops.iter().map(|h| h.stage).collect();
+        assert_eq!(stages, want, "{j:?}");
+        // Ended at the UDP reader, not at the packet socket's read of the clone.
+        let last = j.hops.last().unwrap();
+        assert!(last.t_ns >= LATER.as_nanos() as u64, "{j:?}");
+    }
+    drop(tap);
+    lab.shield.stop_journey().unwrap();
 }

@@ -12,12 +12,27 @@ pub const JOURNEY_OFFSETS: &str = "journey_offsets";
 pub const JOURNEY_TICKS: &str = "journey_ticks";
 pub const JOURNEY_UDP_READS: &str = "journey_udp_reads";
 pub const JOURNEY_UDP_PENDING: &str = "journey_udp_pending";
+pub const JOURNEY_FILTERED: &str = "journey_filtered";
+pub const JOURNEY_SKBS: &str = "journey_skbs";
 
+/// Per CPU, the packets the sample filter admits, as counted by the XDP program while tracing
+/// is on: the population that sampled journeys are drawn from, so rates after XDP are scaled
+/// from it and never from all traffic.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FilteredCounts {
+    pub seen: u64,
+    pub passed: u64,
+    pub dropped: u64,
+}
 /// Ring buffer size for journey events (bytes, a power of two and a multiple of the page size).
 pub const JOURNEY_RING_BYTES: u32 = 1 << 20;
 
 /// Marks metadata written by groundzero, so stale bytes in a recycled buffer's headroom are not
 /// mistaken for a sample (the observer also checks that the skb's metadata length is ours).
+/// Each tracer mixes a random salt into it ([`JourneyOffsets::magic`]): observers run for every
+/// skb on the host, and another loaded copy of the program (a test, an application's fallback)
+/// numbers its samples the same way, so only our own salt tells our tags from theirs.
 pub const JOURNEY_MAGIC: u32 = 0x475a_4a31; // "GZJ1"
 
 /// What the XDP program puts in front of a sampled packet that it passes.
@@ -52,10 +67,21 @@ pub enum Stage {
     /// `napi_gro_receive_entry`: the driver built an skb for the passed frame and hands it to
     /// GRO (native XDP on drivers that use GRO, veth among them).
     Gro = 8,
+    /// Merged into the previous segment: its data was appended to another skb, and this one
+    /// freed (`kfree_skb_partial` after TCP coalescing, `napi_skb_free_stolen_head` and
+    /// `__napi_kfree_skb` after a GRO merge). `extra` says which ([`MERGED_BY`]).
+    Merged = 9,
 }
 
+/// The functions behind [`Stage::Merged`], by the event's `extra`.
+pub const MERGED_BY: [&str; 3] = [
+    "kfree_skb_partial",
+    "napi_skb_free_stolen_head",
+    "__napi_kfree_skb",
+];
+
 impl Stage {
-    pub const ALL: [Stage; 9] = [
+    pub const ALL: [Stage; 10] = [
         Stage::Xdp,
         Stage::Stack,
         Stage::Ip,
@@ -65,6 +91,7 @@ impl Stage {
         Stage::KernelDrop,
         Stage::Consumed,
         Stage::Gro,
+        Stage::Merged,
     ];
 
     pub const fn from_u8(v: u8) -> Option<Stage> {
@@ -87,6 +114,7 @@ impl Stage {
             Stage::KernelDrop => "kernel_drop",
             Stage::Consumed => "consumed",
             Stage::Gro => "gro",
+            Stage::Merged => "merged",
         }
     }
 }
@@ -96,9 +124,11 @@ impl Stage {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct JourneyEvent {
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at this stage.
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at this stage; XDP: at program entry, before
+    /// parsing.
     pub ts_ns: u64,
-    /// XDP: when the program returned. KernelDrop and Consumed: the kernel address that freed
+    /// XDP: the last moment before the event is written to the ring (after the verdict, the
+    /// counters and `bpf_xdp_adjust_meta`). KernelDrop and Consumed: the kernel address that freed
     /// the skb (the tracepoint's `location`), which user space resolves to a function name.
     /// Otherwise 0.
     pub aux: u64,
@@ -118,6 +148,9 @@ pub struct JourneyEvent {
     /// XDP: addresses in network order; IPv4 in the first four bytes.
     pub src: [u8; 16],
     pub dst: [u8; 16],
+    /// The CPU the event was observed on.
+    pub cpu: u32,
+    pub _pad: u32,
 }
 
 /// Byte offsets into kernel structures, read from the running kernel's BTF by user space when
@@ -142,6 +175,8 @@ pub struct JourneyOffsets {
     /// `sk_buff_head.prev` (the tail) and `sk_buff_head.qlen` (a `u32`).
     pub list_prev: u32,
     pub list_qlen: u32,
+    /// The tag's magic for this tracer: [`JOURNEY_MAGIC`] with a random salt; 0 = do not tag.
+    pub magic: u32,
 }
 
 /// Which packets are sampled. Zero fields match anything.

@@ -223,6 +223,7 @@ mod pod {
     // SAFETY: as above; explicit padding fields, no implicit padding.
     unsafe impl aya::Pod for crate::journey::JourneyEvent {}
     unsafe impl aya::Pod for crate::journey::JourneyOffsets {}
+    unsafe impl aya::Pod for crate::journey::FilteredCounts {}
     unsafe impl aya::Pod for crate::journey::FlowFilter {}
     unsafe impl aya::Pod for crate::ratelimit::Bucket {}
     unsafe impl aya::Pod for crate::ratelimit::RateEvent {}

@@ -8,13 +8,14 @@ use std::{
 };
 
 use groundzero::{
-    journey::{tracer::format_filter, FlowFilter, Journey, TraceStatus},
-    Action,
+    journey::{tracer::format_filter, FlowFilter, Journey, RecordedEntry, TraceStatus},
+    ActiveMode, Reason,
 };
-use groundzero_api::journey::DecidingEntry;
+use groundzero_api::journey::{DecidingEntry, EntryResolution};
 
 use crate::{
-    journey::{monotonic_ns, JourneyHub},
+    journey::{hub::unix_now, monotonic_ns, JourneyHub},
+    records::Side,
     state::{Daemon, Shared},
 };
 
@@ -28,6 +29,13 @@ pub fn start_tracing(
     let mut hub = hub.lock().unwrap_or_else(|p| p.into_inner());
     let kernel = hub.kernel()?;
     let missing = d.shield.start_journey(&kernel, sample_every, filter)?;
+    hub.generic_interfaces = d
+        .shield
+        .attachments()
+        .iter()
+        .filter(|a| a.mode == ActiveMode::Generic)
+        .map(|a| a.interface.clone())
+        .collect();
     hub.status = TraceStatus {
         enabled: true,
         sample_every,
@@ -45,28 +53,57 @@ pub fn stop_tracing(d: &mut Daemon) -> Result<TraceStatus, groundzero::Error> {
     Ok(hub.status.clone())
 }
 
-/// One journey as the API shows it, with the entry that decided a drop and the interface's
-/// name.
-pub fn journey_view(d: &Daemon, h: &JourneyHub, j: &Journey) -> groundzero_api::journey::Journey {
-    let entry = if j.verdict() == Action::Drop {
-        d.registry
-            .why(&d.shield, j.src)
-            .ok()
-            .and_then(|why| why.matched)
-            .map(|m| {
-                let holder = m.holders.first();
-                DecidingEntry {
-                    entry: m.entry,
-                    expires_unix: holder.and_then(|h| h.expires),
-                    reason: holder.and_then(|h| h.reason.clone()),
-                    resolved: groundzero_api::journey::EntryResolution::AtDrain,
-                    resolved_unix_ms: 0,
-                    source: holder.map(|h| h.source.clone()),
-                }
-            })
-    } else {
-        None
-    };
+/// Whether a journey was dropped by a list entry (whose evidence is recorded at drain time).
+pub fn needs_entry(j: &Journey) -> bool {
+    matches!(j.reason, Reason::BlockedExact | Reason::BlockedCidr)
+}
+
+/// Records, for each journey dropped by a list entry, the entry and its first holder, as the
+/// registry has them now, when the drop event is drained: an exact entry is the packet's source
+/// itself (the kernel's key); a prefix is the longest blocked prefix covering it (the kernel's
+/// LPM match, which it cannot return).
+pub fn record_entries(d: &Daemon, journeys: &mut [Journey]) {
+    let at_unix_ms = unix_now().as_millis() as u64;
+    for j in journeys.iter_mut().filter(|j| needs_entry(j)) {
+        let exact = j.reason == Reason::BlockedExact;
+        let entry = if exact {
+            Some(ipnet::IpNet::from(j.src))
+        } else {
+            d.registry
+                .covering(Side::Block, j.src)
+                .into_iter()
+                .find(|n| !groundzero::lists::is_exact_net(n))
+        };
+        j.entry = entry.map(|entry| {
+            let holders = d.registry.holders(Side::Block, &entry);
+            let holder = holders.first();
+            RecordedEntry {
+                entry,
+                exact,
+                source: holder.map(|h| h.source.clone()),
+                reason: holder.and_then(|h| h.reason.clone()),
+                expires_unix: holder.and_then(|h| h.expires),
+                at_unix_ms,
+            }
+        });
+    }
+}
+
+/// One journey as the API shows it, with the entry recorded when it was dropped and the
+/// interface's name.
+pub fn journey_view(h: &JourneyHub, j: &Journey) -> groundzero_api::journey::Journey {
+    let entry = j.entry.as_ref().map(|e| DecidingEntry {
+        entry: e.entry,
+        expires_unix: e.expires_unix,
+        reason: e.reason.clone(),
+        resolved: if e.exact {
+            EntryResolution::KernelKey
+        } else {
+            EntryResolution::AtDrain
+        },
+        resolved_unix_ms: e.at_unix_ms,
+        source: e.source.as_deref().map(groundzero_api::Source::parse),
+    });
     let age_ns = monotonic_ns().saturating_sub(j.start_ns);
     let unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -99,8 +136,8 @@ pub fn journey_view(d: &Daemon, h: &JourneyHub, j: &Journey) -> groundzero_api::
 }
 
 /// [`journey_view`] as the stream sends it.
-pub fn journey_json(d: &Daemon, h: &JourneyHub, j: &Journey) -> String {
-    groundzero_api::to_json(&journey_view(d, h, j))
+pub fn journey_json(h: &JourneyHub, j: &Journey) -> String {
+    groundzero_api::to_json(&journey_view(h, j))
 }
 
 /// The journey hub, fetched on a blocking thread: the daemon's lock may be held for a while

@@ -894,7 +894,7 @@ impl Registry {
 
     /// The longest entry on `side` covering `addr`, and whether an exact entry exists, found
     /// with one registry lookup per prefix length.
-    fn covering(&self, side: Side, addr: IpAddr) -> Vec<IpNet> {
+    pub(crate) fn covering(&self, side: Side, addr: IpAddr) -> Vec<IpNet> {
         let max = if addr.is_ipv4() { 32 } else { 128 };
         (0..=max)
             .rev()

@@ -63,6 +63,7 @@ pub fn stage_latency(l: &lib::StageLatency) -> StageLatency {
 pub fn match_counts(c: &lib::assemble::MatchCounts) -> MatchCounts {
     MatchCounts {
         after_end: c.after_end,
+        repeated: c.repeated,
         unknown_id: c.unknown_id,
         unseen_in_stack: c.unseen_in_stack,
     }
@@ -76,13 +77,14 @@ pub fn outcome(o: lib::Outcome) -> Outcome {
         lib::Outcome::Consumed => Outcome::Consumed,
         lib::Outcome::KernelDrop => Outcome::KernelDrop,
         lib::Outcome::Incomplete => Outcome::Incomplete,
+        lib::Outcome::Merged => Outcome::Merged,
     }
 }
 
 /// One hop of a journey.
 pub fn hop(h: &lib::Hop) -> groundzero_api::journey::Hop {
     groundzero_api::journey::Hop {
-        cpu: 0,
+        cpu: h.cpu,
         label: h.label.clone(),
         stage: if h.stage == HopStage::XDP_VERDICT {
             HopStage::XdpVerdict
@@ -109,6 +111,7 @@ mod tests {
             stage: "xdp_verdict",
             label: "XDP_PASS".into(),
             t_ns: 5,
+            cpu: 1,
         };
         assert_eq!(hop(&h).stage, HopStage::XdpVerdict);
         let h = holder(&Holder {

@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use groundzero_common::{
     journey::{
-        JourneyEvent, JourneyMeta, JourneyOffsets, Stage, JOURNEY_MAGIC, JOURNEY_RING_BYTES,
+        FilteredCounts, JourneyEvent, JourneyMeta, JourneyOffsets, Stage, JOURNEY_RING_BYTES,
     },
     maps::Config,
     Action, PacketBytes, Parsed, Reason,
@@ -35,17 +35,56 @@ static JOURNEY_OFFSETS: Array<JourneyOffsets> = Array::with_max_entries(1, 0);
 /// Per CPU: [packets seen by the filter since the last sample, samples taken].
 #[map(name = "journey_ticks")]
 static JOURNEY_TICKS: PerCpuArray<[u32; 2]> = PerCpuArray::with_max_entries(1, 0);
+/// Per CPU: the packets the sample filter admits, by verdict.
+#[map(name = "journey_filtered")]
+static JOURNEY_FILTERED: PerCpuArray<FilteredCounts> = PerCpuArray::with_max_entries(1, 0);
+/// Sample id → the first skb seen carrying its tag. A clone (an AF_PACKET reader's copy) shares
+/// the data and so the tag, but not the skb: observers ignore any other skb with the same tag.
+#[map(name = "journey_skbs")]
+static JOURNEY_SKBS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(8192, 0);
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 
-/// Decides whether to follow this packet. Called only when sampling is on; returns the start of
-/// its XDP event (flow filled in, clock read) when it is sampled.
+/// What sampling made of a packet.
+pub enum Sampled {
+    /// Outside the sample filter (or tracing off).
+    Outside,
+    /// In the filter, not taken.
+    Matched,
+    /// Taken: the start of its XDP event (flow filled in, entry clock).
+    Taken(JourneyEvent),
+}
+
+/// The clock, read at program entry when tracing is on: the verdict's span starts here.
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: a helper without preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// Decides whether to follow this packet. Called only when sampling is on, with the clock read
+/// at program entry (`entry_ns`).
 ///
-/// The decision works on locals; the 64-byte event is built only for the packet that is taken
+/// The decision works on locals; the event is built only for the packet that is taken
 /// (building it first, for every packet, cost ~40 ns per packet at 1 in 64, measured).
 #[inline(always)]
-pub fn sample(pkt: &XdpBytes, parsed: &Parsed, config: &Config) -> Option<JourneyEvent> {
+pub fn sample(pkt: &XdpBytes, parsed: &Parsed, config: &Config, entry_ns: u64) -> Sampled {
+    match taken(pkt, parsed, config, entry_ns) {
+        Some(Some(ev)) => Sampled::Taken(ev),
+        Some(None) => Sampled::Matched,
+        None => Sampled::Outside,
+    }
+}
+
+/// `None`: outside the filter; `Some(None)`: in it, not taken.
+#[inline(always)]
+fn taken(
+    pkt: &XdpBytes,
+    parsed: &Parsed,
+    config: &Config,
+    entry_ns: u64,
+) -> Option<Option<JourneyEvent>> {
     let (family, protocol, src, l3, l4): (u8, u8, &[u8], usize, usize) = match parsed {
         Parsed::V4 {
             src,
@@ -75,12 +114,14 @@ pub fn sample(pkt: &XdpBytes, parsed: &Parsed, config: &Config) -> Option<Journe
     {
         return None;
     }
-    let ticks = JOURNEY_TICKS.get_ptr_mut(0)?;
+    let Some(ticks) = JOURNEY_TICKS.get_ptr_mut(0) else {
+        return Some(None);
+    };
     // SAFETY: a live per-CPU value; only this CPU touches it while this program runs.
     let ticks = unsafe { &mut *ticks };
     ticks[0] += 1;
     if ticks[0] < config.sample_every {
-        return None;
+        return Some(None);
     }
     ticks[0] = 0;
     ticks[1] = ticks[1].wrapping_add(1);
@@ -94,47 +135,82 @@ pub fn sample(pkt: &XdpBytes, parsed: &Parsed, config: &Config) -> Option<Journe
     // the verifier refuses.
     match parsed {
         Parsed::V4 { src, .. } => {
-            let dst = pkt.load::<4>(l3 + 16)?;
+            let Some(dst) = pkt.load::<4>(l3 + 16) else {
+                return Some(None);
+            };
             ev.src[..4].copy_from_slice(src);
             ev.dst[..4].copy_from_slice(&dst);
         }
         Parsed::V6 { src, .. } => {
             // Halves: a 16-byte packet read becomes a byte-wise memmove call in BPF.
-            let hi = pkt.load::<8>(l3 + 24)?;
-            let lo = pkt.load::<8>(l3 + 32)?;
+            let (Some(hi), Some(lo)) = (pkt.load::<8>(l3 + 24), pkt.load::<8>(l3 + 32)) else {
+                return Some(None);
+            };
             ev.src = *src;
             ev.dst[..8].copy_from_slice(&hi);
             ev.dst[8..].copy_from_slice(&lo);
         }
-        _ => return None,
+        _ => return Some(None),
     }
     // Unique without a shared counter: the CPU in the top byte, a per-CPU sequence below.
     // SAFETY: a helper without preconditions.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     ev.id = (cpu << 24) | (ticks[1] & 0x00ff_ffff);
+    ev.cpu = cpu;
     ev.stage = Stage::Xdp as u8;
-    // SAFETY: as above.
-    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
-    Some(ev)
+    ev.ts_ns = entry_ns;
+    Some(Some(ev))
 }
 
-/// Reports the verdict of a sampled packet and, when it passes, tags it with its id.
+/// After the verdict: counts a packet in the filter, and for a sampled one tags it (when it
+/// passes) and reports its verdict, stamping the end as late as the program can.
 #[inline(always)]
-pub fn finish(ctx: &XdpContext, mut ev: JourneyEvent, reason: Reason) {
+pub fn finish(ctx: &XdpContext, sampled: Sampled, reason: Reason) {
+    let ev = match sampled {
+        Sampled::Outside => return,
+        Sampled::Matched => {
+            count_filtered(reason);
+            return;
+        }
+        Sampled::Taken(ev) => ev,
+    };
+    count_filtered(reason);
+    let mut ev = ev;
     ev.reason = reason as u8;
     ev.extra = ctx.ingress_ifindex() as u32;
-    // SAFETY: a helper without preconditions.
-    ev.aux = unsafe { bpf_ktime_get_ns() };
+    if reason.action() == Action::Pass {
+        if let Some(off) = JOURNEY_OFFSETS.get(0) {
+            tag(ctx, off.magic, ev.id);
+        }
+    }
+    // After the tag: the span covers bpf_xdp_adjust_meta too; only the ring write is outside.
+    ev.aux = now();
     // A full ring loses this journey; user space counts ids it never saw start as unmatched.
     let _ = JOURNEY_EVENTS.output::<JourneyEvent>(&ev, 0);
-    if reason.action() == Action::Pass {
-        tag(ctx, ev.id);
+}
+
+#[inline(always)]
+fn count_filtered(reason: Reason) {
+    let Some(c) = JOURNEY_FILTERED.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: a live per-CPU value; only this CPU touches it while this program runs.
+    unsafe {
+        (*c).seen += 1;
+        if reason.action() == Action::Pass {
+            (*c).passed += 1;
+        } else {
+            (*c).dropped += 1;
+        }
     }
 }
 
 /// Puts [`JourneyMeta`] in the XDP metadata area, which the kernel carries into the skb.
 #[inline(always)]
-fn tag(ctx: &XdpContext, id: u32) {
+fn tag(ctx: &XdpContext, magic: u32, id: u32) {
+    if magic == 0 {
+        return; // offsets not written yet
+    }
     let md = ctx.as_ptr() as *mut xdp_md;
     let len = core::mem::size_of::<JourneyMeta>() as i32;
     // SAFETY: `md` is this program's context; the helper checks the room itself.
@@ -150,10 +226,7 @@ fn tag(ctx: &XdpContext, id: u32) {
     unsafe {
         core::ptr::write_unaligned(
             meta as *mut JourneyMeta,
-            JourneyMeta {
-                magic: JOURNEY_MAGIC,
-                id,
-            },
+            JourneyMeta { magic, id },
         )
     };
 }
@@ -187,8 +260,17 @@ fn sample_id(skb: u64) -> Option<u32> {
         return None;
     }
     let meta: JourneyMeta = read(head + mac as u64 - ours as u64)?;
-    if meta.magic != JOURNEY_MAGIC {
+    if meta.magic != off.magic || off.magic == 0 {
         return None;
+    }
+    // Only the first skb seen with this tag is the journey's; a clone shares the tag.
+    // SAFETY: copied at once.
+    match unsafe { JOURNEY_SKBS.get(&meta.id) }.copied() {
+        Some(first) if first != skb => return None,
+        Some(_) => {}
+        None => {
+            let _ = JOURNEY_SKBS.insert(&meta.id, &skb, 0);
+        }
     }
     Some(meta.id)
 }
@@ -204,8 +286,9 @@ fn seen(skb: u64, stage: Stage, extra: u32, aux: u64) {
 #[inline(always)]
 fn emit_stage(id: u32, stage: Stage, extra: u32, aux: u64) {
     let ev = JourneyEvent {
+        ts_ns: now(),
         // SAFETY: a helper without preconditions.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        cpu: unsafe { bpf_get_smp_processor_id() },
         id,
         stage: stage as u8,
         extra,
@@ -343,5 +426,26 @@ pub fn gz_journey_l4_v4(ctx: FEntryContext) -> i32 {
 #[fentry(function = "ip6_protocol_deliver_rcu")]
 pub fn gz_journey_l4_v6(ctx: FEntryContext) -> i32 {
     seen(ctx.arg(1), Stage::Transport, 0, 0);
+    0
+}
+
+/// The segment's data was appended to another skb (TCP coalescing), this one is freed.
+#[fentry(function = "kfree_skb_partial")]
+pub fn gz_journey_coalesced(ctx: FEntryContext) -> i32 {
+    seen(ctx.arg(0), Stage::Merged, 0, 0);
+    0
+}
+
+/// GRO merged the segment into the packet it holds and freed the stolen head.
+#[fentry(function = "napi_skb_free_stolen_head")]
+pub fn gz_journey_gro_stolen(ctx: FEntryContext) -> i32 {
+    seen(ctx.arg(0), Stage::Merged, 1, 0);
+    0
+}
+
+/// GRO merged the segment and freed the rest of it (GRO_MERGED_FREE).
+#[fentry(function = "__napi_kfree_skb")]
+pub fn gz_journey_gro_merged(ctx: FEntryContext) -> i32 {
+    seen(ctx.arg(0), Stage::Merged, 2, 0);
     0
 }

@@ -62,12 +62,18 @@ pub fn groundzero_xdp(ctx: XdpContext) -> u32 {
     let Some(config) = CONFIG.get(0) else {
         return groundzero_common::Action::Pass as u32; // index 0 of an array always exists
     };
-    let parsed = parse(&pkt);
-    // One branch when tracing is off: no clock read, no map access.
-    let sampled = if config.sample_every != 0 {
-        journey::sample(&pkt, &parsed, config)
+    // One branch when tracing is off: no clock read, no map access. When on, the verdict's
+    // span starts here, before parsing.
+    let entry_ns = if config.sample_every != 0 {
+        journey::now()
     } else {
-        None
+        0
+    };
+    let parsed = parse(&pkt);
+    let sampled = if config.sample_every != 0 {
+        journey::sample(&pkt, &parsed, config, entry_ns)
+    } else {
+        journey::Sampled::Outside
     };
     let ifindex = ctx.ingress_ifindex() as u32;
     // Read once: monitor mode and the rate bucket prefix lengths share this word.
@@ -92,9 +98,7 @@ pub fn groundzero_xdp(ctx: XdpContext) -> u32 {
         // SAFETY: as above.
         unsafe { count(core::ptr::addr_of_mut!((*iface).by_reason[index]), bytes) };
     }
-    if let Some(ev) = sampled {
-        journey::finish(&ctx, ev, reason);
-    }
+    journey::finish(&ctx, sampled, reason);
     // One bit test when no capture runs: the word was read above for the verdict.
     if Config::capture_in(flags) {
         capture::offer(&ctx, &parsed, reason, ifindex, pkt.end - pkt.start);

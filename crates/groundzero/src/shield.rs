@@ -339,6 +339,14 @@ impl Shield {
         self.tracer.observer_stats(&self.object)
     }
 
+    /// The packets the journey sample filter admitted, by verdict, as the XDP program counted
+    /// them since tracing first started (`None` before it did).
+    pub fn journey_filtered(
+        &self,
+    ) -> Result<Option<groundzero_common::journey::FilteredCounts>, Error> {
+        self.tracer.filtered_counts()
+    }
+
     /// Takes the journey event ring buffer (once per shield).
     pub fn journey_events(&mut self) -> Result<JourneyEvents, Error> {
         tracer::take_events(&mut self.object)

@@ -9,7 +9,8 @@ use axum::{
     Json,
 };
 use groundzero_api::journey::{
-    EventKind, JourneySummary, Outcome, RecentQuery, RecentReply, TracingReply, TracingRequest,
+    EventKind, HistoryMinute, HistoryReply, JourneySummary, Outcome, RecentQuery, RecentReply,
+    TracingReply, TracingRequest,
 };
 use tokio::sync::broadcast;
 
@@ -39,19 +40,36 @@ pub async fn recent(
         },
     )?;
     let limit = q.limit.min(512);
-    let out = tokio::task::spawn_blocking(move || {
-        let d = s.lock().unwrap_or_else(|p| p.into_inner());
-        let h = d.journey.lock().unwrap_or_else(|p| p.into_inner());
-        h.stats
-            .recent(512)
-            .filter(|j| outcome.is_none_or(|o| crate::wire::outcome(j.outcome) == o))
-            .take(limit)
-            .map(|j| journey_view(&d, &h, j))
-            .collect::<Vec<_>>()
-    })
-    .await
-    .map_err(|e| ApiError(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let hub = hub_of(s).await;
+    // The hub's own lock is only ever held for in-memory work: fine on an async thread.
+    let h = hub.lock().unwrap_or_else(|p| p.into_inner());
+    let out = h
+        .stats
+        .recent(512)
+        .filter(|j| outcome.is_none_or(|o| crate::wire::outcome(j.outcome) == o))
+        .take(limit)
+        .map(|j| journey_view(&h, j))
+        .collect::<Vec<_>>();
     Ok(Json(RecentReply { journeys: out }))
+}
+
+/// `GET /v1/journey/history`: per-minute stage percentiles of the last hour.
+pub async fn history(State(s): State<Shared>) -> Json<HistoryReply> {
+    let hub = hub_of(s).await;
+    let h = hub.lock().unwrap_or_else(|p| p.into_inner());
+    let now = crate::journey::hub::unix_now().as_secs();
+    Json(HistoryReply {
+        minutes: h
+            .history
+            .minutes(now)
+            .into_iter()
+            .map(|m| HistoryMinute {
+                journeys: m.journeys,
+                stages: m.stages.iter().map(crate::wire::stage_latency).collect(),
+                start_unix: m.start_unix,
+            })
+            .collect(),
+    })
 }
 
 /// `GET /v1/journey/events`: `summary` about once a second, `journey` as they finish.

@@ -131,6 +131,7 @@ pub fn router(state: Shared, token: Option<Arc<String>>, max_body: usize) -> Rou
         )
         .route(endpoints::JOURNEY_RECENT, get(journey::recent))
         .route(endpoints::JOURNEY_EVENTS, get(journey::events))
+        .route(endpoints::JOURNEY_HISTORY, get(journey::history))
         .route(endpoints::FEED_REFRESH, post(refresh_feed))
         .route(endpoints::CAPTURE, get(capture::capture))
         .fallback(|| async {

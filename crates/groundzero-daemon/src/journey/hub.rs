@@ -5,15 +5,42 @@
 use std::sync::Arc;
 
 use groundzero_api::journey::{
-    JourneySummary, KernelDropCount, Outcomes, Rates as WireRates, Totals as WireTotals,
+    DropSite, JourneySummary, KernelDropCount, NotObserved, Observability, Outcomes, RateBasis,
+    Rates as WireRates, StageRate, Totals as WireTotals, VerdictTiming,
 };
 use tokio::sync::broadcast;
 
 use groundzero::shield::{ProgramStats, Shield};
 use groundzero::{
-    journey::{Assembler, Journey, JourneyEvents, JourneyStats, Kallsyms, KernelInfo, TraceStatus},
+    journey::{
+        Assembler, Journey, JourneyEvents, JourneyStats, Kallsyms, KernelInfo, Stage, TraceStatus,
+    },
     Action, Reason,
 };
+
+use super::history::History;
+
+/// What the sampled XDP span covers (the `verdict` of the summary).
+pub const VERDICT_SPAN: &str = "program entry (before parsing) → just before the ring-buffer \
+    write: parsing, sampling, the verdict, the counters and bpf_xdp_adjust_meta";
+
+/// Why NIC → XDP has no figure (the `nic_to_xdp` of the summary).
+pub const NIC_TO_XDP_WHY: &str = "not observable on this driver: the RX hardware timestamp \
+    (bpf_xdp_metadata_rx_timestamp) needs an XDP program loaded device-bound to one NIC whose \
+    driver implements xmo_rx_timestamp; groundzero loads one program for every interface \
+    (aya 0.14 loads no device-bound program), and veth has no hardware timestamp for XDP \
+    frames";
+
+/// The stages a passed packet is expected to reach, in order: those without a measurement are
+/// reported as not observed.
+const PATH: [Stage; 6] = [
+    Stage::Gro,
+    Stage::Stack,
+    Stage::Ip,
+    Stage::Transport,
+    Stage::Socket,
+    Stage::App,
+];
 
 /// Journeys still open this long after their XDP hook are closed as incomplete.
 const JOURNEY_TIMEOUT_NS: u64 = 2_000_000_000;
@@ -40,13 +67,19 @@ pub struct JourneyHub {
     last_run_stats: Option<(std::time::Instant, RunStats)>,
     /// Live viewers: `summary` and `journey` events.
     pub(crate) tx: broadcast::Sender<(&'static str, Arc<String>)>,
+    /// Interfaces the XDP program runs on in generic mode (set when tracing starts): there
+    /// the skb is built, and seen by GRO and `netif_receive_skb`, before XDP tags it.
+    pub(crate) generic_interfaces: Vec<String>,
+    /// Per-minute stage percentiles (`GET /v1/journey/history`).
+    pub(crate) history: History,
 }
 
-/// Packets the XDP program saw and dropped, over every reason.
+/// Packets the XDP program saw and dropped, over every reason, and those in the sample filter.
 #[derive(Clone, Copy, Debug, Default)]
 struct Totals {
     seen: u64,
     dropped: u64,
+    filtered: groundzero::journey::FilteredCounts,
 }
 
 /// The kernel's run-time accounting at one moment: the XDP program, and the observers summed.
@@ -66,6 +99,9 @@ struct Rates {
     seen_pps: f64,
     dropped_pps: f64,
     passed_pps: f64,
+    filtered_seen_pps: f64,
+    filtered_passed_pps: f64,
+    filtered_dropped_pps: f64,
 }
 
 impl Default for JourneyHub {
@@ -93,6 +129,8 @@ impl JourneyHub {
             cost: None,
             last_run_stats: None,
             tx: broadcast::channel(1024).0,
+            generic_interfaces: Vec::new(),
+            history: History::default(),
         }
     }
 
@@ -138,7 +176,9 @@ impl JourneyHub {
     /// (at most [`STREAM_PER_SECOND`] a second, the rest counted as skipped).
     pub(crate) fn record(&mut self, done: Vec<Journey>) -> Vec<Journey> {
         let mut stream = Vec::new();
+        let now_unix = unix_now().as_secs();
         for j in done {
+            self.history.record(now_unix, &j);
             if self.tx.receiver_count() > 0 {
                 if self.streamed_this_second < STREAM_PER_SECOND {
                     self.streamed_this_second += 1;
@@ -186,13 +226,18 @@ impl JourneyHub {
         self.last_run_stats = Some((now, run));
         if let Some((then, before)) = self.last_totals {
             let secs = now.duration_since(then).as_secs_f64().max(1e-3);
-            let seen = now_totals.seen.saturating_sub(before.seen) as f64 / secs;
-            let dropped = now_totals.dropped.saturating_sub(before.dropped) as f64 / secs;
+            let per_s = |now: u64, then: u64| now.saturating_sub(then) as f64 / secs;
+            let seen = per_s(now_totals.seen, before.seen);
+            let dropped = per_s(now_totals.dropped, before.dropped);
+            let (f, b) = (now_totals.filtered, before.filtered);
             self.rates = Rates {
                 window_s: secs,
                 seen_pps: seen,
                 dropped_pps: dropped,
                 passed_pps: (seen - dropped).max(0.0),
+                filtered_seen_pps: per_s(f.seen, b.seen),
+                filtered_passed_pps: per_s(f.passed, b.passed),
+                filtered_dropped_pps: per_s(f.dropped, b.dropped),
             };
         }
         self.last_totals = Some((now, now_totals));
@@ -215,7 +260,10 @@ impl Sample {
             observers: shield.observer_stats(),
         };
         shield.counters().ok().map(|c| {
-            let mut totals = Totals::default();
+            let mut totals = Totals {
+                filtered: shield.journey_filtered().ok().flatten().unwrap_or_default(),
+                ..Totals::default()
+            };
             for r in Reason::ALL {
                 let n = c.get(r).packets;
                 totals.seen += n;
@@ -239,10 +287,109 @@ pub(crate) fn round(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
+/// Wall-clock time since the Unix epoch.
+pub(crate) fn unix_now() -> std::time::Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Stages on a passed packet's path that have no measurement, and why.
+fn not_observed(h: &JourneyHub) -> Vec<NotObserved> {
+    let measured: Vec<&str> = h.stats.stages().iter().map(|l| l.stage).collect();
+    PATH.iter()
+        .filter(|stage| !measured.contains(&stage.label()))
+        .map(|&stage| {
+            let missing: Vec<_> = h
+                .status
+                .stages_missing
+                .iter()
+                .filter(|m| m.stage == stage.label())
+                .collect();
+            let generic_blind = matches!(stage, Stage::Gro | Stage::Stack);
+            let why = if !missing.is_empty() {
+                missing
+                    .iter()
+                    .map(|m| format!("{} cannot be observed: {}", m.hook, m.why))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            } else if generic_blind && !h.generic_interfaces.is_empty() {
+                format!(
+                    "generic XDP on {}: the skb is built and passes this hook before the XDP \
+                     program runs, so it carries no tag there",
+                    h.generic_interfaces.join(", ")
+                )
+            } else if h.stats.passed() == 0 {
+                "no sampled journey has passed XDP yet".to_string()
+            } else {
+                format!(
+                    "none of the {} sampled journeys that passed XDP was seen here",
+                    h.stats.passed()
+                )
+            };
+            NotObserved { stage, why }
+        })
+        .collect()
+}
+
+/// Each stage's rate with its basis: XDP's counted rates, then estimates for the filtered
+/// population (its counted passed rate × the share of sampled passed journeys that reached
+/// the stage) for the stages that were observed.
+fn stage_rates(h: &JourneyHub, not_observed: &[NotObserved]) -> Vec<StageRate> {
+    let r = h.rates;
+    let population = format!("packets matching \"{}\"", h.status.filter);
+    let mut out = vec![
+        StageRate {
+            basis: RateBasis::Counted,
+            population: "all traffic".into(),
+            pps: round(r.seen_pps),
+            share: None,
+            stage: Stage::Xdp,
+        },
+        StageRate {
+            basis: RateBasis::Counted,
+            population: population.clone(),
+            pps: round(r.filtered_seen_pps),
+            share: None,
+            stage: Stage::Xdp,
+        },
+    ];
+    if h.stats.passed() == 0 {
+        return out;
+    }
+    let ends = [Stage::KernelDrop, Stage::Consumed, Stage::Merged];
+    for stage in PATH.iter().chain(ends.iter()) {
+        if not_observed.iter().any(|n| n.stage == *stage) {
+            continue;
+        }
+        let share = h.stats.reach_share(stage.label());
+        out.push(StageRate {
+            basis: RateBasis::Estimate,
+            population: population.clone(),
+            pps: round(r.filtered_passed_pps * share),
+            share: Some((share * 1000.0).round() / 1000.0),
+            stage: *stage,
+        });
+    }
+    out
+}
+
 /// `GET /v1/journey`'s body and the stream's `summary` event (documented in docs/api.md).
 pub fn summary(h: &JourneyHub) -> JourneySummary {
     let r = h.rates;
-    let est = |stage: &str| round(r.passed_pps * h.stats.reach_share(stage));
+    // Estimates for the filtered population only: its counted passed rate, never all traffic's.
+    let est = |stage: &str| round(r.filtered_passed_pps * h.stats.reach_share(stage));
+    let not_observed = not_observed(h);
+    let stage_rates = stage_rates(h, &not_observed);
+    let xdp = h.stats.stages().into_iter().find(|l| l.stage == "xdp");
+    let kernel_mean_ns = h.cost.and_then(|c| c.xdp_ns_per_packet);
+    let verdict = (xdp.is_some() || kernel_mean_ns.is_some()).then(|| VerdictTiming {
+        kernel_mean_ns,
+        p50_ns: xdp.as_ref().map(|l| l.p50_ns),
+        p99_ns: xdp.as_ref().map(|l| l.p99_ns),
+        samples: xdp.as_ref().map_or(0, |l| l.count),
+        span: VERDICT_SPAN.into(),
+    });
     let mut outcomes = Outcomes {
         unmatched: h.assembler.counts.unseen_in_stack + h.assembler.counts.unknown_id,
         ..Outcomes::default()
@@ -259,7 +406,16 @@ pub fn summary(h: &JourneyHub) -> JourneySummary {
             .iter()
             .map(crate::wire::stage_latency)
             .collect(),
-        drop_sites: Vec::new(),
+        drop_sites: h
+            .stats
+            .drop_sites()
+            .into_iter()
+            .map(|(function, reason, count)| DropSite {
+                count,
+                function,
+                reason: h.drop_reason(reason),
+            })
+            .collect(),
         journeys_skipped: h.skipped,
         kernel_drop_reasons: h
             .stats
@@ -271,15 +427,18 @@ pub fn summary(h: &JourneyHub) -> JourneySummary {
             })
             .collect(),
         matching: crate::wire::match_counts(&h.assembler.counts),
-        nic_to_xdp: Default::default(),
-        not_observed: Vec::new(),
+        nic_to_xdp: Observability {
+            measured: false,
+            why: Some(NIC_TO_XDP_WHY.into()),
+        },
+        not_observed,
         outcomes,
         rates: WireRates {
             app_pps: est("app"),
             dropped_pps: round(r.dropped_pps),
-            filtered_dropped_pps: 0.0,
-            filtered_passed_pps: 0.0,
-            filtered_seen_pps: 0.0,
+            filtered_dropped_pps: round(r.filtered_dropped_pps),
+            filtered_passed_pps: round(r.filtered_passed_pps),
+            filtered_seen_pps: round(r.filtered_seen_pps),
             kernel_dropped_pps: est("kernel_drop"),
             passed_pps: round(r.passed_pps),
             seen_pps: round(r.seen_pps),
@@ -287,7 +446,7 @@ pub fn summary(h: &JourneyHub) -> JourneySummary {
             stack_pps: est("stack"),
             window_s: round(r.window_s),
         },
-        stage_rates: Vec::new(),
+        stage_rates,
         stages: h
             .stats
             .stages()
@@ -300,7 +459,7 @@ pub fn summary(h: &JourneyHub) -> JourneySummary {
             seen: totals.seen,
         },
         tracing: crate::wire::trace_status(&h.status),
-        verdict: None,
+        verdict,
     }
 }
 

@@ -3,6 +3,7 @@
 //! registry's entry that dropped it) is [`crate::journey_ops`]; the drain that fills the hub is
 //! [`crate::tasks::journey`]; the handlers are [`crate::http::journey`].
 
+pub mod history;
 pub mod hub;
 
 pub(crate) use hub::monotonic_ns;

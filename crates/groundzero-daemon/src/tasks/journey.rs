@@ -17,7 +17,7 @@ use crate::{
         hub::{JourneyHub, Sample},
         monotonic_ns, summary_json,
     },
-    journey_ops::{hub_of, journey_json},
+    journey_ops::{hub_of, journey_json, needs_entry, record_entries},
     state::Shared,
 };
 
@@ -60,27 +60,34 @@ fn lock(hub: &Mutex<JourneyHub>) -> std::sync::MutexGuard<'_, JourneyHub> {
     hub.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Records finished journeys and streams some of them (with the entry that dropped them).
-async fn publish(shared: &Shared, hub: &Arc<Mutex<JourneyHub>>, done: Vec<Journey>) {
+/// Records finished journeys (with the entry that dropped them, read from the registry now,
+/// as their events are drained) and streams some of them.
+async fn publish(shared: &Shared, hub: &Arc<Mutex<JourneyHub>>, mut done: Vec<Journey>) {
     if done.is_empty() {
         return;
     }
-    let stream = lock(hub).record(done);
-    if stream.is_empty() {
-        return;
+    if done.iter().any(needs_entry) {
+        // The registry is behind the daemon's lock, which may be held for a while: on a
+        // blocking thread.
+        let shared = shared.clone();
+        done = match tokio::task::spawn_blocking(move || {
+            record_entries(&shared.lock().unwrap_or_else(|p| p.into_inner()), &mut done);
+            done
+        })
+        .await
+        {
+            Ok(done) => done,
+            Err(e) => {
+                log::error!("journey: recording drop entries failed: {e}");
+                return;
+            }
+        };
     }
-    let shared = shared.clone();
-    let hub = hub.clone();
-    // The entry that dropped a journey is the registry's: read under the daemon's lock, which
-    // may be held for a while, so on a blocking thread.
-    let _ = tokio::task::spawn_blocking(move || {
-        let d = shared.lock().unwrap_or_else(|p| p.into_inner());
-        let h = lock(&hub);
-        for j in &stream {
-            h.broadcast(EventKind::Journey.label(), journey_json(&d, &h, j));
-        }
-    })
-    .await;
+    let h = &mut *lock(hub);
+    for j in h.record(done) {
+        let text = journey_json(h, &j);
+        h.broadcast(EventKind::Journey.label(), text);
+    }
 }
 
 /// Reads the counters and run-time statistics (on a blocking thread: the daemon's lock) and

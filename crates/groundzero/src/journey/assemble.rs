@@ -12,9 +12,10 @@ use std::{
 
 use super::Kallsyms;
 use groundzero_common::{
-    journey::{JourneyEvent, Stage},
+    journey::{JourneyEvent, Stage, MERGED_BY},
     Action, Reason,
 };
+use ipnet::IpNet;
 
 /// How a journey ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -28,18 +29,22 @@ pub enum Outcome {
     Consumed,
     /// Dropped by the kernel; the reason is in [`Journey::drop_reason`].
     KernelDrop,
-    /// Seen in the stack, then lost from view before any end (merged into another skb, freed
-    /// on a path without a tracepoint, or still queued when the timeout passed).
+    /// Seen in the stack, then lost from view before any end (freed on a path without an
+    /// observer, or still queued when the timeout passed).
     Incomplete,
+    /// Merged into the previous segment (GRO or TCP coalescing appended its data to another
+    /// skb and freed this one).
+    Merged,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 6] = [
         Outcome::XdpDrop,
         Outcome::Delivered,
         Outcome::Consumed,
         Outcome::KernelDrop,
         Outcome::Incomplete,
+        Outcome::Merged,
     ];
 
     pub fn label(self) -> &'static str {
@@ -49,6 +54,7 @@ impl Outcome {
             Outcome::Consumed => "consumed",
             Outcome::KernelDrop => "kernel_drop",
             Outcome::Incomplete => "incomplete",
+            Outcome::Merged => "merged",
         }
     }
 }
@@ -62,6 +68,24 @@ pub struct Hop {
     /// Where in the kernel this was observed.
     pub label: String,
     pub t_ns: u64,
+    /// The CPU it was observed on.
+    pub cpu: u32,
+}
+
+/// The list entry that dropped a journey's packet, recorded when its drop event was drained
+/// (by whoever knows the lists: the daemon's registry), so later list changes do not rewrite it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedEntry {
+    pub entry: IpNet,
+    /// `true`: an exact entry, the packet's source itself (the kernel's key); `false`: a
+    /// prefix looked up when the event arrived (the kernel cannot return an LPM key).
+    pub exact: bool,
+    /// Its first holder's source (`feed:NAME`, `app:NAME`, ...), reason and expiry.
+    pub source: Option<String>,
+    pub reason: Option<String>,
+    pub expires_unix: Option<u64>,
+    /// When it was recorded, Unix ms.
+    pub at_unix_ms: u64,
 }
 
 /// A sampled packet's path, measured.
@@ -81,6 +105,11 @@ pub struct Journey {
     pub outcome: Outcome,
     /// The kernel's `skb_drop_reason` value for [`Outcome::KernelDrop`].
     pub drop_reason: Option<u32>,
+    /// The function that dropped it, for [`Outcome::KernelDrop`] (from kallsyms; the address
+    /// in hex when no symbol covers it).
+    pub drop_function: Option<String>,
+    /// For XDP drops by a list entry: the entry, recorded at drain time.
+    pub entry: Option<RecordedEntry>,
     pub hops: Vec<Hop>,
 }
 
@@ -116,6 +145,7 @@ pub fn stage_hook(stage: Stage) -> &'static str {
         Stage::App => "read by the application",
         Stage::KernelDrop => "kfree_skb",
         Stage::Consumed => "consume_skb",
+        Stage::Merged => "merged into the previous segment",
     }
 }
 
@@ -135,6 +165,9 @@ pub struct MatchCounts {
     /// Stage events after their journey had ended: normal (a UDP skb is consumed after it
     /// was read, a TCP skb read in two calls), not an error.
     pub after_end: u64,
+    /// A stage seen again in the same journey (TCP is seen at `ip_protocol_deliver_rcu` and
+    /// again at `tcp_probe`): only the first occurrence counts.
+    pub repeated: u64,
 }
 
 /// Functions whose `consume_skb` means "the application has read this datagram": UDP readers
@@ -201,6 +234,14 @@ impl Assembler {
             (Stage::Consumed, Some(f)) if READER_FREES.contains(&f) => Stage::App,
             _ => stage,
         };
+        if j.hops.iter().any(|h| h.stage == stage.label()) {
+            self.counts.repeated += 1;
+            return None;
+        }
+        let function = match stage {
+            Stage::Merged => MERGED_BY.get(ev.extra as usize).copied(),
+            _ => function,
+        };
         let label = match function {
             Some(f) => format!("{} in {f}", stage_hook(stage)),
             None => stage_hook(stage).to_string(),
@@ -209,14 +250,20 @@ impl Assembler {
             stage: stage.label(),
             label,
             t_ns,
+            cpu: ev.cpu,
         });
         let outcome = match stage {
             Stage::App => Some(Outcome::Delivered),
             Stage::KernelDrop => {
                 j.drop_reason = Some(ev.extra);
+                j.drop_function = Some(match function {
+                    Some(f) => f.to_string(),
+                    None => format!("{:#x}", ev.aux),
+                });
                 Some(Outcome::KernelDrop)
             }
             Stage::Consumed => Some(Outcome::Consumed),
+            Stage::Merged => Some(Outcome::Merged),
             _ => None,
         }?;
         let mut journey = self.pending.remove(&ev.id)?.journey;
@@ -285,6 +332,7 @@ fn start(ev: &JourneyEvent) -> Option<Journey> {
             reason.label()
         ),
         t_ns: ev.aux.saturating_sub(ev.ts_ns),
+        cpu: ev.cpu,
     };
     Some(Journey {
         id: ev.id,
@@ -299,11 +347,14 @@ fn start(ev: &JourneyEvent) -> Option<Journey> {
         reason,
         outcome: Outcome::XdpDrop,
         drop_reason: None,
+        drop_function: None,
+        entry: None,
         hops: vec![
             Hop {
                 stage: "xdp",
                 label: stage_hook(Stage::Xdp).to_string(),
                 t_ns: 0,
+                cpu: ev.cpu,
             },
             verdict_hop,
         ],
@@ -415,12 +466,50 @@ mod tests {
     }
 
     #[test]
+    fn a_stage_counts_once_and_a_merged_segment_ends_merged() {
+        let mut a = Assembler::new(1_000_000_000);
+        a.feed(&xdp(6, 0, Reason::NoMatch));
+        a.feed(&at(6, Stage::Stack, 100, 0));
+        a.feed(&at(6, Stage::Transport, 200, 0));
+        // tcp_probe after ip_protocol_deliver_rcu: the same stage again.
+        a.feed(&at(6, Stage::Transport, 300, 0));
+        assert_eq!(a.counts.repeated, 1);
+        let mut merged = at(6, Stage::Merged, 400, 0);
+        merged.cpu = 3;
+        let j = a.feed(&merged).expect("a merge ends the journey");
+        assert_eq!(j.outcome, Outcome::Merged);
+        let stages: Vec<_> = j.hops.iter().map(|h| (h.stage, h.t_ns)).collect();
+        assert_eq!(
+            stages,
+            [
+                ("xdp", 0),
+                ("xdp_verdict", 300),
+                ("stack", 100),
+                ("transport", 200),
+                ("merged", 400)
+            ]
+        );
+        assert_eq!(
+            j.hops.last().unwrap().label,
+            "merged into the previous segment in kfree_skb_partial"
+        );
+        assert_eq!(j.hops.last().unwrap().cpu, 3);
+    }
+
+    #[test]
     fn kernel_drop_keeps_reason_and_timeouts_are_counted() {
         let mut a = Assembler::new(1000);
         a.feed(&xdp(3, 0, Reason::NoMatch));
         a.feed(&at(3, Stage::Stack, 100, 0));
-        let j = a.feed(&at(3, Stage::KernelDrop, 200, 5)).unwrap();
+        let mut drop = at(3, Stage::KernelDrop, 200, 5);
+        drop.aux = 0xdead;
+        let j = a.feed(&drop).unwrap();
         assert_eq!((j.outcome, j.drop_reason), (Outcome::KernelDrop, Some(5)));
+        assert_eq!(
+            j.drop_function.as_deref(),
+            Some("0xdead"),
+            "no symbol: the address"
+        );
 
         a.feed(&xdp(4, 0, Reason::NoMatch)); // never reaches the stack
         a.feed(&xdp(5, 0, Reason::NoMatch));

@@ -65,6 +65,7 @@ impl KernelInfo {
             udp_reader_queue: member_offset(&btf, "udp_sock", "reader_queue")?,
             list_prev: member_offset(&btf, "sk_buff_head", "prev")?,
             list_qlen: member_offset(&btf, "sk_buff_head", "qlen")?,
+            magic: 0,
         };
         Ok(Self {
             offsets,

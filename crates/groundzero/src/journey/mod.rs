@@ -12,9 +12,9 @@ pub mod kallsyms;
 pub mod stats;
 pub mod tracer;
 
-pub use assemble::{Assembler, Hop, Journey, Outcome};
+pub use assemble::{Assembler, Hop, Journey, Outcome, RecordedEntry};
 pub use btf::KernelInfo;
-pub use groundzero_common::journey::{FlowFilter, JourneyEvent, Stage};
+pub use groundzero_common::journey::{FilteredCounts, FlowFilter, JourneyEvent, Stage};
 pub use kallsyms::Kallsyms;
 pub use stats::{JourneyStats, StageLatency};
 pub use tracer::{parse_filter, JourneyEvents, MissingStage, TraceStatus};

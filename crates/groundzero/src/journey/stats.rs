@@ -12,7 +12,7 @@ use prometheus_client::{
 use super::{Journey, Outcome};
 
 /// Stages with a latency, in journey order; each is measured from the hop before it.
-pub const LATENCY_STAGES: [(&str, &str); 9] = [
+pub const LATENCY_STAGES: [(&str, &str); 10] = [
     ("xdp", "XDP verdict"),
     ("gro", "skb built"),
     ("stack", "GRO → stack"),
@@ -22,6 +22,7 @@ pub const LATENCY_STAGES: [(&str, &str); 9] = [
     ("app", "queued until read"),
     ("kernel_drop", "to kernel drop"),
     ("consumed", "to consume"),
+    ("merged", "to merge into the previous segment"),
 ];
 
 /// How many latencies per stage the percentiles are computed over (the most recent ones).
@@ -61,14 +62,46 @@ impl Window {
     }
 
     fn percentiles(&self) -> (u64, u64) {
-        if self.values.is_empty() {
-            return (0, 0);
-        }
-        let mut sorted: Vec<u64> = self.values.iter().copied().collect();
-        sorted.sort_unstable();
-        let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
-        (at(0.50), at(0.99))
+        percentiles(self.values.iter().copied().collect())
     }
+}
+
+/// p50 and p99 of `values` (nearest rank); (0, 0) for none.
+pub fn percentiles(mut values: Vec<u64>) -> (u64, u64) {
+    if values.is_empty() {
+        return (0, 0);
+    }
+    values.sort_unstable();
+    let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+    (at(0.50), at(0.99))
+}
+
+/// Each stage of a journey with its latency from the hop before it (the `xdp_verdict` hop
+/// closes the `xdp` stage).
+pub fn steps(journey: &Journey) -> Vec<(&'static str, u64)> {
+    let mut prev = 0u64;
+    let mut out = Vec::new();
+    for hop in &journey.hops {
+        if hop.stage == "xdp" {
+            continue;
+        }
+        let stage = if hop.stage == "xdp_verdict" {
+            "xdp"
+        } else {
+            hop.stage
+        };
+        out.push((stage, hop.t_ns.saturating_sub(prev)));
+        prev = hop.t_ns;
+    }
+    out
+}
+
+/// The label of a stage in [`LATENCY_STAGES`].
+pub fn stage_label(stage: &str) -> &'static str {
+    LATENCY_STAGES
+        .iter()
+        .find(|(s, _)| *s == stage)
+        .map_or("", |(_, l)| l)
 }
 
 /// Everything journeys have taught us since tracing started.
@@ -79,6 +112,8 @@ pub struct JourneyStats {
     cumulative: HashMap<&'static str, Window>,
     outcomes: HashMap<Outcome, u64>,
     kernel_drop_reasons: HashMap<u32, u64>,
+    /// Kernel drops by (function, reason).
+    drop_sites: HashMap<(String, u32), u64>,
     /// Passed journeys, and how many of them reached each stage (for edge-rate estimates).
     passed: u64,
     reached: HashMap<&'static str, u64>,
@@ -100,6 +135,7 @@ impl JourneyStats {
             cumulative: HashMap::new(),
             outcomes: HashMap::new(),
             kernel_drop_reasons: HashMap::new(),
+            drop_sites: HashMap::new(),
             passed: 0,
             reached: HashMap::new(),
             recent: VecDeque::new(),
@@ -116,22 +152,17 @@ impl JourneyStats {
         *self.outcomes.entry(journey.outcome).or_default() += 1;
         if let Some(reason) = journey.drop_reason {
             *self.kernel_drop_reasons.entry(reason).or_default() += 1;
+            let function = journey.drop_function.clone().unwrap_or_default();
+            *self.drop_sites.entry((function, reason)).or_default() += 1;
         }
-        let mut prev = 0u64;
-        for hop in &journey.hops {
-            if hop.stage == "xdp" {
-                continue;
-            }
-            // The "xdp_verdict" hop closes the XDP stage.
-            let stage = if hop.stage == "xdp_verdict" {
-                "xdp"
-            } else {
-                hop.stage
-            };
-            let step = hop.t_ns.saturating_sub(prev);
-            prev = hop.t_ns;
+        let cumulative = journey
+            .hops
+            .iter()
+            .filter(|h| h.stage != "xdp")
+            .map(|h| h.t_ns);
+        for ((stage, step), t_ns) in steps(&journey).into_iter().zip(cumulative) {
             self.step.entry(stage).or_default().push(step);
-            self.cumulative.entry(stage).or_default().push(hop.t_ns);
+            self.cumulative.entry(stage).or_default().push(t_ns);
             self.histograms
                 .get_or_create(&StageLabel {
                     stage: stage.to_string(),
@@ -140,8 +171,12 @@ impl JourneyStats {
         }
         if journey.outcome != Outcome::XdpDrop {
             self.passed += 1;
-            for hop in &journey.hops {
-                *self.reached.entry(hop.stage).or_default() += 1;
+            // Once per journey, whatever the hops: a share is never above 1.
+            let mut stages: Vec<&'static str> = journey.hops.iter().map(|h| h.stage).collect();
+            stages.sort_unstable();
+            stages.dedup();
+            for stage in stages {
+                *self.reached.entry(stage).or_default() += 1;
             }
         }
         if self.recent.len() == RECENT {
@@ -178,7 +213,24 @@ impl JourneyStats {
         v
     }
 
-    /// Of the journeys that passed XDP, the share that reached `stage`.
+    /// Kernel drops by (function, raw reason) with their count, most frequent first.
+    pub fn drop_sites(&self) -> Vec<(String, u32, u64)> {
+        let mut v: Vec<_> = self
+            .drop_sites
+            .iter()
+            .map(|((f, r), n)| (f.clone(), *r, *n))
+            .collect();
+        v.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)).then(a.1.cmp(&b.1)));
+        v
+    }
+
+    /// Journeys that passed XDP.
+    pub fn passed(&self) -> u64 {
+        self.passed
+    }
+
+    /// Of the journeys that passed XDP, the share that reached `stage` (at most 1: a stage is
+    /// counted once per journey).
     pub fn reach_share(&self, stage: &str) -> f64 {
         if self.passed == 0 {
             return 0.0;
@@ -233,12 +285,15 @@ mod tests {
             },
             outcome,
             drop_reason: (outcome == Outcome::KernelDrop).then_some(2),
+            drop_function: (outcome == Outcome::KernelDrop).then(|| "udp_rcv".to_string()),
+            entry: None,
             hops: times
                 .iter()
                 .map(|(stage, t)| Hop {
                     stage,
                     label: String::new(),
                     t_ns: *t,
+                    cpu: 0,
                 })
                 .collect(),
         }
@@ -284,6 +339,7 @@ mod tests {
             .unwrap();
         assert_eq!((app.p50_ns, app.p99_ns), (10_000, 10_000));
         assert_eq!(s.kernel_drop_reasons(), vec![(2, 1)]);
+        assert_eq!(s.drop_sites(), vec![("udp_rcv".to_string(), 2, 1)]);
         let outcomes: HashMap<_, _> = s.outcomes().into_iter().collect();
         assert_eq!(outcomes[&Outcome::Delivered], 100);
         assert_eq!(outcomes[&Outcome::XdpDrop], 1);

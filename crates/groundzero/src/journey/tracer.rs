@@ -12,12 +12,13 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use aya::{
-    maps::{Array, MapData, RingBuf},
+    maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{fentry::FEntryLinkId, tp_btf::BtfTracePointLinkId, BtfTracePoint, FEntry},
     Btf,
 };
 use groundzero_common::journey::{
-    FlowFilter, JourneyEvent, Stage, JOURNEY_EVENTS, JOURNEY_OFFSETS,
+    FilteredCounts, FlowFilter, JourneyEvent, JourneyOffsets, Stage, JOURNEY_EVENTS,
+    JOURNEY_FILTERED, JOURNEY_MAGIC, JOURNEY_OFFSETS,
 };
 use ipnet::IpNet;
 
@@ -41,7 +42,7 @@ enum Kind {
     FEntry,
 }
 
-const OBSERVERS: [Observer; 12] = [
+const OBSERVERS: [Observer; 15] = [
     Observer {
         program: "gz_journey_socket",
         hook: "sk_data_ready",
@@ -114,6 +115,24 @@ const OBSERVERS: [Observer; 12] = [
         kind: Kind::FEntry,
         stage: Stage::Transport,
     },
+    Observer {
+        program: "gz_journey_coalesced",
+        hook: "kfree_skb_partial",
+        kind: Kind::FEntry,
+        stage: Stage::Merged,
+    },
+    Observer {
+        program: "gz_journey_gro_stolen",
+        hook: "napi_skb_free_stolen_head",
+        kind: Kind::FEntry,
+        stage: Stage::Merged,
+    },
+    Observer {
+        program: "gz_journey_gro_merged",
+        hook: "__napi_kfree_skb",
+        kind: Kind::FEntry,
+        stage: Stage::Merged,
+    },
 ];
 
 enum Link {
@@ -130,6 +149,7 @@ pub(crate) struct Tracer {
     links: Vec<Link>,
     missing: Vec<MissingStage>,
     offsets: Option<Array<MapData, groundzero_common::journey::JourneyOffsets>>,
+    filtered: Option<PerCpuArray<MapData, FilteredCounts>>,
 }
 
 /// A stage this kernel could not observe, and why.
@@ -209,15 +229,48 @@ impl Tracer {
                     )?)
             }
         };
+        let offsets_now = JourneyOffsets {
+            magic: salted_magic(),
+            ..kernel.offsets
+        };
         offsets
-            .set(0, kernel.offsets, 0)
+            .set(0, offsets_now, 0)
             .map_err(|source| Error::MapWrite {
                 map: JOURNEY_OFFSETS,
                 source,
             })?;
+        if self.filtered.is_none() {
+            self.filtered = Some(
+                PerCpuArray::try_from(object.take_map(JOURNEY_FILTERED)?).map_err(|source| {
+                    Error::MapRead {
+                        map: JOURNEY_FILTERED,
+                        source,
+                    }
+                })?,
+            );
+        }
         self.attach_observers(object)?;
         set_sampling(config, sample_every, filter)?;
         Ok(self.missing.clone())
+    }
+
+    /// The packets the sample filter admitted since tracing first started, by verdict, summed
+    /// over CPUs (counted by the XDP program; `None` before tracing started).
+    pub(crate) fn filtered_counts(&self) -> Result<Option<FilteredCounts>, Error> {
+        let Some(map) = &self.filtered else {
+            return Ok(None);
+        };
+        let per_cpu = map.get(&0, 0).map_err(|source| Error::MapRead {
+            map: JOURNEY_FILTERED,
+            source,
+        })?;
+        let mut total = FilteredCounts::default();
+        for c in per_cpu.iter() {
+            total.seen += c.seen;
+            total.passed += c.passed;
+            total.dropped += c.dropped;
+        }
+        Ok(Some(total))
     }
 
     /// Stops sampling and detaches the observers. Journeys in flight end as incomplete.
@@ -312,6 +365,15 @@ impl Tracer {
         self.missing = missing;
         Ok(())
     }
+}
+
+/// [`JOURNEY_MAGIC`] with a random salt, never 0: tells this tracer's tags from those of any
+/// other copy of the program loaded on the host (whose observers see our skbs, and ours theirs).
+fn salted_magic() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    (JOURNEY_MAGIC ^ h.finish() as u32) | 1
 }
 
 /// Changes sampling (1 in `sample_every` of the packets `filter` admits; 0 = off).
