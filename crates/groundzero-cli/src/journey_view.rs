@@ -68,17 +68,55 @@ pub fn text(summary: &JourneySummary, recent: &RecentReply) -> String {
             ns(c.observers_ns_per_run),
         );
     }
+    if let Some(v) = &summary.verdict {
+        let sampled = match (v.p50_ns, v.p99_ns) {
+            (Some(p50), Some(p99)) => format!(
+                "p50 {} p99 {} over {} sampled packets",
+                us(p50 as f64),
+                us(p99 as f64),
+                v.samples
+            ),
+            _ => "no sampled packet yet".to_string(),
+        };
+        let kernel = match v.kernel_mean_ns {
+            Some(ns) => format!("{ns:.0} ns per packet (kernel run-time mean, every packet)"),
+            None => "not measured (no packet in the last window)".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "  XDP verdict ({}): {sampled}; {kernel}",
+            for_terminal(&v.span)
+        );
+    }
+    if !summary.nic_to_xdp.measured {
+        let _ = writeln!(
+            out,
+            "  NIC → XDP: {}",
+            for_terminal(summary.nic_to_xdp.why.as_deref().unwrap_or("not observed"))
+        );
+    }
     let r = &summary.rates;
     let _ = writeln!(
         out,
-        "\nNIC → XDP {}   → DROP {}   → PASS {}   → socket ~{}   → app ~{}   kernel drops ~{}",
+        "\nNIC → XDP {}   → DROP {}   → PASS {}   (counted, all traffic)",
         pps(r.seen_pps),
         pps(r.dropped_pps),
         pps(r.passed_pps),
-        pps(r.socket_pps),
-        pps(r.app_pps),
-        pps(r.kernel_dropped_pps),
     );
+    for sr in &summary.stage_rates {
+        let share = sr
+            .share
+            .map(|x| format!(", {:.1}% of sampled passed journeys", x * 100.0))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {:<12} {:>12}  {} ({}{share})",
+            sr.stage.label(),
+            pps(sr.pps),
+            sr.basis,
+            for_terminal(&sr.population),
+        );
+    }
     let _ = writeln!(
         out,
         "\n{:<12} {:<26} {:>8} {:>11} {:>11} {:>14}",
@@ -100,16 +138,33 @@ pub fn text(summary: &JourneySummary, recent: &RecentReply) -> String {
             since
         );
     }
+    for n in &summary.not_observed {
+        let _ = writeln!(
+            out,
+            "{:<12} not observed: {}",
+            n.stage.label(),
+            for_terminal(&n.why)
+        );
+    }
     let o = &summary.outcomes;
     let _ = writeln!(
         out,
-        "\noutcomes: {} dropped in XDP, {} delivered, {} consumed, {} dropped by the kernel, {} incomplete, {} unmatched",
-        o.xdp_drop, o.delivered, o.consumed, o.kernel_drop, o.incomplete, o.unmatched
+        "\noutcomes: {} dropped in XDP, {} delivered, {} consumed, {} dropped by the kernel, {} merged into the previous segment, {} incomplete, {} unmatched",
+        o.xdp_drop, o.delivered, o.consumed, o.kernel_drop, o.merged, o.incomplete, o.unmatched
     );
     for d in &summary.kernel_drop_reasons {
         let _ = writeln!(
             out,
             "  kernel drop {}: {}",
+            for_terminal(&d.reason),
+            d.count
+        );
+    }
+    for d in &summary.drop_sites {
+        let _ = writeln!(
+            out,
+            "  kernel drop in {} ({}): {}",
+            for_terminal(&d.function),
             for_terminal(&d.reason),
             d.count
         );
@@ -149,65 +204,94 @@ pub fn text(summary: &JourneySummary, recent: &RecentReply) -> String {
     out
 }
 
-/// The measured flowchart and the with/without-XDP timeline, as Mermaid.
+/// Microseconds with one decimal, exact to 0.1 µs (a sub-µs figure stays sub-µs).
+fn us1(ns: u64) -> String {
+    format!("{:.1} µs", ns as f64 / 1e3)
+}
+
+/// The measured flowchart and timeline, as Mermaid: values are p50s in µs with one decimal;
+/// a stage without a measurement says "not observed", never a number.
 pub fn mermaid(summary: &JourneySummary) -> String {
     let r = &summary.rates;
-    // The median time from the XDP hook to `stage`, in ns (0 if not measured).
-    let at = |stage: Stage| {
+    // The median time from the XDP hook to `stage`, if it was measured.
+    let at = |stage: Stage| summary.cumulative_at(stage).map(|c| c.p50_ns);
+    let since = |stage: Stage| match at(stage) {
+        Some(ns) => format!("+{}", us1(ns)),
+        None => "not observed".to_string(),
+    };
+    let estimate = |stage: Stage| {
         summary
-            .cumulative_at(stage)
-            .map_or(0.0, |c| c.p50_ns as f64)
+            .stage_rates
+            .iter()
+            .find(|s| s.stage == stage && s.share.is_some())
+            .map_or("not observed".to_string(), |s| {
+                format!("{} est.", pps(s.pps))
+            })
     };
     let mut out = String::new();
     out.push_str("```mermaid\nflowchart LR\n");
+    let nic = if summary.nic_to_xdp.measured {
+        "NIC"
+    } else {
+        "NIC<br/>NIC → XDP not observable here"
+    };
+    let xdp = match at(Stage::Xdp) {
+        Some(ns) => format!("p50 {}", us1(ns)),
+        None => "not observed".to_string(),
+    };
     let _ = writeln!(
         out,
-        "  NIC[NIC] -->|{}| XDP{{XDP verdict<br/>p50 {:.2} µs}}",
+        "  NIC[{nic}] -->|{} counted| XDP{{XDP verdict<br/>{xdp}}}",
         pps(r.seen_pps),
-        at(Stage::Xdp) / 1e3
     );
-    let _ = writeln!(out, "  XDP -->|DROP {}| DROP[XDP_DROP]", pps(r.dropped_pps));
     let _ = writeln!(
         out,
-        "  XDP -->|PASS {}| STACK[TCP/IP stack<br/>+{:.1} µs]",
+        "  XDP -->|DROP {} counted| DROP[XDP_DROP]",
+        pps(r.dropped_pps)
+    );
+    let _ = writeln!(
+        out,
+        "  XDP -->|PASS {} counted| STACK[TCP/IP stack<br/>{}]",
         pps(r.passed_pps),
-        at(Stage::Stack) / 1e3
+        since(Stage::Stack)
     );
     let _ = writeln!(
         out,
-        "  STACK -->|~{}| SOCKET[socket<br/>+{:.1} µs]",
-        pps(r.socket_pps),
-        at(Stage::Socket) / 1e3
+        "  STACK -->|{}| SOCKET[socket<br/>{}]",
+        estimate(Stage::Socket),
+        since(Stage::Socket)
     );
     let _ = writeln!(
         out,
-        "  SOCKET -->|~{}| APP[application<br/>+{:.1} µs]",
-        pps(r.app_pps),
-        at(Stage::App) / 1e3
+        "  SOCKET -->|{}| APP[application<br/>{}]",
+        estimate(Stage::App),
+        since(Stage::App)
     );
     let _ = writeln!(
         out,
-        "  STACK -->|~{}| KDROP[kernel drop]",
-        pps(r.kernel_dropped_pps)
+        "  STACK -->|{}| KDROP[kernel drop]",
+        estimate(Stage::KernelDrop)
     );
-    out.push_str("```\n\n```mermaid\ngantt\n  title A packet on this host, p50 (µs since the XDP hook)\n  dateFormat X\n  axisFormat %L\n");
-    let xdp = (at(Stage::Xdp) / 1e3).ceil().max(1.0) as u64;
-    out.push_str("  section with XDP (blocked)\n");
-    let _ = writeln!(out, "  XDP verdict, dropped : 0, {xdp}");
-    out.push_str("  section without XDP (the same packet, passed)\n");
+    // Gantt bars need whole units: 1 unit = 0.1 µs, and each bar's name carries its value.
+    out.push_str(
+        "```\n\n```mermaid\ngantt\n  title A packet on this host, p50 since the XDP hook (1 unit = 0.1 µs)\n  dateFormat X\n  axisFormat %s\n",
+    );
+    let tenths = |ns: u64| (ns + 50) / 100;
     let mut prev = 0u64;
+    out.push_str("  section passed by XDP\n");
     for (stage, label) in [
         (Stage::Xdp, "XDP verdict"),
         (Stage::Stack, "to the stack"),
         (Stage::Socket, "to the socket"),
         (Stage::App, "until read"),
     ] {
-        let end = (at(stage) / 1e3).ceil() as u64;
-        if end > prev || stage == Stage::Xdp {
-            let end = end.max(prev + 1);
-            let _ = writeln!(out, "  {label} : {prev}, {end}");
-            prev = end;
-        }
+        let Some(ns) = at(stage) else {
+            let _ = writeln!(out, "  %% {label}: not observed");
+            continue;
+        };
+        let end = tenths(ns).max(prev);
+        let _ = writeln!(out, "  {label} {} : {prev}, {end}", us1(ns));
+        prev = end;
     }
     out.push_str("```\n");
     out
@@ -218,8 +302,8 @@ mod tests {
     use super::*;
     use groundzero_api::{
         journey::{
-            DecidingEntry, Hop, Journey, KernelDropCount, MissingStage, Outcome, Outcomes, Rates,
-            StageLatency,
+            DecidingEntry, Hop, Journey, KernelDropCount, MissingStage, Outcome, Outcomes,
+            RateBasis, Rates, StageLatency, StageRate,
         },
         sample::Sample,
     };
@@ -262,6 +346,13 @@ mod tests {
             ..Outcomes::default()
         };
         s.kernel_drop_reasons = vec![];
+        s.stage_rates = vec![StageRate {
+            basis: RateBasis::Estimate,
+            population: "packets matching \"udp\"".into(),
+            pps: 1900.0,
+            share: Some(0.95),
+            stage: Stage::Socket,
+        }];
         s
     }
 
@@ -306,17 +397,46 @@ mod tests {
         let t = text(&summary(), &recent);
         assert!(t.contains("sampling 1 in 8 packets (udp)"), "{t}");
         assert!(t.contains("NIC → XDP 12.0k pps"), "{t}");
+        // A stage without samples says so, and why; no figure stands in for it.
+        assert!(t.contains("gro          not observed: generic XDP"), "{t}");
+        assert!(
+            !t.lines().any(|l| l.starts_with("gro ") && l.contains("µs")),
+            "{t}"
+        );
+        assert!(
+            t.contains("NIC → XDP: veth gives no RX hardware timestamp"),
+            "{t}"
+        );
+        assert!(
+            t.contains("p50 0.3 µs p99 0.9 µs over 4096 sampled packets"),
+            "{t}"
+        );
+        assert!(t.contains("41 ns per packet (kernel run-time mean"), "{t}");
+        assert!(t.contains("1.9k pps  estimate (packets matching"), "{t}");
         assert!(
             t.contains("[entry 198.18.0.66/32]: xdp_verdict +0.3 µs"),
             "{t}"
         );
         let m = mermaid(&summary());
         assert!(
-            m.contains("NIC[NIC] -->|12.0k pps| XDP{XDP verdict<br/>p50 0.30 µs}"),
+            m.contains("-->|12.0k pps counted| XDP{XDP verdict<br/>p50 0.3 µs}"),
             "{m}"
         );
-        assert!(m.contains("XDP verdict, dropped : 0, 1"), "{m}");
-        assert!(m.contains("until read : 9, 40"), "{m}");
+        assert!(m.contains("NIC → XDP not observable here"), "{m}");
+        // Exact to 0.1 µs: a 0.3 µs verdict is not rounded up to 1 µs.
+        assert!(m.contains("XDP verdict 0.3 µs : 0, 3"), "{m}");
+        assert!(m.contains("to the stack 2.0 µs : 3, 20"), "{m}");
+        assert!(m.contains("until read 40.0 µs : 90, 400"), "{m}");
+        assert!(m.contains("STACK -->|1.9k pps est.| SOCKET"), "{m}");
+        // Without a measurement: "not observed", no number.
+        let mut bare = summary();
+        bare.cumulative.retain(|c| c.stage == Stage::Xdp);
+        bare.stage_rates.clear();
+        let m = mermaid(&bare);
+        assert!(m.contains("SOCKET[socket<br/>not observed]"), "{m}");
+        assert!(m.contains("STACK -->|not observed| SOCKET"), "{m}");
+        assert!(m.contains("%% until read: not observed"), "{m}");
+        assert!(!m.contains("until read 0"), "{m}");
     }
 
     #[test]

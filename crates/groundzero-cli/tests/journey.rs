@@ -327,6 +327,9 @@ fn daemon_serves_journeys_and_bans_sources_over_the_rate() {
         std::thread::sleep(Duration::from_millis(200));
     };
     let xdp_ns = cost["xdp_ns_per_packet"].as_f64();
+    // The kernel's own mean stands beside the sampled span.
+    let verdict = daemon.ok(Method::GET, "/v1/journey", None)["verdict"].clone();
+    assert!(verdict["kernel_mean_ns"].as_f64().is_some(), "{verdict}");
     assert!(
         xdp_ns.is_some_and(|ns| ns > 0.0 && ns < 1_000_000.0),
         "{cost}"
@@ -347,7 +350,87 @@ fn daemon_serves_journeys_and_bans_sources_over_the_rate() {
     assert_eq!(first["verdict"], "drop", "{first}");
     assert_eq!(first["entry"]["entry"], format!("{}/32", BAD[0]), "{first}");
     assert_eq!(first["entry"]["reason"], "scanner", "{first}");
+    assert_eq!(first["entry"]["resolved"], "kernel_key", "{first}");
+    assert!(first["entry"]["resolved_unix_ms"].as_u64().unwrap() > 0);
+    assert!(first["hops"][0]["cpu"].is_u64(), "{first}");
     assert_eq!(first["interface"], topo.node_if.as_str());
+    // The evidence was recorded when the drop was drained: unblocking later does not erase it.
+    daemon.ok(
+        Method::POST,
+        "/v1/unblock",
+        Some(json!({"entries": [BAD[0]]})),
+    );
+    let again = daemon.ok(
+        Method::GET,
+        "/v1/journey/recent?outcome=xdp_drop&limit=1",
+        None,
+    );
+    assert_eq!(again["journeys"][0]["entry"], first["entry"], "{again}");
+    // A prefix: the kernel cannot say which LPM entry matched; the daemon looked it up as the
+    // drop event arrived.
+    let net = "2001:2:7::4/126";
+    daemon.ok(
+        Method::POST,
+        "/v1/block",
+        Some(json!({"entries": [net], "reason": "a range"})),
+    );
+    let dst6 = SocketAddr::new(NODE[1].parse().unwrap(), 7000);
+    topo.send(FLOOD[1], dst6, 3);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let by_prefix = loop {
+        let r = daemon.ok(
+            Method::GET,
+            "/v1/journey/recent?outcome=xdp_drop&limit=50",
+            None,
+        );
+        let hit = r["journeys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["src"].as_str().unwrap_or("").contains(FLOOD[1]))
+            .cloned();
+        if hit.is_some() || Instant::now() > deadline {
+            break hit;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let by_prefix = by_prefix.expect("the prefix drop is a journey");
+    assert_eq!(by_prefix["entry"]["entry"], net, "{by_prefix}");
+    assert_eq!(by_prefix["entry"]["resolved"], "at_drain", "{by_prefix}");
+    assert_eq!(by_prefix["entry"]["reason"], "a range", "{by_prefix}");
+    assert_eq!(by_prefix["reason"], "blocked_cidr", "{by_prefix}");
+
+    // Every figure has a measurement behind it: the verdict's sampled span beside the kernel's
+    // mean, NIC → XDP said to be unobservable, each stage of the path either measured or "not
+    // observed" with a reason, and rates labelled, shares never above 1.
+    let s = daemon.ok(Method::GET, "/v1/journey", None);
+    assert!(s["verdict"]["p50_ns"].as_u64().is_some(), "{s}");
+    assert!(s["verdict"]["samples"].as_u64().unwrap() > 0, "{s}");
+    assert!(s["verdict"]["span"]
+        .as_str()
+        .unwrap()
+        .contains("program entry"));
+    assert_eq!(s["nic_to_xdp"]["measured"], false, "{s}");
+    assert!(s["nic_to_xdp"]["why"]
+        .as_str()
+        .unwrap()
+        .contains("not observable on this driver"));
+    assert_measured_or_not_observed(&s);
+
+    // The history of the stage percentiles, per minute, survives a page reload.
+    let history = daemon.ok(Method::GET, "/v1/journey/history", None);
+    let minutes = history["minutes"].as_array().unwrap();
+    assert!(!minutes.is_empty(), "{history}");
+    let last = minutes.last().unwrap();
+    assert!(last["journeys"].as_u64().unwrap() > 0, "{history}");
+    assert!(
+        last["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|st| st["stage"] == "xdp" && st["count"].as_u64().unwrap() > 0),
+        "{history}"
+    );
     let delivered = daemon.ok(
         Method::GET,
         "/v1/journey/recent?outcome=delivered&limit=1",
@@ -439,6 +522,109 @@ fn daemon_serves_journeys_and_bans_sources_over_the_rate() {
     drop(daemon);
 }
 
+/// The API's check that nothing is shown without a measurement: every stage of a passed
+/// packet's path is either in `stages` (with samples) or in `not_observed` (with a reason),
+/// never both; every estimated rate is for a stage with samples, its share within 0..=1.
+fn assert_measured_or_not_observed(s: &Value) {
+    let names = |key: &str| -> Vec<String> {
+        s[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["stage"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let measured = names("stages");
+    let not_observed = names("not_observed");
+    for stage in ["gro", "stack", "ip", "transport", "socket", "app"] {
+        let m = measured.iter().any(|x| x == stage);
+        let n = not_observed.iter().any(|x| x == stage);
+        assert!(m != n, "{stage}: measured {m}, not observed {n}: {s}");
+    }
+    for st in s["stages"].as_array().unwrap() {
+        assert!(st["count"].as_u64().unwrap() > 0, "{st}");
+    }
+    for n in s["not_observed"].as_array().unwrap() {
+        assert!(!n["why"].as_str().unwrap().is_empty(), "{n}");
+    }
+    for r in s["stage_rates"].as_array().unwrap() {
+        match r["basis"].as_str().unwrap() {
+            "counted" => assert!(r["share"].is_null(), "{r}"),
+            "estimate" => {
+                let share = r["share"].as_f64().unwrap();
+                assert!((0.0..=1.0).contains(&share), "{r}");
+                let stage = r["stage"].as_str().unwrap();
+                assert!(
+                    !not_observed.iter().any(|x| x == stage),
+                    "an estimate for a stage not observed: {r}"
+                );
+                assert!(
+                    r["pps"].as_f64().unwrap()
+                        <= s["rates"]["filtered_passed_pps"].as_f64().unwrap() + 0.1,
+                    "{r} {s}"
+                );
+            }
+            other => panic!("basis {other}"),
+        }
+    }
+}
+
+/// The daemon in generic mode: the gro and stack stages cannot be observed there (XDP runs
+/// after them), and the API says so instead of showing a figure; the rest is measured.
+#[test]
+fn daemon_in_generic_mode_reports_gro_and_stack_not_observed() {
+    let topo = Topology::new("d");
+    let config = format!(
+        "interfaces = [\"{}\"]\nattach_mode = \"generic\"\n[journey]\nenabled = true\nsample_every = 1\nfilter = \"udp port 7040\"\n",
+        topo.node_if
+    );
+    let daemon = TestDaemon::start_in(&topo.node, &config);
+    let dst = SocketAddr::new(NODE[0].parse().unwrap(), 7040);
+    let server = topo.node.run(|| UdpSocket::bind(dst)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let s = loop {
+        // Also traffic outside the filter: it must not count in the filtered population.
+        topo.send(GOOD[0], SocketAddr::new(NODE[0].parse().unwrap(), 7041), 20);
+        topo.send(GOOD[0], dst, 10);
+        assert_eq!(common::recv_expected(&server, 10), 10);
+        let s = daemon.ok(Method::GET, "/v1/journey", None);
+        let ready = s["outcomes"]["delivered"].as_u64().unwrap_or(0) >= 10
+            && s["rates"]["filtered_passed_pps"].as_f64().unwrap_or(0.0) > 0.0;
+        if ready || Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    drop(server);
+    assert!(s["outcomes"]["delivered"].as_u64().unwrap() >= 10, "{s}");
+    let not_observed = s["not_observed"].as_array().unwrap();
+    for stage in ["gro", "stack"] {
+        let n = not_observed
+            .iter()
+            .find(|n| n["stage"] == stage)
+            .unwrap_or_else(|| panic!("{stage} is not observed in generic mode: {s}"));
+        assert!(n["why"].as_str().unwrap().contains("generic XDP"), "{n}");
+    }
+    assert_measured_or_not_observed(&s);
+    // The filtered population is counted apart from all traffic: a third of what XDP saw.
+    let r = &s["rates"];
+    let (all, filtered) = (
+        r["seen_pps"].as_f64().unwrap(),
+        r["filtered_seen_pps"].as_f64().unwrap(),
+    );
+    assert!(filtered > 0.0 && filtered < all, "{r}");
+    let app = s["stage_rates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["stage"] == "app")
+        .cloned()
+        .unwrap_or_else(|| panic!("an app rate: {s}"));
+    assert_eq!(app["basis"], "estimate");
+    assert_eq!(app["population"], "packets matching \"udp port 7040\"");
+    drop(daemon);
+}
+
 /// The stages a delivered journey shows, in order: `head` (what precedes IP in this mode), the
 /// fentry stages this kernel allows, then `tail`.
 fn expected_stages(
@@ -525,10 +711,10 @@ fn tcp_journeys_over_ipv4_and_ipv6() {
                 >= 5
         })
     });
-    for i in 0..2 {
+    for (i, good) in GOOD.iter().enumerate() {
         let delivered: Vec<_> = journeys
             .iter()
-            .filter(|j| j.outcome == Outcome::Delivered && j.src.to_string() == GOOD[i])
+            .filter(|j| j.outcome == Outcome::Delivered && j.src.to_string() == *good)
             .collect();
         assert_eq!(
             delivered.len(),

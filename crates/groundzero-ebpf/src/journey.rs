@@ -223,12 +223,7 @@ fn tag(ctx: &XdpContext, magic: u32, id: u32) {
         return;
     }
     // SAFETY: the check above proves [meta, meta + 8) lies inside the metadata area.
-    unsafe {
-        core::ptr::write_unaligned(
-            meta as *mut JourneyMeta,
-            JourneyMeta { magic, id },
-        )
-    };
+    unsafe { core::ptr::write_unaligned(meta as *mut JourneyMeta, JourneyMeta { magic, id }) };
 }
 
 #[inline(always)]

@@ -141,7 +141,7 @@ mod tests {
     #[test]
     fn minutes_close_in_order_and_an_hour_is_kept() {
         let mut h = History::default();
-        let t0 = 1_800_000_000 - 1_800_000_000 % 60;
+        let t0: u64 = 1_800_000_000; // a minute boundary
         h.record(t0 + 1, &journey(100));
         h.record(t0 + 59, &journey(300));
         h.record(t0 + 61, &journey(500));
