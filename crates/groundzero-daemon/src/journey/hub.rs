@@ -332,6 +332,12 @@ fn not_observed(h: &JourneyHub) -> Vec<NotObserved> {
         .collect()
 }
 
+/// Every hook that observes `stage` failed to attach on this kernel.
+fn unobservable(h: &JourneyHub, stage: Stage) -> bool {
+    groundzero::journey::tracer::observer_hooks(stage)
+        .all(|hook| h.status.stages_missing.iter().any(|m| m.hook == hook))
+}
+
 /// Each stage's rate with its basis: XDP's counted rates, then estimates for the filtered
 /// population (its counted passed rate × the share of sampled passed journeys that reached
 /// the stage) for the stages that were observed.
@@ -359,7 +365,7 @@ fn stage_rates(h: &JourneyHub, not_observed: &[NotObserved]) -> Vec<StageRate> {
     }
     let ends = [Stage::KernelDrop, Stage::Consumed, Stage::Merged];
     for stage in PATH.iter().chain(ends.iter()) {
-        if not_observed.iter().any(|n| n.stage == *stage) {
+        if not_observed.iter().any(|n| n.stage == *stage) || unobservable(h, *stage) {
             continue;
         }
         let share = h.stats.reach_share(stage.label());

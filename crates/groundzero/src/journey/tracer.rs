@@ -135,6 +135,14 @@ const OBSERVERS: [Observer; 15] = [
     },
 ];
 
+/// The kernel hooks that observe `stage` (a stage is unobservable when all of them are missing).
+pub fn observer_hooks(stage: Stage) -> impl Iterator<Item = &'static str> {
+    OBSERVERS
+        .iter()
+        .filter(move |o| o.stage == stage)
+        .map(|o| o.hook)
+}
+
 enum Link {
     Tp(&'static str, BtfTracePointLinkId),
     FEntry(&'static str, FEntryLinkId),
