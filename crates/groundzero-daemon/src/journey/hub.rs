@@ -319,6 +319,12 @@ fn not_observed(h: &JourneyHub) -> Vec<NotObserved> {
                      program runs, so it carries no tag there",
                     h.generic_interfaces.join(", ")
                 )
+            } else if h.stats.passed() == 0 && h.assembler.counts.unseen_in_stack > 0 {
+                format!(
+                    "{} sampled journeys passed XDP but none was seen after it: the driver \
+                     may not carry XDP metadata (the tag) into the skb",
+                    h.assembler.counts.unseen_in_stack
+                )
             } else if h.stats.passed() == 0 {
                 "no sampled journey has passed XDP yet".to_string()
             } else {
@@ -472,4 +478,100 @@ pub fn summary(h: &JourneyHub) -> JourneySummary {
 /// [`summary`] as the stream sends it.
 pub fn summary_json(h: &JourneyHub) -> String {
     groundzero_api::to_json(&summary(h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use groundzero::journey::{Hop, Outcome};
+
+    fn passed(stages: &[(&'static str, u64)]) -> Journey {
+        Journey {
+            id: 1,
+            start_ns: 0,
+            family: 4,
+            protocol: 17,
+            src: "198.18.0.10".parse().unwrap(),
+            dst: "198.18.0.1".parse().unwrap(),
+            src_port: 1,
+            dst_port: 2,
+            ifindex: 3,
+            reason: Reason::NoMatch,
+            outcome: Outcome::Delivered,
+            drop_reason: None,
+            drop_function: None,
+            entry: None,
+            hops: stages
+                .iter()
+                .map(|(stage, t_ns)| Hop {
+                    stage,
+                    label: String::new(),
+                    t_ns: *t_ns,
+                    cpu: 0,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn unmeasured_stages_say_why_and_get_no_estimate() {
+        let mut h = JourneyHub::new();
+        h.status.filter = "udp".into();
+        let s = summary(&h);
+        assert!(s.verdict.is_none(), "nothing measured: no verdict figure");
+        assert!(!s.nic_to_xdp.measured);
+        assert_eq!(s.not_observed.len(), PATH.len());
+        assert!(s.not_observed[0].why.contains("no sampled journey"));
+        assert!(s.stage_rates.iter().all(|r| r.basis == RateBasis::Counted));
+
+        // Generic mode: the program runs after GRO and netif_receive_skb.
+        h.generic_interfaces = vec!["eth9".into()];
+        h.rates.filtered_passed_pps = 100.0;
+        h.rates.passed_pps = 10_000.0; // all traffic: never the base of an estimate
+        for _ in 0..3 {
+            h.stats.record(passed(&[
+                ("xdp", 0),
+                ("xdp_verdict", 200),
+                ("socket", 5_000),
+                ("app", 9_000),
+            ]));
+        }
+        h.stats.record(passed(&[
+            ("xdp", 0),
+            ("xdp_verdict", 200),
+            ("socket", 5_000),
+        ]));
+        let s = summary(&h);
+        let why = |stage: Stage| {
+            s.not_observed
+                .iter()
+                .find(|n| n.stage == stage)
+                .map(|n| n.why.clone())
+        };
+        assert!(why(Stage::Gro).unwrap().contains("generic XDP on eth9"));
+        assert!(why(Stage::Stack).unwrap().contains("generic XDP"));
+        assert!(why(Stage::Ip)
+            .unwrap()
+            .contains("none of the 4 sampled journeys"));
+        assert_eq!(why(Stage::Socket), None);
+        let rate = |stage: Stage| s.stage_rates.iter().find(|r| r.stage == stage).cloned();
+        assert_eq!(
+            rate(Stage::Gro),
+            None,
+            "no estimate for a stage not observed"
+        );
+        let app = rate(Stage::App).unwrap();
+        assert_eq!(
+            (app.basis, app.pps, app.share),
+            (RateBasis::Estimate, 75.0, Some(0.75))
+        );
+        assert_eq!(app.population, "packets matching \"udp\"");
+        assert_eq!(s.rates.app_pps, 75.0);
+        assert_eq!(rate(Stage::Socket).unwrap().pps, 100.0);
+        let v = s.verdict.unwrap();
+        assert_eq!(
+            (v.p50_ns, v.samples, v.kernel_mean_ns),
+            (Some(200), 4, None)
+        );
+    }
 }
