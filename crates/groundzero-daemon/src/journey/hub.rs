@@ -28,8 +28,8 @@ pub const VERDICT_SPAN: &str = "program entry (before parsing) → just before t
 pub const NIC_TO_XDP_WHY: &str = "not observable on this driver: the RX hardware timestamp \
     (bpf_xdp_metadata_rx_timestamp) needs an XDP program loaded device-bound to one NIC whose \
     driver implements xmo_rx_timestamp; groundzero loads one program for every interface \
-    (aya 0.14 loads no device-bound program), and veth has no hardware timestamp for XDP \
-    frames";
+    (aya 0.14 loads no device-bound program); on veth the kfunc would return the skb's hardware \
+    timestamp, which no NIC set for packets made in software (ENODATA for redirected frames)";
 
 /// The stages a passed packet is expected to reach, in order: those without a measurement are
 /// reported as not observed.
