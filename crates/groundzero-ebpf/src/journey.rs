@@ -234,11 +234,13 @@ fn read<T>(addr: u64) -> Option<T> {
 
 /// The sample id an skb carries, if the XDP program tagged it.
 ///
-/// Stateless on purpose: every observer reads the tag from the skb itself, so there is no table
-/// of skb addresses to go stale when an skb is freed on a path without a tracepoint and its
-/// memory is reused. The kernel zeroes `meta_len` whenever it allocates an skb, and only a
-/// packet that passed through our XDP tagging has exactly our length and magic in front of its
-/// MAC header.
+/// Every observer reads the tag from the skb itself: the kernel zeroes `meta_len` whenever it
+/// allocates an skb, and only a packet that passed through our XDP tagging has exactly our
+/// length and this tracer's magic in front of its MAC header. The one table, id → the first skb
+/// seen with that tag, is keyed by the tag, so a freed and reused skb address cannot join
+/// another journey; it only tells the journey's skb from a clone sharing its data (an
+/// AF_PACKET reader's copy). A packet the stack copies into a new skb (`skb_share_check` on a
+/// shared skb) is lost from view there and ends incomplete rather than followed twice.
 #[inline(always)]
 fn sample_id(skb: u64) -> Option<u32> {
     let off = JOURNEY_OFFSETS.get(0)?;
