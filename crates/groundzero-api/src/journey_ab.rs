@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AbRequest {
-    /// Blocked packets sent per drop-cost run (default 20,000, at most 200,000).
+    /// Blocked packets sent per drop-cost run (default 20,000, at most 100,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flood_packets: Option<u32>,
-    /// UDP probes per run (default 2,000, at most 20,000).
+    /// UDP probes per run (default 2,000, at most 10,000; 1 ms apart).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probes: Option<u32>,
 }

@@ -123,17 +123,14 @@ pub fn claims(summary: &JourneySummary, ab: Option<&AbReport>) -> Vec<Claim> {
             )
         })
         .or_else(|| {
-            summary
-                .cost
-                .and_then(|c| c.xdp_ns_per_packet)
-                .map(|ns| {
-                    (
-                        ns,
-                        "GET /v1/journey cost.xdp_ns_per_packet: the kernel's run-time mean of \
+            summary.cost.and_then(|c| c.xdp_ns_per_packet).map(|ns| {
+                (
+                    ns,
+                    "GET /v1/journey cost.xdp_ns_per_packet: the kernel's run-time mean of \
                          the XDP program (bpf_stats), every verdict"
-                            .to_string(),
-                    )
-                })
+                        .to_string(),
+                )
+            })
         });
     let pass = stage_p50(&summary.cumulative, Stage::App).map(|ns| {
         (
@@ -197,6 +194,14 @@ pub fn claims(summary: &JourneySummary, ab: Option<&AbReport>) -> Vec<Claim> {
             "trace journeys (the XDP verdict step)",
         ),
     ]
+}
+
+impl crate::sample::Sample for ClaimsReply {
+    fn sample() -> Self {
+        ClaimsReply {
+            claims: claims(&JourneySummary::sample(), Some(&AbReport::sample())),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -264,7 +269,10 @@ mod tests {
             ..JourneySummary::default()
         };
         let c = claims(&summary, None);
-        assert_eq!(c.iter().find(|c| c.name == "hash_lookup").unwrap().holds, None);
+        assert_eq!(
+            c.iter().find(|c| c.name == "hash_lookup").unwrap().holds,
+            None
+        );
     }
 
     #[test]
@@ -311,13 +319,5 @@ mod tests {
         assert_eq!(by("xdp_drop").measured_ns, Some(2_500.0));
         assert_eq!(by("xdp_drop").holds, Some(false));
         assert!(by("xdp_drop").note.contains("slower"));
-    }
-}
-
-impl crate::sample::Sample for ClaimsReply {
-    fn sample() -> Self {
-        ClaimsReply {
-            claims: claims(&JourneySummary::sample(), Some(&AbReport::sample())),
-        }
     }
 }
