@@ -71,7 +71,7 @@ fn judge(
         }
         None => Claim {
             claim: claim.into(),
-            from: format!("not measured yet: {missing}"),
+            from: format!("to measure it: {missing}"),
             holds: None,
             measured_ns: None,
             name: name.into(),
@@ -235,7 +235,8 @@ mod tests {
         for claim in &c {
             assert_eq!(claim.holds, None, "{}", claim.name);
             assert_eq!(claim.measured_ns, None, "{}", claim.name);
-            assert!(claim.from.starts_with("not measured yet"), "{}", claim.from);
+            assert!(claim.note.starts_with("not measured yet"), "{}", claim.note);
+            assert!(claim.from.starts_with("to measure it"), "{}", claim.from);
         }
     }
 
