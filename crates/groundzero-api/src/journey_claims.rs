@@ -140,14 +140,29 @@ pub fn claims(summary: &JourneySummary, ab: Option<&AbReport>) -> Vec<Claim> {
                 .to_string(),
         )
     });
-    let lookup = stage_p50(&summary.stages, Stage::Xdp).map(|ns| {
-        (
-            ns,
-            "GET /v1/journey stages[xdp].p50_ns: the XDP verdict step (lookups and counters), \
-             sampled journeys; an upper bound on one hash lookup"
-                .to_string(),
-        )
-    });
+    let lookup = summary
+        .verdict
+        .as_ref()
+        .filter(|v| v.samples > 0)
+        .and_then(|v| v.p50_ns)
+        .map(|ns| {
+            (
+                ns as f64,
+                "GET /v1/journey verdict.p50_ns: the whole XDP verdict (program entry to the ring \
+                 write), sampled packets; an upper bound on one hash lookup"
+                    .to_string(),
+            )
+        })
+        .or_else(|| {
+            stage_p50(&summary.stages, Stage::Xdp).map(|ns| {
+                (
+                    ns,
+                    "GET /v1/journey stages[xdp].p50_ns: the XDP verdict step (lookups and \
+                     counters), sampled journeys; an upper bound on one hash lookup"
+                        .to_string(),
+                )
+            })
+        });
     vec![
         judge(
             "fiber_to_app",
