@@ -330,12 +330,20 @@ impl Ctx<'_> {
     /// A blocked burst from the attacker: what each packet cost the node.
     fn drop_cost(&self, name: &str, label: &str) -> Result<DropCost, AbError> {
         let b = self.burst(None)?;
+        let how = if name == DropCost::XDP_DROP {
+            format!(
+                "{NAPI_HOW}; on veth the sender's skb is converted for XDP (copied when its \
+                 headroom is short), which a NIC driver's XDP does not pay"
+            )
+        } else {
+            NAPI_HOW.to_string()
+        };
         Ok(DropCost {
             cpu_ns_per_packet: b
                 .napi_ns
                 .filter(|_| b.packets > 0)
                 .map(|ns| ns as f64 / b.packets as f64),
-            how: NAPI_HOW.into(),
+            how,
             label: label.into(),
             name: name.into(),
             packets: b.packets,
