@@ -155,6 +155,14 @@ fn run_blocking(s: Shared, probes: u32, flood_packets: u32) -> Result<AbReport, 
     let refused = |m: String| ApiError(StatusCode::CONFLICT, m);
     let (attached, tracing): (Vec<(String, groundzero::ActiveMode)>, String) = {
         let d = s.lock().unwrap_or_else(|p| p.into_inner());
+        // In monitor mode the program drops nothing: the XDP drop cost would be a lie.
+        if d.shield.monitor().unwrap_or(false) {
+            return Err(refused(
+                "refusing the A/B: monitor mode is on, so XDP drops nothing to measure \
+                 (PUT /v1/monitor {\"enabled\": false})"
+                    .into(),
+            ));
+        }
         let status = d
             .journey
             .lock()

@@ -332,8 +332,8 @@ impl Ctx<'_> {
         let b = self.burst(None)?;
         let how = if name == DropCost::XDP_DROP {
             format!(
-                "{NAPI_HOW}; on veth the sender's skb is converted for XDP (copied when its \
-                 headroom is short), which a NIC driver's XDP does not pay"
+                "{NAPI_HOW}; on veth XDP copies each skb a socket sent into a new page (it has \
+                 less than XDP's 256 bytes of headroom), which a NIC driver's XDP does not pay"
             )
         } else {
             NAPI_HOW.to_string()
