@@ -44,6 +44,14 @@ fn journey_page_in_headless_chromium() {
         "/v1/block",
         Some(json!({"entries": [BAD[0]], "reason": XSS_REASON})),
     );
+    // In monitor mode XDP drops nothing, so the A/B has no XDP drop to measure: refused.
+    daemon.ok(Method::PUT, "/v1/monitor", Some(json!({"enabled": true})));
+    let refused = daemon
+        .call(Method::POST, "/v1/journey/ab", Some(json!({})))
+        .expect_err("the A/B must refuse monitor mode")
+        .to_string();
+    assert!(refused.contains("monitor mode is on"), "{refused}");
+    daemon.ok(Method::PUT, "/v1/monitor", Some(json!({"enabled": false})));
     // The A/B detaches XDP: never from an interface that is not the lab's node interface.
     let refused = daemon
         .call(Method::POST, "/v1/journey/ab", Some(json!({"probes": 10})))

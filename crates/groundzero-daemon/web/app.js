@@ -257,14 +257,15 @@ function download(name, blob) {
 const mUs = (ns) => `${(ns / 1e3).toFixed(1)} µs`;
 function mermaid(s) {
   const r = s.rates, out = ["flowchart LR"];
+  const est = (stage) => { const b = (s.stage_rates || []).find((x) => x.stage === stage); return b ? b.basis === "estimate" : true; };
   const st = Object.fromEntries(s.stages.map((x) => [x.stage, x]));
   const box = (id, label, stage) => `${id}["${label}${st[stage] ? `<br/>p50 ${mUs(st[stage].p50_ns)} · p99 ${mUs(st[stage].p99_ns)}` : ""}"]`;
   out.push(`  ${box("nic", "NIC")} -->|"${fmtPps(r.seen_pps)}"| ${box("xdp", "XDP verdict", "xdp")}`);
   out.push(`  xdp -->|"${fmtPps(r.dropped_pps)}"| drop["XDP_DROP"]`);
   out.push(`  xdp -->|"${fmtPps(r.passed_pps)}"| ${box("stack", "stack", "stack")}`);
-  out.push(`  stack -->|"${fmtPps(r.socket_pps, true)}"| ${box("socket", "socket", "socket")}`);
-  out.push(`  socket -->|"${fmtPps(r.app_pps, true)}"| ${box("app", "application", "app")}`);
-  out.push(`  stack -->|"${fmtPps(r.kernel_dropped_pps, true)}"| kdrop["kernel drop"]`);
+  out.push(`  stack -->|"${fmtPps(r.socket_pps, est("socket"))}"| ${box("socket", "socket", "socket")}`);
+  out.push(`  socket -->|"${fmtPps(r.app_pps, est("app"))}"| ${box("app", "application", "app")}`);
+  out.push(`  stack -->|"${fmtPps(r.kernel_dropped_pps, est("kernel_drop"))}"| kdrop["kernel drop"]`);
   for (const x of PATH) if (!st[x]) out.push(`  %% ${x}: not observed`);
   if (ab) for (const run of ab.runs) for (const x of run.stages) out.push(`  %% A/B ${run.label}: ${x.label} p50 ${mUs(x.p50.ns)} p99 ${mUs(x.p99.ns)}`);
   return out.join("\n") + "\n";
