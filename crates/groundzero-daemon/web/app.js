@@ -106,7 +106,7 @@ function renderSummary(s) {
     if (r) el.dataset.basis = `${r.basis} (${r.population})`;
   }
   $("#nic").textContent = s.nic_to_xdp && !s.nic_to_xdp.measured
-    ? `NIC → XDP: not observable on this driver${s.nic_to_xdp.why ? ` (${s.nic_to_xdp.why})` : ""}` : "";
+    ? `NIC → XDP: ${s.nic_to_xdp.why || "not observable on this driver"}` : "";
   // Measured stages with their figures; every other stage on the path reads "not observed".
   const v = s.verdict;
   const kernelMean = v && v.kernel_mean_ns != null ? `${fmtUs(v.kernel_mean_ns)} (every packet)` : "–";
@@ -116,9 +116,9 @@ function renderSummary(s) {
   const why = Object.fromEntries((s.not_observed || []).map((n) => [n.stage, n.why]));
   for (const m of t.stages_missing || []) why[m.stage] = why[m.stage] || m.why;
   const unobserved = PATH.filter((st) => !seen.has(st)).map((st) =>
-    `<tr data-stage="${st}" class="muted"><td>${st}</td><td>0</td><td colspan="3" title="${esc(why[st] || "no samples yet")}">not observed${why[st] ? `: ${esc(why[st])}` : ""}</td></tr>`);
+    `<tr data-stage="${st}" class="muted"><td>${st}</td><td>0</td><td colspan="3" title="${esc(why[st] || "no samples yet")}">not observed${why[st] ? ` <small>(${esc(short(why[st]))})</small>` : ""}</td></tr>`);
   const verdictRow = v && v.samples > 0 && v.p50_ns != null
-    ? [`<tr data-stage="verdict"><td>whole verdict (${esc(v.span)})</td><td>${v.samples}</td><td>${fmtUs(v.p50_ns)}</td><td>${fmtUs(v.p99_ns)}</td><td>${kernelMean}</td></tr>`] : [];
+    ? [`<tr data-stage="verdict"><td title="${esc(v.span)}">whole XDP verdict</td><td>${v.samples}</td><td>${fmtUs(v.p50_ns)}</td><td>${fmtUs(v.p99_ns)}</td><td>${kernelMean}</td></tr>`] : [];
   $("#stages tbody").innerHTML = verdictRow.concat(measured, unobserved).join("");
   $("#drop-sites tbody").innerHTML = (s.drop_sites || []).map((d) =>
     `<tr><td>${esc(d.function)}</td><td>${esc(d.reason)}</td><td>${d.count}</td></tr>`).join("") || "<tr><td class=muted colspan=3>none observed</td></tr>";
@@ -133,6 +133,8 @@ function renderSummary(s) {
   drawTimeline(s);
 }
 
+// A long reason in a table cell: its start, the whole of it in the cell's title.
+const short = (text) => (text.length > 90 ? `${text.slice(0, 90)}…` : text);
 // The stages of a passed packet's path, in order, as the API labels them.
 const PATH = ["xdp", "gro", "stack", "ip", "transport", "socket", "app"];
 // The stage a flowchart box stands for, to find its rate's basis.
@@ -237,7 +239,7 @@ async function loadHistory() {
     const pts = minutes.map((m, i) => { const v = m.stages.find((q) => q.stage === st); return v ? `${x(i)},${y(v.p50_ns)}` : null; }).filter(Boolean);
     h += `<polyline fill="none" stroke="${color}" stroke-width="2" points="${pts.join(" ")}"/>`;
     pts.forEach((p) => { const [cx, cy] = p.split(","); h += `<circle cx="${cx}" cy="${cy}" r="3" fill="${color}"/>`; });
-    h += `<text x="840" y="${20 + k * 18}" fill="${color}">${esc(st)}</text>`;
+    h += `<text x="840" y="${20 + k * 18}" style="fill:${color}">${esc(st)}</text>`;
   });
   h += `<text class="rate" x="60" y="198">${new Date(minutes[0].start_unix * 1000).toLocaleTimeString()}</text>` +
     `<text class="rate" x="820" y="198" text-anchor="end">${new Date(minutes[minutes.length - 1].start_unix * 1000).toLocaleTimeString()}</text>`;
