@@ -123,14 +123,21 @@ pub fn claims(summary: &JourneySummary, ab: Option<&AbReport>) -> Vec<Claim> {
             )
         })
         .or_else(|| {
-            summary.cost.and_then(|c| c.xdp_ns_per_packet).map(|ns| {
-                (
-                    ns,
-                    "GET /v1/journey cost.xdp_ns_per_packet: the kernel's run-time mean of \
-                         the XDP program (bpf_stats), every verdict"
-                        .to_string(),
-                )
-            })
+            let verdict_mean = summary.verdict.as_ref().and_then(|v| v.kernel_mean_ns);
+            let (ns, field) = match verdict_mean {
+                Some(ns) => (ns, "verdict.kernel_mean_ns"),
+                None => (
+                    summary.cost.and_then(|c| c.xdp_ns_per_packet)?,
+                    "cost.xdp_ns_per_packet",
+                ),
+            };
+            Some((
+                ns,
+                format!(
+                    "GET /v1/journey {field}: the kernel's run-time mean of the XDP program \
+                     (BPF_ENABLE_STATS), every verdict"
+                ),
+            ))
         });
     let pass = stage_p50(&summary.cumulative, Stage::App).map(|ns| {
         (
@@ -274,6 +281,21 @@ mod tests {
         assert_eq!(by("fiber_to_app").holds, Some(false));
         assert!(by("fiber_to_app").from.contains("cumulative[app]"));
         assert_eq!(by("xdp_drop").holds, None);
+        // Without an A/B, the drop is held against the kernel's mean run of the program.
+        let summary = JourneySummary {
+            verdict: Some(crate::journey::VerdictTiming {
+                kernel_mean_ns: Some(640.0),
+                ..Default::default()
+            }),
+            ..JourneySummary::default()
+        };
+        let drop = claims(&summary, None).remove(1);
+        assert_eq!((drop.measured_ns, drop.holds), (Some(640.0), Some(true)));
+        assert!(
+            drop.from.contains("verdict.kernel_mean_ns"),
+            "{}",
+            drop.from
+        );
     }
 
     #[test]
