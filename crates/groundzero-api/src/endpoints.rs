@@ -46,6 +46,12 @@ pub const JOURNEY_RECENT: &str = "/v1/journey/recent";
 pub const JOURNEY_EVENTS: &str = "/v1/journey/events";
 /// `GET`: [`HistoryReply`](crate::journey::HistoryReply).
 pub const JOURNEY_HISTORY: &str = "/v1/journey/history";
+/// `GET`: [`AbReply`](crate::journey_ab::AbReply); `POST`
+/// [`AbRequest`](crate::journey_ab::AbRequest) runs one (lab interfaces only):
+/// [`AbReport`](crate::journey_ab::AbReport).
+pub const JOURNEY_AB: &str = "/v1/journey/ab";
+/// `GET`: [`ClaimsReply`](crate::journey_claims::ClaimsReply).
+pub const JOURNEY_CLAIMS: &str = "/v1/journey/claims";
 
 /// `GET` with [`CaptureQuery`](crate::capture::CaptureQuery): a pcapng stream
 /// ([`PCAPNG_CONTENT_TYPE`](crate::capture::PCAPNG_CONTENT_TYPE)).
@@ -80,6 +86,8 @@ pub const ALL: &[(&str, &[&str])] = &[
     (JOURNEY_RECENT, &["GET"]),
     (JOURNEY_EVENTS, &["GET"]),
     (JOURNEY_HISTORY, &["GET"]),
+    (JOURNEY_AB, &["GET", "POST"]),
+    (JOURNEY_CLAIMS, &["GET"]),
     (FEED_REFRESH, &["POST"]),
     (CAPTURE, &["GET"]),
 ];

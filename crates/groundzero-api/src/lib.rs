@@ -18,6 +18,8 @@
 //! - [`counters`]: the XDP counters by reason, as they travel;
 //! - [`capture`]: the query of a pcapng capture;
 //! - [`journey`]: journey tracing: summary, recent journeys, the live stream, configuration;
+//! - [`journey_ab`]: the journey's A/B (XDP attached, then detached) and what drops cost;
+//! - [`journey_claims`]: the project's claims held against this host's measurements;
 //! - [`errors`]: the JSON body of every error;
 //! - [`endpoints`]: every route, with its method;
 //! - [`labels`]: the string labels of the kernel's own enums (reasons, verdicts, stages);
@@ -37,6 +39,8 @@ pub mod errors;
 pub mod feeds;
 pub mod guard;
 pub mod journey;
+pub mod journey_ab;
+pub mod journey_claims;
 pub mod labels;
 pub mod lists;
 pub mod sample;

@@ -955,6 +955,8 @@ fn every_route_is_covered() {
         "/v1/journey/recent",
         "/v1/journey/events",
         "/v1/journey/history",
+        "/v1/journey/ab",
+        "/v1/journey/claims",
         "/v1/feeds/{name}/refresh",
         "/v1/capture",
     ];
@@ -968,4 +970,31 @@ fn every_route_is_covered() {
         groundzero_api::endpoints::feed_refresh("spamhaus"),
         "/v1/feeds/spamhaus/refresh"
     );
+}
+
+// ---- the journey's A/B and claims ------------------------------------------------------------
+
+#[test]
+fn ab_and_claims_round_trip_and_name_their_fields() {
+    use groundzero_api::{
+        journey_ab::{AbReply, AbRequest},
+        journey_claims::ClaimsReply,
+        sample::Sample,
+    };
+    let reply = AbReply::sample();
+    let text = groundzero_api::to_json(&reply);
+    let value: Value = serde_json::from_str(&text).unwrap();
+    let run = &value["last"]["runs"][1];
+    assert_eq!(run["xdp_attached"], false);
+    assert_eq!(run["stages"][0]["name"], "wire_to_stack");
+    assert!(run["stages"][0]["p50"]["lo_ns"].is_number());
+    assert_eq!(value["last"]["blocked"][0]["name"], "xdp_drop");
+    assert_eq!(serde_json::from_str::<AbReply>(&text).unwrap(), reply);
+    assert!(serde_json::from_str::<AbRequest>(r#"{"probes":10,"flood":1}"#).is_err());
+    let claims = ClaimsReply::sample();
+    let text = groundzero_api::to_json(&claims);
+    let value: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(value["claims"][0]["name"], "fiber_to_app");
+    assert!(value["claims"][0]["measured_ns"].is_number());
+    assert_eq!(serde_json::from_str::<ClaimsReply>(&text).unwrap(), claims);
 }

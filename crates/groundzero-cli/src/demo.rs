@@ -15,6 +15,10 @@
 //! its kernel map). Without the crowdsec binaries the demo stops at once and says to run
 //! scripts/setup.sh.
 //!
+//! The fifth phase is the journey's A/B on node A (`groundzero journey --compare`'s): the same
+//! probes with the program attached and detached, and the cost of a blocked packet dropped by
+//! XDP, by nftables and at a closed port.
+//!
 //! Everything is bounded in count and time and uses only 198.18.0.0/15 and 2001:2::/48; on the
 //! way out (normal end, error or Ctrl-C) the children are stopped and `lab::down` removes the
 //! namespaces and pins.
@@ -214,12 +218,23 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
 
+    let ab = if stop.load(Ordering::SeqCst) {
+        None
+    } else {
+        Some(ab_phase(&rt, &client))
+    };
+
     if stop.load(Ordering::SeqCst) {
         println!("\ninterrupted: cleaning up");
     }
     print_summary(&rows);
     if let Some(s) = &spread {
         println!("  {}", spread_line(s));
+    }
+    match ab {
+        Some(Ok(report)) => print!("\n{}", crate::journey_compare::text(&report)),
+        Some(Err(e)) => println!("\n(the journey's A/B did not run: {e:#})"),
+        None => {}
     }
     if !stop.load(Ordering::SeqCst) {
         match &cost {
@@ -248,6 +263,29 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The fifth phase: the journey's A/B on node A (see `groundzero_lab::ab`): the same probes
+/// with node A's program attached and then detached, and what a blocked packet costs when XDP
+/// drops it and when the stack does. Node A is unprotected for its run B (some seconds, after
+/// the attack is over). Kept by the daemon, so the page shows it too.
+fn ab_phase(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+) -> Result<groundzero_api::journey_ab::AbReport> {
+    println!(
+        "\nnext, the journey's A/B on node A: the same 1,000 probes with XDP attached, then detached, and bursts of blocked packets"
+    );
+    let request = groundzero_api::journey_ab::AbRequest {
+        probes: Some(1_000),
+        flood_packets: None,
+    };
+    rt.block_on(client.request(
+        Method::POST,
+        groundzero_api::endpoints::JOURNEY_AB,
+        Some(&request),
+    ))
+    .context("POST /v1/journey/ab")
 }
 
 fn print_links(ports: &Ports, token: &str, socket: &Path) {

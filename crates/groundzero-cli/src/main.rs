@@ -5,6 +5,7 @@ mod capture;
 mod check;
 mod daemon;
 mod demo;
+mod journey_compare;
 mod journey_view;
 mod lab;
 mod remote;

@@ -9,6 +9,8 @@ use groundzero_api::{
     feeds::{FeedFormat, FeedStatus, FeedsReply, ImportReply, ImportRequest},
     guard::GuardReply,
     journey::{JourneySummary, RecentQuery, RecentReply, TracingRequest},
+    journey_ab::{AbReport, AbRequest},
+    journey_claims::ClaimsReply,
     lists::{
         AddReply, AddRequest, EntriesQuery, EntriesReply, EntryStatus, Holder, RemoveReply,
         RemoveRequest, Side, WhyReply,
@@ -122,6 +124,14 @@ pub enum Remote {
         /// Recent journeys to show.
         #[arg(long, default_value_t = 10)]
         recent: usize,
+        /// Run the A/B in the lab: the same probes with the XDP program attached, then
+        /// detached; per-stage p50/p99, CPU per packet, and what a blocked packet costs. Lab
+        /// interfaces only (a daemon protecting a real interface refuses).
+        #[arg(long, conflicts_with_all = ["watch", "mermaid"])]
+        compare: bool,
+        /// UDP probes per run of --compare (1 ms apart).
+        #[arg(long, requires = "compare")]
+        probes: Option<u32>,
         /// Turn tracing on (optionally with --sample-every / --filter) before showing.
         #[arg(long, conflicts_with = "disable")]
         enable: bool,
@@ -237,6 +247,8 @@ pub fn run(target: Target, command: Remote) -> Result<()> {
             watch,
             mermaid,
             recent,
+            compare,
+            probes,
             enable,
             disable,
             sample_every,
@@ -250,34 +262,56 @@ pub fn run(target: Target, command: Remote) -> Result<()> {
                 };
                 call!(client.configure_journey(&request));
             }
-            let query = RecentQuery {
-                limit: recent,
-                outcome: None,
-            };
-            let fetch = || -> Result<JourneyAnswer> {
-                Ok(JourneyAnswer {
-                    recent: call!(client.journey_recent(&query)),
-                    summary: call!(client.journey()),
-                })
-            };
-            if watch {
-                loop {
-                    let v = fetch()?;
-                    // Clear the screen and draw again: a live view without a TUI library.
-                    print!("\x1b[2J\x1b[H");
-                    if target.json {
-                        println!("{}", groundzero_api::to_json(&v));
-                    } else {
-                        print!("{}", crate::journey_view::text(&v.summary, &v.recent));
-                    }
-                    std::thread::sleep(std::time::Duration::from_secs(1));
-                }
-            }
-            let v = fetch()?;
-            if mermaid {
-                Answer::of(&v, |v| crate::journey_view::mermaid(&v.summary))?
+            if compare {
+                let request = AbRequest {
+                    probes,
+                    flood_packets: None,
+                };
+                let report: AbReport = call!(client.request(
+                    hyper::Method::POST,
+                    groundzero_api::endpoints::JOURNEY_AB,
+                    Some(&request)
+                ));
+                Answer::of(&report, crate::journey_compare::text)?
             } else {
-                Answer::of(&v, |v| crate::journey_view::text(&v.summary, &v.recent))?
+                let query = RecentQuery {
+                    limit: recent,
+                    outcome: None,
+                };
+                let fetch = || -> Result<JourneyAnswer> {
+                    Ok(JourneyAnswer {
+                        claims: call!(client.request::<(), ClaimsReply>(
+                            hyper::Method::GET,
+                            groundzero_api::endpoints::JOURNEY_CLAIMS,
+                            None
+                        )),
+                        recent: call!(client.journey_recent(&query)),
+                        summary: call!(client.journey()),
+                    })
+                };
+                if watch {
+                    loop {
+                        let v = fetch()?;
+                        // Clear the screen and draw again: a live view without a TUI library.
+                        print!("\x1b[2J\x1b[H");
+                        if target.json {
+                            println!("{}", groundzero_api::to_json(&v));
+                        } else {
+                            print!("{}", crate::journey_view::text(&v.summary, &v.recent));
+                            print!("{}", crate::journey_compare::claims_text(&v.claims));
+                        }
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                    }
+                }
+                let v = fetch()?;
+                if mermaid {
+                    Answer::of(&v, |v| crate::journey_view::mermaid(&v.summary))?
+                } else {
+                    Answer::of(&v, |v| {
+                        crate::journey_view::text(&v.summary, &v.recent)
+                            + &crate::journey_compare::claims_text(&v.claims)
+                    })?
+                }
             }
         }
         Remote::Why { address } => Answer::of(&call!(client.why(&address)), why)?,
@@ -322,6 +356,7 @@ pub fn run(target: Target, command: Remote) -> Result<()> {
 /// What `groundzero journey` shows: the summary and the recent journeys.
 #[derive(Serialize)]
 struct JourneyAnswer {
+    claims: ClaimsReply,
     recent: RecentReply,
     summary: JourneySummary,
 }

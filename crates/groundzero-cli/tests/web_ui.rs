@@ -1,7 +1,10 @@
 //! The journey page in real headless Chromium (Debian's, driven by playwright-core): the daemon
 //! serves it on its TCP listener inside a namespace while UDP from an allowed and a blocked
 //! source runs; `web_ui/ui.mjs` checks the flowchart, live counters, a journey's stages, the
-//! entry behind a drop, and block/unblock from the page, and saves a screenshot.
+//! entry behind a drop (its reason, holding markup, shown as text), that the page's numbers are
+//! `/v1/journey`'s and none is shown without a measurement, the exports, and block/unblock
+//! from the page, and saves a screenshot. The A/B refuses this daemon: its interface is not the
+//! lab's.
 mod common;
 
 use std::{
@@ -18,6 +21,9 @@ use std::{
 use common::{daemon::TestDaemon, topology::*};
 use hyper::Method;
 use serde_json::json;
+
+/// A reason that would run script if the page put it into the DOM as markup.
+const XSS_REASON: &str = "scanner <img src=x onerror=\"window.__xss=1\">";
 
 #[test]
 fn journey_page_in_headless_chromium() {
@@ -36,7 +42,24 @@ fn journey_page_in_headless_chromium() {
     daemon.ok(
         Method::POST,
         "/v1/block",
-        Some(json!({"entries": [BAD[0]], "reason": "scanner"})),
+        Some(json!({"entries": [BAD[0]], "reason": XSS_REASON})),
+    );
+    // In monitor mode XDP drops nothing, so the A/B has no XDP drop to measure: refused.
+    daemon.ok(Method::PUT, "/v1/monitor", Some(json!({"enabled": true})));
+    let refused = daemon
+        .call(Method::POST, "/v1/journey/ab", Some(json!({})))
+        .expect_err("the A/B must refuse monitor mode")
+        .to_string();
+    assert!(refused.contains("monitor mode is on"), "{refused}");
+    daemon.ok(Method::PUT, "/v1/monitor", Some(json!({"enabled": false})));
+    // The A/B detaches XDP: never from an interface that is not the lab's node interface.
+    let refused = daemon
+        .call(Method::POST, "/v1/journey/ab", Some(json!({"probes": 10})))
+        .expect_err("the A/B must refuse an interface outside the lab");
+    let refused = refused.to_string();
+    assert!(
+        refused.contains(&topo.node_if) && refused.contains("refusing the A/B"),
+        "{refused}"
     );
 
     // An application reading datagrams, and bounded traffic from a good and a bad source.
@@ -55,8 +78,12 @@ fn journey_page_in_headless_chromium() {
             }
         })
     };
+    // The page's script creates this file when it compares the page with the API: the traffic
+    // stops so that both are still.
+    let quiet = dir.join("quiet");
     let sender = {
         let stop = stop.clone();
+        let quiet = quiet.clone();
         let peer_ns = format!("/run/netns/{}", topo.peer.name());
         std::thread::spawn(move || {
             let f = std::fs::File::open(peer_ns).unwrap();
@@ -64,7 +91,7 @@ fn journey_page_in_headless_chromium() {
             let good = UdpSocket::bind(SocketAddr::new(GOOD[0].parse().unwrap(), 0)).unwrap();
             let bad = UdpSocket::bind(SocketAddr::new(BAD[0].parse().unwrap(), 0)).unwrap();
             let deadline = Instant::now() + Duration::from_secs(60);
-            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline && !quiet.exists() {
                 for _ in 0..20 {
                     let _ = good.send_to(b"ping", dst);
                     let _ = bad.send_to(b"ping", dst);
@@ -89,6 +116,7 @@ fn journey_page_in_headless_chromium() {
         .arg(format!("--net=/run/netns/{}", topo.node.name()))
         .args(["node", "ui.mjs", "http://127.0.0.1:9478", token])
         .arg(&shot)
+        .arg(&quiet)
         .current_dir(&ui)
         .output()
         .expect("running node");

@@ -33,6 +33,10 @@ const JS_PROPERTIES: &[&str] = &[
     // The capture download: a link's href and download, the Blob's size, and the extension of
     // the file name (`groundzero-drops.pcapng` reads as a property to this scan).
     "download", "href", "size", "pcapng",
+    // The PNG export (a canvas and the inlined styles of the SVG copies) and the A/B button.
+    "width", "height", "style", "disabled",
+    // The exports' file names (`groundzero-journey.json` reads as a property to this scan).
+    "json", "mmd", "png",
 ];
 
 /// Every object key in `v`, at any depth.
@@ -59,6 +63,12 @@ fn reply_fields() -> BTreeSet<String> {
     fields_of(JourneySummary::sample(), &mut out);
     fields_of(RecentReply::sample(), &mut out);
     fields_of(groundzero_api::journey::HistoryReply::sample(), &mut out);
+    fields_of(groundzero_api::journey_ab::AbReply::sample(), &mut out);
+    fields_of(groundzero_api::journey_ab::AbRequest::sample(), &mut out);
+    fields_of(
+        groundzero_api::journey_claims::ClaimsReply::sample(),
+        &mut out,
+    );
     fields_of(EntriesReply::sample(), &mut out);
     fields_of(StatsReply::sample(), &mut out);
     fields_of(AddReply::sample(), &mut out);
@@ -85,6 +95,8 @@ fn labels() -> BTreeSet<String> {
         EntryKind::LABELS,
         FeedFormat::LABELS,
         XdpMode::LABELS,
+        groundzero_api::journey::EntryResolution::LABELS,
+        groundzero_api::journey::RateBasis::LABELS,
     ] {
         out.extend(labels.iter().map(|l| l.to_string()));
     }

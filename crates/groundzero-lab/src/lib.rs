@@ -15,6 +15,7 @@
 //! Everything stays in namespaces named `gz-lab-*`, addressed from 198.18.0.0/15 and
 //! 2001:2::/48; [`topology::down`] removes it all, also after a crash.
 
+pub mod ab;
 pub mod capture_file;
 pub mod craft;
 pub mod crowdsec;

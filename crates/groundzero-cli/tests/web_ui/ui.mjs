@@ -1,9 +1,9 @@
 // Drives the journey page in Debian's headless Chromium; run by tests/web_ui.rs, which starts
 // the daemon and the traffic. Exits non-zero with a message when something is wrong.
-// Usage: node ui.mjs URL TOKEN SCREENSHOT
+// Usage: node ui.mjs URL TOKEN SCREENSHOT QUIET (a file to create when the traffic must stop)
 import { chromium } from "playwright-core";
 
-const [url, token, screenshot] = process.argv.slice(2);
+const [url, token, screenshot, quiet] = process.argv.slice(2);
 const fail = (msg) => { console.error(`UI check failed: ${msg}`); process.exit(1); };
 const browser = await chromium.launch({
   executablePath: "/usr/bin/chromium",
@@ -43,6 +43,51 @@ try {
   await page.waitForSelector("#detail .entry");
   const entry = await page.$eval("#detail .entry", (e) => e.textContent);
   if (!entry.includes("198.18.7.3/32")) fail(`drop detail: ${entry}`);
+  // The entry's reason holds markup: it is shown as text, never run.
+  if (!entry.includes('<img src=x onerror="window.__xss=1">')) fail(`the reason is not shown as text: ${entry}`);
+  if (await page.$("#detail img, #entries img")) fail("the reason became an element");
+  if (await page.evaluate(() => window.__xss)) fail("the reason's markup ran");
+  // No figure without a measurement: a stage row either has samples and times, or says
+  // "not observed" and shows none; every stage of the path has a row.
+  const rows = await page.$$eval("#stages tbody tr", (trs) => trs.map((tr) => [tr.dataset.stage, [...tr.cells].map((c) => c.textContent)]));
+  for (const st of ["xdp", "gro", "stack", "ip", "transport", "socket", "app"]) {
+    if (!rows.some(([s]) => s === st)) fail(`no row for stage ${st}: ${JSON.stringify(rows)}`);
+  }
+  for (const [st, cells] of rows) {
+    const text = cells.join(" ");
+    if (text.includes("not observed")) {
+      if (/\d µs|\d ms/.test(text) || cells[1] !== "0") fail(`stage ${st} is not observed but shows a figure: ${text}`);
+    } else if (!(Number(cells[1]) > 0) || !/µs|ms/.test(cells[2])) {
+      fail(`stage ${st} shows a figure without samples: ${text}`);
+    }
+  }
+  // Without an A/B run, "without XDP" is not drawn from XDP's figures: it says how to measure it.
+  const ab = await page.$eval("#ab", (e) => e.textContent);
+  if (!ab.includes("run the A/B to measure")) fail(`A/B panel without a run: ${ab}`);
+  const timeline = await page.$eval("#timeline", (e) => e.textContent);
+  if (!timeline.includes("without XDP: run the A/B to measure") || /without: /.test(timeline)) fail(`timeline: ${timeline}`);
+  if (timeline.includes("all of this")) fail("the static 'without XDP' sentence is back");
+  // Claims: each either measured (a time and whether it holds) or "not measured yet" (no verdict).
+  await page.waitForSelector("#claims tbody tr", { timeout: 10000 });
+  const claims = await page.$$eval("#claims tbody tr", (trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent)));
+  if (claims.length !== 4) fail(`${claims.length} claims shown`);
+  for (const [claim, measured, verdict] of claims) {
+    if (measured === "not measured yet" ? !verdict.startsWith("not measured yet") : !/^\d+\.\d µs|ms$/.test(measured) || verdict.startsWith("not measured")) fail(`claim ${claim}: ${measured} / ${verdict}`);
+  }
+  // Exports: JSON (summary and journeys), Mermaid (µs with one decimal), PNG of the diagrams.
+  const saved = async (button) => {
+    const [d] = await Promise.all([page.waitForEvent("download", { timeout: 10000 }), page.click(button)]);
+    const { readFileSync } = await import("node:fs");
+    return readFileSync(await d.path());
+  };
+  const json = JSON.parse((await saved("#export-json")).toString());
+  if (!json.summary || !Array.isArray(json.summary.stages) || !json.journeys.length) fail("the JSON export lacks the summary or the journeys");
+  const mmd = (await saved("#export-mermaid")).toString();
+  if (!mmd.startsWith("flowchart LR") || !/p50 \d+\.\d µs/.test(mmd)) fail(`mermaid export: ${mmd}`);
+  const xdp = json.summary.stages.find((x) => x.stage === "xdp");
+  if (xdp && xdp.p50_ns < 1000 && mmd.includes("XDP verdict<br/>p50 1.0 µs") && xdp.p50_ns < 950) fail("a sub-µs verdict was rounded up to 1 µs");
+  const pngFile = await saved("#export-png");
+  if (pngFile.length < 1000 || pngFile.readUInt32BE(0) !== 0x89504e47) fail(`the PNG export is not a PNG (${pngFile.length} bytes)`);
   // Drops by origin: the api's entry (blocked by the test) has dropped the bad source's packets.
   await page.waitForFunction(() => [...document.querySelectorAll("#origins tbody tr")].some((tr) =>
       tr.cells[0].textContent === "api" && Number(tr.cells[1].textContent) > 0), null, { timeout: 10000 })
@@ -92,7 +137,26 @@ try {
   }
   if (packets !== 5) fail(`the capture holds ${packets} packets, not 5`);
   if (!file.toString("latin1").includes("verdict=drop reason=blocked_exact")) fail("no verdict comment in the capture");
-  console.log(`ok: ${hops.length} hops; ${entry.trim()}; a capture of ${packets} drops downloaded`);
+  // The page's numbers are /v1/journey's: with the traffic stopped (the test's sender stops when
+  // the file `quiet` exists), the stage table against a reply fetched at the same moment.
+  const { writeFileSync } = await import("node:fs");
+  writeFileSync(quiet, "");
+  await page.waitForTimeout(2500);
+  let same = null;
+  for (let i = 0; i < 30 && !same; i++) {
+    const [api, rows] = await page.evaluate(async (tok) => {
+      const s = await (await fetch("/v1/journey", { headers: { Authorization: `Bearer ${tok}` } })).json();
+      const rows = [...document.querySelectorAll("#stages tbody tr")].map((tr) => [tr.dataset.stage, [...tr.cells].map((c) => c.textContent)]);
+      return [s, rows];
+    }, token);
+    const us = (ns) => (ns >= 1e6 ? `${(ns / 1e6).toFixed(2)} ms` : `${(ns / 1e3).toFixed(1)} µs`);
+    const want = api.stages.map((x) => [x.stage, [String(x.count), us(x.p50_ns), us(x.p99_ns)]]);
+    const got = Object.fromEntries(rows);
+    if (want.length && want.every(([st, [n, p50, p99]]) => got[st] && got[st][1] === n && got[st][2] === p50 && got[st][3] === p99)) same = want;
+    else await page.waitForTimeout(300);
+  }
+  if (!same) fail("the stage table never equalled /v1/journey's stages");
+  console.log(`ok: ${hops.length} hops; ${entry.trim()}; stage table = /v1/journey (${same.length} stages); ${claims.length} claims; exports; a capture of ${packets} drops downloaded`);
 } finally {
   await browser.close();
 }

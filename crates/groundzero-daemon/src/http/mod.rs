@@ -4,6 +4,7 @@
 mod capture;
 mod crowdsec;
 pub mod journey;
+mod journey_ab;
 
 use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
@@ -132,6 +133,11 @@ pub fn router(state: Shared, token: Option<Arc<String>>, max_body: usize) -> Rou
         .route(endpoints::JOURNEY_RECENT, get(journey::recent))
         .route(endpoints::JOURNEY_EVENTS, get(journey::events))
         .route(endpoints::JOURNEY_HISTORY, get(journey::history))
+        .route(
+            endpoints::JOURNEY_AB,
+            get(journey_ab::get_last).post(journey_ab::run),
+        )
+        .route(endpoints::JOURNEY_CLAIMS, get(journey_ab::get_claims))
         .route(endpoints::FEED_REFRESH, post(refresh_feed))
         .route(endpoints::CAPTURE, get(capture::capture))
         .fallback(|| async {
