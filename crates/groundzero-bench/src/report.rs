@@ -23,6 +23,7 @@ pub struct Results {
     pub scale: Option<Scale>,
     pub flood: Option<Flood>,
     pub crowdsec: Option<Crowdsec>,
+    pub multicore: Option<crate::multicore::Multicore>,
     pub seconds: f64,
     pub command: String,
 }
@@ -92,6 +93,7 @@ pub fn write(out_dir: &Path, r: &Results) -> Result<()> {
             "## 5. CrowdSec bouncers side by side\n\nNot run (`--parts` left it out).\n"
         )?,
     }
+    crate::report_multicore::section(&mut md, r.multicore.as_ref())?;
     if !r.config.smoke {
         writeln!(
             md,
@@ -853,6 +855,7 @@ fn scale_section(md: &mut String, s: &Scale, fig_dir: &Path) -> Result<()> {
         110,
         2,
     )?;
+    crate::report_memory::section(md, s)?;
     Ok(())
 }
 

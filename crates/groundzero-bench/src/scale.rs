@@ -18,6 +18,7 @@ use groundzero_daemon::metrics;
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::{
+    handmade::BareLookup,
     per_packet::{frame, order, Family, Verdict, XDP_PASS},
     progs::Floor,
     stats::{median, quantile, Summary},
@@ -212,6 +213,9 @@ pub struct Cold {
     /// Median of groundzero minus median of the floor.
     pub above: f64,
     pub groundzero_p90: f64,
+    /// The hand-assembled bare lookup ([`crate::handmade::BareLookup`]) on the same packets,
+    /// its map holding the same exact entries: median minus the floor's (pass and exact drop).
+    pub bare_above: Option<f64>,
 }
 
 #[derive(Clone, Debug)]
@@ -263,6 +267,8 @@ pub struct Scale {
     pub memory: Vec<MapMemory>,
     pub loads: Vec<LoadTime>,
     pub scrapes: Vec<Scrape>,
+    /// The memory hierarchy's latencies, measured right after the levels.
+    pub hierarchy: Option<crate::dram::Hierarchy>,
 }
 
 pub fn run(config: &Config) -> Result<Scale> {
@@ -315,11 +321,26 @@ pub fn run(config: &Config) -> Result<Scale> {
         memory: Vec::new(),
         loads: Vec::new(),
         scrapes: Vec::new(),
+        hierarchy: None,
     };
+    // The least lookup there is, with the same exact entries (added level by level below).
+    let capacity = ShieldOptions::default().exact_capacity;
+    let bare = [
+        BareLookup::load(Family::V4, capacity)?,
+        BareLookup::load(Family::V6, capacity)?,
+    ];
     let mut exact_in = 0;
     for &n in &config.exact_levels {
-        for l in &lists {
+        for (l, b) in lists.iter().zip(&bare) {
             shield.block_all(&l.exact[exact_in..n])?;
+            let keys: Vec<u8> = l.exact[exact_in..n]
+                .iter()
+                .flat_map(|e| match e.addr() {
+                    IpAddr::V4(a) => a.octets().to_vec(),
+                    IpAddr::V6(a) => a.octets().to_vec(),
+                })
+                .collect();
+            b.insert(&keys)?;
         }
         exact_in = n;
         let mut cidr_in = 0;
@@ -406,8 +427,23 @@ pub fn run(config: &Config) -> Result<Scale> {
                 }
             }
             for (case, [f, g, r]) in cases.iter().zip(&ns) {
-                let (mut cf, mut cg) = (Vec::new(), Vec::new());
+                let (mut cf, mut cg, mut cb) = (Vec::new(), Vec::new(), Vec::new());
+                let family_bare = &bare[usize::from(case.family == Family::V6)];
                 for packet in &case.cold {
+                    if case.verdict != Verdict::CidrDrop {
+                        let (rc, d) = family_bare.test_run(packet, 1)?;
+                        ensure!(
+                            rc == if case.verdict == Verdict::Pass {
+                                XDP_PASS
+                            } else {
+                                1
+                            },
+                            "the bare lookup returned {rc} for a {:?} {:?} sample",
+                            case.family,
+                            case.verdict
+                        );
+                        cb.push(d.as_nanos() as f64);
+                    }
                     let (rc, d) = floor.test_run(packet, 1)?;
                     ensure!(rc == XDP_PASS);
                     cf.push(d.as_nanos() as f64);
@@ -443,6 +479,7 @@ pub fn run(config: &Config) -> Result<Scale> {
                         floor: median(&cf),
                         above: median(&cg) - median(&cf),
                         groundzero_p90: quantile(&cg, 0.9),
+                        bare_above: (!cb.is_empty()).then(|| median(&cb) - median(&cf)),
                     },
                 });
             }
@@ -469,8 +506,11 @@ pub fn run(config: &Config) -> Result<Scale> {
             shield.unblock_all(&l.cidr[..cidr_in])?;
         }
     }
+    // The memory latencies in the same run, on the same CPU, while the maps are still loaded.
+    out.hierarchy = Some(crate::dram::measure(config.smoke)?);
     drop(shield);
     drop(reference);
+    drop(bare);
     // The kernel frees a dropped shield's maps (hundreds of MiB at these sizes) in deferred
     // work after the last reference goes; let that finish before timing anything else.
     settle(config, 4);
