@@ -24,6 +24,7 @@ pub struct Results {
     pub flood: Option<Flood>,
     pub crowdsec: Option<Crowdsec>,
     pub multicore: Option<crate::multicore::Multicore>,
+    pub agreement: Option<crate::agreement::Agreement>,
     pub seconds: f64,
     pub command: String,
 }
@@ -94,6 +95,7 @@ pub fn write(out_dir: &Path, r: &Results) -> Result<()> {
         )?,
     }
     crate::report_multicore::section(&mut md, r.multicore.as_ref())?;
+    crate::report_agreement::section(&mut md, r.agreement.as_ref())?;
     if !r.config.smoke {
         writeln!(
             md,
@@ -216,6 +218,9 @@ fn machine_section(md: &mut String, m: &Machine) -> Result<()> {
     )?;
     for (tool, version) in &m.tools {
         writeln!(md, "| {tool} | {version} (Debian) |")?;
+    }
+    for (name, value) in &m.mitigations {
+        writeln!(md, "| CPU vulnerability {name} | {value} |")?;
     }
     writeln!(md)?;
     Ok(())
