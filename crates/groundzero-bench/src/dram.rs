@@ -33,6 +33,8 @@ pub struct Hierarchy {
     pub levels: Vec<Level>,
     /// Last-level cache size the kernel reports for CPU 0 (bytes), if any.
     pub llc_bytes: Option<usize>,
+    /// Loads per timed chunk.
+    pub steps: usize,
 }
 
 impl Hierarchy {
@@ -77,9 +79,9 @@ fn llc_bytes() -> Option<usize> {
     best
 }
 
-/// Chases every level in `rounds` short chunks of `steps` loads (about a millisecond each in
-/// DRAM): on a shared machine a chunk that was preempted is an outlier, not a bias of the
-/// median.
+/// Chases every level in `rounds` short chunks of `steps` loads (well under a millisecond
+/// each, shorter than a scheduler time slice): on a shared machine a chunk that was preempted
+/// is an outlier, not a bias of the median.
 pub fn measure(smoke: bool) -> Result<Hierarchy> {
     let llc = llc_bytes();
     // A DRAM buffer four times the last-level cache (at least 256 MiB): a VM's reported LLC
@@ -90,14 +92,16 @@ pub fn measure(smoke: bool) -> Result<Hierarchy> {
         (llc.unwrap_or(64 << 20) * 4).max(256 << 20)
     };
     let llc_fit = llc.map_or(8 << 20, |l| (l / 4).max(1 << 20));
-    let sizes: [(&'static str, usize, bool); 5] = [
+    let llc_size = if smoke { 4 << 20 } else { llc_fit };
+    let sizes: [(&'static str, usize, bool); 6] = [
         ("L1", 16 << 10, false),
         ("L2", 512 << 10, false),
-        ("LLC", if smoke { 4 << 20 } else { llc_fit }, false),
+        ("LLC", llc_size, false),
+        ("LLC", llc_size, true),
         (DRAM, dram, false),
         (DRAM, dram, true),
     ];
-    let (rounds, steps) = if smoke { (11, 10_000) } else { (201, 10_000) };
+    let (rounds, steps) = if smoke { (11, 1_000) } else { (2001, 1_000) };
     let mut rng = Rng::new(0x6472_616d);
     let mut levels = Vec::new();
     for (label, bytes, huge) in sizes {
@@ -125,6 +129,7 @@ pub fn measure(smoke: bool) -> Result<Hierarchy> {
     Ok(Hierarchy {
         levels,
         llc_bytes: llc,
+        steps,
     })
 }
 

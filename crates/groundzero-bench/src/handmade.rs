@@ -141,7 +141,10 @@ impl BareLookup {
 
     /// Adds `keys` (network-order addresses, `key_size` bytes each) with `BPF_MAP_UPDATE_BATCH`.
     pub fn insert(&self, keys: &[u8]) -> Result<()> {
-        ensure!(keys.len() % self.key_size == 0, "keys of the wrong size");
+        ensure!(
+            keys.len().is_multiple_of(self.key_size),
+            "keys of the wrong size"
+        );
         let n = keys.len() / self.key_size;
         const CHUNK: usize = 1 << 16;
         let values = vec![0u8; 8 * CHUNK.min(n.max(1))];

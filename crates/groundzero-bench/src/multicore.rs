@@ -86,7 +86,7 @@ impl Sources {
     pub fn label(self) -> &'static str {
         match self {
             Sources::Shared => "one blocked source",
-            Sources::Spread => "4,096 blocked sources",
+            Sources::Spread => "4,096 blocked sources (2,048 per CPU)",
             Sources::Passing => "random unblocked sources (pass)",
         }
     }
@@ -533,22 +533,34 @@ impl Lab {
         );
         base[..6].copy_from_slice(&mac(TARGET_MAC));
         base[6..12].copy_from_slice(&mac(OUTSIDE_MAC));
-        let (low, mask) = match sources {
-            Sources::Shared => (u16::from_be_bytes([1, 2]), 0),
-            Sources::Spread => (0, SPREAD - 1),
-            Sources::Passing => (PASSING_LOW, PASSING_MASK),
-        };
-        let spray = SourceSpray::new(&mut base, low, mask)?;
+        // Spread: each generator (CPU) sends from its own half of the blocked range, as a NIC's
+        // receive-side scaling would (it hashes the source to pick the queue): each entry is
+        // then written by one CPU only.
+        let generators = only.unwrap_or(cores);
+        let sprays: Vec<SourceSpray> = (0..generators)
+            .map(|g| {
+                let (low, mask) = match sources {
+                    Sources::Shared => (u16::from_be_bytes([1, 2]), 0),
+                    Sources::Spread => (g as u16 * (SPREAD / 2), SPREAD / 2 - 1),
+                    Sources::Passing => (PASSING_LOW, PASSING_MASK),
+                };
+                SourceSpray::new(&mut base, low, mask)
+            })
+            .collect::<Result<_>>()?;
         let before = self.queue_stats()?;
         let napi_before: u64 = napi.iter().map(|&t| schedstat_ns(t)).sum::<Result<u64>>()?;
-        let generators = only.unwrap_or(cores);
         let barrier = Arc::new(Barrier::new(generators));
         let start = Instant::now();
         let sent: Vec<Result<u64>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..generators)
                 .map(|cpu| {
-                    let (barrier, spray, frame, outside, o_if) =
-                        (barrier.clone(), &spray, &base, &self.outside, &self.o_if);
+                    let (barrier, spray, frame, outside, o_if) = (
+                        barrier.clone(),
+                        &sprays[cpu],
+                        &base,
+                        &self.outside,
+                        &self.o_if,
+                    );
                     scope.spawn(move || -> Result<u64> {
                         outside.try_run(|| -> Result<u64> {
                             sys::pin_to_cpu(0, cpu)?;

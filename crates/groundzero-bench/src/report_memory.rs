@@ -22,12 +22,15 @@ pub fn section(md: &mut String, s: &Scale) -> Result<()> {
          chase through a buffer of each size, one pointer per 64-byte line, in one random cycle \
          (each load waits for the one before; the prefetchers cannot guess the next line). The \
          kernel reports a last-level cache of {}; the DRAM buffer is four times that (at least \
-         256 MiB), chased on 4 KiB pages (as a BPF hash map's vmalloc'd memory is: nearly every \
+         256 MiB). The LLC and DRAM buffers are chased on 4 KiB pages (as a BPF hash map's vmalloc'd memory is: nearly every \
          load also misses the TLB and walks the page tables, in a VM through the host's nested \
-         tables too) and on 2 MiB transparent huge pages.\n\n\
+         tables too) and on 2 MiB transparent huge pages. Each figure is over {} chunks of {} \
+         loads: a chunk the scheduler interrupted is an outlier, not a bias of the median.\n\n\
          | level | buffer | pages | ns per load, median (min–max) |\n|---|---|---|---|",
         h.llc_bytes
-            .map_or_else(|| "no size".to_string(), |b| format!("{} MiB", b >> 20))
+            .map_or_else(|| "no size".to_string(), |b| format!("{} MiB", b >> 20)),
+        h.levels.first().map_or(0, |l| l.ns.n),
+        h.steps
     )?;
     for l in &h.levels {
         writeln!(

@@ -93,7 +93,10 @@ fn flood_table(md: &mut String, m: &Multicore) -> Result<()> {
         "### Flood on a two-queue veth\n\n\
          The target's veth has two receive queues, each with its own NAPI thread. A generator \
          pinned to CPU *i* sends up to {} frames (60-byte IPv4/UDP) as fast as it can into queue \
-         *i*, with XDP_TX in live-frames mode, rewriting each frame's source. *1 core*: one \
+         *i*, with XDP_TX in live-frames mode, rewriting each frame's source. With 4,096 blocked \
+         sources, the generator on CPU *i* sends from its own 2,048 of them (as a NIC's \
+         receive-side scaling, which picks the queue by a hash of the source, would): each \
+         entry's hit counter is written by one CPU; with one blocked source, by both. *1 core*: one \
          generator on CPU 0, and both NAPI threads pinned to CPU 0. *2 cores*: a generator and a \
          NAPI thread on each CPU. The generators share the cores with the receivers, so the \
          wall-clock rates are what a core does generating *and* receiving; the receiver's own \
