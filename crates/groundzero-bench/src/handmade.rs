@@ -183,50 +183,135 @@ impl SourceSpray {
     /// source's low 16 bits to `low_base + (random & mask)` on every frame, keeping the IPv4
     /// header checksum right by changing the IP ID by the opposite amount.
     pub fn new(frame: &mut [u8], low_base: u16, mask: u16) -> Result<Self> {
-        ensure!(frame.len() >= 60, "a spray frame is at least 60 bytes");
-        ensure!(
-            u32::from(low_base) + u32::from(mask) <= 0xffff,
-            "the source range leaves its /16"
-        );
-        frame[UDP_CHECKSUM..UDP_CHECKSUM + 2].fill(0);
-        let word = |at: usize| u32::from(u16::from_be_bytes([frame[at], frame[at + 1]]));
-        // One's-complement sums are modulo 0xffff: keeping source-low + ID constant keeps the
-        // header's checksum valid.
-        let k = (word(IP_SOURCE_LOW as usize) + word(IP_ID as usize)) % 0xffff;
-        let insns = [
-            insn(LDX_W, 6, 1, 0, 0),                     // 0: r6 = data
-            insn(LDX_W, 7, 1, 4, 0),                     // 1: r7 = data_end
-            insn(MOV_X, 2, 6, 0, 0),                     // 2
-            insn(ADD_K, 2, 0, 0, 60),                    // 3
-            insn(JGT_X, 2, 7, 15, 0),                    // 4: short: transmit as is (20)
-            insn(CALL, 0, 0, 0, HELPER_GET_PRANDOM_U32), // 5
-            insn(AND_K, 0, 0, 0, i32::from(mask)),       // 6
-            insn(ADD_K, 0, 0, 0, i32::from(low_base)),   // 7: r0 = new source low half
-            insn(MOV_X, 3, 0, 0, 0),                     // 8
-            insn(RSH_K, 3, 0, 0, 8),                     // 9
-            insn(STX_B, 6, 3, IP_SOURCE_LOW, 0),         // 10
-            insn(STX_B, 6, 0, IP_SOURCE_LOW + 1, 0),     // 11
-            insn(MOV_K, 4, 0, 0, k as i32),              // 12: r4 = K
-            insn(SUB_X, 4, 0, 0, 0),                     // 13: r4 = K - low
-            insn(JSGE_K, 4, 0, 1, 0),                    // 14
-            insn(ADD_K, 4, 0, 0, 0xffff),                // 15
-            insn(MOV_X, 5, 4, 0, 0),                     // 16
-            insn(RSH_K, 5, 0, 0, 8),                     // 17
-            insn(STX_B, 6, 5, IP_ID, 0),                 // 18
-            insn(STX_B, 6, 4, IP_ID + 1, 0),             // 19
-            insn(MOV_K, 0, 0, 0, 3),                     // 20: XDP_TX
-            insn(EXIT, 0, 0, 0, 0),                      // 21
-        ];
-        let fd = load_xdp(&insns, "source spray")?;
         Ok(Self {
-            prog: crate::progs::RawXdp::from_fd(fd),
+            prog: crate::progs::RawXdp::from_fd(spray_program(frame, low_base, mask)?),
         })
     }
+}
+
+/// [`SourceSpray`]'s program.
+fn spray_program(frame: &mut [u8], low_base: u16, mask: u16) -> Result<OwnedFd> {
+    ensure!(frame.len() >= 60, "a spray frame is at least 60 bytes");
+    ensure!(
+        u32::from(low_base) + u32::from(mask) <= 0xffff,
+        "the source range leaves its /16"
+    );
+    frame[UDP_CHECKSUM..UDP_CHECKSUM + 2].fill(0);
+    let word = |at: usize| u32::from(u16::from_be_bytes([frame[at], frame[at + 1]]));
+    // One's-complement sums are modulo 0xffff: keeping source-low + ID constant keeps the
+    // header's checksum valid.
+    let k = (word(IP_SOURCE_LOW as usize) + word(IP_ID as usize)) % 0xffff;
+    let insns = [
+        insn(LDX_W, 6, 1, 0, 0),                     // 0: r6 = data
+        insn(LDX_W, 7, 1, 4, 0),                     // 1: r7 = data_end
+        insn(MOV_X, 2, 6, 0, 0),                     // 2
+        insn(ADD_K, 2, 0, 0, 60),                    // 3
+        insn(JGT_X, 2, 7, 15, 0),                    // 4: short: transmit as is (20)
+        insn(CALL, 0, 0, 0, HELPER_GET_PRANDOM_U32), // 5
+        insn(AND_K, 0, 0, 0, i32::from(mask)),       // 6
+        insn(ADD_K, 0, 0, 0, i32::from(low_base)),   // 7: r0 = new source low half
+        insn(MOV_X, 3, 0, 0, 0),                     // 8
+        insn(RSH_K, 3, 0, 0, 8),                     // 9
+        insn(STX_B, 6, 3, IP_SOURCE_LOW, 0),         // 10
+        insn(STX_B, 6, 0, IP_SOURCE_LOW + 1, 0),     // 11
+        insn(MOV_K, 4, 0, 0, k as i32),              // 12: r4 = K
+        insn(SUB_X, 4, 0, 0, 0),                     // 13: r4 = K - low
+        insn(JSGE_K, 4, 0, 1, 0),                    // 14
+        insn(ADD_K, 4, 0, 0, 0xffff),                // 15
+        insn(MOV_X, 5, 4, 0, 0),                     // 16
+        insn(RSH_K, 5, 0, 0, 8),                     // 17
+        insn(STX_B, 6, 5, IP_ID, 0),                 // 18
+        insn(STX_B, 6, 4, IP_ID + 1, 0),             // 19
+        insn(MOV_K, 0, 0, 0, 3),                     // 20: XDP_TX
+        insn(EXIT, 0, 0, 0, 0),                      // 21
+    ];
+    load_xdp(&insns, "source spray")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use groundzero_lab::craft;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        if !root {
+            eprintln!("skipped: loading BPF programs needs root");
+        }
+        root
+    }
+
+    #[test]
+    fn bare_lookup_drops_exactly_what_its_map_holds() {
+        if !root() {
+            return;
+        }
+        let v4 = BareLookup::load(Family::V4, 1024).unwrap();
+        v4.insert(&[198, 18, 0, 10]).unwrap();
+        let udp4 = |a: [u8; 4]| craft::udp4(Ipv4Addr::from(a), &[0u8; 18]);
+        assert_eq!(v4.test_run(&udp4([198, 18, 0, 10]), 1).unwrap().0, 1);
+        assert_eq!(v4.test_run(&udp4([198, 18, 0, 11]), 1).unwrap().0, 2);
+        let v6 = BareLookup::load(Family::V6, 1024).unwrap();
+        let blocked: Ipv6Addr = "2001:2::10".parse().unwrap();
+        v6.insert(&blocked.octets()).unwrap();
+        let udp6 = |a: Ipv6Addr| craft::udp6(a, &[0u8; 18]);
+        assert_eq!(v6.test_run(&udp6(blocked), 1).unwrap().0, 1);
+        assert_eq!(
+            v6.test_run(&udp6("2001:2::11".parse().unwrap()), 1)
+                .unwrap()
+                .0,
+            2
+        );
+        // An IPv4 frame never matches the IPv6 program's map.
+        assert_eq!(v6.test_run(&udp4([198, 18, 0, 10]), 1).unwrap().0, 2);
+    }
+
+    #[test]
+    fn source_spray_varies_the_source_and_keeps_the_checksum_valid() {
+        if !root() {
+            return;
+        }
+        let mut frame = craft::udp4(Ipv4Addr::new(198, 19, 0, 0), &[0x5a; 18]);
+        let fd = spray_program(&mut frame, 0x0100, 0x00ff).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let mut out = vec![0u8; 256];
+            let mut attr = sys::TestRunAttr {
+                prog_fd: fd.as_raw_fd() as u32,
+                data_size_in: frame.len() as u32,
+                data_in: frame.as_ptr() as u64,
+                data_size_out: out.len() as u32,
+                data_out: out.as_mut_ptr() as u64,
+                repeat: 1,
+                ..Default::default()
+            };
+            // SAFETY: a valid bpf_attr.test; the kernel writes at most data_size_out bytes.
+            unsafe { sys::bpf(sys::cmd::PROG_TEST_RUN, &mut attr) }.unwrap();
+            assert_eq!(attr.retval, 3, "XDP_TX");
+            let ip = &out[14..34];
+            assert_eq!(&ip[12..14], &[198, 19], "the /16 is kept");
+            let low = u16::from_be_bytes([ip[14], ip[15]]);
+            assert!((0x0100..=0x01ff).contains(&low), "source low half {low:#x}");
+            seen.insert(low);
+            let sum = (0..10)
+                .map(|i| u32::from(u16::from_be_bytes([ip[2 * i], ip[2 * i + 1]])))
+                .sum::<u32>();
+            let folded = (sum & 0xffff) + (sum >> 16);
+            assert_eq!(
+                (folded & 0xffff) + (folded >> 16),
+                0xffff,
+                "header checksum"
+            );
+            assert_eq!(&out[40..42], &[0, 0], "no UDP checksum");
+        }
+        assert!(
+            seen.len() > 50,
+            "only {} distinct sources in 200",
+            seen.len()
+        );
+    }
 
     #[test]
     fn instruction_encoding_matches_the_kernel_layout() {
