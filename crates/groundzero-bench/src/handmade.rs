@@ -20,6 +20,7 @@ use crate::per_packet::Family;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_MAP_TYPE_HASH: u32 = 1;
 const BPF_PSEUDO_MAP_FD: u8 = 1;
+const BPF_F_NO_PREALLOC: u32 = 1;
 const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
 const HELPER_GET_PRANDOM_U32: i32 = 7;
 
@@ -92,8 +93,11 @@ pub struct BareLookup {
 }
 
 impl BareLookup {
-    /// `capacity` slots keyed by `family`'s source address.
-    pub fn load(family: Family, capacity: u32) -> Result<Self> {
+    /// `capacity` slots keyed by `family`'s source address; `preallocated` as groundzero's
+    /// maps are (every element allocated up front, in one vmalloc'd area of 4 KiB pages), or
+    /// not (`BPF_F_NO_PREALLOC`: each element allocated on insert from the kernel's slab, in
+    /// its directly mapped memory, which the kernel maps with huge pages).
+    pub fn load(family: Family, capacity: u32, preallocated: bool) -> Result<Self> {
         let (key_size, key_offset, ethertype) = match family {
             // 14-byte Ethernet header; the source is at 12 in IPv4's header, 8 in IPv6's.
             Family::V4 => (4usize, 26i32, 0x0800u16),
@@ -104,7 +108,7 @@ impl BareLookup {
             key_size: key_size as u32,
             value_size: 8,
             max_entries: capacity,
-            map_flags: 0,
+            map_flags: if preallocated { 0 } else { BPF_F_NO_PREALLOC },
         };
         // SAFETY: a valid BPF_MAP_CREATE attribute; on success, a new fd nothing else owns.
         let map = unsafe { sys::bpf(sys::cmd::MAP_CREATE, &mut attr).map(|fd| sys::owned_fd(fd)) }
@@ -248,12 +252,12 @@ mod tests {
         if !root() {
             return;
         }
-        let v4 = BareLookup::load(Family::V4, 1024).unwrap();
+        let v4 = BareLookup::load(Family::V4, 1024, true).unwrap();
         v4.insert(&[198, 18, 0, 10]).unwrap();
         let udp4 = |a: [u8; 4]| craft::udp4(Ipv4Addr::from(a), &[0u8; 18]);
         assert_eq!(v4.test_run(&udp4([198, 18, 0, 10]), 1).unwrap().0, 1);
         assert_eq!(v4.test_run(&udp4([198, 18, 0, 11]), 1).unwrap().0, 2);
-        let v6 = BareLookup::load(Family::V6, 1024).unwrap();
+        let v6 = BareLookup::load(Family::V6, 1024, false).unwrap();
         let blocked: Ipv6Addr = "2001:2::10".parse().unwrap();
         v6.insert(&blocked.octets()).unwrap();
         let udp6 = |a: Ipv6Addr| craft::udp6(a, &[0u8; 18]);

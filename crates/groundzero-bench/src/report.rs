@@ -406,6 +406,10 @@ fn targets_section(md: &mut String, r: &Results) -> Result<()> {
             "| XDP ÷ nftables ingress, CPU per packet | not run | ≤ 0.5 | – |"
         )?;
     }
+    if let Some(s) = &r.scale {
+        crate::report_memory::target_rows(md, s)?;
+    }
+    crate::report_multicore::target_rows(md, r.multicore.as_ref())?;
     writeln!(md)?;
     if let Some(s) = &r.scale {
         let hi = *s.exact_levels.iter().max().unwrap();

@@ -31,6 +31,32 @@ pub fn section(md: &mut String, m: Option<&Multicore>) -> Result<()> {
     Ok(())
 }
 
+/// The two-core target's rows of the targets table: drop throughput with two cores ÷ one, from
+/// the receivers' CPU time (capacity), for blocked sources.
+pub fn target_rows(md: &mut String, m: Option<&Multicore>) -> Result<()> {
+    let Some(m) = m else { return Ok(()) };
+    for program in [Program::Groundzero, Program::XdpFilter] {
+        for sources in [Sources::Shared, Sources::Spread] {
+            let (Some(one), Some(two)) = (
+                m.flood_point(program, sources, 1),
+                m.flood_point(program, sources, 2),
+            ) else {
+                continue;
+            };
+            let capacity = 2.0 * one.receiver_ns.median / two.receiver_ns.median.max(1.0);
+            let wall = two.dropped_mpps.median / one.dropped_mpps.median.max(1e-9);
+            writeln!(
+                md,
+                "| {}, 2-core drop throughput ÷ 1-core, {} (part 7) | {capacity:.2}× from receiver CPU time ({wall:.2}× wall clock) | ≥ 1.8 | {} |",
+                program.label(),
+                sources.label(),
+                if capacity >= 1.8 { "**PASS**" } else { "**MISS**" }
+            )?;
+        }
+    }
+    Ok(())
+}
+
 fn test_run_table(md: &mut String, m: &Multicore) -> Result<()> {
     writeln!(
         md,
@@ -139,7 +165,8 @@ fn flood_table(md: &mut String, m: &Multicore) -> Result<()> {
     }
     writeln!(
         md,
-        "\n**Scaling from one core to two** (target: drop throughput ≥ 1.8×):\n\n\
+        "\n**Scaling from one core to two** (target: drop throughput ≥ 1.8×, judged on capacity: \
+         the wall clock also counts the generators and whatever else the machine runs):\n\n\
          | program | sources | taken, 2 ÷ 1 core (wall clock) | capacity, 2 ÷ 1 core | target |\n\
          |---|---|---|---|---|"
     )?;
@@ -160,7 +187,7 @@ fn flood_table(md: &mut String, m: &Multicore) -> Result<()> {
                 sources.label(),
                 if sources == Sources::Passing {
                     "– (passes)"
-                } else if wall >= 1.8 {
+                } else if capacity >= 1.8 {
                     "met"
                 } else {
                     "missed"
