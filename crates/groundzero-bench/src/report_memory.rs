@@ -89,7 +89,7 @@ pub fn section(md: &mut String, s: &Scale) -> Result<()> {
         md,
         "\nAt {} exact entries per family and no prefixes, with a different source per packet \
          (the *distinct sources* columns above), each cost above the floor in DRAM latencies \
-         (4 KiB pages, {dram:.0} ns). *Bare lookup* is a 17-instruction XDP program assembled by \
+         (4 KiB pages, {dram:.0} ns). *Bare lookup* is a 16-instruction XDP program assembled by \
          the benchmark: EtherType check, one `bpf_map_lookup_elem` of the source in a \
          preallocated BPF hash map of groundzero's exact capacity holding the same entries, \
          drop if found; the least a source blocklist can do. groundzero's cost less the bare \
