@@ -816,7 +816,7 @@ fn flood_frames(o_if: &str, packets: u64, chunk: u32) -> Result<(u64, Duration)>
     Ok((sent, start.elapsed()))
 }
 
-fn mac(s: &str) -> [u8; 6] {
+pub(crate) fn mac(s: &str) -> [u8; 6] {
     let mut out = [0u8; 6];
     for (o, part) in out.iter_mut().zip(s.split(':')) {
         *o = u8::from_str_radix(part, 16).expect("a valid MAC");
@@ -824,12 +824,12 @@ fn mac(s: &str) -> [u8; 6] {
     out
 }
 
-const SIOCETHTOOL: libc::c_ulong = 0x8946;
-const ETHTOOL_STSO: u32 = 0x1f;
-const ETHTOOL_SGRO: u32 = 0x2c;
+pub(crate) const SIOCETHTOOL: libc::c_ulong = 0x8946;
+pub(crate) const ETHTOOL_STSO: u32 = 0x1f;
+pub(crate) const ETHTOOL_SGRO: u32 = 0x2c;
 
 /// `ethtool -K IFACE gro|tso on|off` without ethtool: the legacy SIOCETHTOOL value commands.
-fn ethtool_set(iface: &str, cmd: u32, value: u32) -> Result<()> {
+pub(crate) fn ethtool_set(iface: &str, cmd: u32, value: u32) -> Result<()> {
     #[repr(C)]
     struct EthtoolValue {
         cmd: u32,
@@ -861,7 +861,7 @@ fn ethtool_set(iface: &str, cmd: u32, value: u32) -> Result<()> {
 
 /// Kernel threads polling a NAPI instance of an interface named `iface` (`napi/<iface>-<id>`),
 /// in any namespace.
-fn napi_threads(iface: &str) -> Result<Vec<i32>> {
+pub(crate) fn napi_threads(iface: &str) -> Result<Vec<i32>> {
     let prefix = format!("napi/{iface}-");
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc")?.flatten() {
@@ -891,7 +891,7 @@ fn new_napi_thread(iface: &str, before: &[i32]) -> Result<i32> {
 }
 
 /// CPU time of a task, ns (`/proc/<tid>/schedstat`, first field).
-fn schedstat_ns(tid: i32) -> Result<u64> {
+pub(crate) fn schedstat_ns(tid: i32) -> Result<u64> {
     let s = std::fs::read_to_string(format!("/proc/{tid}/schedstat"))
         .with_context(|| format!("reading /proc/{tid}/schedstat"))?;
     s.split_whitespace()

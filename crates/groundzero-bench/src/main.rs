@@ -1,12 +1,19 @@
 //! `groundzero-bench`: every benchmark of groundzero in one run, side by side with its peers,
 //! written to BENCHMARKS.md with PNG plots. See BENCHMARKS.md for the method of each part.
 
+mod agreement;
 mod crowdsec;
+mod dram;
 mod flood;
+mod handmade;
+mod multicore;
 mod per_packet;
 mod plot;
 mod progs;
 mod report;
+mod report_agreement;
+mod report_memory;
+mod report_multicore;
 mod scale;
 mod stats;
 mod sys;
@@ -30,7 +37,7 @@ struct Args {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Run only these parts (1 per packet, 2 scale, 3 flood, 4 overheads, 5 CrowdSec bouncers
-    /// side by side), e.g. `--parts 1,3`.
+    /// side by side, 7 both CPUs at once, 8 part 1's protocol against 7 × 1M back to back), e.g. `--parts 1,3`.
     /// The report then says which parts were left out.
     #[arg(long, value_delimiter = ',')]
     parts: Option<Vec<u8>>,
@@ -76,7 +83,11 @@ pub struct Config {
     pub crowdsec_delta: usize,
     /// Part 5: flood runs per bouncer (each starts the bouncer and waits for the whole set).
     pub crowdsec_flood_repeats: usize,
-    /// Which parts to run (1-5); all but 5 in a smoke run, all by default.
+    /// Part 7: flood frames per generator (one per core) and run, repeats, and test-run rounds.
+    pub multicore_packets: u64,
+    pub multicore_repeats: usize,
+    pub multicore_rounds: usize,
+    /// Which parts to run (1-5, 7, 8); all but 5 in a smoke run, all by default.
     pub parts: Vec<u8>,
 }
 
@@ -103,7 +114,10 @@ impl Config {
             crowdsec_decisions: 100_000,
             crowdsec_delta: 10_000,
             crowdsec_flood_repeats: 2,
-            parts: vec![1, 2, 3, 4, 5],
+            multicore_packets: 4_000_000,
+            multicore_repeats: 3,
+            multicore_rounds: 11,
+            parts: vec![1, 2, 3, 4, 5, 7, 8],
         }
     }
 
@@ -127,9 +141,12 @@ impl Config {
             crowdsec_decisions: 1_000,
             crowdsec_delta: 100,
             crowdsec_flood_repeats: 0,
+            multicore_packets: 100_000,
+            multicore_repeats: 1,
+            multicore_rounds: 2,
             // Not part 5: a real LAPI, imports and two bouncers take longer than the rest of
             // the smoke run (`--smoke --parts 5` runs its tiny version).
-            parts: vec![1, 2, 3, 4],
+            parts: vec![1, 2, 3, 4, 7, 8],
         }
     }
 }
@@ -234,6 +251,23 @@ fn main() -> Result<()> {
     } else {
         None
     };
+    let multicore = if config.parts.contains(&7) {
+        progress("part 7: both CPUs at once");
+        let m = multicore::run(&config)?;
+        sys::unpin()?;
+        Some(m)
+    } else {
+        None
+    };
+    let agreement = if config.parts.contains(&8) {
+        progress("part 8: part 1's protocol against back-to-back runs");
+        sys::pin_to_cpu(0, machine.cpus - 1)?;
+        let a = agreement::run(&config)?;
+        sys::unpin()?;
+        Some(a)
+    } else {
+        None
+    };
     let command = if config.smoke {
         "sudo cargo run -p groundzero-bench --release -- --smoke --out \"$(mktemp -d)\"".to_string()
     } else {
@@ -254,6 +288,8 @@ fn main() -> Result<()> {
         scale,
         flood,
         crowdsec,
+        multicore,
+        agreement,
         seconds: START.get().expect("set").elapsed().as_secs_f64(),
         command,
     };

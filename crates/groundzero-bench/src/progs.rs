@@ -60,6 +60,11 @@ impl RawXdp {
         Ok(Self { fd })
     }
 
+    /// A program loaded elsewhere (part 7's hand-assembled generator).
+    pub fn from_fd(fd: OwnedFd) -> Self {
+        Self { fd }
+    }
+
     pub fn test_run(&self, packet: &[u8], repeat: u32) -> Result<(u32, Duration)> {
         test_run_fd(self.fd.as_raw_fd(), packet, repeat)
     }

@@ -23,6 +23,8 @@ pub struct Results {
     pub scale: Option<Scale>,
     pub flood: Option<Flood>,
     pub crowdsec: Option<Crowdsec>,
+    pub multicore: Option<crate::multicore::Multicore>,
+    pub agreement: Option<crate::agreement::Agreement>,
     pub seconds: f64,
     pub command: String,
 }
@@ -92,6 +94,8 @@ pub fn write(out_dir: &Path, r: &Results) -> Result<()> {
             "## 5. CrowdSec bouncers side by side\n\nNot run (`--parts` left it out).\n"
         )?,
     }
+    crate::report_multicore::section(&mut md, r.multicore.as_ref())?;
+    crate::report_agreement::section(&mut md, r.agreement.as_ref())?;
     if !r.config.smoke {
         writeln!(
             md,
@@ -214,6 +218,9 @@ fn machine_section(md: &mut String, m: &Machine) -> Result<()> {
     )?;
     for (tool, version) in &m.tools {
         writeln!(md, "| {tool} | {version} (Debian) |")?;
+    }
+    for (name, value) in &m.mitigations {
+        writeln!(md, "| CPU vulnerability {name} | {value} |")?;
     }
     writeln!(md)?;
     Ok(())
@@ -399,6 +406,10 @@ fn targets_section(md: &mut String, r: &Results) -> Result<()> {
             "| XDP ÷ nftables ingress, CPU per packet | not run | ≤ 0.5 | – |"
         )?;
     }
+    if let Some(s) = &r.scale {
+        crate::report_memory::target_rows(md, s)?;
+    }
+    crate::report_multicore::target_rows(md, r.multicore.as_ref())?;
     writeln!(md)?;
     if let Some(s) = &r.scale {
         let hi = *s.exact_levels.iter().max().unwrap();
@@ -853,6 +864,7 @@ fn scale_section(md: &mut String, s: &Scale, fig_dir: &Path) -> Result<()> {
         110,
         2,
     )?;
+    crate::report_memory::section(md, s)?;
     Ok(())
 }
 

@@ -18,6 +18,7 @@ use groundzero_daemon::metrics;
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::{
+    handmade::BareLookup,
     per_packet::{frame, order, Family, Verdict, XDP_PASS},
     progs::Floor,
     stats::{median, quantile, Summary},
@@ -212,6 +213,11 @@ pub struct Cold {
     /// Median of groundzero minus median of the floor.
     pub above: f64,
     pub groundzero_p90: f64,
+    /// The hand-assembled bare lookup ([`crate::handmade::BareLookup`]) on the same packets,
+    /// its map holding the same exact entries: median minus the floor's (pass and exact drop).
+    pub bare_above: Option<f64>,
+    /// The same with the bare lookup's map not preallocated (`BPF_F_NO_PREALLOC`).
+    pub bare_unpreallocated_above: Option<f64>,
 }
 
 #[derive(Clone, Debug)]
@@ -263,6 +269,8 @@ pub struct Scale {
     pub memory: Vec<MapMemory>,
     pub loads: Vec<LoadTime>,
     pub scrapes: Vec<Scrape>,
+    /// The memory hierarchy's latencies, measured right after the levels.
+    pub hierarchy: Option<crate::dram::Hierarchy>,
 }
 
 pub fn run(config: &Config) -> Result<Scale> {
@@ -315,11 +323,31 @@ pub fn run(config: &Config) -> Result<Scale> {
         memory: Vec::new(),
         loads: Vec::new(),
         scrapes: Vec::new(),
+        hierarchy: None,
     };
+    // The least lookup there is, with the same exact entries (added level by level below).
+    let capacity = ShieldOptions::default().exact_capacity;
+    let bare = [
+        BareLookup::load(Family::V4, capacity, true)?,
+        BareLookup::load(Family::V6, capacity, true)?,
+    ];
+    let bare_unpreallocated = [
+        BareLookup::load(Family::V4, capacity, false)?,
+        BareLookup::load(Family::V6, capacity, false)?,
+    ];
     let mut exact_in = 0;
     for &n in &config.exact_levels {
-        for l in &lists {
+        for ((l, b), u) in lists.iter().zip(&bare).zip(&bare_unpreallocated) {
             shield.block_all(&l.exact[exact_in..n])?;
+            let keys: Vec<u8> = l.exact[exact_in..n]
+                .iter()
+                .flat_map(|e| match e.addr() {
+                    IpAddr::V4(a) => a.octets().to_vec(),
+                    IpAddr::V6(a) => a.octets().to_vec(),
+                })
+                .collect();
+            b.insert(&keys)?;
+            u.insert(&keys)?;
         }
         exact_in = n;
         let mut cidr_in = 0;
@@ -406,8 +434,29 @@ pub fn run(config: &Config) -> Result<Scale> {
                 }
             }
             for (case, [f, g, r]) in cases.iter().zip(&ns) {
-                let (mut cf, mut cg) = (Vec::new(), Vec::new());
+                let (mut cf, mut cg, mut cb, mut cu) =
+                    (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                let family = usize::from(case.family == Family::V6);
                 for packet in &case.cold {
+                    if case.verdict != Verdict::CidrDrop {
+                        for (b, out) in [
+                            (&bare[family], &mut cb),
+                            (&bare_unpreallocated[family], &mut cu),
+                        ] {
+                            let (rc, d) = b.test_run(packet, 1)?;
+                            ensure!(
+                                rc == if case.verdict == Verdict::Pass {
+                                    XDP_PASS
+                                } else {
+                                    1
+                                },
+                                "the bare lookup returned {rc} for a {:?} {:?} sample",
+                                case.family,
+                                case.verdict
+                            );
+                            out.push(d.as_nanos() as f64);
+                        }
+                    }
                     let (rc, d) = floor.test_run(packet, 1)?;
                     ensure!(rc == XDP_PASS);
                     cf.push(d.as_nanos() as f64);
@@ -443,6 +492,9 @@ pub fn run(config: &Config) -> Result<Scale> {
                         floor: median(&cf),
                         above: median(&cg) - median(&cf),
                         groundzero_p90: quantile(&cg, 0.9),
+                        bare_above: (!cb.is_empty()).then(|| median(&cb) - median(&cf)),
+                        bare_unpreallocated_above: (!cu.is_empty())
+                            .then(|| median(&cu) - median(&cf)),
                     },
                 });
             }
@@ -469,8 +521,12 @@ pub fn run(config: &Config) -> Result<Scale> {
             shield.unblock_all(&l.cidr[..cidr_in])?;
         }
     }
+    // The memory latencies in the same run, on the same CPU, while the maps are still loaded.
+    out.hierarchy = Some(crate::dram::measure(config.smoke)?);
     drop(shield);
     drop(reference);
+    drop(bare);
+    drop(bare_unpreallocated);
     // The kernel frees a dropped shield's maps (hundreds of MiB at these sizes) in deferred
     // work after the last reference goes; let that finish before timing anything else.
     settle(config, 4);

@@ -18,6 +18,9 @@ pub struct Machine {
     /// /proc/loadavg's 1-, 5- and 15-minute averages when the run started: other work on the
     /// machine shows here.
     pub load_at_start: String,
+    /// /sys/devices/system/cpu/vulnerabilities: each mitigation the kernel applies (calls and
+    /// returns cost more under some of them, and BPF programs are made of calls and returns).
+    pub mitigations: Vec<(String, String)>,
 }
 
 /// The 1-, 5- and 15-minute load averages.
@@ -85,8 +88,25 @@ impl Machine {
             virtualization,
             tools,
             load_at_start: load_average(),
+            mitigations: mitigations(),
         }
     }
+}
+
+/// The CPU vulnerabilities the kernel mitigates or leaves open (not the "Not affected" ones).
+fn mitigations() -> Vec<(String, String)> {
+    let Ok(entries) = std::fs::read_dir("/sys/devices/system/cpu/vulnerabilities") else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, String)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let value = std::fs::read_to_string(e.path()).ok()?.trim().to_string();
+            (value != "Not affected").then(|| (e.file_name().to_string_lossy().into_owned(), value))
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 fn run(program: &str, args: &[&str]) -> Option<String> {
