@@ -4,9 +4,11 @@
 mod crowdsec;
 mod flood;
 mod per_packet;
+mod pieces;
 mod plot;
 mod progs;
 mod report;
+mod report_pieces;
 mod scale;
 mod stats;
 mod sys;
@@ -30,7 +32,7 @@ struct Args {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Run only these parts (1 per packet, 2 scale, 3 flood, 4 overheads, 5 CrowdSec bouncers
-    /// side by side), e.g. `--parts 1,3`.
+    /// side by side, 6 the verdict taken apart), e.g. `--parts 1,3`.
     /// The report then says which parts were left out.
     #[arg(long, value_delimiter = ',')]
     parts: Option<Vec<u8>>,
@@ -49,6 +51,10 @@ struct Args {
     /// Part 5: override the flood runs per bouncer (0: no flood).
     #[arg(long)]
     crowdsec_flood_repeats: Option<usize>,
+    /// Part 6: also measure this build of the groundzero XDP object (e.g. a copy of
+    /// target/bpf/bpfel-unknown-none/release/groundzero from an older commit), side by side.
+    #[arg(long)]
+    baseline_object: Option<PathBuf>,
 }
 
 /// Sizes and repeats of one run.
@@ -76,7 +82,9 @@ pub struct Config {
     pub crowdsec_delta: usize,
     /// Part 5: flood runs per bouncer (each starts the bouncer and waits for the whole set).
     pub crowdsec_flood_repeats: usize,
-    /// Which parts to run (1-5); all but 5 in a smoke run, all by default.
+    /// Part 6: an older groundzero object to measure next to this build.
+    pub baseline_object: Option<PathBuf>,
+    /// Which parts to run (1-6); all but 5 in a smoke run, all by default.
     pub parts: Vec<u8>,
 }
 
@@ -103,7 +111,8 @@ impl Config {
             crowdsec_decisions: 100_000,
             crowdsec_delta: 10_000,
             crowdsec_flood_repeats: 2,
-            parts: vec![1, 2, 3, 4, 5],
+            baseline_object: None,
+            parts: vec![1, 2, 3, 4, 5, 6],
         }
     }
 
@@ -127,9 +136,10 @@ impl Config {
             crowdsec_decisions: 1_000,
             crowdsec_delta: 100,
             crowdsec_flood_repeats: 0,
+            baseline_object: None,
             // Not part 5: a real LAPI, imports and two bouncers take longer than the rest of
             // the smoke run (`--smoke --parts 5` runs its tiny version).
-            parts: vec![1, 2, 3, 4],
+            parts: vec![1, 2, 3, 4, 6],
         }
     }
 }
@@ -174,6 +184,7 @@ fn main() -> Result<()> {
     if let Some(n) = args.crowdsec_flood_repeats {
         config.crowdsec_flood_repeats = n;
     }
+    config.baseline_object = args.baseline_object.clone();
     let out_dir = match &args.out {
         Some(dir) => dir.clone(),
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."),
@@ -208,6 +219,12 @@ fn main() -> Result<()> {
     let per_packet = if config.parts.contains(&1) {
         progress("part 1: cost per packet");
         Some(per_packet::run(&config)?)
+    } else {
+        None
+    };
+    let pieces = if config.parts.contains(&6) {
+        progress("part 6: the verdict taken apart");
+        Some(pieces::run(&config)?)
     } else {
         None
     };
@@ -254,6 +271,7 @@ fn main() -> Result<()> {
         scale,
         flood,
         crowdsec,
+        pieces,
         seconds: START.get().expect("set").elapsed().as_secs_f64(),
         command,
     };

@@ -23,6 +23,7 @@ pub struct Results {
     pub scale: Option<Scale>,
     pub flood: Option<Flood>,
     pub crowdsec: Option<Crowdsec>,
+    pub pieces: Option<crate::pieces::Pieces>,
     pub seconds: f64,
     pub command: String,
 }
@@ -90,6 +91,13 @@ pub fn write(out_dir: &Path, r: &Results) -> Result<()> {
         None => writeln!(
             md,
             "## 5. CrowdSec bouncers side by side\n\nNot run (`--parts` left it out).\n"
+        )?,
+    }
+    match &r.pieces {
+        Some(p) => crate::report_pieces::section(&mut md, p)?,
+        None => writeln!(
+            md,
+            "## 6. The verdict taken apart\n\nNot run (`--parts` left it out).\n"
         )?,
     }
     if !r.config.smoke {
@@ -214,6 +222,9 @@ fn machine_section(md: &mut String, m: &Machine) -> Result<()> {
     )?;
     for (tool, version) in &m.tools {
         writeln!(md, "| {tool} | {version} (Debian) |")?;
+    }
+    for (name, line) in &m.mitigations {
+        writeln!(md, "| CPU vulnerability `{name}` | {line} |")?;
     }
     writeln!(md)?;
     Ok(())

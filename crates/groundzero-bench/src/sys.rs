@@ -18,6 +18,28 @@ pub struct Machine {
     /// /proc/loadavg's 1-, 5- and 15-minute averages when the run started: other work on the
     /// machine shows here.
     pub load_at_start: String,
+    /// The kernel's CPU vulnerability mitigations that are in force (file name, line), from
+    /// /sys/devices/system/cpu/vulnerabilities: retpolines and return thunks make every call
+    /// and return of a BPF program dearer.
+    pub mitigations: Vec<(String, String)>,
+}
+
+/// The lines of /sys/devices/system/cpu/vulnerabilities other than "Not affected".
+pub fn mitigations() -> Vec<(String, String)> {
+    let mut lines: Vec<(String, String)> =
+        std::fs::read_dir("/sys/devices/system/cpu/vulnerabilities")
+            .map(|dir| {
+                dir.flatten()
+                    .filter_map(|e| {
+                        let line = std::fs::read_to_string(e.path()).ok()?.trim().to_string();
+                        (line != "Not affected")
+                            .then(|| (e.file_name().to_string_lossy().into_owned(), line))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+    lines.sort();
+    lines
 }
 
 /// The 1-, 5- and 15-minute load averages.
@@ -85,6 +107,7 @@ impl Machine {
             virtualization,
             tools,
             load_at_start: load_average(),
+            mitigations: mitigations(),
         }
     }
 }
