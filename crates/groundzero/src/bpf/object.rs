@@ -108,11 +108,11 @@ impl Object {
     }
 
     fn load_pinned(options: &mut ShieldOptions, dir: &Path) -> Result<Loaded, Error> {
-        let stamp = super::layout::prepare(&dir, options)?;
+        let stamp = super::layout::prepare(dir, options)?;
         let loaded = Self::load_at(options, Some(&dir.join("maps")))?;
         if stamp {
             // Only now: a stamp over no maps would say nothing true.
-            super::layout::write(&dir, super::layout::LAYOUT)?;
+            super::layout::write(dir, super::layout::LAYOUT)?;
         }
         Ok(loaded)
     }
