@@ -93,7 +93,14 @@ fn main() {
              If the toolchain is missing or stale, {SETUP_HINT}"
         ));
     }
-    let object = bpf_target_dir.join("bpfel-unknown-none/release/groundzero");
+    let objects = bpf_target_dir.join("bpfel-unknown-none/release");
+    // The crate's other programs (the benchmark's reference and pieces) stay there; the bench
+    // finds them through this.
+    println!(
+        "cargo:rustc-env=GROUNDZERO_BPF_OBJECTS={}",
+        objects.display()
+    );
+    let object = objects.join("groundzero");
     std::fs::copy(&object, out_dir.join("groundzero.bpf.o"))
         .unwrap_or_else(|e| fail(&format!("copying {}: {e}", object.display())));
 }

@@ -8,12 +8,14 @@ mod flood;
 mod handmade;
 mod multicore;
 mod per_packet;
+mod pieces;
 mod plot;
 mod progs;
 mod report;
 mod report_agreement;
 mod report_memory;
 mod report_multicore;
+mod report_pieces;
 mod scale;
 mod stats;
 mod sys;
@@ -37,7 +39,8 @@ struct Args {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Run only these parts (1 per packet, 2 scale, 3 flood, 4 overheads, 5 CrowdSec bouncers
-    /// side by side, 7 both CPUs at once, 8 part 1's protocol against 7 × 1M back to back), e.g. `--parts 1,3`.
+    /// side by side, 6 the verdict taken apart, 7 both CPUs at once, 8 part 1's protocol against
+    /// 7 × 1M back to back), e.g. `--parts 1,3`.
     /// The report then says which parts were left out.
     #[arg(long, value_delimiter = ',')]
     parts: Option<Vec<u8>>,
@@ -56,6 +59,10 @@ struct Args {
     /// Part 5: override the flood runs per bouncer (0: no flood).
     #[arg(long)]
     crowdsec_flood_repeats: Option<usize>,
+    /// Part 6: also measure this build of the groundzero XDP object (e.g. a copy of
+    /// target/bpf/bpfel-unknown-none/release/groundzero from an older commit), side by side.
+    #[arg(long)]
+    baseline_object: Option<PathBuf>,
 }
 
 /// Sizes and repeats of one run.
@@ -87,7 +94,9 @@ pub struct Config {
     pub multicore_packets: u64,
     pub multicore_repeats: usize,
     pub multicore_rounds: usize,
-    /// Which parts to run (1-5, 7, 8); all but 5 in a smoke run, all by default.
+    /// Part 6: an older groundzero object to measure next to this build.
+    pub baseline_object: Option<PathBuf>,
+    /// Which parts to run (1-8); all but 5 in a smoke run, all by default.
     pub parts: Vec<u8>,
 }
 
@@ -117,7 +126,8 @@ impl Config {
             multicore_packets: 4_000_000,
             multicore_repeats: 3,
             multicore_rounds: 11,
-            parts: vec![1, 2, 3, 4, 5, 7, 8],
+            baseline_object: None,
+            parts: vec![1, 2, 3, 4, 5, 6, 7, 8],
         }
     }
 
@@ -144,9 +154,10 @@ impl Config {
             multicore_packets: 100_000,
             multicore_repeats: 1,
             multicore_rounds: 2,
+            baseline_object: None,
             // Not part 5: a real LAPI, imports and two bouncers take longer than the rest of
             // the smoke run (`--smoke --parts 5` runs its tiny version).
-            parts: vec![1, 2, 3, 4, 7, 8],
+            parts: vec![1, 2, 3, 4, 6, 7, 8],
         }
     }
 }
@@ -191,6 +202,7 @@ fn main() -> Result<()> {
     if let Some(n) = args.crowdsec_flood_repeats {
         config.crowdsec_flood_repeats = n;
     }
+    config.baseline_object = args.baseline_object.clone();
     let out_dir = match &args.out {
         Some(dir) => dir.clone(),
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."),
@@ -225,6 +237,12 @@ fn main() -> Result<()> {
     let per_packet = if config.parts.contains(&1) {
         progress("part 1: cost per packet");
         Some(per_packet::run(&config)?)
+    } else {
+        None
+    };
+    let pieces = if config.parts.contains(&6) {
+        progress("part 6: the verdict taken apart");
+        Some(pieces::run(&config)?)
     } else {
         None
     };
@@ -290,6 +308,7 @@ fn main() -> Result<()> {
         crowdsec,
         multicore,
         agreement,
+        pieces,
         seconds: START.get().expect("set").elapsed().as_secs_f64(),
         command,
     };

@@ -25,6 +25,7 @@ pub struct Results {
     pub crowdsec: Option<Crowdsec>,
     pub multicore: Option<crate::multicore::Multicore>,
     pub agreement: Option<crate::agreement::Agreement>,
+    pub pieces: Option<crate::pieces::Pieces>,
     pub seconds: f64,
     pub command: String,
 }
@@ -92,6 +93,13 @@ pub fn write(out_dir: &Path, r: &Results) -> Result<()> {
         None => writeln!(
             md,
             "## 5. CrowdSec bouncers side by side\n\nNot run (`--parts` left it out).\n"
+        )?,
+    }
+    match &r.pieces {
+        Some(p) => crate::report_pieces::section(&mut md, p)?,
+        None => writeln!(
+            md,
+            "## 6. The verdict taken apart\n\nNot run (`--parts` left it out).\n"
         )?,
     }
     crate::report_multicore::section(&mut md, r.multicore.as_ref())?;
@@ -507,24 +515,41 @@ fn per_packet_misses(p: &PerPacket, missed: &[(Family, Verdict)]) -> String {
          allowlist's prefix summary (and walks the allowlist trie only if a prefix may match: \
          the allowlist wins over every block), looks the source up in the exact hash (shared by \
          all CPUs, 1,048,576 slots), then reads the blocked prefixes' summary (and walks that \
-         trie only if needed); it counts each packet twice (totals and per interface, per CPU), \
-         and on a match it adds a hit to the entry with an atomic add and stamps the coarse \
-         clock, read at most once per jiffy. Splitting the cost with the second groundzero of \
+         trie only if needed); it counts each packet once, in its interface's per-CPU slot \
+         (user space sums the interfaces for the totals), and on a match it adds a hit to the \
+         entry with an atomic add and stamps the coarse clock, read at most once per jiffy. \
+         Splitting the cost with the second groundzero of \
          part 1, which holds exactly xdp-filter's lists (one exact address, empty allowlist and \
          prefix tries), ns above the floor, medians:\n\n\
          | case | groundzero, full verdict | groundzero, xdp-filter's lists | xdp-filter | of which non-empty tries | of which the rest | same lists ÷ xdp-filter |\n\
          |---|---|---|---|---|---|---|\n{}\n\n\
-         With xdp-filter's lists, groundzero costs {}× what xdp-filter costs. {} The ratio \
-         depends on the CPU: this same program measured 0.77 to 0.80× xdp-filter on a 2-core \
-         AMD EPYC VM (BENCHMARKS.md at commit 33d38c2), against this run's CPU in the \
-         machine table above. On that AMD VM an \
-         earlier version of this program cost 1.35 to 1.50× xdp-filter; what closed most \
-         of the gap, each change measured there with this part: the summaries (a trie walk costs \
-         8 ns even on an empty trie), the clock read once per jiffy instead of per hit (16 ns \
-         per hit), and IPv6 addresses read as two 8-byte loads instead of a byte-wise copy \
-         (17 ns per IPv6 packet). What is left is one hash lookup of a shared million-slot \
-         hash, the parse and two per-CPU counters; dropping the totals counter (summing the \
-         per-interface counters in user space instead) measured within 1 ns, so we kept it.",
+         With xdp-filter's lists, groundzero costs {}× what xdp-filter costs. {} \
+         **Calls, not instructions, set the price on a mitigated CPU.** Part 6 takes the \
+         verdict apart and `scripts/verdict-paths.sh` dumps the programs as the kernel runs \
+         them. On the pass and exact-drop paths groundzero makes one real call (the exact \
+         hash's `__htab_map_lookup_elem`; the summaries, the config word and the per-CPU \
+         counters are array lookups the verifier inlines, `bpf_jiffies64` is inlined, the \
+         coarse clock is called once per jiffy), a prefix drop adds the blocked trie's \
+         `trie_lookup_elem`, an allowlisted source makes the allowlist trie's call only. \
+         xdp-filter makes two hash calls on every IPv4 and IPv6 packet (destination, then \
+         source), the minimal Rust/Aya program one. So groundzero does not lose on calls: it \
+         loses on the straight-line instructions around its one call, about 160 on the IPv4 \
+         pass path (counted by hand in the dump: config word, parse, the allowlist summary, \
+         then the call, the prefix summary, the rate-limit test, the counter, the sampling and \
+         capture tests) where the minimal program has 19 and xdp-filter about 60, and on a \
+         hit, on the entry's atomic add. Each call and return pays the \
+         CPU's mitigations (the machine table lists them: retpolines and return thunks), and \
+         a lookup whose call site LLVM shares between two maps (the IPv4 and IPv6 hash, say) \
+         is not inlined by the verifier at all: it becomes the generic `bpf_map_lookup_elem` \
+         with an indirect call through a retpoline (the first pieces program did this and \
+         measured the hash lookup at twice its real cost; every lookup in the groundzero \
+         program has its own call site). What this commit cut, measured side by side with \
+         the previous build in part 6: a fast path for untagged IPv4 (no options) and IPv6 \
+         with one bounds check instead of five, the IPv6 summary keys from one 8-byte load \
+         instead of byte by byte, and one counter write per packet instead of two. On the \
+         AMD EPYC VM of issue #18 this program measured 0.77 to 0.80× xdp-filter in an \
+         earlier run (BENCHMARKS.md at commit 33d38c2) and 1.15 to 1.27× in a later, \
+         independent one; the CPU's mitigation lines were not recorded for the first.",
         facts.join("\n"),
         range(&same_ratio, 2),
         reading,

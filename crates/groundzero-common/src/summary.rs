@@ -50,17 +50,27 @@ pub fn key_v4(addr: &[u8; 4]) -> u32 {
     u32::from_be_bytes(*addr) >> (32 - SUMMARY_KEY_BITS)
 }
 
-/// The summary key of an IPv6 address (network byte order).
+/// The first 64 bits of an IPv6 address (network byte order) as a number: one 8-byte load,
+/// where assembling the keys' 40-bit windows byte by byte cost the XDP program ~20 instructions
+/// per key.
+#[inline(always)]
+fn top64(addr: &[u8; 16]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&addr[..8]);
+    u64::from_be_bytes(b)
+}
+
+/// The summary key of an IPv6 address (network byte order): bits 0..20 XOR bits 20..40.
 #[inline(always)]
 pub fn key_v6(addr: &[u8; 16]) -> u32 {
-    let first40 = u64::from_be_bytes([0, 0, 0, addr[0], addr[1], addr[2], addr[3], addr[4]]);
+    let first40 = top64(addr) >> 24;
     ((first40 >> SUMMARY_KEY_BITS) as u32 ^ first40 as u32) & MASK
 }
 
 /// The second summary key of an IPv6 address: bits 24..44 XOR bits 44..64.
 #[inline(always)]
 pub fn key_v6_low(addr: &[u8; 16]) -> u32 {
-    let bits24_64 = u64::from_be_bytes([0, 0, 0, addr[3], addr[4], addr[5], addr[6], addr[7]]);
+    let bits24_64 = top64(addr) & ((1 << 40) - 1);
     ((bits24_64 >> SUMMARY_KEY_BITS) as u32 ^ bits24_64 as u32) & MASK
 }
 
@@ -177,6 +187,21 @@ mod tests {
                     assert!(low.contains(key_v6_low(&a)), "{net:?}/{len} {a:?} {low:?}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn ipv6_keys_are_the_bit_windows_they_are_documented_as() {
+        let mut r = Lcg(11);
+        for _ in 0..10_000 {
+            let a = ((u128::from(r.next()) << 64) | u128::from(r.next())).to_be_bytes();
+            let first40 = u64::from_be_bytes([0, 0, 0, a[0], a[1], a[2], a[3], a[4]]);
+            let bits24_64 = u64::from_be_bytes([0, 0, 0, a[3], a[4], a[5], a[6], a[7]]);
+            assert_eq!(key_v6(&a), ((first40 >> 20) as u32 ^ first40 as u32) & MASK);
+            assert_eq!(
+                key_v6_low(&a),
+                ((bits24_64 >> 20) as u32 ^ bits24_64 as u32) & MASK
+            );
         }
     }
 

@@ -22,49 +22,49 @@ use groundzero_common::{
 
 // Map names must match groundzero_common::maps::*; sizes are defaults user space may override.
 #[map(name = "allow_v4")]
-static ALLOW_V4: LpmTrie<[u8; 4], EntryStats> = LpmTrie::with_max_entries(DEFAULT_ALLOW_ENTRIES, 0);
+pub static ALLOW_V4: LpmTrie<[u8; 4], EntryStats> = LpmTrie::with_max_entries(DEFAULT_ALLOW_ENTRIES, 0);
 #[map(name = "allow_v6")]
-static ALLOW_V6: LpmTrie<[u8; 16], EntryStats> =
+pub static ALLOW_V6: LpmTrie<[u8; 16], EntryStats> =
     LpmTrie::with_max_entries(DEFAULT_ALLOW_ENTRIES, 0);
 #[map(name = "block_v4")]
-static BLOCK_V4: HashMap<[u8; 4], EntryStats> = HashMap::with_max_entries(DEFAULT_EXACT_ENTRIES, 0);
+pub static BLOCK_V4: HashMap<[u8; 4], EntryStats> = HashMap::with_max_entries(DEFAULT_EXACT_ENTRIES, 0);
 #[map(name = "block_v6")]
-static BLOCK_V6: HashMap<[u8; 16], EntryStats> =
+pub static BLOCK_V6: HashMap<[u8; 16], EntryStats> =
     HashMap::with_max_entries(DEFAULT_EXACT_ENTRIES, 0);
 #[map(name = "block_net_v4")]
-static BLOCK_NET_V4: LpmTrie<[u8; 4], EntryStats> =
+pub static BLOCK_NET_V4: LpmTrie<[u8; 4], EntryStats> =
     LpmTrie::with_max_entries(DEFAULT_CIDR_ENTRIES, 0);
 #[map(name = "block_net_v6")]
-static BLOCK_NET_V6: LpmTrie<[u8; 16], EntryStats> =
+pub static BLOCK_NET_V6: LpmTrie<[u8; 16], EntryStats> =
     LpmTrie::with_max_entries(DEFAULT_CIDR_ENTRIES, 0);
 
 // Names as in groundzero_common::summary; user space maps them into memory to count atomically.
 #[map(name = "allow_sum_v4")]
-static ALLOW_SUM_V4: Array<SummarySlot> = Array::with_max_entries(SUMMARY_SLOTS, BPF_F_MMAPABLE);
+pub static ALLOW_SUM_V4: Array<SummarySlot> = Array::with_max_entries(SUMMARY_SLOTS, BPF_F_MMAPABLE);
 #[map(name = "allow_sum_v6")]
-static ALLOW_SUM_V6: Array<SummarySlot> = Array::with_max_entries(SUMMARY_SLOTS, BPF_F_MMAPABLE);
+pub static ALLOW_SUM_V6: Array<SummarySlot> = Array::with_max_entries(SUMMARY_SLOTS, BPF_F_MMAPABLE);
 #[map(name = "block_net_sum_v4")]
-static BLOCK_NET_SUM_V4: Array<SummarySlot> =
+pub static BLOCK_NET_SUM_V4: Array<SummarySlot> =
     Array::with_max_entries(SUMMARY_SLOTS, BPF_F_MMAPABLE);
 #[map(name = "block_net_sum_v6")]
-static BLOCK_NET_SUM_V6: Array<SummarySlot> =
+pub static BLOCK_NET_SUM_V6: Array<SummarySlot> =
     Array::with_max_entries(SUMMARY_SLOTS, BPF_F_MMAPABLE);
 #[map(name = "allow_sum_v6_low")]
-static ALLOW_SUM_V6_LOW: Array<SummarySlot> =
+pub static ALLOW_SUM_V6_LOW: Array<SummarySlot> =
     Array::with_max_entries(SUMMARY_SLOTS, BPF_F_MMAPABLE);
 #[map(name = "block_net_sum_v6_low")]
-static BLOCK_NET_SUM_V6_LOW: Array<SummarySlot> =
+pub static BLOCK_NET_SUM_V6_LOW: Array<SummarySlot> =
     Array::with_max_entries(SUMMARY_SLOTS, BPF_F_MMAPABLE);
 
 /// Whether the IPv4 prefix trie behind `summary` may hold a match for `src`.
 #[inline(always)]
-fn may_match_v4(summary: &Array<SummarySlot>, _low: &Array<SummarySlot>, src: &[u8; 4]) -> bool {
+pub fn may_match_v4(summary: &Array<SummarySlot>, _low: &Array<SummarySlot>, src: &[u8; 4]) -> bool {
     may_match(summary, key_v4(src))
 }
 
 /// Whether the IPv6 prefix trie behind the two summaries may hold a match for `src`.
 #[inline(always)]
-fn may_match_v6(summary: &Array<SummarySlot>, low: &Array<SummarySlot>, src: &[u8; 16]) -> bool {
+pub fn may_match_v6(summary: &Array<SummarySlot>, low: &Array<SummarySlot>, src: &[u8; 16]) -> bool {
     may_match(summary, key_v6(src)) && may_match(low, key_v6_low(src))
 }
 
@@ -106,7 +106,7 @@ static CLOCK_CACHE: PerCpuArray<ClockCache> = PerCpuArray::with_max_entries(1, 0
 /// moves on the tick anyway, but reading it costs ~16 ns here (measured with groundzero-bench,
 /// a quarter of the whole verdict), while `bpf_jiffies64()` and a per-CPU slot cost ~2 ns.
 #[inline(always)]
-fn coarse_now() -> u64 {
+pub fn coarse_now() -> u64 {
     // SAFETY: helpers without preconditions.
     let jiffies = unsafe { bpf_jiffies64() };
     match CLOCK_CACHE.get_ptr_mut(0) {
@@ -125,7 +125,7 @@ fn coarse_now() -> u64 {
 
 /// Counts a hit on a list entry. Shared by all CPUs, hence atomic.
 #[inline(always)]
-fn hit(stats: *const EntryStats) {
+pub fn hit(stats: *const EntryStats) {
     let now = coarse_now();
     // SAFETY: `stats` points at a live map value (just returned by a lookup); map values are
     // 8-byte aligned; the kernel keeps the element alive for the rest of this program run (RCU).

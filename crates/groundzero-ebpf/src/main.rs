@@ -10,48 +10,22 @@
 #![allow(internal_features)]
 
 mod capture;
+mod counting;
 mod journey;
 mod lists;
+mod xdp_bytes;
 
 use aya_ebpf::{
     macros::{map, xdp},
-    maps::{Array, PerCpuArray},
+    maps::Array,
     programs::XdpContext,
 };
-use groundzero_common::{
-    decide,
-    maps::{interface_slot, Config, Counter, InterfaceCounters, COUNTER_SLOTS, INTERFACE_SLOTS},
-    parse, PacketBytes,
-};
+use groundzero_common::{decide, maps::Config, parse};
 
 use lists::KernelLists;
-
-#[map(name = "counters")]
-static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
-#[map(name = "iface_counters")]
-static IFACE_COUNTERS: PerCpuArray<InterfaceCounters> =
-    PerCpuArray::with_max_entries(INTERFACE_SLOTS, 0);
+pub use xdp_bytes::XdpBytes;
 #[map(name = "config")]
 static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
-
-/// Bounds-checked packet reads. The `start + offset + N > end` comparison on packet pointers is
-/// the shape the verifier understands.
-pub struct XdpBytes {
-    start: usize,
-    end: usize,
-}
-
-impl PacketBytes for XdpBytes {
-    #[inline(always)]
-    fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
-        let ptr = self.start + offset;
-        if ptr + N > self.end {
-            return None;
-        }
-        // SAFETY: the check above keeps [ptr, ptr + N) inside the packet.
-        Some(unsafe { core::ptr::read_unaligned(ptr as *const [u8; N]) })
-    }
-}
 
 #[xdp]
 pub fn groundzero_xdp(ctx: XdpContext) -> u32 {
@@ -86,33 +60,16 @@ pub fn groundzero_xdp(ctx: XdpContext) -> u32 {
     };
     let reason = decide(&parsed, &lists, Config::monitor_in(flags));
     let bytes = (pkt.end - pkt.start) as u64;
-    // Totals and per-interface: two per-CPU slots, no atomics (only this CPU writes them).
-    if let Some(counter) = COUNTERS.get_ptr_mut(reason as u32) {
-        // SAFETY: a live per-CPU map value; only this CPU writes it while this program runs.
-        unsafe { count(counter, bytes) };
-    }
-    let slot = interface_slot(ifindex);
-    if let Some(iface) = IFACE_COUNTERS.get_ptr_mut(slot) {
-        // The mask proves the index in bounds to the verifier; reasons are < COUNTER_SLOTS.
-        let index = (reason as usize) & (COUNTER_SLOTS as usize - 1);
-        // SAFETY: as above.
-        unsafe { count(core::ptr::addr_of_mut!((*iface).by_reason[index]), bytes) };
-    }
+    // One per-CPU slot per packet, no atomics (only this CPU writes it): the interface's.
+    // User space sums the interfaces for the totals (the `counters` map stays for programs
+    // of older builds that may share these pins).
+    counting::count_interface(reason, ifindex, bytes);
     journey::finish(&ctx, sampled, reason);
     // One bit test when no capture runs: the word was read above for the verdict.
     if Config::capture_in(flags) {
         capture::offer(&ctx, &parsed, reason, ifindex, pkt.end - pkt.start);
     }
     reason.action() as u32
-}
-
-#[inline(always)]
-unsafe fn count(counter: *mut Counter, bytes: u64) {
-    // SAFETY: the caller passes a live per-CPU map value.
-    unsafe {
-        (*counter).packets += 1;
-        (*counter).bytes += bytes;
-    }
 }
 
 #[cfg(not(test))]

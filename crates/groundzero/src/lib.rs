@@ -37,3 +37,8 @@ pub use ipnet::IpNet;
 pub use shield::{
     ActiveMode, AttachMode, Attachment, ListEntry, ProgramStats, Shield, ShieldOptions,
 };
+
+/// Where build.rs left the eBPF crate's objects: the groundzero program and the benchmark's
+/// reference programs (`minimal`, `pieces`). Only meaningful on the machine that built this.
+#[doc(hidden)]
+pub const BPF_OBJECTS_DIR: &str = env!("GROUNDZERO_BPF_OBJECTS");

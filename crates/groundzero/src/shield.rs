@@ -72,6 +72,25 @@ impl Shield {
     pub fn load(options: ShieldOptions) -> Result<Self, Error> {
         let mut options = options;
         let loaded = Object::load(&mut options)?;
+        Self::from_loaded(options, loaded)
+    }
+
+    /// Loads another build of the XDP program (an ELF object whose maps are this version's),
+    /// unpinned: for benchmarks that compare builds side by side.
+    #[doc(hidden)]
+    pub fn load_object(options: ShieldOptions, object: &[u8]) -> Result<Self, Error> {
+        let mut options = ShieldOptions {
+            pin_dir: None,
+            ..options
+        };
+        let loaded = Object::load_other(&mut options, object)?;
+        Self::from_loaded(options, loaded)
+    }
+
+    fn from_loaded(
+        options: ShieldOptions,
+        loaded: crate::bpf::object::Loaded,
+    ) -> Result<Self, Error> {
         let mut object = loaded.object;
         let capacity = ListKind::ALL.map(|list| options.capacity(list));
         let mut config = ConfigMap::take(&mut object)?;

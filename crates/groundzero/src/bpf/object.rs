@@ -98,11 +98,21 @@ impl Object {
         let Some(dir) = options.pin_dir.clone() else {
             return Self::load_at(options, None);
         };
-        let stamp = super::layout::prepare(&dir, options)?;
+        Self::load_pinned(options, &dir)
+    }
+
+    /// Loads another build of the program, unpinned (the benchmark measures an older object
+    /// side by side with this one). Its maps must be the ones this version expects.
+    pub(crate) fn load_other(options: &mut ShieldOptions, object: &[u8]) -> Result<Loaded, Error> {
+        Self::load_from(options, None, object)
+    }
+
+    fn load_pinned(options: &mut ShieldOptions, dir: &Path) -> Result<Loaded, Error> {
+        let stamp = super::layout::prepare(dir, options)?;
         let loaded = Self::load_at(options, Some(&dir.join("maps")))?;
         if stamp {
             // Only now: a stamp over no maps would say nothing true.
-            super::layout::write(&dir, super::layout::LAYOUT)?;
+            super::layout::write(dir, super::layout::LAYOUT)?;
         }
         Ok(loaded)
     }
@@ -112,6 +122,14 @@ impl Object {
     pub(crate) fn load_at(
         options: &mut ShieldOptions,
         maps_dir: Option<&Path>,
+    ) -> Result<Loaded, Error> {
+        Self::load_from(options, maps_dir, XDP_OBJECT)
+    }
+
+    fn load_from(
+        options: &mut ShieldOptions,
+        maps_dir: Option<&Path>,
+        object_bytes: &[u8],
     ) -> Result<Loaded, Error> {
         let mut loader = EbpfLoader::new();
         let mut summaries_fresh = true;
@@ -129,7 +147,7 @@ impl Object {
                 loader.map_max_entries(list.map_name(family), options.capacity(list));
             }
         }
-        let bpf = loader.load(XDP_OBJECT).map_err(Error::Load)?;
+        let bpf = loader.load(object_bytes).map_err(Error::Load)?;
         let mut object = Object { bpf };
         if maps_dir.is_some() {
             object.adopt_capacities(options)?;
