@@ -783,13 +783,25 @@ fn generic_mode_journeys_skip_the_hops_before_xdp() {
 /// original is the journey's: each UDP journey ends at its UDP reader, hops in order.
 #[test]
 fn an_af_packet_reader_does_not_confuse_journeys() {
-    let mut lab = Lab::new("k");
+    af_packet_reader_beside_journeys("k", AttachMode::Native, &["gro", "stack"]);
+}
+
+/// Generic mode: XDP runs after netif_receive_skb's tracepoint and before the packet socket
+/// gets its clone, so the clone is the first tagged skb any hook sees; it must not take the
+/// journey over from the original that reaches IP after it.
+#[test]
+fn an_af_packet_reader_does_not_confuse_journeys_in_generic_mode() {
+    af_packet_reader_beside_journeys("kg", AttachMode::Generic, &[]);
+}
+
+fn af_packet_reader_beside_journeys(tag: &str, mode: AttachMode, head: &[&'static str]) {
+    let mut lab = Lab::with_mode(tag, mode);
     let mut events = lab.shield.journey_events().unwrap();
     let missing = lab
         .shield
         .start_journey(&lab.kernel, 1, FlowFilter::default())
         .unwrap();
-    let want = expected_stages(&missing, &["gro", "stack"], &["socket", "app"]);
+    let want = expected_stages(&missing, head, &["socket", "app"]);
     let mut asm = Assembler::with_symbols(2_000_000_000, Kallsyms::load().unwrap());
     // ETH_P_ALL in network order: every frame of the node's interface.
     let tap = lab

@@ -170,6 +170,8 @@ pub struct JourneyOffsets {
     pub sock_receive_queue: u32,
     /// `sock.sk_protocol` (a `u16`).
     pub sock_protocol: u32,
+    /// `sock.__sk_common.skc_family` (a `u16`): only an IP socket's queueing may claim a journey.
+    pub sock_family: u32,
     /// `udp_sock.reader_queue` (a `sk_buff_head`; UDP readers dequeue from here).
     pub udp_reader_queue: u32,
     /// `sk_buff_head.prev` (the tail) and `sk_buff_head.qlen` (a `u32`).
