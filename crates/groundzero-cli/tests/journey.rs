@@ -736,6 +736,68 @@ fn tcp_journeys_over_ipv4_and_ipv6() {
     lab.shield.stop_journey().unwrap();
 }
 
+/// Changing the rate or the filter while tracing runs (the daemon starts the tracer again on
+/// every PUT with `enabled: true`) keeps the tag: a TCP segment sampled before the change and
+/// read by the application after it is still followed to the read.
+#[test]
+fn changing_sampling_keeps_journeys_in_flight() {
+    let mut lab = Lab::new("r");
+    let mut events = lab.shield.journey_events().unwrap();
+    let mut asm = Assembler::with_symbols(2_000_000_000, Kallsyms::load().unwrap());
+    let node_addr = SocketAddr::new(NODE[0].parse().unwrap(), 7050);
+    let listener = lab.topo.node.run(|| TcpListener::bind(node_addr)).unwrap();
+    let mut client = lab.topo.peer.run(|| {
+        let local = SocketAddr::new(GOOD[0].parse().unwrap(), 0);
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(&local.into()).unwrap();
+        sock.connect_timeout(&node_addr.into(), Duration::from_secs(2))
+            .unwrap();
+        TcpStream::from(sock)
+    });
+    let (mut conn, _) = listener.accept().unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let tcp_only = FlowFilter {
+        protocol: 6,
+        ..FlowFilter::default()
+    };
+    const SEGMENTS: usize = 4;
+    let mut buf = [0u8; 64];
+    for k in 0..SEGMENTS {
+        lab.shield
+            .start_journey(&lab.kernel, 1, FlowFilter::default())
+            .unwrap();
+        client.write_all(format!("seg {k}\n").as_bytes()).unwrap();
+        // Queued on the socket, not read yet: in flight while sampling changes.
+        std::thread::sleep(Duration::from_millis(100));
+        lab.shield.start_journey(&lab.kernel, 7, tcp_only).unwrap();
+        let mut got = 0;
+        while got < 6 {
+            match conn.read(&mut buf[got..]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+        assert_eq!(got, 6, "segment {k}");
+    }
+    let journeys = collect(&mut events, &mut asm, |js| {
+        js.iter()
+            .filter(|j| j.outcome == Outcome::Delivered)
+            .count()
+            >= SEGMENTS
+    });
+    let delivered: Vec<_> = journeys
+        .iter()
+        .filter(|j| j.outcome == Outcome::Delivered)
+        .collect();
+    assert_eq!(delivered.len(), SEGMENTS, "{journeys:?}");
+    for j in delivered {
+        assert_well_formed(j);
+        assert_eq!(j.hops.last().unwrap().stage, "app", "{j:?}");
+    }
+    lab.shield.stop_journey().unwrap();
+}
+
 /// Generic XDP runs inside the stack, after the skb was built and after `netif_receive_skb`:
 /// a journey there has no gro or stack hop (it is not observable, never shown as ~0), and the
 /// rest of the path is still followed.
