@@ -354,7 +354,8 @@ pub struct StageRate {
     pub population: String,
     /// Packets per second reaching the stage.
     pub pps: f64,
-    /// Of the sampled passed journeys, the share that reached the stage (0..=1); `null` for
+    /// Of the last 1024 sampled passed journeys under the current filter (those never seen after
+    /// XDP included), the share that reached the stage (0..=1); `null` for
     /// counted rates.
     pub share: Option<f64>,
     /// The stage (`xdp` for the packets XDP saw).

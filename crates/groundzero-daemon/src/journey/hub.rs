@@ -19,6 +19,7 @@ use groundzero::{
 };
 
 use super::history::History;
+use super::reach::ReachWindow;
 
 /// What the sampled XDP span covers (the `verdict` of the summary).
 pub const VERDICT_SPAN: &str = "program entry (before parsing) → just before the ring-buffer \
@@ -55,6 +56,8 @@ pub struct JourneyHub {
     pub(crate) status: TraceStatus,
     /// Every finished journey, counted by stage and outcome (with latency histograms).
     pub(crate) stats: JourneyStats,
+    /// How far the recent passed journeys under the current filter got (the estimates' shares).
+    pub(crate) reach: ReachWindow,
     assembler: Assembler,
     kernel: Option<KernelInfo>,
     /// Journeys not streamed to live viewers (over [`STREAM_PER_SECOND`]).
@@ -120,6 +123,7 @@ impl JourneyHub {
         Self {
             status: TraceStatus::default(),
             stats: JourneyStats::new(),
+            reach: ReachWindow::default(),
             assembler: Assembler::with_symbols(JOURNEY_TIMEOUT_NS, symbols),
             kernel: None,
             skipped: 0,
@@ -169,7 +173,11 @@ impl JourneyHub {
     /// (CLOCK_MONOTONIC): those are returned.
     pub(crate) fn next_second(&mut self, now_ns: u64) -> Vec<Journey> {
         self.streamed_this_second = 0;
-        self.assembler.expire(now_ns)
+        let unseen = self.assembler.counts.unseen_in_stack;
+        let expired = self.assembler.expire(now_ns);
+        self.reach
+            .record_unseen(self.assembler.counts.unseen_in_stack - unseen);
+        expired
     }
 
     /// Records finished journeys in the statistics; returns those to stream to live viewers
@@ -187,6 +195,7 @@ impl JourneyHub {
                     self.skipped += 1;
                 }
             }
+            self.reach.record(&j);
             self.stats.record(j);
         }
         stream
@@ -345,8 +354,9 @@ fn unobservable(h: &JourneyHub, stage: Stage) -> bool {
 }
 
 /// Each stage's rate with its basis: XDP's counted rates, then estimates for the filtered
-/// population (its counted passed rate × the share of sampled passed journeys that reached
-/// the stage) for the stages that were observed.
+/// population (its counted passed rate × the share of the recent sampled passed journeys under
+/// the current filter that reached the stage, see [`ReachWindow`]) for the stages that were
+/// observed.
 fn stage_rates(h: &JourneyHub, not_observed: &[NotObserved]) -> Vec<StageRate> {
     let r = h.rates;
     let population = format!("packets matching \"{}\"", h.status.filter);
@@ -366,7 +376,7 @@ fn stage_rates(h: &JourneyHub, not_observed: &[NotObserved]) -> Vec<StageRate> {
             stage: Stage::Xdp,
         },
     ];
-    if h.stats.passed() == 0 {
+    if h.reach.passed() == 0 {
         return out;
     }
     let ends = [Stage::KernelDrop, Stage::Consumed, Stage::Merged];
@@ -374,7 +384,7 @@ fn stage_rates(h: &JourneyHub, not_observed: &[NotObserved]) -> Vec<StageRate> {
         if not_observed.iter().any(|n| n.stage == *stage) || unobservable(h, *stage) {
             continue;
         }
-        let share = h.stats.reach_share(stage.label());
+        let share = h.reach.share(stage.label());
         out.push(StageRate {
             basis: RateBasis::Estimate,
             population: population.clone(),
@@ -390,7 +400,7 @@ fn stage_rates(h: &JourneyHub, not_observed: &[NotObserved]) -> Vec<StageRate> {
 pub fn summary(h: &JourneyHub) -> JourneySummary {
     let r = h.rates;
     // Estimates for the filtered population only: its counted passed rate, never all traffic's.
-    let est = |stage: &str| round(r.filtered_passed_pps * h.stats.reach_share(stage));
+    let est = |stage: &str| round(r.filtered_passed_pps * h.reach.share(stage));
     let not_observed = not_observed(h);
     let stage_rates = stage_rates(h, &not_observed);
     let xdp = h.stats.stages().into_iter().find(|l| l.stage == "xdp");
@@ -529,18 +539,18 @@ mod tests {
         h.rates.filtered_passed_pps = 100.0;
         h.rates.passed_pps = 10_000.0; // all traffic: never the base of an estimate
         for _ in 0..3 {
-            h.stats.record(passed(&[
+            h.record(vec![passed(&[
                 ("xdp", 0),
                 ("xdp_verdict", 200),
                 ("socket", 5_000),
                 ("app", 9_000),
-            ]));
+            ])]);
         }
-        h.stats.record(passed(&[
+        h.record(vec![passed(&[
             ("xdp", 0),
             ("xdp_verdict", 200),
             ("socket", 5_000),
-        ]));
+        ])]);
         let s = summary(&h);
         let why = |stage: Stage| {
             s.not_observed
