@@ -174,12 +174,13 @@ pub struct TracingReply {
 /// `filtered_*` rates (the packets the sample filter admits) are counted by the XDP program;
 /// `stack`, `socket`, `app` and `kernel_dropped` are estimates for the *filtered* population
 /// only: its counted passed rate × the share of sampled passed journeys that reached the stage
-/// (each stage counted once per journey, so never above the passed rate). The same figures,
-/// labelled, are in [`JourneySummary::stage_rates`].
+/// (each stage counted once per journey, so never above the passed rate); `null` for a stage
+/// not observed (see [`JourneySummary::not_observed`]) or before any sampled journey passed.
+/// The same figures, labelled, are in [`JourneySummary::stage_rates`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rates {
-    /// Reaching the application (estimate, filtered population).
-    pub app_pps: f64,
+    /// Reaching the application (estimate, filtered population; `null`: not observed).
+    pub app_pps: Option<f64>,
     /// Dropped by XDP (counted, all traffic).
     pub dropped_pps: f64,
     /// Of the packets the sample filter admits: dropped by XDP (counted).
@@ -188,16 +189,17 @@ pub struct Rates {
     pub filtered_passed_pps: f64,
     /// Packets the sample filter admits, seen by XDP (counted).
     pub filtered_seen_pps: f64,
-    /// Dropped by the kernel after XDP passed them (estimate, filtered population).
-    pub kernel_dropped_pps: f64,
+    /// Dropped by the kernel after XDP passed them (estimate, filtered population; `null`: not
+    /// observed).
+    pub kernel_dropped_pps: Option<f64>,
     /// Passed by XDP (counted, all traffic).
     pub passed_pps: f64,
     /// Seen by XDP (NIC → XDP; counted, all traffic).
     pub seen_pps: f64,
-    /// Reaching a socket (estimate, filtered population).
-    pub socket_pps: f64,
-    /// Reaching the stack (estimate, filtered population).
-    pub stack_pps: f64,
+    /// Reaching a socket (estimate, filtered population; `null`: not observed).
+    pub socket_pps: Option<f64>,
+    /// Reaching the stack (estimate, filtered population; `null`: not observed).
+    pub stack_pps: Option<f64>,
     /// The window, in seconds.
     pub window_s: f64,
 }

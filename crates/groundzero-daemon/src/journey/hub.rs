@@ -399,10 +399,15 @@ fn stage_rates(h: &JourneyHub, not_observed: &[NotObserved]) -> Vec<StageRate> {
 /// `GET /v1/journey`'s body and the stream's `summary` event (documented in docs/api.md).
 pub fn summary(h: &JourneyHub) -> JourneySummary {
     let r = h.rates;
-    // Estimates for the filtered population only: its counted passed rate, never all traffic's.
-    let est = |stage: &str| round(r.filtered_passed_pps * h.reach.share(stage));
     let not_observed = not_observed(h);
     let stage_rates = stage_rates(h, &not_observed);
+    // The labelled estimates (filtered population only), or null where a stage is not observed.
+    let est = |stage: Stage| {
+        stage_rates
+            .iter()
+            .find(|s| s.stage == stage && s.basis == RateBasis::Estimate)
+            .map(|s| s.pps)
+    };
     let xdp = h.stats.stages().into_iter().find(|l| l.stage == "xdp");
     let kernel_mean_ns = h.cost.and_then(|c| c.xdp_ns_per_packet);
     let verdict = (xdp.is_some() || kernel_mean_ns.is_some()).then(|| VerdictTiming {
@@ -456,16 +461,16 @@ pub fn summary(h: &JourneyHub) -> JourneySummary {
         not_observed,
         outcomes,
         rates: WireRates {
-            app_pps: est("app"),
+            app_pps: est(Stage::App),
             dropped_pps: round(r.dropped_pps),
             filtered_dropped_pps: round(r.filtered_dropped_pps),
             filtered_passed_pps: round(r.filtered_passed_pps),
             filtered_seen_pps: round(r.filtered_seen_pps),
-            kernel_dropped_pps: est("kernel_drop"),
+            kernel_dropped_pps: est(Stage::KernelDrop),
             passed_pps: round(r.passed_pps),
             seen_pps: round(r.seen_pps),
-            socket_pps: est("socket"),
-            stack_pps: est("stack"),
+            socket_pps: est(Stage::Socket),
+            stack_pps: est(Stage::Stack),
             window_s: round(r.window_s),
         },
         stage_rates,
@@ -576,7 +581,8 @@ mod tests {
             (RateBasis::Estimate, 75.0, Some(0.75))
         );
         assert_eq!(app.population, "packets matching \"udp\"");
-        assert_eq!(s.rates.app_pps, 75.0);
+        assert_eq!(s.rates.app_pps, Some(75.0));
+        assert_eq!(s.rates.stack_pps, None, "not observed: null, not 0");
         assert_eq!(rate(Stage::Socket).unwrap().pps, 100.0);
         let v = s.verdict.unwrap();
         assert_eq!(
