@@ -396,7 +396,8 @@ pub struct JourneySummary {
     pub kernel_drop_reasons: Vec<KernelDropCount>,
     /// What could not be matched.
     pub matching: MatchCounts,
-    /// NIC → XDP (the RX hardware timestamp): measured only where the driver gives one.
+    /// NIC → XDP (the RX hardware timestamp): not measured by groundzero (the kfunc needs a
+    /// device-bound program, which aya 0.14 cannot load); `why` says so.
     pub nic_to_xdp: Observability,
     /// Stages on a journey's path that have no measurement, and why (shown as "not observed",
     /// never as a figure).

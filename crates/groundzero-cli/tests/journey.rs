@@ -414,7 +414,7 @@ fn daemon_serves_journeys_and_bans_sources_over_the_rate() {
     assert!(s["nic_to_xdp"]["why"]
         .as_str()
         .unwrap()
-        .contains("not observable on this driver"));
+        .contains("not measured by groundzero: no device-bound program"));
     assert_measured_or_not_observed(&s);
 
     // The history of the stage percentiles, per minute, survives a page reload.

@@ -25,12 +25,11 @@ use super::reach::ReachWindow;
 pub const VERDICT_SPAN: &str = "program entry (before parsing) → just before the ring-buffer \
     write: parsing, sampling, the verdict, the counters and bpf_xdp_adjust_meta";
 
-/// Why NIC → XDP has no figure (the `nic_to_xdp` of the summary).
-pub const NIC_TO_XDP_WHY: &str = "not observable on this driver: the RX hardware timestamp \
-    (bpf_xdp_metadata_rx_timestamp) needs an XDP program loaded device-bound to one NIC whose \
-    driver implements xmo_rx_timestamp; groundzero loads one program for every interface \
-    (aya 0.14 loads no device-bound program); on veth the kfunc would return the skb's hardware \
-    timestamp, which no NIC set for packets made in software (ENODATA for redirected frames)";
+/// Why NIC → XDP has no figure (the `nic_to_xdp` of the summary). Not the driver's fault: the
+/// RX hardware timestamp kfunc (`bpf_xdp_metadata_rx_timestamp`) is only callable from a program
+/// loaded device-bound to one interface, which groundzero does not load.
+pub const NIC_TO_XDP_WHY: &str = "not measured by groundzero: no device-bound program (aya 0.14 \
+    does not set prog_ifindex); on veth the kfunc returns no timestamp for software packets";
 
 /// The stages a passed packet is expected to reach, in order: those without a measurement are
 /// reported as not observed.
@@ -535,6 +534,11 @@ mod tests {
         let s = summary(&h);
         assert!(s.verdict.is_none(), "nothing measured: no verdict figure");
         assert!(!s.nic_to_xdp.measured);
+        let nic_why = s.nic_to_xdp.why.as_deref().unwrap();
+        assert!(
+            nic_why.starts_with("not measured by groundzero"),
+            "{nic_why}"
+        );
         assert_eq!(s.not_observed.len(), PATH.len());
         assert!(s.not_observed[0].why.contains("no sampled journey"));
         assert!(s.stage_rates.iter().all(|r| r.basis == RateBasis::Counted));
