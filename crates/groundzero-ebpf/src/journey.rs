@@ -193,7 +193,8 @@ pub fn finish(ctx: &XdpContext, sampled: Sampled, reason: Reason) {
             tag(ctx, off.magic, ev.id);
         }
     }
-    // After the tag: the span covers bpf_xdp_adjust_meta too; only the ring write is outside.
+    // After the tag: the span covers bpf_xdp_adjust_meta too. Outside it: the ring write, and
+    // after this function the capture offer and the program's return.
     ev.aux = now();
     // A full ring loses this journey; user space counts ids it never saw start as unmatched.
     let _ = JOURNEY_EVENTS.output::<JourneyEvent>(&ev, 0);
