@@ -22,9 +22,10 @@ crate::labels::label_enum! {
         KernelDrop => "kernel_drop",
         /// Seen in the stack, then lost from view before any end.
         Incomplete => "incomplete",
-        /// Merged into the previous segment: GRO or TCP coalescing appended its data to another
-        /// skb and freed this one (`kfree_skb_partial`, `napi_skb_free_stolen_head`); its bytes
-        /// travel on in that segment's journey.
+        /// Its data was appended to another skb and this one freed: TCP coalescing or IP
+        /// fragment reassembly (`kfree_skb_partial`), or a GRO merge
+        /// (`napi_skb_free_stolen_head`, `__napi_kfree_skb`); its bytes travel on in the other
+        /// skb's journey.
         Merged => "merged",
     }
 }

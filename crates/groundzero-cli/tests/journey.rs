@@ -652,9 +652,9 @@ fn assert_well_formed(j: &Journey) {
     assert!(j.hops.iter().all(|h| h.cpu < cpus.max(64)), "{j:?}");
 }
 
-/// TCP over IPv4 and IPv6: every data segment an application reads has the stack's hops in
-/// order; a segment coalesced into the one before it (TCP or GRO) ends "merged" where the
-/// kernel allows the fentry hooks that see it, else it is incomplete, never delivered twice.
+/// TCP over IPv4 and IPv6: data segments sent one at a time, each read before the next (so
+/// none is coalesced), are each delivered once with the stack's hops in order; every other
+/// journey of the connection (handshake, ACKs) is well formed.
 #[test]
 fn tcp_journeys_over_ipv4_and_ipv6() {
     let mut lab = Lab::new("t");
