@@ -372,11 +372,14 @@ pub struct VerdictTiming {
     /// The kernel's run-time mean of the XDP program over the last window (BPF_ENABLE_STATS
     /// `run_time_ns / run_cnt`, every packet, sampled or not); `null` when no packet ran it.
     pub kernel_mean_ns: Option<f64>,
-    /// Median of the sampled span, ns; `null` without samples.
+    /// Median of the sampled span over the last 4096 sampled verdicts, dropped and passed
+    /// packets together (a passed packet's span also covers tagging it), ns; `null` without
+    /// samples.
     pub p50_ns: Option<u64>,
-    /// 99th percentile of the sampled span, ns; `null` without samples.
+    /// 99th percentile of the same mix of dropped and passed spans, ns; `null` without samples.
     pub p99_ns: Option<u64>,
-    /// Sampled verdicts measured since tracing started.
+    /// Sampled verdicts measured since the daemon started (the statistics survive stopping and
+    /// restarting tracing).
     pub samples: u64,
     /// What the sampled span covers, in words.
     pub span: String,

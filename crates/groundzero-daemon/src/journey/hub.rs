@@ -23,7 +23,8 @@ use super::reach::ReachWindow;
 
 /// What the sampled XDP span covers (the `verdict` of the summary).
 pub const VERDICT_SPAN: &str = "program entry (before parsing) → just before the ring-buffer \
-    write: parsing, sampling, the verdict, the counters and bpf_xdp_adjust_meta";
+    write: parsing, sampling, the verdict, the counters and bpf_xdp_adjust_meta; percentiles \
+    over dropped and passed packets together (only passed ones are tagged)";
 
 /// Why NIC → XDP has no figure (the `nic_to_xdp` of the summary). Not the driver's fault: the
 /// RX hardware timestamp kfunc (`bpf_xdp_metadata_rx_timestamp`) is only callable from a program
