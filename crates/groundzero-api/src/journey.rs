@@ -205,11 +205,19 @@ pub struct Rates {
     pub window_s: f64,
 }
 
-/// Packets the XDP program counted since tracing's first reading.
+/// Packets the XDP program counted, as of the last reading: all traffic since the program was
+/// loaded; the `filtered_*` ones (the packets the sample filter admitted, whichever filter was
+/// current) since tracing first started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
     /// Dropped.
     pub dropped: u64,
+    /// Admitted by the sample filter and dropped.
+    pub filtered_dropped: u64,
+    /// Admitted by the sample filter and passed.
+    pub filtered_passed: u64,
+    /// Admitted by the sample filter.
+    pub filtered_seen: u64,
     /// Passed.
     pub passed: u64,
     /// Seen.

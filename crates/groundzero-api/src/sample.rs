@@ -521,6 +521,9 @@ impl Sample for JourneySummary {
             ],
             totals: Totals {
                 dropped: 10_000,
+                filtered_dropped: 500,
+                filtered_passed: 1_000,
+                filtered_seen: 1_500,
                 passed: 2_000,
                 seen: 12_000,
             },

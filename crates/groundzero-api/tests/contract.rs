@@ -636,6 +636,9 @@ fn summary_today(s: &JourneySummary) -> Value {
         "totals": {
             "seen": s.totals.seen,
             "dropped": s.totals.dropped,
+            "filtered_dropped": s.totals.filtered_dropped,
+            "filtered_passed": s.totals.filtered_passed,
+            "filtered_seen": s.totals.filtered_seen,
             "passed": s.totals.passed,
         },
         "stages": stages,

@@ -482,6 +482,9 @@ pub fn summary(h: &JourneyHub) -> JourneySummary {
             .collect(),
         totals: WireTotals {
             dropped: totals.dropped,
+            filtered_dropped: totals.filtered.dropped,
+            filtered_passed: totals.filtered.passed,
+            filtered_seen: totals.filtered.seen,
             passed: totals.seen - totals.dropped,
             seen: totals.seen,
         },
