@@ -433,7 +433,7 @@ pub struct JourneySummary {
 /// One minute of stage percentiles.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryMinute {
-    /// Journeys finished in the minute.
+    /// Journeys that started (reached the XDP hook) in the minute.
     pub journeys: u64,
     /// Per stage, the time from the hop before it, over the minute's journeys.
     pub stages: Vec<StageLatency>,
@@ -441,8 +441,9 @@ pub struct HistoryMinute {
     pub start_unix: u64,
 }
 
-/// The reply to `GET /v1/journey/history`: per-minute stage percentiles kept by the daemon
-/// (the last 60 minutes with journeys), oldest first.
+/// The reply to `GET /v1/journey/history`: per-minute stage percentiles kept by the daemon, by
+/// the minute each journey started: the current minute and the 59 before it (those with
+/// journeys), oldest first.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryReply {
     /// Oldest first.

@@ -185,8 +185,12 @@ impl JourneyHub {
     pub(crate) fn record(&mut self, done: Vec<Journey>) -> Vec<Journey> {
         let mut stream = Vec::new();
         let now_unix = unix_now().as_secs();
+        let now_ns = monotonic_ns();
         for j in done {
-            self.history.record(now_unix, &j);
+            // The XDP hook's time on the wall clock: the history buckets by when a journey began.
+            let start_unix =
+                now_unix.saturating_sub(now_ns.saturating_sub(j.start_ns) / 1_000_000_000);
+            self.history.record(now_unix, start_unix, &j);
             if self.tx.receiver_count() > 0 {
                 if self.streamed_this_second < STREAM_PER_SECOND {
                     self.streamed_this_second += 1;
