@@ -36,17 +36,12 @@ pub fn start_tracing(
         .filter(|a| a.mode == ActiveMode::Generic)
         .map(|a| a.interface.clone())
         .collect();
-    let filter_text = format_filter(&filter);
-    if filter_text != hub.status.filter {
-        // The shares so far describe other packets than the filtered rates from now on.
-        hub.reach.reset();
-    }
-    hub.status = TraceStatus {
+    hub.tracing_started(TraceStatus {
         enabled: true,
         sample_every,
-        filter: filter_text,
+        filter: format_filter(&filter),
         stages_missing: missing,
-    };
+    });
     Ok(hub.status.clone())
 }
 

@@ -157,6 +157,15 @@ impl JourneyHub {
         Ok(kernel)
     }
 
+    /// Tracing started, or its rate or filter changed.
+    pub(crate) fn tracing_started(&mut self, status: TraceStatus) {
+        if status.filter != self.status.filter {
+            // The shares so far describe other packets than the filtered rates from now on.
+            self.reach.reset();
+        }
+        self.status = status;
+    }
+
     /// Feeds every event waiting in the ring buffer to the assembler; the journeys it closed.
     pub(crate) fn assemble(&mut self, events: &mut JourneyEvents) -> Vec<Journey> {
         let mut done = Vec::new();
@@ -533,6 +542,33 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    /// A new filter starts the shares afresh; a new rate under the same filter keeps them.
+    #[test]
+    fn a_filter_change_restarts_the_estimates() {
+        let mut h = JourneyHub::new();
+        let status = |every: u32, filter: &str| TraceStatus {
+            enabled: true,
+            sample_every: every,
+            filter: filter.into(),
+            stages_missing: Vec::new(),
+        };
+        h.tracing_started(status(1, "udp"));
+        h.rates.filtered_passed_pps = 100.0;
+        h.record(vec![passed(&[
+            ("xdp", 0),
+            ("xdp_verdict", 200),
+            ("app", 9_000),
+        ])]);
+        assert_eq!(summary(&h).rates.app_pps, Some(100.0));
+        h.tracing_started(status(8, "udp"));
+        assert_eq!(summary(&h).rates.app_pps, Some(100.0));
+        h.tracing_started(status(8, "tcp"));
+        assert_eq!(h.reach.passed(), 0);
+        let s = summary(&h);
+        assert_eq!(s.rates.app_pps, None, "no journey under the new filter yet");
+        assert!(s.stage_rates.iter().all(|r| r.basis == RateBasis::Counted));
     }
 
     #[test]
