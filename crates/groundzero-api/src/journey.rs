@@ -22,9 +22,10 @@ crate::labels::label_enum! {
         KernelDrop => "kernel_drop",
         /// Seen in the stack, then lost from view before any end.
         Incomplete => "incomplete",
-        /// Merged into the previous segment: GRO or TCP coalescing appended its data to another
-        /// skb and freed this one (`kfree_skb_partial`, `napi_skb_free_stolen_head`); its bytes
-        /// travel on in that segment's journey.
+        /// Its data was appended to another skb and this one freed: TCP coalescing or IP
+        /// fragment reassembly (`kfree_skb_partial`), or a GRO merge
+        /// (`napi_skb_free_stolen_head`, `__napi_kfree_skb`); its bytes travel on in the other
+        /// skb's journey.
         Merged => "merged",
     }
 }
@@ -174,12 +175,13 @@ pub struct TracingReply {
 /// `filtered_*` rates (the packets the sample filter admits) are counted by the XDP program;
 /// `stack`, `socket`, `app` and `kernel_dropped` are estimates for the *filtered* population
 /// only: its counted passed rate × the share of sampled passed journeys that reached the stage
-/// (each stage counted once per journey, so never above the passed rate). The same figures,
-/// labelled, are in [`JourneySummary::stage_rates`].
+/// (each stage counted once per journey, so never above the passed rate); `null` for a stage
+/// not observed (see [`JourneySummary::not_observed`]) or before any sampled journey passed.
+/// The same figures, labelled, are in [`JourneySummary::stage_rates`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rates {
-    /// Reaching the application (estimate, filtered population).
-    pub app_pps: f64,
+    /// Reaching the application (estimate, filtered population; `null`: not observed).
+    pub app_pps: Option<f64>,
     /// Dropped by XDP (counted, all traffic).
     pub dropped_pps: f64,
     /// Of the packets the sample filter admits: dropped by XDP (counted).
@@ -188,25 +190,34 @@ pub struct Rates {
     pub filtered_passed_pps: f64,
     /// Packets the sample filter admits, seen by XDP (counted).
     pub filtered_seen_pps: f64,
-    /// Dropped by the kernel after XDP passed them (estimate, filtered population).
-    pub kernel_dropped_pps: f64,
+    /// Dropped by the kernel after XDP passed them (estimate, filtered population; `null`: not
+    /// observed).
+    pub kernel_dropped_pps: Option<f64>,
     /// Passed by XDP (counted, all traffic).
     pub passed_pps: f64,
     /// Seen by XDP (NIC → XDP; counted, all traffic).
     pub seen_pps: f64,
-    /// Reaching a socket (estimate, filtered population).
-    pub socket_pps: f64,
-    /// Reaching the stack (estimate, filtered population).
-    pub stack_pps: f64,
+    /// Reaching a socket (estimate, filtered population; `null`: not observed).
+    pub socket_pps: Option<f64>,
+    /// Reaching the stack (estimate, filtered population; `null`: not observed).
+    pub stack_pps: Option<f64>,
     /// The window, in seconds.
     pub window_s: f64,
 }
 
-/// Packets the XDP program counted since tracing's first reading.
+/// Packets the XDP program counted, as of the last reading: all traffic since the program was
+/// loaded; the `filtered_*` ones (the packets the sample filter admitted, whichever filter was
+/// current) since tracing first started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
     /// Dropped.
     pub dropped: u64,
+    /// Admitted by the sample filter and dropped.
+    pub filtered_dropped: u64,
+    /// Admitted by the sample filter and passed.
+    pub filtered_passed: u64,
+    /// Admitted by the sample filter.
+    pub filtered_seen: u64,
     /// Passed.
     pub passed: u64,
     /// Seen.
@@ -354,7 +365,8 @@ pub struct StageRate {
     pub population: String,
     /// Packets per second reaching the stage.
     pub pps: f64,
-    /// Of the sampled passed journeys, the share that reached the stage (0..=1); `null` for
+    /// Of the last 1024 sampled passed journeys under the current filter (those never seen after
+    /// XDP included), the share that reached the stage (0..=1); `null` for
     /// counted rates.
     pub share: Option<f64>,
     /// The stage (`xdp` for the packets XDP saw).
@@ -368,11 +380,14 @@ pub struct VerdictTiming {
     /// The kernel's run-time mean of the XDP program over the last window (BPF_ENABLE_STATS
     /// `run_time_ns / run_cnt`, every packet, sampled or not); `null` when no packet ran it.
     pub kernel_mean_ns: Option<f64>,
-    /// Median of the sampled span, ns; `null` without samples.
+    /// Median of the sampled span over the last 4096 sampled verdicts, dropped and passed
+    /// packets together (a passed packet's span also covers tagging it), ns; `null` without
+    /// samples.
     pub p50_ns: Option<u64>,
-    /// 99th percentile of the sampled span, ns; `null` without samples.
+    /// 99th percentile of the same mix of dropped and passed spans, ns; `null` without samples.
     pub p99_ns: Option<u64>,
-    /// Sampled verdicts measured since tracing started.
+    /// Sampled verdicts measured since the daemon started (the statistics survive stopping and
+    /// restarting tracing).
     pub samples: u64,
     /// What the sampled span covers, in words.
     pub span: String,
@@ -393,7 +408,8 @@ pub struct JourneySummary {
     pub kernel_drop_reasons: Vec<KernelDropCount>,
     /// What could not be matched.
     pub matching: MatchCounts,
-    /// NIC → XDP (the RX hardware timestamp): measured only where the driver gives one.
+    /// NIC → XDP (the RX hardware timestamp): not measured by groundzero (the kfunc needs a
+    /// device-bound program, which aya 0.14 cannot load); `why` says so.
     pub nic_to_xdp: Observability,
     /// Stages on a journey's path that have no measurement, and why (shown as "not observed",
     /// never as a figure).
@@ -417,7 +433,7 @@ pub struct JourneySummary {
 /// One minute of stage percentiles.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryMinute {
-    /// Journeys finished in the minute.
+    /// Journeys that started (reached the XDP hook) in the minute.
     pub journeys: u64,
     /// Per stage, the time from the hop before it, over the minute's journeys.
     pub stages: Vec<StageLatency>,
@@ -425,8 +441,9 @@ pub struct HistoryMinute {
     pub start_unix: u64,
 }
 
-/// The reply to `GET /v1/journey/history`: per-minute stage percentiles kept by the daemon
-/// (the last 60 minutes with journeys), oldest first.
+/// The reply to `GET /v1/journey/history`: per-minute stage percentiles kept by the daemon, by
+/// the minute each journey started: the current minute and the 59 before it (those with
+/// journeys), oldest first.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryReply {
     /// Oldest first.

@@ -636,6 +636,9 @@ fn summary_today(s: &JourneySummary) -> Value {
         "totals": {
             "seen": s.totals.seen,
             "dropped": s.totals.dropped,
+            "filtered_dropped": s.totals.filtered_dropped,
+            "filtered_passed": s.totals.filtered_passed,
+            "filtered_seen": s.totals.filtered_seen,
             "passed": s.totals.passed,
         },
         "stages": stages,
@@ -720,6 +723,11 @@ fn journey_summary() {
     // Before two readings: no cost; tracing off with nothing measured.
     let empty = JourneySummary::default();
     contract(&empty, summary_today(&empty));
+    // A stage not observed has no estimate: null, never a 0 that reads as "nothing got there".
+    let text = serde_json::to_value(&empty).unwrap();
+    for rate in ["stack_pps", "socket_pps", "app_pps", "kernel_dropped_pps"] {
+        assert_eq!(text["rates"][rate], Value::Null, "{rate}");
+    }
     assert_eq!(
         s.cumulative_at(groundzero_api::Stage::App)
             .map(|c| c.p50_ns),

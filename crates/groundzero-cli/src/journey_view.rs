@@ -328,9 +328,9 @@ mod tests {
             seen_pps: 12000.0,
             dropped_pps: 10000.0,
             passed_pps: 2000.0,
-            socket_pps: 1900.0,
-            app_pps: 1900.0,
-            kernel_dropped_pps: 100.0,
+            socket_pps: Some(1900.0),
+            app_pps: Some(1900.0),
+            kernel_dropped_pps: Some(100.0),
             ..Rates::default()
         };
         s.stages = vec![latency(Stage::Xdp, 300, 900)];

@@ -67,8 +67,8 @@ pub enum Stage {
     /// `napi_gro_receive_entry`: the driver built an skb for the passed frame and hands it to
     /// GRO (native XDP on drivers that use GRO, veth among them).
     Gro = 8,
-    /// Merged into the previous segment: its data was appended to another skb, and this one
-    /// freed (`kfree_skb_partial` after TCP coalescing, `napi_skb_free_stolen_head` and
+    /// Merged: its data was appended to another skb, and this one freed (`kfree_skb_partial`
+    /// after TCP coalescing or IP fragment reassembly, `napi_skb_free_stolen_head` and
     /// `__napi_kfree_skb` after a GRO merge). `extra` says which ([`MERGED_BY`]).
     Merged = 9,
 }
@@ -133,7 +133,8 @@ pub struct JourneyEvent {
     /// Otherwise 0.
     pub aux: u64,
     pub id: u32,
-    /// XDP: ingress ifindex. KernelDrop: the `skb_drop_reason`. Otherwise 0.
+    /// XDP: ingress ifindex. KernelDrop: the `skb_drop_reason`. Merged: the freeing function's
+    /// index in [`MERGED_BY`]. Otherwise 0.
     pub extra: u32,
     pub stage: u8,
     /// XDP: 4 or 6.
@@ -170,6 +171,8 @@ pub struct JourneyOffsets {
     pub sock_receive_queue: u32,
     /// `sock.sk_protocol` (a `u16`).
     pub sock_protocol: u32,
+    /// `sock.__sk_common.skc_family` (a `u16`): only an IP socket's queueing may claim a journey.
+    pub sock_family: u32,
     /// `udp_sock.reader_queue` (a `sk_buff_head`; UDP readers dequeue from here).
     pub udp_reader_queue: u32,
     /// `sk_buff_head.prev` (the tail) and `sk_buff_head.qlen` (a `u32`).

@@ -14,7 +14,7 @@ use groundzero::{
 use groundzero_api::journey::{DecidingEntry, EntryResolution};
 
 use crate::{
-    journey::{hub::unix_now, monotonic_ns, JourneyHub},
+    journey::{monotonic_ns, JourneyHub},
     records::Side,
     state::{Daemon, Shared},
 };
@@ -36,12 +36,12 @@ pub fn start_tracing(
         .filter(|a| a.mode == ActiveMode::Generic)
         .map(|a| a.interface.clone())
         .collect();
-    hub.status = TraceStatus {
+    hub.tracing_started(TraceStatus {
         enabled: true,
         sample_every,
         filter: format_filter(&filter),
         stages_missing: missing,
-    };
+    });
     Ok(hub.status.clone())
 }
 
@@ -58,34 +58,55 @@ pub fn needs_entry(j: &Journey) -> bool {
     matches!(j.reason, Reason::BlockedExact | Reason::BlockedCidr)
 }
 
-/// Records, for each journey dropped by a list entry, the entry and its first holder, as the
-/// registry has them now, when the drop event is drained: an exact entry is the packet's source
-/// itself (the kernel's key); a prefix is the longest blocked prefix covering it (the kernel's
-/// LPM match, which it cannot return).
-pub fn record_entries(d: &Daemon, journeys: &mut [Journey]) {
-    let at_unix_ms = unix_now().as_millis() as u64;
+/// Which sources a batch of journeys needs the dropping entry of: each (source, exact) once,
+/// however many of its packets were sampled (a flood is one source dropped many times).
+pub fn entry_keys(journeys: &[Journey]) -> Vec<(IpAddr, bool)> {
+    let mut keys: Vec<(IpAddr, bool)> = journeys
+        .iter()
+        .filter(|j| needs_entry(j))
+        .map(|j| (j.src, j.reason == Reason::BlockedExact))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// The entry that dropped a packet from `src` and its first holder, as the registry has them
+/// now: an exact entry is the source itself (the kernel's key); a prefix is the longest blocked
+/// prefix covering it (the kernel's LPM match, which it cannot return).
+pub fn resolve_entry(
+    d: &Daemon,
+    (src, exact): (IpAddr, bool),
+    at_unix_ms: u64,
+) -> Option<RecordedEntry> {
+    let entry = if exact {
+        Some(ipnet::IpNet::from(src))
+    } else {
+        d.registry
+            .covering(Side::Block, src)
+            .into_iter()
+            .find(|n| !groundzero::lists::is_exact_net(n))
+    }?;
+    let holders = d.registry.holders(Side::Block, &entry);
+    let holder = holders.first();
+    Some(RecordedEntry {
+        entry,
+        exact,
+        source: holder.map(|h| h.source.clone()),
+        reason: holder.and_then(|h| h.reason.clone()),
+        expires_unix: holder.and_then(|h| h.expires),
+        at_unix_ms,
+    })
+}
+
+/// Records on each journey dropped by a list entry the entry resolved for its source.
+pub fn fill_entries(
+    journeys: &mut [Journey],
+    resolved: &std::collections::HashMap<(IpAddr, bool), Option<RecordedEntry>>,
+) {
     for j in journeys.iter_mut().filter(|j| needs_entry(j)) {
-        let exact = j.reason == Reason::BlockedExact;
-        let entry = if exact {
-            Some(ipnet::IpNet::from(j.src))
-        } else {
-            d.registry
-                .covering(Side::Block, j.src)
-                .into_iter()
-                .find(|n| !groundzero::lists::is_exact_net(n))
-        };
-        j.entry = entry.map(|entry| {
-            let holders = d.registry.holders(Side::Block, &entry);
-            let holder = holders.first();
-            RecordedEntry {
-                entry,
-                exact,
-                source: holder.map(|h| h.source.clone()),
-                reason: holder.and_then(|h| h.reason.clone()),
-                expires_unix: holder.and_then(|h| h.expires),
-                at_unix_ms,
-            }
-        });
+        let key = (j.src, j.reason == Reason::BlockedExact);
+        j.entry = resolved.get(&key).cloned().flatten();
     }
 }
 
@@ -146,4 +167,60 @@ pub(crate) async fn hub_of(s: Shared) -> Arc<Mutex<JourneyHub>> {
     tokio::task::spawn_blocking(move || s.lock().unwrap_or_else(|p| p.into_inner()).journey.clone())
         .await
         .expect("fetching the journey hub does not panic")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use groundzero::journey::Outcome;
+    use std::collections::HashMap;
+
+    fn dropped(src: &str, reason: Reason) -> Journey {
+        Journey {
+            id: 1,
+            start_ns: 0,
+            family: 4,
+            protocol: 17,
+            src: src.parse().unwrap(),
+            dst: "198.18.0.1".parse().unwrap(),
+            src_port: 1,
+            dst_port: 2,
+            ifindex: 3,
+            reason,
+            outcome: Outcome::XdpDrop,
+            drop_reason: None,
+            drop_function: None,
+            entry: None,
+            hops: Vec::new(),
+        }
+    }
+
+    /// A flood from one source is resolved once per batch, not once per sampled packet.
+    #[test]
+    fn a_batch_resolves_each_source_once() {
+        let mut batch: Vec<Journey> = (0..100)
+            .map(|_| dropped("198.18.0.10", Reason::BlockedExact))
+            .collect();
+        batch.push(dropped("198.18.1.7", Reason::BlockedCidr));
+        batch.push(dropped("198.18.0.11", Reason::NoMatch));
+        let keys = entry_keys(&batch);
+        let a: IpAddr = "198.18.0.10".parse().unwrap();
+        let b: IpAddr = "198.18.1.7".parse().unwrap();
+        assert_eq!(keys, vec![(a, true), (b, false)]);
+        let entry = RecordedEntry {
+            entry: ipnet::IpNet::from(a),
+            exact: true,
+            source: Some("app:test".into()),
+            reason: None,
+            expires_unix: None,
+            at_unix_ms: 1,
+        };
+        let resolved = HashMap::from([((a, true), Some(entry.clone())), ((b, false), None)]);
+        fill_entries(&mut batch, &resolved);
+        assert!(batch[..100]
+            .iter()
+            .all(|j| j.entry.as_ref() == Some(&entry)));
+        assert_eq!(batch[100].entry, None);
+        assert_eq!(batch[101].entry, None);
+    }
 }

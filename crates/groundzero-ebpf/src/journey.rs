@@ -38,8 +38,11 @@ static JOURNEY_TICKS: PerCpuArray<[u32; 2]> = PerCpuArray::with_max_entries(1, 0
 /// Per CPU: the packets the sample filter admits, by verdict.
 #[map(name = "journey_filtered")]
 static JOURNEY_FILTERED: PerCpuArray<FilteredCounts> = PerCpuArray::with_max_entries(1, 0);
-/// Sample id → the first skb seen carrying its tag. A clone (an AF_PACKET reader's copy) shares
-/// the data and so the tag, but not the skb: observers ignore any other skb with the same tag.
+/// Sample id → the first skb a stack-path hook saw carrying its tag. A clone (an AF_PACKET
+/// reader's copy) shares the data and so the tag, but not the skb: observers ignore any other
+/// skb with the same tag. The free hooks remove the journey's entry, so the table holds only
+/// journeys in flight (at most a few thousand even at 1 in 1 on a busy link); LRU eviction
+/// covers journeys whose free no hook saw.
 #[map(name = "journey_skbs")]
 static JOURNEY_SKBS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(8192, 0);
 
@@ -64,13 +67,19 @@ pub fn now() -> u64 {
 }
 
 /// Decides whether to follow this packet. Called only when sampling is on, with the clock read
-/// at program entry (`entry_ns`).
+/// at program entry (`entry_ns`) and the rate read once with it (`sample_every`).
 ///
 /// The decision works on locals; the event is built only for the packet that is taken
 /// (building it first, for every packet, cost ~40 ns per packet at 1 in 64, measured).
 #[inline(always)]
-pub fn sample(pkt: &XdpBytes, parsed: &Parsed, config: &Config, entry_ns: u64) -> Sampled {
-    match taken(pkt, parsed, config, entry_ns) {
+pub fn sample(
+    pkt: &XdpBytes,
+    parsed: &Parsed,
+    config: &Config,
+    sample_every: u32,
+    entry_ns: u64,
+) -> Sampled {
+    match taken(pkt, parsed, config, sample_every, entry_ns) {
         Some(Some(ev)) => Sampled::Taken(ev),
         Some(None) => Sampled::Matched,
         None => Sampled::Outside,
@@ -83,6 +92,7 @@ fn taken(
     pkt: &XdpBytes,
     parsed: &Parsed,
     config: &Config,
+    sample_every: u32,
     entry_ns: u64,
 ) -> Option<Option<JourneyEvent>> {
     let (family, protocol, src, l3, l4): (u8, u8, &[u8], usize, usize) = match parsed {
@@ -120,7 +130,7 @@ fn taken(
     // SAFETY: a live per-CPU value; only this CPU touches it while this program runs.
     let ticks = unsafe { &mut *ticks };
     ticks[0] += 1;
-    if ticks[0] < config.sample_every {
+    if ticks[0] < sample_every {
         return Some(None);
     }
     ticks[0] = 0;
@@ -183,7 +193,8 @@ pub fn finish(ctx: &XdpContext, sampled: Sampled, reason: Reason) {
             tag(ctx, off.magic, ev.id);
         }
     }
-    // After the tag: the span covers bpf_xdp_adjust_meta too; only the ring write is outside.
+    // After the tag: the span covers bpf_xdp_adjust_meta too. Outside it: the ring write, and
+    // after this function the capture offer and the program's return.
     ev.aux = now();
     // A full ring loses this journey; user space counts ids it never saw start as unmatched.
     let _ = JOURNEY_EVENTS.output::<JourneyEvent>(&ev, 0);
@@ -237,12 +248,12 @@ fn read<T>(addr: u64) -> Option<T> {
 /// Every observer reads the tag from the skb itself: the kernel zeroes `meta_len` whenever it
 /// allocates an skb, and only a packet that passed through our XDP tagging has exactly our
 /// length and this tracer's magic in front of its MAC header. The one table, id → the first skb
-/// seen with that tag, is keyed by the tag, so a freed and reused skb address cannot join
+/// a stack-path hook saw with that tag, is keyed by the tag, so a freed and reused skb address cannot join
 /// another journey; it only tells the journey's skb from a clone sharing its data (an
 /// AF_PACKET reader's copy). A packet the stack copies into a new skb (`skb_share_check` on a
 /// shared skb) is lost from view there and ends incomplete rather than followed twice.
 #[inline(always)]
-fn sample_id(skb: u64) -> Option<u32> {
+fn sample_id(skb: u64, hook: Hook) -> Option<u32> {
     let off = JOURNEY_OFFSETS.get(0)?;
     let head: u64 = read(skb + off.skb_head as u64)?;
     let end: u32 = read(skb + off.skb_end as u64)?;
@@ -260,22 +271,45 @@ fn sample_id(skb: u64) -> Option<u32> {
     if meta.magic != off.magic || off.magic == 0 {
         return None;
     }
-    // Only the first skb seen with this tag is the journey's; a clone shares the tag.
+    // Only the first skb a stack-path hook sees with this tag is the journey's; a clone shares
+    // the tag.
     // SAFETY: copied at once.
-    match unsafe { JOURNEY_SKBS.get(&meta.id) }.copied() {
-        Some(first) if first != skb => return None,
-        Some(_) => {}
-        None => {
+    match (unsafe { JOURNEY_SKBS.get(&meta.id) }.copied(), hook) {
+        (Some(first), _) if first != skb => return None,
+        (Some(_), Hook::Free) => {
+            // The journey's skb is gone: its address may be reused, and the entry is no
+            // longer needed to tell a clone.
+            let _ = JOURNEY_SKBS.remove(&meta.id);
+        }
+        (Some(_), _) => {}
+        (None, Hook::Claim) => {
             let _ = JOURNEY_SKBS.insert(&meta.id, &skb, 0);
         }
+        // A packet socket's clone is queued, read and freed before (in generic mode) or
+        // without the original reaching a stack-path hook: it must never claim the journey.
+        (None, _) => return None,
     }
     Some(meta.id)
 }
 
+/// Where an observer sits, which decides what it may do with the id → first-skb table.
+#[derive(Clone, Copy)]
+enum Hook {
+    /// The stack's receive path (GRO, netif_receive_skb, IP, L4, tcp_probe) and the queueing on
+    /// an IP socket: a packet socket's clone never passes here, so the first skb seen here is
+    /// the journey's.
+    Claim,
+    /// Reads, and queueing on any other socket: a packet socket's clone is queued and read too
+    /// (in generic mode before the original reaches IP), so these only compare.
+    Compare,
+    /// Frees: compare, and for the journey's skb remove its entry.
+    Free,
+}
+
 /// Reports `stage` for `skb` if it is a sampled packet.
 #[inline(always)]
-fn seen(skb: u64, stage: Stage, extra: u32, aux: u64) {
-    if let Some(id) = sample_id(skb) {
+fn seen(skb: u64, hook: Hook, stage: Stage, extra: u32, aux: u64) {
+    if let Some(id) = sample_id(skb, hook) {
         emit_stage(id, stage, extra, aux);
     }
 }
@@ -299,43 +333,45 @@ fn emit_stage(id: u32, stage: Stage, extra: u32, aux: u64) {
 
 #[btf_tracepoint(function = "napi_gro_receive_entry")]
 pub fn gz_journey_gro(ctx: BtfTracePointContext) -> i32 {
-    seen(ctx.arg(0), Stage::Gro, 0, 0);
+    seen(ctx.arg(0), Hook::Claim, Stage::Gro, 0, 0);
     0
 }
 
 #[btf_tracepoint(function = "netif_receive_skb")]
 pub fn gz_journey_stack(ctx: BtfTracePointContext) -> i32 {
-    seen(ctx.arg(0), Stage::Stack, 0, 0);
+    seen(ctx.arg(0), Hook::Claim, Stage::Stack, 0, 0);
     0
 }
 
 /// TCP segments on an established connection (`tcp_rcv_established`).
 #[btf_tracepoint(function = "tcp_probe")]
 pub fn gz_journey_tcp(ctx: BtfTracePointContext) -> i32 {
-    seen(ctx.arg(1), Stage::Transport, 0, 0);
+    seen(ctx.arg(1), Hook::Claim, Stage::Transport, 0, 0);
     0
 }
 
 #[btf_tracepoint(function = "skb_copy_datagram_iovec")]
 pub fn gz_journey_app(ctx: BtfTracePointContext) -> i32 {
-    seen(ctx.arg(0), Stage::App, 0, 0);
+    seen(ctx.arg(0), Hook::Compare, Stage::App, 0, 0);
     0
 }
 
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn gz_journey_drop(ctx: BtfTracePointContext) -> i32 {
     let reason: u64 = ctx.arg(2);
-    seen(ctx.arg(0), Stage::KernelDrop, reason as u32, ctx.arg(1));
+    seen(ctx.arg(0), Hook::Free, Stage::KernelDrop, reason as u32, ctx.arg(1));
     0
 }
 
 #[btf_tracepoint(function = "consume_skb")]
 pub fn gz_journey_consume(ctx: BtfTracePointContext) -> i32 {
-    seen(ctx.arg(0), Stage::Consumed, 0, ctx.arg(1));
+    seen(ctx.arg(0), Hook::Free, Stage::Consumed, 0, ctx.arg(1));
     0
 }
 
 const IPPROTO_UDP_SK: u16 = 17;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
 const MSG_PEEK: i32 = 2;
 
 /// Data was queued on a socket and its reader woken. The skb is the tail of the receive queue.
@@ -347,7 +383,13 @@ fn socket_ready(sk: u64) -> Option<()> {
     if tail == queue {
         return None; // empty: the list head points at itself
     }
-    let id = sample_id(tail)?;
+    let family: u16 = read(sk + off.sock_family as u64)?;
+    let hook = if family == AF_INET || family == AF_INET6 {
+        Hook::Claim
+    } else {
+        Hook::Compare
+    };
+    let id = sample_id(tail, hook)?;
     emit_stage(id, Stage::Socket, 0, 0);
     let protocol: u16 = read(sk + off.sock_protocol as u64)?;
     if protocol == IPPROTO_UDP_SK {
@@ -404,45 +446,45 @@ pub fn gz_journey_read(ctx: BtfTracePointContext) -> i32 {
 
 #[fentry(function = "ip_rcv_core")]
 pub fn gz_journey_ip4(ctx: FEntryContext) -> i32 {
-    seen(ctx.arg(0), Stage::Ip, 0, 0);
+    seen(ctx.arg(0), Hook::Claim, Stage::Ip, 0, 0);
     0
 }
 
 #[fentry(function = "ip6_rcv_core")]
 pub fn gz_journey_ip6(ctx: FEntryContext) -> i32 {
-    seen(ctx.arg(0), Stage::Ip, 0, 0);
+    seen(ctx.arg(0), Hook::Claim, Stage::Ip, 0, 0);
     0
 }
 
 #[fentry(function = "ip_protocol_deliver_rcu")]
 pub fn gz_journey_l4_v4(ctx: FEntryContext) -> i32 {
-    seen(ctx.arg(1), Stage::Transport, 0, 0);
+    seen(ctx.arg(1), Hook::Claim, Stage::Transport, 0, 0);
     0
 }
 
 #[fentry(function = "ip6_protocol_deliver_rcu")]
 pub fn gz_journey_l4_v6(ctx: FEntryContext) -> i32 {
-    seen(ctx.arg(1), Stage::Transport, 0, 0);
+    seen(ctx.arg(1), Hook::Claim, Stage::Transport, 0, 0);
     0
 }
 
 /// The segment's data was appended to another skb (TCP coalescing), this one is freed.
 #[fentry(function = "kfree_skb_partial")]
 pub fn gz_journey_coalesced(ctx: FEntryContext) -> i32 {
-    seen(ctx.arg(0), Stage::Merged, 0, 0);
+    seen(ctx.arg(0), Hook::Free, Stage::Merged, 0, 0);
     0
 }
 
 /// GRO merged the segment into the packet it holds and freed the stolen head.
 #[fentry(function = "napi_skb_free_stolen_head")]
 pub fn gz_journey_gro_stolen(ctx: FEntryContext) -> i32 {
-    seen(ctx.arg(0), Stage::Merged, 1, 0);
+    seen(ctx.arg(0), Hook::Free, Stage::Merged, 1, 0);
     0
 }
 
 /// GRO merged the segment and freed the rest of it (GRO_MERGED_FREE).
 #[fentry(function = "__napi_kfree_skb")]
 pub fn gz_journey_gro_merged(ctx: FEntryContext) -> i32 {
-    seen(ctx.arg(0), Stage::Merged, 2, 0);
+    seen(ctx.arg(0), Hook::Free, Stage::Merged, 2, 0);
     0
 }

@@ -38,14 +38,17 @@ pub fn groundzero_xdp(ctx: XdpContext) -> u32 {
     };
     // One branch when tracing is off: no clock read, no map access. When on, the verdict's
     // span starts here, before parsing.
-    let entry_ns = if config.sample_every != 0 {
+    // Read once: user space may switch tracing on between two reads, and a packet sampled
+    // without its entry clock would be timed from 0.
+    let sample_every = config.sample_every;
+    let entry_ns = if sample_every != 0 {
         journey::now()
     } else {
         0
     };
     let parsed = parse(&pkt);
-    let sampled = if config.sample_every != 0 {
-        journey::sample(&pkt, &parsed, config, entry_ns)
+    let sampled = if sample_every != 0 {
+        journey::sample(&pkt, &parsed, config, sample_every, entry_ns)
     } else {
         journey::Sampled::Outside
     };

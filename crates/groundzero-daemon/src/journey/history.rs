@@ -52,26 +52,46 @@ pub struct Closed {
     pub stages: Vec<StageLatency>,
 }
 
-/// The last [`MINUTES`] minutes that had journeys, and the current one.
+/// A minute stays open this long after its end: a journey is recorded when it finishes, up to
+/// the assembler's timeout (2 s) and a drain tick after its start.
+const GRACE_S: u64 = 10;
+
+/// Per-minute percentiles of the journeys that *started* in each minute (the XDP hook's time),
+/// not of those drained in it: a journey closed by the timeout counts in the minute it began.
+/// [`MINUTES`] minutes at most: the current one and those before it within the hour.
 #[derive(Default)]
 pub struct History {
-    current: Option<Minute>,
+    /// Minutes still taking journeys, oldest first.
+    open: VecDeque<Minute>,
     done: VecDeque<Closed>,
+    /// Journeys that finished after their minute closed (more than [`GRACE_S`] late), left out.
+    pub late: u64,
 }
 
 impl History {
-    /// Adds a journey finished at `now_unix` (seconds).
-    pub fn record(&mut self, now_unix: u64, journey: &Journey) {
-        let start = now_unix - now_unix % 60;
-        if self.current.as_ref().is_some_and(|m| m.start_unix != start) {
-            if let Some(m) = self.current.take() {
-                self.push(m.close());
-            }
+    /// Adds a journey that started at `start_unix`, recorded at `now_unix` (seconds).
+    pub fn record(&mut self, now_unix: u64, start_unix: u64, journey: &Journey) {
+        self.close_before(now_unix);
+        let start = start_unix - start_unix % 60;
+        if self.done.back().is_some_and(|c| c.start_unix >= start) {
+            self.late += 1;
+            return;
         }
-        let m = self.current.get_or_insert_with(|| Minute {
-            start_unix: start,
-            ..Minute::default()
-        });
+        let i = match self.open.iter().position(|m| m.start_unix >= start) {
+            Some(i) if self.open[i].start_unix == start => i,
+            found => {
+                let i = found.unwrap_or(self.open.len());
+                self.open.insert(
+                    i,
+                    Minute {
+                        start_unix: start,
+                        ..Minute::default()
+                    },
+                );
+                i
+            }
+        };
+        let m = &mut self.open[i];
         m.journeys += 1;
         for (stage, step) in steps(journey) {
             let (count, values) = m.steps.entry(stage).or_default();
@@ -83,22 +103,32 @@ impl History {
         }
     }
 
-    fn push(&mut self, closed: Closed) {
-        if self.done.len() == MINUTES {
-            self.done.pop_front();
+    /// Closes the minutes that ended more than [`GRACE_S`] before `now_unix`.
+    fn close_before(&mut self, now_unix: u64) {
+        while self
+            .open
+            .front()
+            .is_some_and(|m| m.start_unix + 60 + GRACE_S <= now_unix)
+        {
+            if let Some(m) = self.open.pop_front() {
+                if self.done.len() == MINUTES {
+                    self.done.pop_front();
+                }
+                self.done.push_back(m.close());
+            }
         }
-        self.done.push_back(closed);
     }
 
-    /// The minutes within the last hour before `now_unix`, oldest first, the current one
-    /// (still filling) last.
+    /// The minutes with journeys among the current one (at `now_unix`, still filling) and the
+    /// [`MINUTES`]` - 1` before it, oldest first: never more than [`MINUTES`].
     pub fn minutes(&self, now_unix: u64) -> Vec<Closed> {
-        let since = now_unix.saturating_sub(MINUTES as u64 * 60);
+        let current = now_unix - now_unix % 60;
+        let since = current.saturating_sub((MINUTES as u64 - 1) * 60);
         self.done
             .iter()
             .cloned()
-            .chain(self.current.as_ref().map(Minute::close))
-            .filter(|m| m.start_unix + 60 > since)
+            .chain(self.open.iter().map(Minute::close))
+            .filter(|m| m.start_unix >= since && m.start_unix <= current)
             .collect()
     }
 }
@@ -142,9 +172,9 @@ mod tests {
     fn minutes_close_in_order_and_an_hour_is_kept() {
         let mut h = History::default();
         let t0: u64 = 1_800_000_000; // a minute boundary
-        h.record(t0 + 1, &journey(100));
-        h.record(t0 + 59, &journey(300));
-        h.record(t0 + 61, &journey(500));
+        h.record(t0 + 1, t0 + 1, &journey(100));
+        h.record(t0 + 59, t0 + 59, &journey(300));
+        h.record(t0 + 61, t0 + 61, &journey(500));
         let m = h.minutes(t0 + 61);
         assert_eq!(m.len(), 2);
         assert_eq!((m[0].start_unix, m[0].journeys), (t0, 2));
@@ -152,12 +182,35 @@ mod tests {
         assert_eq!((xdp.count, xdp.p50_ns, xdp.p99_ns), (2, 300, 300));
         assert_eq!(m[0].stages[0].label, "XDP verdict");
         assert_eq!((m[1].start_unix, m[1].journeys), (t0 + 60, 1));
-        // Two hours on: both minutes have left the window.
-        for i in 0..(MINUTES as u64 + 5) {
-            h.record(t0 + 120 + i * 60, &journey(1));
+        // Two hours on, a journey every minute: at most an hour, the current minute included.
+        for i in 0..(2 * MINUTES as u64) {
+            let t = t0 + 120 + i * 60;
+            h.record(t, t, &journey(1));
         }
-        let m = h.minutes(t0 + 120 + (MINUTES as u64 + 4) * 60);
-        assert!(m.len() <= MINUTES + 1);
-        assert!(m.iter().all(|x| x.start_unix > t0 + 60), "{m:?}");
+        let now = t0 + 120 + (2 * MINUTES as u64 - 1) * 60;
+        let m = h.minutes(now);
+        assert_eq!(m.len(), MINUTES, "{m:?}");
+        assert_eq!(m.last().unwrap().start_unix, now);
+        assert!(m.windows(2).all(|w| w[0].start_unix < w[1].start_unix));
+    }
+
+    /// A journey counts in the minute it started, even when it is drained (or timed out) in
+    /// the next one; one later than the grace period is left out and counted.
+    #[test]
+    fn journeys_count_in_the_minute_they_started() {
+        let mut h = History::default();
+        let t0: u64 = 1_800_000_000;
+        h.record(t0 + 30, t0 + 30, &journey(100));
+        h.record(t0 + 61, t0 + 62, &journey(200));
+        // Started at t0 + 59, finished by the timeout at t0 + 62.
+        h.record(t0 + 62, t0 + 59, &journey(300));
+        let m = h.minutes(t0 + 62);
+        assert_eq!(m.len(), 2);
+        assert_eq!((m[0].start_unix, m[0].journeys), (t0, 2));
+        assert_eq!((m[1].start_unix, m[1].journeys), (t0 + 60, 1));
+        // Long after t0's minute closed, a journey that started in it.
+        h.record(t0 + 100, t0 + 10, &journey(400));
+        assert_eq!(h.late, 1);
+        assert_eq!(h.minutes(t0 + 100)[0].journeys, 2);
     }
 }

@@ -19,17 +19,18 @@ use groundzero::{
 };
 
 use super::history::History;
+use super::reach::ReachWindow;
 
 /// What the sampled XDP span covers (the `verdict` of the summary).
 pub const VERDICT_SPAN: &str = "program entry (before parsing) → just before the ring-buffer \
-    write: parsing, sampling, the verdict, the counters and bpf_xdp_adjust_meta";
+    write: parsing, sampling, the verdict, the counters and bpf_xdp_adjust_meta; percentiles \
+    over dropped and passed packets together (only passed ones are tagged)";
 
-/// Why NIC → XDP has no figure (the `nic_to_xdp` of the summary).
-pub const NIC_TO_XDP_WHY: &str = "not observable on this driver: the RX hardware timestamp \
-    (bpf_xdp_metadata_rx_timestamp) needs an XDP program loaded device-bound to one NIC whose \
-    driver implements xmo_rx_timestamp; groundzero loads one program for every interface \
-    (aya 0.14 loads no device-bound program); on veth the kfunc would return the skb's hardware \
-    timestamp, which no NIC set for packets made in software (ENODATA for redirected frames)";
+/// Why NIC → XDP has no figure (the `nic_to_xdp` of the summary). Not the driver's fault: the
+/// RX hardware timestamp kfunc (`bpf_xdp_metadata_rx_timestamp`) is only callable from a program
+/// loaded device-bound to one interface, which groundzero does not load.
+pub const NIC_TO_XDP_WHY: &str = "not measured by groundzero: no device-bound program (aya 0.14 \
+    does not set prog_ifindex); on veth the kfunc returns no timestamp for software packets";
 
 /// The stages a passed packet is expected to reach, in order: those without a measurement are
 /// reported as not observed.
@@ -55,6 +56,8 @@ pub struct JourneyHub {
     pub(crate) status: TraceStatus,
     /// Every finished journey, counted by stage and outcome (with latency histograms).
     pub(crate) stats: JourneyStats,
+    /// How far the recent passed journeys under the current filter got (the estimates' shares).
+    pub(crate) reach: ReachWindow,
     assembler: Assembler,
     kernel: Option<KernelInfo>,
     /// Journeys not streamed to live viewers (over [`STREAM_PER_SECOND`]).
@@ -120,6 +123,7 @@ impl JourneyHub {
         Self {
             status: TraceStatus::default(),
             stats: JourneyStats::new(),
+            reach: ReachWindow::default(),
             assembler: Assembler::with_symbols(JOURNEY_TIMEOUT_NS, symbols),
             kernel: None,
             skipped: 0,
@@ -153,6 +157,15 @@ impl JourneyHub {
         Ok(kernel)
     }
 
+    /// Tracing started, or its rate or filter changed.
+    pub(crate) fn tracing_started(&mut self, status: TraceStatus) {
+        if status.filter != self.status.filter {
+            // The shares so far describe other packets than the filtered rates from now on.
+            self.reach.reset();
+        }
+        self.status = status;
+    }
+
     /// Feeds every event waiting in the ring buffer to the assembler; the journeys it closed.
     pub(crate) fn assemble(&mut self, events: &mut JourneyEvents) -> Vec<Journey> {
         let mut done = Vec::new();
@@ -169,7 +182,11 @@ impl JourneyHub {
     /// (CLOCK_MONOTONIC): those are returned.
     pub(crate) fn next_second(&mut self, now_ns: u64) -> Vec<Journey> {
         self.streamed_this_second = 0;
-        self.assembler.expire(now_ns)
+        let unseen = self.assembler.counts.unseen_in_stack;
+        let expired = self.assembler.expire(now_ns);
+        self.reach
+            .record_unseen(self.assembler.counts.unseen_in_stack - unseen);
+        expired
     }
 
     /// Records finished journeys in the statistics; returns those to stream to live viewers
@@ -177,8 +194,12 @@ impl JourneyHub {
     pub(crate) fn record(&mut self, done: Vec<Journey>) -> Vec<Journey> {
         let mut stream = Vec::new();
         let now_unix = unix_now().as_secs();
+        let now_ns = monotonic_ns();
         for j in done {
-            self.history.record(now_unix, &j);
+            // The XDP hook's time on the wall clock: the history buckets by when a journey began.
+            let start_unix =
+                now_unix.saturating_sub(now_ns.saturating_sub(j.start_ns) / 1_000_000_000);
+            self.history.record(now_unix, start_unix, &j);
             if self.tx.receiver_count() > 0 {
                 if self.streamed_this_second < STREAM_PER_SECOND {
                     self.streamed_this_second += 1;
@@ -187,6 +208,7 @@ impl JourneyHub {
                     self.skipped += 1;
                 }
             }
+            self.reach.record(&j);
             self.stats.record(j);
         }
         stream
@@ -345,8 +367,9 @@ fn unobservable(h: &JourneyHub, stage: Stage) -> bool {
 }
 
 /// Each stage's rate with its basis: XDP's counted rates, then estimates for the filtered
-/// population (its counted passed rate × the share of sampled passed journeys that reached
-/// the stage) for the stages that were observed.
+/// population (its counted passed rate × the share of the recent sampled passed journeys under
+/// the current filter that reached the stage, see [`ReachWindow`]) for the stages that were
+/// observed.
 fn stage_rates(h: &JourneyHub, not_observed: &[NotObserved]) -> Vec<StageRate> {
     let r = h.rates;
     let population = format!("packets matching \"{}\"", h.status.filter);
@@ -366,7 +389,7 @@ fn stage_rates(h: &JourneyHub, not_observed: &[NotObserved]) -> Vec<StageRate> {
             stage: Stage::Xdp,
         },
     ];
-    if h.stats.passed() == 0 {
+    if h.reach.passed() == 0 {
         return out;
     }
     let ends = [Stage::KernelDrop, Stage::Consumed, Stage::Merged];
@@ -374,7 +397,7 @@ fn stage_rates(h: &JourneyHub, not_observed: &[NotObserved]) -> Vec<StageRate> {
         if not_observed.iter().any(|n| n.stage == *stage) || unobservable(h, *stage) {
             continue;
         }
-        let share = h.stats.reach_share(stage.label());
+        let share = h.reach.share(stage.label());
         out.push(StageRate {
             basis: RateBasis::Estimate,
             population: population.clone(),
@@ -389,10 +412,15 @@ fn stage_rates(h: &JourneyHub, not_observed: &[NotObserved]) -> Vec<StageRate> {
 /// `GET /v1/journey`'s body and the stream's `summary` event (documented in docs/api.md).
 pub fn summary(h: &JourneyHub) -> JourneySummary {
     let r = h.rates;
-    // Estimates for the filtered population only: its counted passed rate, never all traffic's.
-    let est = |stage: &str| round(r.filtered_passed_pps * h.stats.reach_share(stage));
     let not_observed = not_observed(h);
     let stage_rates = stage_rates(h, &not_observed);
+    // The labelled estimates (filtered population only), or null where a stage is not observed.
+    let est = |stage: Stage| {
+        stage_rates
+            .iter()
+            .find(|s| s.stage == stage && s.basis == RateBasis::Estimate)
+            .map(|s| s.pps)
+    };
     let xdp = h.stats.stages().into_iter().find(|l| l.stage == "xdp");
     let kernel_mean_ns = h.cost.and_then(|c| c.xdp_ns_per_packet);
     let verdict = (xdp.is_some() || kernel_mean_ns.is_some()).then(|| VerdictTiming {
@@ -446,16 +474,16 @@ pub fn summary(h: &JourneyHub) -> JourneySummary {
         not_observed,
         outcomes,
         rates: WireRates {
-            app_pps: est("app"),
+            app_pps: est(Stage::App),
             dropped_pps: round(r.dropped_pps),
             filtered_dropped_pps: round(r.filtered_dropped_pps),
             filtered_passed_pps: round(r.filtered_passed_pps),
             filtered_seen_pps: round(r.filtered_seen_pps),
-            kernel_dropped_pps: est("kernel_drop"),
+            kernel_dropped_pps: est(Stage::KernelDrop),
             passed_pps: round(r.passed_pps),
             seen_pps: round(r.seen_pps),
-            socket_pps: est("socket"),
-            stack_pps: est("stack"),
+            socket_pps: est(Stage::Socket),
+            stack_pps: est(Stage::Stack),
             window_s: round(r.window_s),
         },
         stage_rates,
@@ -467,6 +495,9 @@ pub fn summary(h: &JourneyHub) -> JourneySummary {
             .collect(),
         totals: WireTotals {
             dropped: totals.dropped,
+            filtered_dropped: totals.filtered.dropped,
+            filtered_passed: totals.filtered.passed,
+            filtered_seen: totals.filtered.seen,
             passed: totals.seen - totals.dropped,
             seen: totals.seen,
         },
@@ -513,6 +544,33 @@ mod tests {
         }
     }
 
+    /// A new filter starts the shares afresh; a new rate under the same filter keeps them.
+    #[test]
+    fn a_filter_change_restarts_the_estimates() {
+        let mut h = JourneyHub::new();
+        let status = |every: u32, filter: &str| TraceStatus {
+            enabled: true,
+            sample_every: every,
+            filter: filter.into(),
+            stages_missing: Vec::new(),
+        };
+        h.tracing_started(status(1, "udp"));
+        h.rates.filtered_passed_pps = 100.0;
+        h.record(vec![passed(&[
+            ("xdp", 0),
+            ("xdp_verdict", 200),
+            ("app", 9_000),
+        ])]);
+        assert_eq!(summary(&h).rates.app_pps, Some(100.0));
+        h.tracing_started(status(8, "udp"));
+        assert_eq!(summary(&h).rates.app_pps, Some(100.0));
+        h.tracing_started(status(8, "tcp"));
+        assert_eq!(h.reach.passed(), 0);
+        let s = summary(&h);
+        assert_eq!(s.rates.app_pps, None, "no journey under the new filter yet");
+        assert!(s.stage_rates.iter().all(|r| r.basis == RateBasis::Counted));
+    }
+
     #[test]
     fn unmeasured_stages_say_why_and_get_no_estimate() {
         let mut h = JourneyHub::new();
@@ -520,6 +578,11 @@ mod tests {
         let s = summary(&h);
         assert!(s.verdict.is_none(), "nothing measured: no verdict figure");
         assert!(!s.nic_to_xdp.measured);
+        let nic_why = s.nic_to_xdp.why.as_deref().unwrap();
+        assert!(
+            nic_why.starts_with("not measured by groundzero"),
+            "{nic_why}"
+        );
         assert_eq!(s.not_observed.len(), PATH.len());
         assert!(s.not_observed[0].why.contains("no sampled journey"));
         assert!(s.stage_rates.iter().all(|r| r.basis == RateBasis::Counted));
@@ -529,18 +592,18 @@ mod tests {
         h.rates.filtered_passed_pps = 100.0;
         h.rates.passed_pps = 10_000.0; // all traffic: never the base of an estimate
         for _ in 0..3 {
-            h.stats.record(passed(&[
+            h.record(vec![passed(&[
                 ("xdp", 0),
                 ("xdp_verdict", 200),
                 ("socket", 5_000),
                 ("app", 9_000),
-            ]));
+            ])]);
         }
-        h.stats.record(passed(&[
+        h.record(vec![passed(&[
             ("xdp", 0),
             ("xdp_verdict", 200),
             ("socket", 5_000),
-        ]));
+        ])]);
         let s = summary(&h);
         let why = |stage: Stage| {
             s.not_observed
@@ -566,7 +629,8 @@ mod tests {
             (RateBasis::Estimate, 75.0, Some(0.75))
         );
         assert_eq!(app.population, "packets matching \"udp\"");
-        assert_eq!(s.rates.app_pps, 75.0);
+        assert_eq!(s.rates.app_pps, Some(75.0));
+        assert_eq!(s.rates.stack_pps, None, "not observed: null, not 0");
         assert_eq!(rate(Stage::Socket).unwrap().pps, 100.0);
         let v = s.verdict.unwrap();
         assert_eq!(

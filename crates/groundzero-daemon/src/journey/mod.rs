@@ -5,6 +5,7 @@
 
 pub mod history;
 pub mod hub;
+pub mod reach;
 
 pub(crate) use hub::monotonic_ns;
 pub use hub::{summary, summary_json, JourneyHub};

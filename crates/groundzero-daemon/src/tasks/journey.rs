@@ -3,6 +3,7 @@
 //! live viewers.
 
 use std::{
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -17,7 +18,7 @@ use crate::{
         hub::{JourneyHub, Sample},
         monotonic_ns, summary_json,
     },
-    journey_ops::{hub_of, journey_json, needs_entry, record_entries},
+    journey_ops::{entry_keys, fill_entries, hub_of, journey_json, needs_entry, resolve_entry},
     state::Shared,
 };
 
@@ -67,15 +68,7 @@ async fn publish(shared: &Shared, hub: &Arc<Mutex<JourneyHub>>, mut done: Vec<Jo
         return;
     }
     if done.iter().any(needs_entry) {
-        // The registry is behind the daemon's lock, which may be held for a while: on a
-        // blocking thread.
-        let shared = shared.clone();
-        done = match tokio::task::spawn_blocking(move || {
-            record_entries(&shared.lock().unwrap_or_else(|p| p.into_inner()), &mut done);
-            done
-        })
-        .await
-        {
+        done = match record_entries(shared, done).await {
             Ok(done) => done,
             Err(e) => {
                 log::error!("journey: recording drop entries failed: {e}");
@@ -88,6 +81,33 @@ async fn publish(shared: &Shared, hub: &Arc<Mutex<JourneyHub>>, mut done: Vec<Jo
         let text = journey_json(h, &j);
         h.broadcast(EventKind::Journey.label(), text);
     }
+}
+
+/// Sources resolved per hold of the daemon's lock: the lock is released between chunks, so a
+/// flood of sampled drops never holds it (and the drain behind it) for long.
+const ENTRIES_PER_LOCK: usize = 64;
+
+/// Records on the journeys dropped by a list entry the entry and its holder, read from the
+/// registry (behind the daemon's lock, on a blocking thread), each source once per batch.
+async fn record_entries(
+    shared: &Shared,
+    mut done: Vec<Journey>,
+) -> Result<Vec<Journey>, tokio::task::JoinError> {
+    let shared = shared.clone();
+    tokio::task::spawn_blocking(move || {
+        let at_unix_ms = crate::journey::hub::unix_now().as_millis() as u64;
+        let keys = entry_keys(&done);
+        let mut resolved = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(ENTRIES_PER_LOCK) {
+            let d = shared.lock().unwrap_or_else(|p| p.into_inner());
+            for key in chunk {
+                resolved.insert(*key, resolve_entry(&d, *key, at_unix_ms));
+            }
+        }
+        fill_entries(&mut done, &resolved);
+        done
+    })
+    .await
 }
 
 /// Reads the counters and run-time statistics (on a blocking thread: the daemon's lock) and

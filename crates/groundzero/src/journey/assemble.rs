@@ -32,8 +32,9 @@ pub enum Outcome {
     /// Seen in the stack, then lost from view before any end (freed on a path without an
     /// observer, or still queued when the timeout passed).
     Incomplete,
-    /// Merged into the previous segment (GRO or TCP coalescing appended its data to another
-    /// skb and freed this one).
+    /// Its data was appended to another skb and this one freed: TCP coalescing or IP fragment
+    /// reassembly (`kfree_skb_partial`), or a GRO merge (`napi_skb_free_stolen_head`,
+    /// `__napi_kfree_skb`). The bytes travel on in the other skb's journey.
     Merged,
 }
 

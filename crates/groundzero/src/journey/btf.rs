@@ -62,6 +62,8 @@ impl KernelInfo {
             shinfo_meta_len: member_offset(&btf, "skb_shared_info", "meta_len")?,
             sock_receive_queue: member_offset(&btf, "sock", "sk_receive_queue")?,
             sock_protocol: member_offset(&btf, "sock", "sk_protocol")?,
+            sock_family: member_offset(&btf, "sock", "__sk_common")?
+                + member_offset(&btf, "sock_common", "skc_family")?,
             udp_reader_queue: member_offset(&btf, "udp_sock", "reader_queue")?,
             list_prev: member_offset(&btf, "sk_buff_head", "prev")?,
             list_qlen: member_offset(&btf, "sk_buff_head", "qlen")?,

@@ -158,6 +158,9 @@ pub(crate) struct Tracer {
     missing: Vec<MissingStage>,
     offsets: Option<Array<MapData, groundzero_common::journey::JourneyOffsets>>,
     filtered: Option<PerCpuArray<MapData, FilteredCounts>>,
+    /// The tag's salted magic, drawn on the first start and kept: a start while tracing runs
+    /// (a new rate or filter) must not orphan the journeys already tagged.
+    magic: u32,
 }
 
 /// A stage this kernel could not observe, and why.
@@ -215,7 +218,8 @@ impl AsFd for JourneyEvents {
 
 impl Tracer {
     /// Starts journey tracing: writes the kernel offsets, attaches the observers (once) and
-    /// turns sampling on (1 in `sample_every` of the packets `filter` admits).
+    /// turns sampling on (1 in `sample_every` of the packets `filter` admits). Called again while
+    /// tracing runs, it only changes the sampling: journeys in flight keep being followed.
     pub(crate) fn start(
         &mut self,
         object: &mut Object,
@@ -237,8 +241,11 @@ impl Tracer {
                     )?)
             }
         };
+        if self.magic == 0 {
+            self.magic = salted_magic();
+        }
         let offsets_now = JourneyOffsets {
-            magic: salted_magic(),
+            magic: self.magic,
             ..kernel.offsets
         };
         offsets
