@@ -1,5 +1,5 @@
 //! Upgrading across a change of map layout: pins made by an older build (commit e477daf, map
-//! layout 1, no stamp) are migrated by this build's daemon (layout 2) while a blocked source
+//! layout 1, no stamp) are migrated by this build's daemon (layout [`layout::LAYOUT`]) while a blocked source
 //! floods, and pins of an unknown, newer layout are refused.
 //!
 //! The older binary comes from `scripts/build-previous.sh` (scripts/test.sh runs it before the
@@ -281,7 +281,7 @@ fn layout_1_pins_are_migrated_under_a_blocked_flood_without_a_leak() {
     });
     let log = new.log_text();
     assert!(
-        log.contains("migrating them to layout 2"),
+        log.contains(&format!("migrating them to layout {}", layout::LAYOUT)),
         "the new daemon did not say it migrated:\n{log}"
     );
 

@@ -6,7 +6,11 @@ use groundzero_common::{
     Reason,
 };
 
-use super::object::Object;
+use std::os::fd::AsFd;
+
+use aya::maps::IterableMap;
+
+use super::{object::Object, sys};
 use crate::{counters::Counters, error::Error};
 
 /// The counter maps, read into [`Counters`] snapshots.
@@ -37,19 +41,39 @@ impl CounterMaps {
     /// earlier builds counted totals apart too, and always in both, so the sum is the same
     /// number for pins they wrote.)
     pub(crate) fn total(&self) -> Result<Counters, Error> {
-        let mut slots = Vec::new();
-        for slot in 0..names::INTERFACE_SLOTS {
-            let per_cpu = self
-                .per_interface
-                .get(&slot, 0)
-                .map_err(read_err(names::INTERFACE_COUNTERS))?;
-            slots.extend(per_cpu.iter().flat_map(|cpu| {
-                Reason::ALL
-                    .iter()
-                    .map(|&r| (r, cpu.by_reason[r as usize]))
-                    .filter(|(_, c)| c.packets != 0)
-            }));
-        }
+        // One BPF_MAP_LOOKUP_BATCH for all slots and CPUs: a lookup per slot would be one
+        // syscall each, and this runs for every scrape, `/v1/stats` and journey rate reading.
+        const SLOTS: usize = names::INTERFACE_SLOTS as usize;
+        const _: () = assert!(std::mem::size_of::<InterfaceCounters>() % 8 == 0);
+        let cpus = aya::util::nr_cpus().map_err(|(what, source)| Error::MapRead {
+            map: names::INTERFACE_COUNTERS,
+            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: what,
+                io_error: source,
+            }),
+        })?;
+        let mut keys = vec![0u32; SLOTS];
+        let mut values = vec![InterfaceCounters::default(); SLOTS * cpus];
+        let mut token = None;
+        let (n, _) = sys::map_lookup_batch(
+            self.per_interface.map().fd().as_fd(),
+            &mut token,
+            &mut keys,
+            &mut values,
+        )
+        .map_err(|io_error| Error::MapRead {
+            map: names::INTERFACE_COUNTERS,
+            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_lookup_batch",
+                io_error,
+            }),
+        })?;
+        let slots = values[..n * cpus].iter().flat_map(|cpu| {
+            Reason::ALL
+                .iter()
+                .map(|&r| (r, cpu.by_reason[r as usize]))
+                .filter(|(_, c)| c.packets != 0)
+        });
         Ok(Counters::from_slots(slots))
     }
 

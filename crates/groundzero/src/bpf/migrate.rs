@@ -54,18 +54,29 @@ const RETIRED: &str = "retired";
 type EntryV1 = EntryStats;
 /// A list entry's value as layout 2 stores it.
 type EntryV2 = EntryStats;
+/// A list entry's value as layout 3 stores it.
+type EntryV3 = EntryStats;
 
 /// Layout 1 → 2: the list value did not change (hits, last hit).
 fn entry_1_to_2(value: EntryV1) -> EntryV2 {
     value
 }
 
+/// Layout 2 → 3: the list value did not change; what changed is where the program counts (see
+/// the layout module).
+fn entry_2_to_3(value: EntryV2) -> EntryV3 {
+    value
+}
+
 /// A list value of layout `from` as this build stores it: the version steps from `from` on,
-/// chained. Layout 1 is the only older one today; a layout 3 adds `entry_2_to_3`, applied after
-/// `entry_1_to_2` to a layout-1 value and alone to a layout-2 one.
-fn convert_entry(from: u32, value: EntryV1) -> EntryV2 {
-    debug_assert_eq!(from, 1, "layout 1 is the only layout older than {LAYOUT}");
-    entry_1_to_2(value)
+/// chained (a layout-1 value takes both steps, a layout-2 value the last one).
+fn convert_entry(from: u32, value: EntryV1) -> EntryV3 {
+    debug_assert!(
+        (1..LAYOUT).contains(&from),
+        "layout {from} is not older than {LAYOUT}"
+    );
+    let value = if from < 2 { entry_1_to_2(value) } else { value };
+    entry_2_to_3(value)
 }
 
 /// Migrates the pins under `dir` from layout `from` to [`LAYOUT`] (see the module docs for the
@@ -326,5 +337,23 @@ fn remove_dir(dir: &Path) -> Result<(), Error> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(pin_error(dir, "removing", e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every older layout reaches this build's value, hits and last hit intact: a layout-1 value
+    /// through both steps, a layout-2 value through the last one.
+    #[test]
+    fn each_older_layout_converts_to_this_one_with_its_hits() {
+        let old = EntryStats {
+            hits: 41,
+            last_hit_ns: 7_000_000_123,
+        };
+        for from in 1..LAYOUT {
+            assert_eq!(convert_entry(from, old), old, "from layout {from}");
+        }
     }
 }

@@ -164,16 +164,17 @@ fn reading_batch(
     (attr.count as usize, result)
 }
 
-/// One BPF_MAP_LOOKUP_BATCH call: up to `keys.len()` (= `values.len()`) elements, from where
-/// `token` says (`None`: the start), which is then moved on. Returns how many came and whether
-/// the walk is over.
+/// One BPF_MAP_LOOKUP_BATCH call: up to `keys.len()` elements, from where `token` says
+/// (`None`: the start), which is then moved on. Returns how many came and whether the walk is
+/// over. `values` holds one value per key, or for a per-CPU map one per key and possible CPU
+/// (the kernel lays them out key by key, each value padded to 8 bytes: V must be a multiple).
 pub fn map_lookup_batch<K: Copy, V: Copy>(
     map: BorrowedFd<'_>,
     token: &mut Option<u64>,
     keys: &mut [K],
     values: &mut [V],
 ) -> io::Result<(usize, bool)> {
-    assert_eq!(keys.len(), values.len());
+    assert!(!keys.is_empty() && values.len() % keys.len() == 0);
     // A hash map's token is a u32 bucket index; 8 aligned bytes hold any map's.
     let from = [token.unwrap_or(0)];
     let mut next = [0u64];
