@@ -359,7 +359,13 @@ pub fn gz_journey_app(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn gz_journey_drop(ctx: BtfTracePointContext) -> i32 {
     let reason: u64 = ctx.arg(2);
-    seen(ctx.arg(0), Hook::Free, Stage::KernelDrop, reason as u32, ctx.arg(1));
+    seen(
+        ctx.arg(0),
+        Hook::Free,
+        Stage::KernelDrop,
+        reason as u32,
+        ctx.arg(1),
+    );
     0
 }
 

@@ -22,12 +22,14 @@ use groundzero_common::{
 
 // Map names must match groundzero_common::maps::*; sizes are defaults user space may override.
 #[map(name = "allow_v4")]
-pub static ALLOW_V4: LpmTrie<[u8; 4], EntryStats> = LpmTrie::with_max_entries(DEFAULT_ALLOW_ENTRIES, 0);
+pub static ALLOW_V4: LpmTrie<[u8; 4], EntryStats> =
+    LpmTrie::with_max_entries(DEFAULT_ALLOW_ENTRIES, 0);
 #[map(name = "allow_v6")]
 pub static ALLOW_V6: LpmTrie<[u8; 16], EntryStats> =
     LpmTrie::with_max_entries(DEFAULT_ALLOW_ENTRIES, 0);
 #[map(name = "block_v4")]
-pub static BLOCK_V4: HashMap<[u8; 4], EntryStats> = HashMap::with_max_entries(DEFAULT_EXACT_ENTRIES, 0);
+pub static BLOCK_V4: HashMap<[u8; 4], EntryStats> =
+    HashMap::with_max_entries(DEFAULT_EXACT_ENTRIES, 0);
 #[map(name = "block_v6")]
 pub static BLOCK_V6: HashMap<[u8; 16], EntryStats> =
     HashMap::with_max_entries(DEFAULT_EXACT_ENTRIES, 0);
@@ -40,9 +42,11 @@ pub static BLOCK_NET_V6: LpmTrie<[u8; 16], EntryStats> =
 
 // Names as in groundzero_common::summary; user space maps them into memory to count atomically.
 #[map(name = "allow_sum_v4")]
-pub static ALLOW_SUM_V4: Array<SummarySlot> = Array::with_max_entries(SUMMARY_SLOTS, BPF_F_MMAPABLE);
+pub static ALLOW_SUM_V4: Array<SummarySlot> =
+    Array::with_max_entries(SUMMARY_SLOTS, BPF_F_MMAPABLE);
 #[map(name = "allow_sum_v6")]
-pub static ALLOW_SUM_V6: Array<SummarySlot> = Array::with_max_entries(SUMMARY_SLOTS, BPF_F_MMAPABLE);
+pub static ALLOW_SUM_V6: Array<SummarySlot> =
+    Array::with_max_entries(SUMMARY_SLOTS, BPF_F_MMAPABLE);
 #[map(name = "block_net_sum_v4")]
 pub static BLOCK_NET_SUM_V4: Array<SummarySlot> =
     Array::with_max_entries(SUMMARY_SLOTS, BPF_F_MMAPABLE);
@@ -58,13 +62,21 @@ pub static BLOCK_NET_SUM_V6_LOW: Array<SummarySlot> =
 
 /// Whether the IPv4 prefix trie behind `summary` may hold a match for `src`.
 #[inline(always)]
-pub fn may_match_v4(summary: &Array<SummarySlot>, _low: &Array<SummarySlot>, src: &[u8; 4]) -> bool {
+pub fn may_match_v4(
+    summary: &Array<SummarySlot>,
+    _low: &Array<SummarySlot>,
+    src: &[u8; 4],
+) -> bool {
     may_match(summary, key_v4(src))
 }
 
 /// Whether the IPv6 prefix trie behind the two summaries may hold a match for `src`.
 #[inline(always)]
-pub fn may_match_v6(summary: &Array<SummarySlot>, low: &Array<SummarySlot>, src: &[u8; 16]) -> bool {
+pub fn may_match_v6(
+    summary: &Array<SummarySlot>,
+    low: &Array<SummarySlot>,
+    src: &[u8; 16],
+) -> bool {
     may_match(summary, key_v6(src)) && may_match(low, key_v6_low(src))
 }
 

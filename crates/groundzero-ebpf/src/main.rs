@@ -41,11 +41,7 @@ pub fn groundzero_xdp(ctx: XdpContext) -> u32 {
     // Read once: user space may switch tracing on between two reads, and a packet sampled
     // without its entry clock would be timed from 0.
     let sample_every = config.sample_every;
-    let entry_ns = if sample_every != 0 {
-        journey::now()
-    } else {
-        0
-    };
+    let entry_ns = if sample_every != 0 { journey::now() } else { 0 };
     let parsed = parse(&pkt);
     let sampled = if sample_every != 0 {
         journey::sample(&pkt, &parsed, config, sample_every, entry_ns)

@@ -44,7 +44,7 @@ impl CounterMaps {
         // One BPF_MAP_LOOKUP_BATCH for all slots and CPUs: a lookup per slot would be one
         // syscall each, and this runs for every scrape, `/v1/stats` and journey rate reading.
         const SLOTS: usize = names::INTERFACE_SLOTS as usize;
-        const _: () = assert!(std::mem::size_of::<InterfaceCounters>() % 8 == 0);
+        const _: () = assert!(std::mem::size_of::<InterfaceCounters>().is_multiple_of(8));
         let cpus = aya::util::nr_cpus().map_err(|(what, source)| Error::MapRead {
             map: names::INTERFACE_COUNTERS,
             source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {

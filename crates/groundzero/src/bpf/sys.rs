@@ -174,7 +174,7 @@ pub fn map_lookup_batch<K: Copy, V: Copy>(
     keys: &mut [K],
     values: &mut [V],
 ) -> io::Result<(usize, bool)> {
-    assert!(!keys.is_empty() && values.len() % keys.len() == 0);
+    assert!(!keys.is_empty() && values.len().is_multiple_of(keys.len()));
     // A hash map's token is a u32 bucket index; 8 aligned bytes hold any map's.
     let from = [token.unwrap_or(0)];
     let mut next = [0u64];
