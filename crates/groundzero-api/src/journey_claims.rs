@@ -244,8 +244,8 @@ mod tests {
 
     fn est(ns: f64) -> Estimate {
         Estimate {
-            hi_ns: ns,
-            lo_ns: ns,
+            hi_ns: Some(ns),
+            lo_ns: Some(ns),
             ns,
         }
     }

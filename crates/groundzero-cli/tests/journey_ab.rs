@@ -89,7 +89,9 @@ fn compare_measures_both_runs_in_the_lab_and_the_page_shows_them() {
         assert_eq!(run.stages.len(), 3);
         for s in &run.stages {
             assert_eq!(s.count, run.probes_measured);
-            assert!(s.p50.lo_ns <= s.p50.ns && s.p50.ns <= s.p50.hi_ns, "{s:?}");
+            // Hundreds of probes: the median's interval is estimable on both sides.
+            let (lo, hi) = (s.p50.lo_ns.unwrap(), s.p50.hi_ns.unwrap());
+            assert!(lo <= s.p50.ns && s.p50.ns <= hi, "{s:?}");
             assert!(s.p50.ns <= s.p99.ns, "{s:?}");
             assert!(!s.how.is_empty() && !s.label.is_empty());
         }

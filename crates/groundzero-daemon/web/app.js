@@ -177,7 +177,9 @@ function drawTimeline(s) {
 
 // ---- the A/B -------------------------------------------------------------------------------
 let ab = null;
-const fmtEst = (e) => `${fmtUs(e.ns)} <small class="muted">[${fmtUs(e.lo_ns)}–${fmtUs(e.hi_ns)}]</small>`;
+// A bound too few samples cannot give (null) reads "?".
+const fmtBound = (ns) => (ns == null ? "?" : fmtUs(ns));
+const fmtEst = (e) => `${fmtUs(e.ns)} <small class="muted">[${fmtBound(e.lo_ns)}–${fmtBound(e.hi_ns)}]</small>`;
 const fmtCpu = (ns) => (ns == null ? "not measured" : `${Math.round(ns)} ns`);
 function renderAb() {
   if (!ab) { $("#ab").innerHTML = `<p class="muted">run the A/B to measure</p>`; return; }
