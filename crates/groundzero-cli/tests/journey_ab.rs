@@ -116,6 +116,14 @@ fn compare_measures_both_runs_in_the_lab_and_the_page_shows_them() {
     for d in &report.blocked {
         assert!(d.packets > 0, "{}: no packets reached the node", d.label);
         assert!(d.cpu_ns_per_packet.is_some(), "{}: no CPU figure", d.label);
+        // Attached, CPU per packet divides by the program's own count; detached, by the
+        // interface's.
+        let divisor = if d.name == groundzero_api::journey_ab::DropCost::XDP_DROP {
+            "the packets the XDP program counted on the interface"
+        } else {
+            "XDP not attached"
+        };
+        assert!(d.how.contains(divisor), "{}: {}", d.label, d.how);
     }
     let claims: ClaimsReply =
         serde_json::from_value(daemon.ok(Method::GET, "/v1/journey/claims", None)).unwrap();

@@ -95,6 +95,23 @@ impl XdpSwitch for DaemonSwitch {
         })
     }
 
+    fn xdp_packets(&self) -> Option<u64> {
+        let d = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        let ifindex = d
+            .shield
+            .attachments()
+            .iter()
+            .find(|a| a.interface == self.interface)?
+            .ifindex;
+        d.shield
+            .interface_counters(ifindex)
+            .ok()
+            .map(|c| c.total().packets)
+    }
+
+    /// Through the registry with the A/B's own holder, like every other block (one guard, one
+    /// journal): a block another source holds on the same address stays when the A/B removes
+    /// its hold, and a crash mid-A/B leaves a journaled hold that expires by itself.
     fn set_blocked(&mut self, addr: IpAddr, blocked: bool) -> Result<(), String> {
         let net = IpNet::from(addr);
         let mut d = self.shared.lock().unwrap_or_else(|p| p.into_inner());
@@ -255,4 +272,19 @@ fn run_blocking(s: Shared, probes: u32, flood_packets: u32) -> Result<AbReport, 
             groundzero::error::error_chain(&e),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_ab_fits_in_the_request_timeout() {
+        let timeout = crate::serve::Limits::default().request_timeout;
+        assert!(
+            ab::WORST_CASE + Duration::from_secs(5) < timeout,
+            "{:?} of A/B against a {timeout:?} request timeout",
+            ab::WORST_CASE
+        );
+    }
 }
