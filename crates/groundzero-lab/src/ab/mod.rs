@@ -590,6 +590,80 @@ mod tests {
         assert!(b.divided_by().contains("XDP not attached"));
     }
 
+    /// Counts attach calls; fails the first `failures` of them.
+    struct Fake {
+        attaches: u32,
+        failures: u32,
+    }
+
+    impl XdpSwitch for Fake {
+        fn set_attached(&mut self, attached: bool) -> Result<(), String> {
+            assert!(attached, "the guard only ever attaches");
+            self.attaches += 1;
+            if self.attaches <= self.failures {
+                return Err(format!("attempt {} refused", self.attaches));
+            }
+            Ok(())
+        }
+        fn set_blocked(&mut self, _: IpAddr, _: bool) -> Result<(), String> {
+            Ok(())
+        }
+        fn xdp_packets(&self) -> Option<u64> {
+            None
+        }
+    }
+
+    #[test]
+    fn a_panic_while_detached_attaches_again() {
+        let mut fake = Fake {
+            attaches: 0,
+            failures: 1,
+        };
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _detached = Detached {
+                switch: &mut fake,
+                reattached: false,
+            };
+            panic!("run B panics");
+        }));
+        assert!(result.is_err());
+        // The first attempt failed, the retry attached it.
+        assert_eq!(fake.attaches, 2);
+    }
+
+    #[test]
+    fn a_reattach_that_keeps_failing_is_an_error_and_not_retried_on_drop() {
+        let mut fake = Fake {
+            attaches: 0,
+            failures: u32::MAX,
+        };
+        {
+            let mut detached = Detached {
+                switch: &mut fake,
+                reattached: false,
+            };
+            let e = detached.reattach().unwrap_err().to_string();
+            assert!(
+                e.contains("NOT attached again") && e.contains("attempt 3 refused"),
+                "{e}"
+            );
+        }
+        assert_eq!(fake.attaches, REATTACH_ATTEMPTS);
+        // Reattached explicitly: dropping attaches nothing more.
+        let mut ok = Fake {
+            attaches: 0,
+            failures: 0,
+        };
+        {
+            let mut detached = Detached {
+                switch: &mut ok,
+                reattached: false,
+            };
+            detached.reattach().unwrap();
+        }
+        assert_eq!(ok.attaches, 1);
+    }
+
     #[test]
     fn the_longest_ab_is_bounded() {
         // Two probe runs, five bursts and the switches: well under a minute.
