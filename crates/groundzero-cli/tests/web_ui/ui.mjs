@@ -26,6 +26,9 @@ try {
   // Counters move while traffic runs.
   const outcomes = async () => page.$eval("#outcomes", (e) => e.textContent);
   await page.waitForFunction(() => document.querySelector("#status").className === "ok", null, { timeout: 10000 });
+  // The program's counts of the packets the sample filter admits, beside the outcomes.
+  await page.waitForFunction(() => /sample filter admitted: [1-9]\d*/.test(document.querySelector("#outcomes").textContent), null, { timeout: 10000 })
+    .catch(async () => fail(`filtered totals: ${await outcomes()}`));
   const before = await outcomes();
   await page.waitForFunction((b) => document.querySelector("#outcomes").textContent !== b, before, { timeout: 10000 });
   await page.waitForFunction(() => !document.querySelector("#rate-seen_pps").textContent.startsWith("0 pps")
