@@ -105,10 +105,10 @@ impl AbStage {
 /// A percentile and its confidence interval, ns.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Estimate {
-    /// Upper bound of the 95% interval.
-    pub hi_ns: f64,
-    /// Lower bound of the 95% interval.
-    pub lo_ns: f64,
+    /// Upper bound of the 95% interval; `null`: not estimable from so few samples.
+    pub hi_ns: Option<f64>,
+    /// Lower bound of the 95% interval; `null`: not estimable from so few samples.
+    pub lo_ns: Option<f64>,
     /// The percentile itself.
     pub ns: f64,
 }
@@ -139,8 +139,8 @@ impl DropCost {
 
 fn sample_stage(name: &str, label: &str, p50: f64) -> AbStage {
     let est = |ns: f64| Estimate {
-        hi_ns: ns * 1.05,
-        lo_ns: ns * 0.95,
+        hi_ns: Some(ns * 1.05),
+        lo_ns: Some(ns * 0.95),
         ns,
     };
     AbStage {

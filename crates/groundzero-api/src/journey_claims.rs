@@ -43,27 +43,72 @@ struct Bound {
     reading: &'static str,
 }
 
-fn judge(
-    name: &str,
-    claim: &str,
-    bound: Bound,
-    found: Option<(f64, String)>,
-    missing: &str,
-) -> Claim {
+/// What a measurement says of the claimed quantity: the quantity itself, or only a bound on it
+/// (it covers part of the path, or more than the claimed step).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Measured {
+    /// The quantity itself: judged both ways.
+    Value,
+    /// The quantity is at least this (part of the path): can only show it too slow, or hold
+    /// a claim with no upper limit.
+    LowerBound,
+    /// The quantity is at most this (a wider span): can only hold a claim that starts at 0,
+    /// or show it too fast.
+    UpperBound,
+}
+
+/// What was found: the value, what it is of the claimed quantity, and where it comes from.
+struct Found {
+    ns: f64,
+    measured: Measured,
+    from: String,
+}
+
+/// The verdict of `ns` (read as `measured`) against `bound`: `None` when a bound cannot
+/// decide, with why.
+fn verdict(ns: f64, measured: Measured, bound: &Bound) -> (Option<bool>, String) {
+    let within = ns >= bound.lo && ns <= bound.hi;
+    let out_of = |ns: f64| {
+        if ns < bound.lo {
+            "does not hold: faster than claimed"
+        } else {
+            "does not hold: slower than claimed"
+        }
+    };
+    match measured {
+        Measured::Value if within => (Some(true), "holds".into()),
+        Measured::Value => (Some(false), out_of(ns).into()),
+        // The true value is ≥ ns.
+        Measured::LowerBound if ns > bound.hi => (Some(false), out_of(ns).into()),
+        Measured::LowerBound if ns >= bound.lo && bound.hi == f64::INFINITY => {
+            (Some(true), "holds".into())
+        }
+        Measured::LowerBound => (
+            None,
+            "undecided: this is a lower bound (part of the path), it can only show the claim \
+             too slow"
+                .into(),
+        ),
+        // The true value is ≤ ns.
+        Measured::UpperBound if ns < bound.lo => (Some(false), out_of(ns).into()),
+        Measured::UpperBound if ns <= bound.hi && bound.lo <= 0.0 => (Some(true), "holds".into()),
+        Measured::UpperBound => (
+            None,
+            "undecided: this is an upper bound (a wider span), it can only confirm the claim \
+             when within it"
+                .into(),
+        ),
+    }
+}
+
+fn judge(name: &str, claim: &str, bound: Bound, found: Option<Found>, missing: &str) -> Claim {
     match found {
-        Some((ns, from)) => {
-            let holds = ns >= bound.lo && ns <= bound.hi;
-            let how = if holds {
-                "holds"
-            } else if ns < bound.lo {
-                "does not hold: faster than claimed"
-            } else {
-                "does not hold: slower than claimed"
-            };
+        Some(Found { ns, measured, from }) => {
+            let (holds, how) = verdict(ns, measured, &bound);
             Claim {
                 claim: claim.into(),
                 from,
-                holds: Some(holds),
+                holds,
                 measured_ns: Some(ns),
                 name: name.into(),
                 note: format!("{how} (read as {})", bound.reading),
@@ -92,82 +137,63 @@ pub fn claims(summary: &JourneySummary, ab: Option<&AbReport>) -> Vec<Claim> {
     let fiber = with_xdp
         .and_then(|r| r.stage(AbStage::END_TO_END))
         .filter(|s| s.count > 0)
-        .map(|s| {
-            (
-                s.p50.ns,
-                "A/B run A (XDP attached): end_to_end p50, sender's software TX stamp to the \
-                 application's read, UDP probes over the lab's veths"
-                    .to_string(),
-            )
+        .map(|s| Found {
+            ns: s.p50.ns,
+            measured: Measured::Value,
+            from: "A/B run A (XDP attached): end_to_end p50, sender's software TX stamp to the \
+                   application's read, UDP probes over the lab's veths"
+                .to_string(),
         })
         .or_else(|| {
-            stage_p50(&summary.cumulative, Stage::App).map(|ns| {
-                (
-                    ns,
-                    "GET /v1/journey cumulative[app].p50_ns: XDP program entry to the \
-                     application's read, sampled journeys"
-                        .to_string(),
-                )
+            // From XDP's entry on: the fiber and the NIC before it are not in it.
+            stage_p50(&summary.cumulative, Stage::App).map(|ns| Found {
+                ns,
+                measured: Measured::LowerBound,
+                from: "GET /v1/journey cumulative[app].p50_ns: XDP program entry to the \
+                       application's read, sampled journeys (a lower bound: NIC → XDP is not \
+                       in it)"
+                    .to_string(),
             })
         });
+    // Only a measured drop: the kernel's mean over every verdict is mostly passed packets, so
+    // it says nothing of what a dropped one costs.
     let drop = ab
         .and_then(|a| a.blocked.iter().find(|d| d.name == DropCost::XDP_DROP))
         .and_then(|d| d.cpu_ns_per_packet.map(|ns| (ns, d)))
-        .map(|(ns, d)| {
-            (
-                ns,
-                format!(
-                    "A/B blocked[xdp_drop].cpu_ns_per_packet: {} ({} packets)",
-                    d.how, d.packets
-                ),
-            )
-        })
-        .or_else(|| {
-            let verdict_mean = summary.verdict.as_ref().and_then(|v| v.kernel_mean_ns);
-            let (ns, field) = match verdict_mean {
-                Some(ns) => (ns, "verdict.kernel_mean_ns"),
-                None => (
-                    summary.cost.and_then(|c| c.xdp_ns_per_packet)?,
-                    "cost.xdp_ns_per_packet",
-                ),
-            };
-            Some((
-                ns,
-                format!(
-                    "GET /v1/journey {field}: the kernel's run-time mean of the XDP program \
-                     (BPF_ENABLE_STATS), every verdict"
-                ),
-            ))
-        });
-    let pass = stage_p50(&summary.cumulative, Stage::App).map(|ns| {
-        (
+        .map(|(ns, d)| Found {
             ns,
-            "GET /v1/journey cumulative[app].p50_ns: XDP program entry to the application's \
-             read, sampled journeys that passed"
-                .to_string(),
-        )
+            measured: Measured::Value,
+            from: format!(
+                "A/B blocked[xdp_drop].cpu_ns_per_packet: {} ({} packets)",
+                d.how, d.packets
+            ),
+        });
+    let pass = stage_p50(&summary.cumulative, Stage::App).map(|ns| Found {
+        ns,
+        measured: Measured::Value,
+        from: "GET /v1/journey cumulative[app].p50_ns: XDP program entry to the application's \
+               read, sampled journeys that passed"
+            .to_string(),
     });
     let lookup = summary
         .verdict
         .as_ref()
         .filter(|v| v.samples > 0)
         .and_then(|v| v.p50_ns)
-        .map(|ns| {
-            (
-                ns as f64,
-                "GET /v1/journey verdict.p50_ns: the whole XDP verdict (program entry to the ring \
-                 write), sampled packets; an upper bound on one hash lookup"
-                    .to_string(),
-            )
+        .map(|ns| Found {
+            ns: ns as f64,
+            measured: Measured::UpperBound,
+            from: "GET /v1/journey verdict.p50_ns: the whole XDP verdict (program entry to the \
+                   ring write), sampled packets; an upper bound on one hash lookup"
+                .to_string(),
         })
         .or_else(|| {
-            stage_p50(&summary.stages, Stage::Xdp).map(|ns| {
-                (
-                    ns,
-                    "GET /v1/journey stages[xdp].p50_ns: the XDP verdict step (lookups and \
-                     counters), sampled journeys; an upper bound on one hash lookup"
-                        .to_string(),
-                )
+            stage_p50(&summary.stages, Stage::Xdp).map(|ns| Found {
+                ns,
+                measured: Measured::UpperBound,
+                from: "GET /v1/journey stages[xdp].p50_ns: the XDP verdict step (lookups and \
+                       counters), sampled journeys; an upper bound on one hash lookup"
+                    .to_string(),
             })
         });
     vec![
@@ -191,7 +217,7 @@ pub fn claims(summary: &JourneySummary, ab: Option<&AbReport>) -> Vec<Claim> {
                 reading: "at most 2 µs per dropped packet",
             },
             drop,
-            "run the A/B (drop cost), or turn on the kernel's BPF run-time stats",
+            "run the A/B (its XDP drop cost)",
         ),
         judge(
             "xdp_pass_to_app",
@@ -244,8 +270,8 @@ mod tests {
 
     fn est(ns: f64) -> Estimate {
         Estimate {
-            hi_ns: ns,
-            lo_ns: ns,
+            hi_ns: Some(ns),
+            lo_ns: Some(ns),
             ns,
         }
     }
@@ -281,21 +307,78 @@ mod tests {
         assert_eq!(by("fiber_to_app").holds, Some(false));
         assert!(by("fiber_to_app").from.contains("cumulative[app]"));
         assert_eq!(by("xdp_drop").holds, None);
-        // Without an A/B, the drop is held against the kernel's mean run of the program.
+        // Without an A/B the drop is not measured: the kernel's mean over every verdict (mostly
+        // passed packets) is no drop cost.
         let summary = JourneySummary {
             verdict: Some(crate::journey::VerdictTiming {
                 kernel_mean_ns: Some(640.0),
                 ..Default::default()
             }),
+            cost: Some(crate::journey::Cost {
+                xdp_ns_per_packet: Some(640.0),
+                ..Default::default()
+            }),
             ..JourneySummary::default()
         };
         let drop = claims(&summary, None).remove(1);
-        assert_eq!((drop.measured_ns, drop.holds), (Some(640.0), Some(true)));
-        assert!(
-            drop.from.contains("verdict.kernel_mean_ns"),
-            "{}",
-            drop.from
+        assert_eq!(drop.name, "xdp_drop");
+        assert_eq!((drop.measured_ns, drop.holds), (None, None));
+        assert!(drop.note.starts_with("not measured yet"), "{}", drop.note);
+    }
+
+    #[test]
+    fn a_lower_bound_only_disproves_and_an_upper_bound_only_confirms() {
+        let bound = Bound {
+            lo: 0.0,
+            hi: 6_000.0,
+            reading: "",
+        };
+        // Lower bound (part of the path): 3 µs leaves the whole under or over 6 µs.
+        assert_eq!(verdict(3_000.0, Measured::LowerBound, &bound).0, None);
+        assert_eq!(
+            verdict(7_000.0, Measured::LowerBound, &bound).0,
+            Some(false)
         );
+        // Upper bound (a wider span): under 6 µs the claim holds; over it, nothing is known.
+        assert_eq!(verdict(3_000.0, Measured::UpperBound, &bound).0, Some(true));
+        assert_eq!(verdict(7_000.0, Measured::UpperBound, &bound).0, None);
+        // A claimed range 50-100 µs: an upper bound within cannot confirm it (the true value
+        // may be under 50 µs), one below 50 µs disproves it; a lower bound above 100 µs too.
+        let range = Bound {
+            lo: 50_000.0,
+            hi: 100_000.0,
+            reading: "",
+        };
+        assert_eq!(verdict(70_000.0, Measured::UpperBound, &range).0, None);
+        assert_eq!(
+            verdict(40_000.0, Measured::UpperBound, &range).0,
+            Some(false)
+        );
+        assert_eq!(verdict(70_000.0, Measured::LowerBound, &range).0, None);
+        assert_eq!(
+            verdict(120_000.0, Measured::LowerBound, &range).0,
+            Some(false)
+        );
+        // A value is judged both ways.
+        assert_eq!(verdict(70_000.0, Measured::Value, &range).0, Some(true));
+        assert_eq!(verdict(40_000.0, Measured::Value, &range).0, Some(false));
+    }
+
+    #[test]
+    fn the_journeys_partial_fiber_time_leaves_the_claim_undecided() {
+        // 3 µs from XDP to the application: the fiber and NIC before XDP are not in it.
+        let summary = JourneySummary {
+            cumulative: vec![lat(Stage::App, 3_000)],
+            stages: vec![lat(Stage::Xdp, 1_500)],
+            ..JourneySummary::default()
+        };
+        let c = claims(&summary, None);
+        let by = |n: &str| c.iter().find(|c| c.name == n).unwrap();
+        assert_eq!(by("fiber_to_app").measured_ns, Some(3_000.0));
+        assert_eq!(by("fiber_to_app").holds, None);
+        assert!(by("fiber_to_app").note.starts_with("undecided"));
+        // 1.5 µs for the whole verdict step says nothing of one lookup being under 1 µs.
+        assert_eq!(by("hash_lookup").holds, None);
     }
 
     #[test]

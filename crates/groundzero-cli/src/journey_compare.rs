@@ -12,8 +12,26 @@ fn us(ns: f64) -> String {
     format!("{:.1} µs", ns / 1e3)
 }
 
+/// A bound the samples cannot give (too few for that percentile) reads `?`.
+fn bound(ns: Option<f64>) -> String {
+    ns.map_or_else(|| "?".into(), us)
+}
+
 fn estimate(e: &Estimate) -> String {
-    format!("{} [{} – {}]", us(e.ns), us(e.lo_ns), us(e.hi_ns))
+    format!("{} [{} – {}]", us(e.ns), bound(e.lo_ns), bound(e.hi_ns))
+}
+
+/// Do the two intervals overlap? An unknown bound is open on its side, so it may overlap.
+fn overlap(a: &Estimate, b: &Estimate) -> bool {
+    let (a_lo, a_hi) = (
+        a.lo_ns.unwrap_or(f64::NEG_INFINITY),
+        a.hi_ns.unwrap_or(f64::INFINITY),
+    );
+    let (b_lo, b_hi) = (
+        b.lo_ns.unwrap_or(f64::NEG_INFINITY),
+        b.hi_ns.unwrap_or(f64::INFINITY),
+    );
+    a_lo <= b_hi && b_lo <= a_hi
 }
 
 fn ns_or(v: Option<f64>) -> String {
@@ -55,7 +73,11 @@ pub fn text(r: &AbReport) -> String {
         );
     }
     if let (Some(a), Some(b)) = (r.run(true), r.run(false)) {
-        let _ = writeln!(out, "\nwith XDP − without XDP, p50:");
+        let _ = writeln!(
+            out,
+            "\nwith XDP − without XDP, p50 (\"within noise\": the runs' 95% intervals overlap, \
+             so the difference is not shown to be real):"
+        );
         for name in [
             AbStage::WIRE_TO_STACK,
             AbStage::STACK_TO_APP,
@@ -64,9 +86,14 @@ pub fn text(r: &AbReport) -> String {
             if let (Some(x), Some(y)) = (a.stage(name), b.stage(name)) {
                 let _ = writeln!(
                     out,
-                    "  {:<22} {:+.1} µs",
+                    "  {:<22} {:+.1} µs{}",
                     for_terminal(&x.label),
-                    (x.p50.ns - y.p50.ns) / 1e3
+                    (x.p50.ns - y.p50.ns) / 1e3,
+                    if overlap(&x.p50, &y.p50) {
+                        "  (within noise)"
+                    } else {
+                        ""
+                    }
                 );
             }
         }
@@ -139,6 +166,47 @@ mod tests {
         assert!(t.contains("order-statistic"), "{t}");
         // Sub-µs values keep their decimal: 0.3 µs, not 1 µs.
         assert_eq!(us(310.0), "0.3 µs");
+    }
+
+    #[test]
+    fn a_difference_inside_overlapping_intervals_is_flagged() {
+        let e = |ns: f64, lo: Option<f64>, hi: Option<f64>| Estimate {
+            hi_ns: hi,
+            lo_ns: lo,
+            ns,
+        };
+        assert!(overlap(
+            &e(5.0, Some(4.0), Some(6.0)),
+            &e(6.5, Some(5.5), Some(7.0))
+        ));
+        assert!(!overlap(
+            &e(5.0, Some(4.0), Some(6.0)),
+            &e(8.0, Some(7.0), Some(9.0))
+        ));
+        // An interval with no upper bound reaches any value above it.
+        assert!(overlap(
+            &e(5.0, Some(4.0), None),
+            &e(80.0, Some(70.0), Some(90.0))
+        ));
+        let mut r = AbReport::sample();
+        // Tight intervals far apart: a real difference, no flag.
+        for run in &mut r.runs {
+            let at = if run.xdp_attached { 5_000.0 } else { 8_000.0 };
+            for s in &mut run.stages {
+                s.p50 = e(at, Some(at - 100.0), Some(at + 100.0));
+            }
+        }
+        let t = text(&r);
+        assert!(t.contains("-3.0 µs\n"), "{t}");
+        assert!(!t.contains("µs  (within noise)"), "{t}");
+        for run in &mut r.runs {
+            for s in &mut run.stages {
+                s.p50 = e(s.p50.ns, None, None);
+            }
+        }
+        let t = text(&r);
+        assert!(t.contains("µs  (within noise)"), "{t}");
+        assert!(t.contains("[? – ?]"), "{t}");
     }
 
     #[test]

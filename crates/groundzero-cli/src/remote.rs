@@ -278,13 +278,20 @@ pub fn run(target: Target, command: Remote) -> Result<()> {
                     limit: recent,
                     outcome: None,
                 };
+                // The claims are extra: a daemon from before them answers 404, and the
+                // journey is shown without them; the Mermaid export never needs them.
                 let fetch = || -> Result<JourneyAnswer> {
                     Ok(JourneyAnswer {
-                        claims: call!(client.request::<(), ClaimsReply>(
-                            hyper::Method::GET,
-                            groundzero_api::endpoints::JOURNEY_CLAIMS,
+                        claims: if mermaid {
                             None
-                        )),
+                        } else {
+                            unless_missing(runtime.block_on(client.request::<(), ClaimsReply>(
+                                hyper::Method::GET,
+                                groundzero_api::endpoints::JOURNEY_CLAIMS,
+                                None,
+                            )))
+                            .map_err(wait)?
+                        },
                         recent: call!(client.journey_recent(&query)),
                         summary: call!(client.journey()),
                     })
@@ -298,7 +305,7 @@ pub fn run(target: Target, command: Remote) -> Result<()> {
                             println!("{}", groundzero_api::to_json(&v));
                         } else {
                             print!("{}", crate::journey_view::text(&v.summary, &v.recent));
-                            print!("{}", crate::journey_compare::claims_text(&v.claims));
+                            print!("{}", claims_text(v.claims.as_ref()));
                         }
                         std::thread::sleep(std::time::Duration::from_secs(1));
                     }
@@ -309,7 +316,7 @@ pub fn run(target: Target, command: Remote) -> Result<()> {
                 } else {
                     Answer::of(&v, |v| {
                         crate::journey_view::text(&v.summary, &v.recent)
-                            + &crate::journey_compare::claims_text(&v.claims)
+                            + &claims_text(v.claims.as_ref())
                     })?
                 }
             }
@@ -356,9 +363,26 @@ pub fn run(target: Target, command: Remote) -> Result<()> {
 /// What `groundzero journey` shows: the summary and the recent journeys.
 #[derive(Serialize)]
 struct JourneyAnswer {
-    claims: ClaimsReply,
+    /// `None`: not asked (`--mermaid`), or the daemon predates `/v1/journey/claims`.
+    claims: Option<ClaimsReply>,
     recent: RecentReply,
     summary: JourneySummary,
+}
+
+/// `None` for an endpoint this daemon does not have (404), the answer otherwise.
+fn unless_missing<T>(r: Result<T, ClientError>) -> Result<Option<T>, ClientError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(ClientError::Api { status: 404, .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn claims_text(c: Option<&ClaimsReply>) -> String {
+    c.map_or_else(
+        || "\nclaims: this daemon does not serve them (GET /v1/journey/claims: 404)\n".into(),
+        crate::journey_compare::claims_text,
+    )
 }
 
 /// Seconds from now until the Unix time `t`, for people (`1h 2m`).
@@ -795,6 +819,19 @@ mod tests {
 
     use super::*;
     use groundzero_api::{crowdsec::CrowdsecPushReply, lists::EntryView};
+
+    #[test]
+    fn a_missing_claims_endpoint_is_no_error_but_others_are() {
+        let api = |status| ClientError::Api {
+            status,
+            message: "x".into(),
+        };
+        assert_eq!(unless_missing(Ok::<_, ClientError>(1)).unwrap(), Some(1));
+        assert_eq!(unless_missing::<u8>(Err(api(404))).unwrap(), None);
+        assert!(unless_missing::<u8>(Err(api(500))).is_err());
+        assert!(unless_missing::<u8>(Err(api(401))).is_err());
+        assert!(claims_text(None).contains("does not serve them"));
+    }
 
     fn entry(net: &str, kind: EntryKind, hits: u64, holders: Vec<Holder>) -> EntryView {
         EntryView {

@@ -9,6 +9,16 @@ mod common;
 
 use std::{path::PathBuf, process::Command};
 
+/// The lab's first attacker, as the A/B uses it.
+fn attacker_v4() -> String {
+    groundzero_lab::LabState::load()
+        .unwrap()
+        .expect("the lab is up")
+        .attackers[0]
+        .v4
+        .to_string()
+}
+
 use common::daemon::TestDaemon;
 use groundzero_api::{journey_ab::AbReply, journey_claims::ClaimsReply};
 use groundzero_lab::{
@@ -89,7 +99,9 @@ fn compare_measures_both_runs_in_the_lab_and_the_page_shows_them() {
         assert_eq!(run.stages.len(), 3);
         for s in &run.stages {
             assert_eq!(s.count, run.probes_measured);
-            assert!(s.p50.lo_ns <= s.p50.ns && s.p50.ns <= s.p50.hi_ns, "{s:?}");
+            // Hundreds of probes: the median's interval is estimable on both sides.
+            let (lo, hi) = (s.p50.lo_ns.unwrap(), s.p50.hi_ns.unwrap());
+            assert!(lo <= s.p50.ns && s.p50.ns <= hi, "{s:?}");
             assert!(s.p50.ns <= s.p99.ns, "{s:?}");
             assert!(!s.how.is_empty() && !s.label.is_empty());
         }
@@ -104,6 +116,14 @@ fn compare_measures_both_runs_in_the_lab_and_the_page_shows_them() {
     for d in &report.blocked {
         assert!(d.packets > 0, "{}: no packets reached the node", d.label);
         assert!(d.cpu_ns_per_packet.is_some(), "{}: no CPU figure", d.label);
+        // Attached, CPU per packet divides by the program's own count; detached, by the
+        // interface's.
+        let divisor = if d.name == groundzero_api::journey_ab::DropCost::XDP_DROP {
+            "the packets the XDP program counted on the interface"
+        } else {
+            "XDP not attached"
+        };
+        assert!(d.how.contains(divisor), "{}: {}", d.label, d.how);
     }
     let claims: ClaimsReply =
         serde_json::from_value(daemon.ok(Method::GET, "/v1/journey/claims", None)).unwrap();
@@ -161,6 +181,67 @@ fn compare_measures_both_runs_in_the_lab_and_the_page_shows_them() {
         "the page's button did not run the A/B again"
     );
     eprintln!("{stdout}screenshot: {}", shot.display());
+
+    // A block someone else holds on the attacker (the API here) outlives the A/B, which blocks
+    // and unblocks the same address under its own holder only.
+    daemon.ok(
+        Method::POST,
+        "/v1/block",
+        Some(json!({"entries": [attacker_v4()], "reason": "held by the test"})),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_groundzero"))
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .args(["journey", "--compare", "--probes", "100"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // While it runs, its own block shows in the registry beside the API's: journaled, with a
+    // holder of its own that expires (so a crash mid-A/B leaves nothing for good).
+    let mut seen_ab_hold = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        let entries = daemon.ok(Method::GET, "/v1/entries?list=block", None);
+        seen_ab_hold |= entries["entries"][0]["holders"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|h| h["source"] == "app:journey-ab" && h["expires"].is_u64());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    assert!(status.success());
+    assert!(seen_ab_hold, "the A/B's block never showed in the registry");
+    let entries = daemon.ok(Method::GET, "/v1/entries?list=block", None);
+    let listed = entries["entries"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{entries}");
+    let holders: Vec<&str> = listed[0]["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(holders, ["api"], "{entries}");
+    drop(daemon);
+
+    // With a rate limit on, the A/B's bursts would get the lab's peer banned: refused.
+    let daemon = TestDaemon::start_in(
+        &node_ns,
+        &format!("interfaces = [\"{NODE_IF}\"]\n[ratelimit]\nrate = 1000\n"),
+    );
+    let refused = daemon
+        .call(Method::POST, "/v1/journey/ab", Some(json!({"probes": 10})))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("HTTP 409") && refused.contains("rate limit"),
+        "{refused}"
+    );
+    assert_eq!(
+        daemon.ok(Method::GET, "/v1/entries?list=block", None)["entries"],
+        json!([])
+    );
     drop(daemon);
     drop(lab);
     let _ = std::fs::remove_dir_all(&dir);

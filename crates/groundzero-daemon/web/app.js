@@ -25,7 +25,9 @@ async function api(method, path, body) {
 }
 
 const fmtUs = (ns) => (ns >= 1e6 ? `${(ns / 1e6).toFixed(2)} ms` : `${(ns / 1e3).toFixed(1)} µs`);
+// null: the rate was not observed (no sampled journey reached that stage yet), never shown as 0.
 const fmtPps = (x, est) => {
+  if (x == null || !Number.isFinite(x)) return "not observed";
   const s = x >= 1e6 ? `${(x / 1e6).toFixed(2)}M` : x >= 1e3 ? `${(x / 1e3).toFixed(1)}k` : `${Math.round(x)}`;
   return `${est ? "~" : ""}${s} pps`;
 };
@@ -102,7 +104,7 @@ function renderSummary(s) {
     const el = document.getElementById(`rate-${key}`);
     if (!el) continue;
     const r = basis[EDGE_STAGE[b]];
-    el.textContent = fmtPps(s.rates[key] || 0, r ? r.basis === "estimate" : est);
+    el.textContent = fmtPps(s.rates[key], r ? r.basis === "estimate" : est);
     if (r) el.dataset.basis = `${r.basis} (${r.population})`;
   }
   $("#nic").textContent = s.nic_to_xdp && !s.nic_to_xdp.measured
@@ -122,7 +124,8 @@ function renderSummary(s) {
   $("#stages tbody").innerHTML = verdictRow.concat(measured, unobserved).join("");
   $("#drop-sites tbody").innerHTML = (s.drop_sites || []).map((d) =>
     `<tr><td>${esc(d.function)}</td><td>${esc(d.reason)}</td><td>${d.count}</td></tr>`).join("") || "<tr><td class=muted colspan=3>none observed</td></tr>";
-  $("#outcomes").innerHTML = Object.entries(s.outcomes).map(([k, v]) => `<li class="o-${k}">${k}: <b>${v}</b></li>`).join("");
+  $("#outcomes").innerHTML = Object.entries(s.outcomes).map(([k, v]) => `<li class="o-${k}">${k}: <b>${v}</b></li>`).join("") +
+    (s.totals && s.totals.filtered_seen != null ? `<li class="muted" title="counted by XDP since tracing first started">sample filter admitted: <b>${s.totals.filtered_seen}</b> (passed ${s.totals.filtered_passed}, dropped ${s.totals.filtered_dropped})</li>` : "");
   $("#kdrops").innerHTML = (s.kernel_drop_reasons || []).map((d) => `<li>${esc(d.reason)}: ${d.count}</li>`).join("") || "<li class=muted>none</li>";
   const c = s.cost;
   $("#cost").innerHTML = !c ? "<li class=muted>measuring…</li>" :
@@ -174,7 +177,9 @@ function drawTimeline(s) {
 
 // ---- the A/B -------------------------------------------------------------------------------
 let ab = null;
-const fmtEst = (e) => `${fmtUs(e.ns)} <small class="muted">[${fmtUs(e.lo_ns)}–${fmtUs(e.hi_ns)}]</small>`;
+// A bound too few samples cannot give (null) reads "?".
+const fmtBound = (ns) => (ns == null ? "?" : fmtUs(ns));
+const fmtEst = (e) => `${fmtUs(e.ns)} <small class="muted">[${fmtBound(e.lo_ns)}–${fmtBound(e.hi_ns)}]</small>`;
 const fmtCpu = (ns) => (ns == null ? "not measured" : `${Math.round(ns)} ns`);
 function renderAb() {
   if (!ab) { $("#ab").innerHTML = `<p class="muted">run the A/B to measure</p>`; return; }
@@ -269,7 +274,9 @@ function mermaid(s) {
   out.push(`  socket -->|"${fmtPps(r.app_pps, est("app"))}"| ${box("app", "application", "app")}`);
   out.push(`  stack -->|"${fmtPps(r.kernel_dropped_pps, est("kernel_drop"))}"| kdrop["kernel drop"]`);
   for (const x of PATH) if (!st[x]) out.push(`  %% ${x}: not observed`);
-  if (ab) for (const run of ab.runs) for (const x of run.stages) out.push(`  %% A/B ${run.label}: ${x.label} p50 ${mUs(x.p50.ns)} p99 ${mUs(x.p99.ns)}`);
+  // A `%%` comment ends at the line's end: a label holding CR/LF would start a Mermaid statement.
+  const line = (t) => String(t).replace(/[\r\n]+/g, " ");
+  if (ab) for (const run of ab.runs) for (const x of run.stages) out.push(`  %% A/B ${line(run.label)}: ${line(x.label)} p50 ${mUs(x.p50.ns)} p99 ${mUs(x.p99.ns)}`);
   return out.join("\n") + "\n";
 }
 $("#export-json").addEventListener("click", async () => {

@@ -20,9 +20,15 @@ try {
     if (!(await page.$(`#node-${id}`))) fail(`flowchart node ${id} missing`);
   }
   if (page.url().includes("token=")) fail("the token stays in the address bar");
+  // A rate the API gives as null (not observed) reads "not observed", never 0 or NaN.
+  const unobserved = await page.evaluate("[fmtPps(null), fmtPps(undefined, true), fmtPps(0)]");
+  if (unobserved[0] !== "not observed" || unobserved[1] !== "not observed" || unobserved[2] !== "0 pps") fail(`fmtPps: ${unobserved}`);
   // Counters move while traffic runs.
   const outcomes = async () => page.$eval("#outcomes", (e) => e.textContent);
   await page.waitForFunction(() => document.querySelector("#status").className === "ok", null, { timeout: 10000 });
+  // The program's counts of the packets the sample filter admits, beside the outcomes.
+  await page.waitForFunction(() => /sample filter admitted: [1-9]\d*/.test(document.querySelector("#outcomes").textContent), null, { timeout: 10000 })
+    .catch(async () => fail(`filtered totals: ${await outcomes()}`));
   const before = await outcomes();
   await page.waitForFunction((b) => document.querySelector("#outcomes").textContent !== b, before, { timeout: 10000 });
   await page.waitForFunction(() => !document.querySelector("#rate-seen_pps").textContent.startsWith("0 pps")
@@ -84,6 +90,11 @@ try {
   if (!json.summary || !Array.isArray(json.summary.stages) || !json.journeys.length) fail("the JSON export lacks the summary or the journeys");
   const mmd = (await saved("#export-mermaid")).toString();
   if (!mmd.startsWith("flowchart LR") || !/p50 \d+\.\d µs/.test(mmd)) fail(`mermaid export: ${mmd}`);
+  if (/NaN/.test(mmd)) fail(`mermaid export holds NaN: ${mmd}`);
+  // A run label holding a line break stays inside its `%%` comment.
+  const injected = await page.evaluate(`(() => { const saved = ab; ab = { runs: [{ label: "x\\r\\nclick nic call evil()", stages: [{ label: "s", p50: { ns: 1000 }, p99: { ns: 2000 } }] }] };
+    try { return mermaid(summary); } finally { ab = saved; } })()`);
+  if (injected.split("\n").some((l) => l.includes("click nic") && !l.trim().startsWith("%%"))) fail(`a label escaped its comment: ${injected}`);
   const xdp = json.summary.stages.find((x) => x.stage === "xdp");
   if (xdp && xdp.p50_ns < 1000 && mmd.includes("XDP verdict<br/>p50 1.0 µs") && xdp.p50_ns < 950) fail("a sub-µs verdict was rounded up to 1 µs");
   const pngFile = await saved("#export-png");
@@ -103,6 +114,8 @@ try {
     return out;
   });
   if (overlaps.length) fail(`flowchart labels overlap: ${overlaps.join(", ")}`);
+  const rateLabels = await page.$$eval("#flow text.rate", (t) => t.map((x) => x.textContent));
+  if (rateLabels.some((t) => /NaN/.test(t))) fail(`a rate reads NaN: ${rateLabels}`);
   await page.screenshot({ path: screenshot, fullPage: true });
   // Add and remove a block entry from the page; the API sees both.
   const entries = async () => (await (await fetch(`${url}/v1/entries?list=block`, { headers: { Authorization: `Bearer ${token}` } })).json()).entries.map((e) => e.entry);

@@ -23,6 +23,7 @@ use crate::{
     http::{ApiError, ApiJson},
     journey::summary,
     journey_ops::hub_of,
+    registry::{now_unix, Holder, RegistryError, Side},
     Shared,
 };
 
@@ -32,8 +33,14 @@ static LAST: Mutex<Option<AbReport>> = Mutex::new(None);
 /// One A/B at a time: two would detach each other's program.
 static RUNNING: AtomicBool = AtomicBool::new(false);
 
+/// The holder of the attacker's block during the XDP drop cost.
+const AB_SOURCE: &str = "app:journey-ab";
+/// How long that block lasts if the A/B never removes it (a crash): longer than its burst.
+const AB_HOLD: Duration = Duration::from_secs(60);
+
 const DEFAULT_PROBES: u32 = 2_000;
-/// 1 ms apart, twice: at most 20 s of probes, inside the API's 60 s request timeout.
+/// 1 ms apart, twice; each run stops at `ab::PROBE_LIMIT` whatever the count, so that the
+/// whole A/B (`ab::WORST_CASE`) fits in the API's request timeout (tested below).
 const MAX_PROBES: u32 = 10_000;
 const DEFAULT_FLOOD: u32 = 20_000;
 const MAX_FLOOD: u32 = 100_000;
@@ -64,8 +71,6 @@ struct DaemonSwitch {
     shared: Shared,
     interface: String,
     mode: AttachMode,
-    /// Sources this A/B blocked (and will unblock): never one that was blocked before.
-    blocked_by_us: Vec<IpNet>,
 }
 
 impl XdpSwitch for DaemonSwitch {
@@ -90,18 +95,50 @@ impl XdpSwitch for DaemonSwitch {
         })
     }
 
+    fn xdp_packets(&self) -> Option<u64> {
+        let d = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        let ifindex = d
+            .shield
+            .attachments()
+            .iter()
+            .find(|a| a.interface == self.interface)?
+            .ifindex;
+        d.shield
+            .interface_counters(ifindex)
+            .ok()
+            .map(|c| c.total().packets)
+    }
+
+    /// Through the registry with the A/B's own holder, like every other block (one guard, one
+    /// journal): a block another source holds on the same address stays when the A/B removes
+    /// its hold, and a crash mid-A/B leaves a journaled hold that expires by itself.
     fn set_blocked(&mut self, addr: IpAddr, blocked: bool) -> Result<(), String> {
         let net = IpNet::from(addr);
         let mut d = self.shared.lock().unwrap_or_else(|p| p.into_inner());
-        let err = |e: groundzero::Error| format!("{net}: {}", groundzero::error::error_chain(&e));
+        let d = &mut *d;
+        let err = |e: RegistryError| format!("{net}: {e}");
         if blocked {
-            if d.shield.blocked_entry(net).map_err(err)?.is_none() {
-                d.shield.block(net).map_err(err)?;
-                self.blocked_by_us.push(net);
-            }
-        } else if let Some(i) = self.blocked_by_us.iter().position(|n| *n == net) {
-            d.shield.unblock(net).map_err(err)?;
-            self.blocked_by_us.remove(i);
+            let now = now_unix();
+            let holder = Holder {
+                source: AB_SOURCE.into(),
+                reason: Some("the journey A/B's XDP drop cost".into()),
+                created: now,
+                expires: Some(now.saturating_add(AB_HOLD.as_secs())),
+            };
+            d.registry
+                .add(
+                    &mut d.shield,
+                    Side::Block,
+                    &[net],
+                    &holder,
+                    groundzero::guard::Policy::STRICT,
+                    true,
+                )
+                .map_err(err)?;
+        } else {
+            d.registry
+                .remove(&mut d.shield, Side::Block, &[net], Some(AB_SOURCE))
+                .map_err(err)?;
         }
         Ok(())
     }
@@ -163,6 +200,16 @@ fn run_blocking(s: Shared, probes: u32, flood_packets: u32) -> Result<AbReport, 
                     .into(),
             ));
         }
+        // The passed burst is a flood from the lab's peer: with a rate limit on, the rate
+        // bans would ban the peer's prefix and keep it banned after the A/B.
+        let rate = d.config.raw.ratelimit.rate;
+        if rate > 0 {
+            return Err(refused(format!(
+                "refusing the A/B: the rate limit is on ({rate} pps per source), and the \
+                 A/B's bursts would get the lab's peer banned (set [ratelimit] rate = 0 and \
+                 reload)"
+            )));
+        }
         let status = d
             .journey
             .lock()
@@ -211,7 +258,6 @@ fn run_blocking(s: Shared, probes: u32, flood_packets: u32) -> Result<AbReport, 
             groundzero::ActiveMode::Native => AttachMode::Native,
             groundzero::ActiveMode::Generic => AttachMode::Generic,
         },
-        blocked_by_us: Vec::new(),
     };
     let plan = AbPlan {
         probes,
@@ -226,4 +272,19 @@ fn run_blocking(s: Shared, probes: u32, flood_packets: u32) -> Result<AbReport, 
             groundzero::error::error_chain(&e),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_ab_fits_in_the_request_timeout() {
+        let timeout = crate::serve::Limits::default().request_timeout;
+        assert!(
+            ab::WORST_CASE + Duration::from_secs(5) < timeout,
+            "{:?} of A/B against a {timeout:?} request timeout",
+            ab::WORST_CASE
+        );
+    }
 }

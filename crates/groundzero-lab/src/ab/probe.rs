@@ -152,8 +152,15 @@ pub fn sender(bind: SocketAddr, to: SocketAddr) -> Result<UdpSocket, AbError> {
     Ok(socket)
 }
 
-/// Sends `count` probes `gap` apart from `tx` to `rx` and joins the three stamps of each.
-pub fn run(tx: &UdpSocket, rx: &UdpSocket, count: u32, gap: Duration) -> Result<Probed, AbError> {
+/// Sends `count` probes `gap` apart from `tx` to `rx` (fewer if `limit` runs out first) and
+/// joins the three stamps of each.
+pub fn run(
+    tx: &UdpSocket,
+    rx: &UdpSocket,
+    count: u32,
+    gap: Duration,
+    limit: Duration,
+) -> Result<Probed, AbError> {
     let done = AtomicBool::new(false);
     let (reads, reader_cpu_ns) = std::thread::scope(|scope| {
         let reader = scope.spawn(|| {
@@ -179,9 +186,15 @@ pub fn run(tx: &UdpSocket, rx: &UdpSocket, count: u32, gap: Duration) -> Result<
         });
         let mut tx_stamps = HashMap::new();
         let mut payload = [0u8; 32];
-        let mut next = Instant::now();
+        let start = Instant::now();
+        let mut next = start;
         let mut sent = 0u64;
         for seq in 0..count {
+            // The time budget (the A/B answers one HTTP request): fewer probes, said in
+            // `sent`, rather than a request that times out.
+            if start.elapsed() > limit {
+                break;
+            }
             payload[..4].copy_from_slice(&seq.to_le_bytes());
             if tx.send(&payload).is_ok() {
                 sent += 1;
