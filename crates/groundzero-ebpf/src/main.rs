@@ -36,12 +36,16 @@ pub fn groundzero_xdp(ctx: XdpContext) -> u32 {
     let Some(config) = CONFIG.get(0) else {
         return groundzero_common::Action::Pass as u32; // index 0 of an array always exists
     };
-    // One branch when tracing is off: no clock read, no map access. When on, the verdict's
-    // span starts here, before parsing.
+    // One branch when tracing is off: no clock read, no map access. When on, a sampled
+    // packet's span starts here, before parsing (the clock is read only for it).
     // Read once: user space may switch tracing on between two reads, and a packet sampled
     // without its entry clock would be timed from 0.
     let sample_every = config.sample_every;
-    let entry_ns = if sample_every != 0 { journey::now() } else { 0 };
+    let entry_ns = if sample_every != 0 {
+        journey::entry_clock(sample_every)
+    } else {
+        0
+    };
     let parsed = parse(&pkt);
     let sampled = if sample_every != 0 {
         journey::sample(&pkt, &parsed, config, sample_every, entry_ns)
