@@ -524,7 +524,7 @@ fn per_packet_misses(p: &PerPacket, missed: &[(Family, Verdict)]) -> String {
          | case | groundzero, full verdict | groundzero, xdp-filter's lists | xdp-filter | of which non-empty tries | of which the rest | same lists ÷ xdp-filter |\n\
          |---|---|---|---|---|---|---|\n{}\n\n\
          With xdp-filter's lists, groundzero costs {}× what xdp-filter costs. {} \
-         **Calls, not instructions, set the price on a mitigated CPU.** Part 6 takes the \
+         **Few calls; what is left is the instructions around them and the atomic add of a hit.** Part 6 takes the \
          verdict apart and `scripts/verdict-paths.sh` dumps the programs as the kernel runs \
          them. On the pass and exact-drop paths groundzero makes one real call (the exact \
          hash's `__htab_map_lookup_elem`; the summaries, the config word and the per-CPU \
