@@ -22,7 +22,6 @@ use std::{
     collections::HashSet,
     io::Write,
     net::{IpAddr, Ipv4Addr, UdpSocket},
-    os::fd::AsRawFd,
     process::{Command, Stdio},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -376,23 +375,8 @@ fn run_one(
         "permanent",
     ];
     outside.ip(&args)?;
-    // The receive path through NAPI for every defence: GRO on the target end (veth then has a
-    // NAPI instance), TSO off on the sending end (veth only hands TSO-capable senders' UDP to
-    // NAPI if UDP GRO forwarding is on), and NAPI in its own thread, which we pin to CPU 1.
-    // A NAPI thread of the same name may still be dying with the previous run's namespace
-    // (namespaces are torn down asynchronously): ours is the one that appears now.
-    let napi_before = napi_threads(&t_if)?;
-    target.try_run(|| ethtool_set(&t_if, ETHTOOL_SGRO, 1))??;
-    outside.try_run(|| ethtool_set(&o_if, ETHTOOL_STSO, 0))??;
-    netns_exec(
-        target.name(),
-        &[
-            "sh",
-            "-c",
-            &format!("echo 1 > /sys/class/net/{t_if}/threaded"),
-        ],
-        None,
-    )?;
+    // The receive path through NAPI for every defence, in a thread we pin to CPU 1.
+    let napi_before = napi_in_own_thread(&target, &outside, &t_if, &o_if)?;
 
     let installed = match installer {
         Some(installer) => Installed::Process(installer(defence, &target, &t_if)?),
@@ -825,38 +809,36 @@ pub(crate) fn mac(s: &str) -> [u8; 6] {
 }
 
 pub(crate) const SIOCETHTOOL: libc::c_ulong = 0x8946;
-pub(crate) const ETHTOOL_STSO: u32 = 0x1f;
-pub(crate) const ETHTOOL_SGRO: u32 = 0x2c;
 
-/// `ethtool -K IFACE gro|tso on|off` without ethtool: the legacy SIOCETHTOOL value commands.
-pub(crate) fn ethtool_set(iface: &str, cmd: u32, value: u32) -> Result<()> {
-    #[repr(C)]
-    struct EthtoolValue {
-        cmd: u32,
-        data: u32,
-    }
-    #[repr(C)]
-    struct Ifreq {
-        name: [u8; libc::IFNAMSIZ],
-        data: *mut EthtoolValue,
-        _pad: [u8; 16],
-    }
-    let socket = UdpSocket::bind("127.0.0.1:0")?;
-    let mut value = EthtoolValue { cmd, data: value };
-    let mut req = Ifreq {
-        name: [0; libc::IFNAMSIZ],
-        data: &mut value,
-        _pad: [0; 16],
-    };
-    ensure!(iface.len() < libc::IFNAMSIZ, "interface name too long");
-    req.name[..iface.len()].copy_from_slice(iface.as_bytes());
-    // SAFETY: `req` is a valid ifreq whose data points at a live ethtool_value.
-    let ret = unsafe { libc::ioctl(socket.as_raw_fd(), SIOCETHTOOL, &mut req) };
-    if ret != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("ethtool command {cmd:#x} on {iface}"));
-    }
-    Ok(())
+/// Sends every frame through the target veth's NAPI, in a thread of its own: GRO on at the
+/// target end (veth then has a NAPI instance), TSO off at the sending end (veth only hands
+/// TSO-capable senders' UDP to NAPI if UDP GRO forwarding is on), threaded NAPI. Returns the
+/// NAPI threads of that name that existed before (one may still be dying with an earlier run's
+/// namespace: ours are the ones that appear now).
+pub(crate) fn napi_in_own_thread(
+    target: &Netns,
+    outside: &Netns,
+    t_if: &str,
+    o_if: &str,
+) -> Result<Vec<i32>> {
+    use groundzero_lab::ab::cpu::{ethtool, GRO, TSO};
+    let before = napi_threads(t_if)?;
+    target
+        .try_run(|| ethtool(t_if, GRO, Some(true)))?
+        .with_context(|| format!("GRO on at {t_if}"))?;
+    outside
+        .try_run(|| ethtool(o_if, TSO, Some(false)))?
+        .with_context(|| format!("TSO off at {o_if}"))?;
+    netns_exec(
+        target.name(),
+        &[
+            "sh",
+            "-c",
+            &format!("echo 1 > /sys/class/net/{t_if}/threaded"),
+        ],
+        None,
+    )?;
+    Ok(before)
 }
 
 /// Kernel threads polling a NAPI instance of an interface named `iface` (`napi/<iface>-<id>`),

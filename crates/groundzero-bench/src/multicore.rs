@@ -30,10 +30,7 @@ use groundzero::{AttachMode, IpNet, Shield, ShieldOptions};
 use groundzero_lab::{craft, netns::Netns};
 
 use crate::{
-    flood::{
-        ethtool_set, mac, napi_threads, netns_exec, schedstat_ns, ETHTOOL_SGRO, ETHTOOL_STSO,
-        SIOCETHTOOL,
-    },
+    flood::{mac, napi_in_own_thread, napi_threads, schedstat_ns, SIOCETHTOOL},
     handmade::SourceSpray,
     per_packet::{frame, order},
     progs::{Floor, XdpFilter},
@@ -414,18 +411,7 @@ impl Lab {
         outside.ip(&["addr", "add", "198.18.1.2/24", "dev", &o_if])?;
         outside.ip(&["link", "set", &o_if, "up"])?;
         target.ip(&["link", "set", &t_if, "up"])?;
-        let napi_before = napi_threads(&t_if)?;
-        target.try_run(|| ethtool_set(&t_if, ETHTOOL_SGRO, 1))??;
-        outside.try_run(|| ethtool_set(&o_if, ETHTOOL_STSO, 0))??;
-        netns_exec(
-            target.name(),
-            &[
-                "sh",
-                "-c",
-                &format!("echo 1 > /sys/class/net/{t_if}/threaded"),
-            ],
-            None,
-        )?;
+        let napi_before = napi_in_own_thread(&target, &outside, &t_if, &o_if)?;
         Ok(Self {
             outside,
             target,

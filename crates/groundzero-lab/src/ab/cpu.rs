@@ -14,12 +14,12 @@ use std::process::Command;
 use super::AbError;
 
 /// ethtool's value commands (the legacy SIOCETHTOOL interface): get and set.
-const GRO: (u32, u32) = (0x2b, 0x2c);
+pub const GRO: (u32, u32) = (0x2b, 0x2c);
 pub const TSO: (u32, u32) = (0x1e, 0x1f);
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
 
 /// `ethtool -k/-K IFACE gro|tso` without ethtool; call on a thread in the interface's namespace.
-fn ethtool(iface: &str, (get, put): (u32, u32), set: Option<bool>) -> std::io::Result<bool> {
+pub fn ethtool(iface: &str, (get, put): (u32, u32), set: Option<bool>) -> std::io::Result<bool> {
     #[repr(C)]
     struct EthtoolValue {
         cmd: u32,
