@@ -159,6 +159,11 @@ fn startup_pull_returns_what_cscli_added_then_deltas_follow() {
         .starts_with("29m"));
     assert_eq!(find(new, "203.0.113.8")["type"], "captcha");
 
+    // The lab's own view (what a retried import checks) is the same set, read under its own
+    // key: the delta below shows it moved no other consumer's pull position.
+    let served: BTreeSet<String> = lapi.served_values().unwrap().into_iter().collect();
+    assert_eq!(served, values(new));
+
     // Nothing changed since the startup pull.
     assert_eq!(
         pull(&lapi, KEY, false),

@@ -402,7 +402,36 @@ impl Lapi {
     }
 
     /// `cscli decisions import` of many decisions at once (one alert; origin `cscli`).
+    ///
+    /// A 1.4.6 LAPI links an import's decisions to its alert in chunks, each a read then a
+    /// write, and sqlite fails that write at once with `database is locked` when another
+    /// connection committed in between (a bouncer's pull records its `last_pull`; seen here
+    /// once in a CI run, a 10,000 import during 1 s pulls). Later crowdsec versions retry that
+    /// step; here the import is retried with only the values a bouncer is not yet served, so a
+    /// retry never adds a decision twice.
     pub fn import_decisions(&self, decisions: &[NewDecision]) -> Result<(), CrowdsecError> {
+        const TRIES: usize = 4;
+        let mut todo: Vec<&NewDecision> = decisions.iter().collect();
+        for attempt in 1..=TRIES {
+            match self.import_once(&todo) {
+                Err(CrowdsecError::Cscli { stderr, .. })
+                    if attempt < TRIES && stderr.contains("database is locked") =>
+                {
+                    log::warn!("cscli decisions import: database is locked (try {attempt}); retrying what is not served");
+                    std::thread::sleep(Duration::from_secs(1));
+                    let served = self.served_values()?;
+                    todo.retain(|d| !served.contains(&d.value));
+                    if todo.is_empty() {
+                        return Ok(());
+                    }
+                }
+                other => return other,
+            }
+        }
+        unreachable!("the last try returns")
+    }
+
+    fn import_once(&self, decisions: &[&NewDecision]) -> Result<(), CrowdsecError> {
         let mut csv = String::from("duration,reason,scope,type,value\n");
         for d in decisions {
             let scope = match d.scope {
@@ -420,6 +449,54 @@ impl Lapi {
         let out = self.cscli(&["decisions", "import", "-i", &self.path("import.csv")]);
         let _ = std::fs::remove_file(&file);
         out.map(drop)
+    }
+
+    /// The values of every live decision, as a bouncer's startup pull serves them (under a
+    /// bouncer key of the lab's own, so no other consumer's pull position moves).
+    pub fn served_values(&self) -> Result<std::collections::HashSet<String>, CrowdsecError> {
+        const BOUNCER: &str = "groundzero-lab-check";
+        let key = format!("gzlabcheck{}", std::process::id());
+        if !self
+            .cscli(&["bouncers", "list", "-o", "raw"])?
+            .contains(BOUNCER)
+        {
+            self.add_bouncer(BOUNCER, &key)?;
+        }
+        let what = "GET /v1/decisions/stream?startup=true";
+        let broken = |why: String| CrowdsecError::Output {
+            args: what.to_string(),
+            output: why,
+        };
+        let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))
+            .map_err(io_err(format!("connecting to {}", self.addr)))?;
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+        // HTTP/1.0: the answer comes unchunked and ends when the LAPI closes.
+        let request = format!(
+            "GET /v1/decisions/stream?startup=true HTTP/1.0\r\nHost: {}\r\nX-Api-Key: {key}\r\n\r\n",
+            self.addr
+        );
+        stream
+            .write_all(request.as_bytes())
+            .map_err(io_err(format!("sending {what}")))?;
+        let mut answer = Vec::new();
+        stream
+            .read_to_end(&mut answer)
+            .map_err(io_err(format!("reading the answer to {what}")))?;
+        let text = String::from_utf8_lossy(&answer);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| broken(format!("no end of headers in {} bytes", answer.len())))?;
+        if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+            return Err(broken(head.to_string()));
+        }
+        let reply: serde_json::Value =
+            serde_json::from_str(body).map_err(|e| broken(format!("{e}")))?;
+        Ok(reply["new"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d["value"].as_str().map(str::to_string))
+            .collect())
     }
 
     /// `cscli decisions delete`; how many decisions it deleted.
