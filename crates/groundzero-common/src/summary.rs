@@ -26,6 +26,35 @@ pub const SUMMARY_SLOTS: u32 = (1 << SUMMARY_KEY_BITS) / SUMMARY_SLOT_KEYS;
 /// A count that has reached this stays: too many prefixes share the key to keep counting.
 pub const SUMMARY_STICKY: u8 = u8::MAX;
 
+/// Bits of the exact summary's key (see [`exact_key_v4`]): 4 Mi one-byte counts per family.
+/// A million exact entries leave about four keys in five at zero.
+pub const EXACT_KEY_BITS: u32 = 22;
+/// Slots per exact summary map (4 MiB of counts).
+pub const EXACT_SUMMARY_SLOTS: u32 = (1 << EXACT_KEY_BITS) / SUMMARY_SLOT_KEYS;
+/// The exact summaries, in front of the exact hashes (`block_v4`, `block_v6`).
+pub const BLOCK_SUM_V4: &str = "block_sum_v4";
+pub const BLOCK_SUM_V6: &str = "block_sum_v6";
+
+/// The exact summary key of an IPv4 address (network byte order): a multiplicative hash
+/// (Fibonacci hashing: the top bits of the address times 2^32/φ), so that neighbouring
+/// addresses, which lists hold in runs, spread over the whole array.
+///
+/// The exact hash lookup is a helper call (`__htab_map_lookup_elem`), the one call left on the
+/// pass path; a zero count here proves the address is in no exact list and skips it.
+#[inline(always)]
+pub fn exact_key_v4(addr: &[u8; 4]) -> u32 {
+    u32::from_be_bytes(*addr).wrapping_mul(0x9E37_79B1) >> (32 - EXACT_KEY_BITS)
+}
+
+/// The exact summary key of an IPv6 address: both halves folded, then hashed as for IPv4.
+#[inline(always)]
+pub fn exact_key_v6(addr: &[u8; 16]) -> u32 {
+    let mut lo = [0u8; 8];
+    lo.copy_from_slice(&addr[8..]);
+    let folded = top64(addr) ^ u64::from_be_bytes(lo).rotate_left(32);
+    (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - EXACT_KEY_BITS)) as u32
+}
+
 /// Map names: one summary per LPM trie of the verdict, two for the IPv6 tries (`_low`: keyed
 /// by [`key_v6_low`]).
 pub const ALLOW_SUM_V4: &str = "allow_sum_v4";
@@ -158,6 +187,32 @@ mod tests {
         let host_mask = if len >= 128 { 0 } else { u128::MAX >> len };
         let rnd = (u128::from(r.next()) << 64) | u128::from(r.next());
         ((u128::from_be_bytes(net) & !host_mask) | (rnd & host_mask)).to_be_bytes()
+    }
+
+    /// Exact keys stay in range and spread a run of neighbouring addresses (what lists hold)
+    /// over many keys: 65,536 consecutive addresses fill most of 65,536 slots' worth of keys.
+    #[test]
+    fn exact_keys_are_in_range_and_spread_runs() {
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..65_536u32 {
+            let a = (0xC612_0000u32 + i).to_be_bytes();
+            let k = exact_key_v4(&a);
+            assert!(k < 1 << EXACT_KEY_BITS);
+            seen.insert(k);
+        }
+        assert!(seen.len() > 60_000, "IPv4 run on {} keys", seen.len());
+        seen.clear();
+        for i in 0..65_536u128 {
+            let a = (0x2001_0002_0000_0000_0000_0000_0000_0000u128 + i).to_be_bytes();
+            let k = exact_key_v6(&a);
+            assert!(k < 1 << EXACT_KEY_BITS);
+            seen.insert(k);
+        }
+        assert!(seen.len() > 60_000, "IPv6 run on {} keys", seen.len());
+        // Two /64s with the same interface id differ in key too.
+        let a: [u8; 16] = 0x2001_0002_0000_0001_0000_0000_0000_0001u128.to_be_bytes();
+        let b: [u8; 16] = 0x2001_0002_0000_0002_0000_0000_0000_0001u128.to_be_bytes();
+        assert_ne!(exact_key_v6(&a), exact_key_v6(&b));
     }
 
     #[test]

@@ -16,7 +16,10 @@ use groundzero_common::{
         rate_key_v4, rate_key_v6, Bucket, RateEvent, RATE_BUCKETS, RATE_EXEMPT_ENTRIES,
         RATE_RING_BYTES,
     },
-    summary::{key_v4, key_v6, key_v6_low, SummarySlot, SUMMARY_SLOTS, SUMMARY_SLOT_KEYS},
+    summary::{
+        exact_key_v4, exact_key_v6, key_v4, key_v6, key_v6_low, SummarySlot, EXACT_SUMMARY_SLOTS,
+        SUMMARY_SLOTS, SUMMARY_SLOT_KEYS,
+    },
     Lists,
 };
 
@@ -59,6 +62,27 @@ pub static ALLOW_SUM_V6_LOW: Array<SummarySlot> =
 #[map(name = "block_net_sum_v6_low")]
 pub static BLOCK_NET_SUM_V6_LOW: Array<SummarySlot> =
     Array::with_max_entries(SUMMARY_SLOTS, BPF_F_MMAPABLE);
+
+// The exact lists' summaries (groundzero_common::summary::exact_key_v4): a zero count skips the
+// hash lookup, the one helper call a passing packet would otherwise make.
+#[map(name = "block_sum_v4")]
+pub static BLOCK_SUM_V4: Array<SummarySlot> =
+    Array::with_max_entries(EXACT_SUMMARY_SLOTS, BPF_F_MMAPABLE);
+#[map(name = "block_sum_v6")]
+pub static BLOCK_SUM_V6: Array<SummarySlot> =
+    Array::with_max_entries(EXACT_SUMMARY_SLOTS, BPF_F_MMAPABLE);
+
+/// Whether the IPv4 exact hash may hold `src`.
+#[inline(always)]
+pub fn may_hold_v4(summary: &Array<SummarySlot>, src: &[u8; 4]) -> bool {
+    may_match(summary, exact_key_v4(src))
+}
+
+/// Whether the IPv6 exact hash may hold `src`.
+#[inline(always)]
+pub fn may_hold_v6(summary: &Array<SummarySlot>, src: &[u8; 16]) -> bool {
+    may_match(summary, exact_key_v6(src))
+}
 
 /// Whether the IPv4 prefix trie behind `summary` may hold a match for `src`.
 #[inline(always)]
@@ -210,7 +234,7 @@ fn report(lists: &KernelLists, now: u64, family: u32, prefix_len: u32, addr: &[u
 }
 
 macro_rules! kernel_lists {
-    ($addr:ty, $bits:expr, $family:expr, $may_match:ident, $allow:ident, $allow_sum:ident, $allow_low:ident, $exact:ident, $cidr:ident, $cidr_sum:ident, $cidr_low:ident, $rate:ident, $exempt:ident, $rate_prefix:path, $rate_key:ident) => {
+    ($addr:ty, $bits:expr, $family:expr, $may_match:ident, $allow:ident, $allow_sum:ident, $allow_low:ident, $exact:ident, $may_hold:ident, $exact_sum:ident, $cidr:ident, $cidr_sum:ident, $cidr_low:ident, $rate:ident, $exempt:ident, $rate_prefix:path, $rate_key:ident) => {
         impl Lists<$addr> for KernelLists {
             #[inline(always)]
             fn allowed(&self, src: &$addr) -> bool {
@@ -227,6 +251,9 @@ macro_rules! kernel_lists {
             }
             #[inline(always)]
             fn blocked_exact(&self, src: &$addr) -> bool {
+                if !$may_hold(&$exact_sum, src) {
+                    return false;
+                }
                 match $exact.get_ptr(src) {
                     Some(stats) => {
                         hit(stats);
@@ -287,6 +314,8 @@ kernel_lists!(
     ALLOW_SUM_V4,
     ALLOW_SUM_V4,
     BLOCK_V4,
+    may_hold_v4,
+    BLOCK_SUM_V4,
     BLOCK_NET_V4,
     BLOCK_NET_SUM_V4,
     BLOCK_NET_SUM_V4,
@@ -304,6 +333,8 @@ kernel_lists!(
     ALLOW_SUM_V6,
     ALLOW_SUM_V6_LOW,
     BLOCK_V6,
+    may_hold_v6,
+    BLOCK_SUM_V6,
     BLOCK_NET_V6,
     BLOCK_NET_SUM_V6,
     BLOCK_NET_SUM_V6_LOW,

@@ -1,7 +1,8 @@
-//! The prefix summaries in front of the LPM tries (groundzero_common::summary): the XDP program
-//! skips a trie walk only where no prefix can match. What must never happen is a listed prefix
-//! that the program skips; these tests add, overlap, remove and re-adopt prefixes and check the
-//! kernel's verdict (BPF_PROG_TEST_RUN) and the counts after every step.
+//! The summaries in front of the LPM tries and the exact hashes (groundzero_common::summary):
+//! the XDP program skips a trie walk or a hash lookup only where no entry can match. What must
+//! never happen is a listed entry that the program skips; these tests add, overlap, remove and
+//! re-adopt entries and check the kernel's verdict (BPF_PROG_TEST_RUN) and the counts after
+//! every step.
 mod common;
 
 use std::{net::IpAddr, path::PathBuf};
@@ -133,14 +134,16 @@ fn summaries_missing_from_older_pins_are_rebuilt_from_the_tries() {
         first.block(net("198.18.128.0/24")).unwrap();
         first.allow(net("198.18.128.7")).unwrap();
         first.block(net("2001:2:0:8000::/64")).unwrap();
+        first.block(net("198.18.0.10")).unwrap();
+        first.block(net("2001:2::10")).unwrap();
     }
-    // What a version without summaries leaves: the tries pinned, no summary pins.
+    // What a version without summaries leaves: the lists pinned, no summary pins.
     for name in groundzero_common::maps::ALL_MAPS {
         if name.contains("_sum_") {
             std::fs::remove_file(dir.join("maps").join(name)).unwrap();
         }
     }
-    let second = Shield::load(options).unwrap();
+    let second = Shield::load(options.clone()).unwrap();
     let result = std::panic::catch_unwind(|| {
         assert_eq!(counts(&second, ListKind::BlockCidr, "198.18.128.5"), [1]);
         assert_eq!(counts(&second, ListKind::Allow, "198.18.128.7"), [1]);
@@ -148,14 +151,94 @@ fn summaries_missing_from_older_pins_are_rebuilt_from_the_tries() {
             counts(&second, ListKind::BlockCidr, "2001:2:0:8000::5"),
             [1, 1]
         );
+        assert_eq!(counts(&second, ListKind::BlockExact, "198.18.0.10"), [1]);
+        assert_eq!(counts(&second, ListKind::BlockExact, "2001:2::10"), [1]);
         assert_eq!(verdict(&second, "198.18.128.5"), Action::Drop);
         assert_eq!(verdict(&second, "198.18.128.7"), Action::Pass);
         assert_eq!(verdict(&second, "2001:2:0:8000::5"), Action::Drop);
+        assert_eq!(verdict(&second, "198.18.0.10"), Action::Drop);
+        assert_eq!(verdict(&second, "2001:2::10"), Action::Drop);
     });
     drop(second);
+    // Pins with the prefix summaries but not the exact ones (a build between the two): the
+    // exact ones are counted from the hashes; the prefix ones are counted again, which only
+    // over-counts.
+    let result = result.and_then(|()| {
+        for name in [
+            groundzero_common::summary::BLOCK_SUM_V4,
+            groundzero_common::summary::BLOCK_SUM_V6,
+        ] {
+            std::fs::remove_file(dir.join("maps").join(name)).unwrap();
+        }
+        let third = Shield::load(options).unwrap();
+        std::panic::catch_unwind(|| {
+            assert_eq!(counts(&third, ListKind::BlockExact, "198.18.0.10"), [1]);
+            assert_eq!(counts(&third, ListKind::BlockExact, "2001:2::10"), [1]);
+            assert_eq!(verdict(&third, "198.18.0.10"), Action::Drop);
+            assert_eq!(verdict(&third, "2001:2::10"), Action::Drop);
+            assert_eq!(verdict(&third, "198.18.128.5"), Action::Drop);
+        })
+    });
     pins::remove_all(&dir).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
+    }
+}
+
+/// The exact summaries: a key per address, counted on every way an exact entry comes and goes
+/// (one by one, in batches, a rollback), with the verdict checked in the kernel each time.
+#[test]
+fn exact_entries_are_counted_one_by_one_and_in_batches() {
+    let mut shield = common::shield();
+    let exact = |shield: &Shield, a: &str| counts(shield, ListKind::BlockExact, a);
+    assert_eq!(exact(&shield, "198.18.0.10"), [0]);
+    assert_eq!(verdict(&shield, "198.18.0.10"), Action::Pass);
+
+    shield.block(net("198.18.0.10")).unwrap();
+    shield.block(net("2001:2::10")).unwrap();
+    assert_eq!(exact(&shield, "198.18.0.10"), [1]);
+    assert_eq!(exact(&shield, "2001:2::10"), [1]);
+    assert_eq!(verdict(&shield, "198.18.0.10"), Action::Drop);
+    assert_eq!(verdict(&shield, "2001:2::10"), Action::Drop);
+    // A neighbour is elsewhere in the summary: skipped, passes.
+    assert_eq!(exact(&shield, "198.18.0.11"), [0]);
+    assert_eq!(verdict(&shield, "198.18.0.11"), Action::Pass);
+    // Blocking it again changes no count.
+    shield.block(net("198.18.0.10")).unwrap();
+    assert_eq!(exact(&shield, "198.18.0.10"), [1]);
+
+    // A batch (more than the one-by-one threshold), including one already there.
+    let batch: Vec<IpNet> = (0..1000u32)
+        .map(|i| IpNet::from(IpAddr::from((0xC613_0000u32 + i).to_be_bytes())))
+        .chain(std::iter::once(net("198.18.0.10")))
+        .collect();
+    shield.block_all(&batch).unwrap();
+    for n in &batch {
+        let a = n.addr().to_string();
+        assert!(exact(&shield, &a)[0] >= 1, "{a} uncounted after the batch");
+        assert_eq!(verdict(&shield, &a), Action::Drop, "{a}");
+    }
+    assert_eq!(exact(&shield, "198.18.0.10"), [1], "counted twice");
+
+    // Batch removal, with an absent address in the middle (the kernel's batch stops there).
+    let mut gone = batch[..500].to_vec();
+    gone.insert(250, net("198.19.255.254"));
+    shield.unblock_all(&gone).unwrap();
+    for n in &batch[..500] {
+        let a = n.addr().to_string();
+        assert_eq!(verdict(&shield, &a), Action::Pass, "{a} still dropped");
+    }
+    for n in &batch[500..] {
+        let a = n.addr().to_string();
+        assert_eq!(verdict(&shield, &a), Action::Drop, "{a} lost its count");
+    }
+    // Every count the batch added is gone once all are removed (one key may hold two of them,
+    // so the summary is checked whole, not key by key).
+    shield.unblock_all(&batch).unwrap();
+    shield.unblock(net("2001:2::10")).unwrap();
+    for n in batch.iter().chain([&net("2001:2::10")]) {
+        let a = n.addr().to_string();
+        assert_eq!(exact(&shield, &a), [0], "{a} still counted");
     }
 }

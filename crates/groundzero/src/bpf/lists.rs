@@ -1,5 +1,5 @@
 //! The block and allow lists: adding and removing entries (one by one or all-or-nothing in
-//! batches), looking them up, listing them, and keeping the prefix summaries counted.
+//! batches), looking them up, listing them, and keeping the summaries counted.
 
 use std::collections::HashSet;
 
@@ -45,7 +45,7 @@ impl Lists {
             failed_inserts: 0,
         };
         if summaries_fresh {
-            for list in [ListKind::Allow, ListKind::BlockCidr] {
+            for list in ListKind::ALL {
                 for entry in lists.list(list)? {
                     lists.summaries.add(list, &entry.net);
                 }
@@ -231,6 +231,12 @@ impl Lists {
         for start in (0..new.len()).step_by(CHUNK) {
             let end = (start + CHUNK).min(new.len());
             let fd = self.maps.borrow_fd(list, family);
+            // Counted before the insert, as in `insert`; what a failed batch did not add stays
+            // counted (the rollback below uncounts what it removes): a summary may say "maybe"
+            // for an absent address, never "no" for a present one.
+            for net in &new[start..end] {
+                self.summaries.add(list, net);
+            }
             let (_, result) = batch::update(fd, &keys[start..end], &values[start..end], 0);
             // How far a failed batch got is not reliably reported: count it all as added so
             // the caller's rollback removes whatever did go in.
@@ -273,10 +279,16 @@ impl Lists {
         for chunk in nets.chunks(1 << 16) {
             let keys: Vec<[u8; N]> = chunk.iter().map(|(_, k)| *k).collect();
             let fd = self.maps.borrow_fd(ListKind::BlockExact, family);
-            let (_, result) = batch::delete(fd, &keys);
+            let (done, result) = batch::delete(fd, &keys);
+            // The kernel deletes key by key and reports how many it deleted before it stopped
+            // (generic_map_delete_batch): those are uncounted, after their removal.
+            let done = if result.is_ok() { chunk.len() } else { done.min(chunk.len()) };
+            for (net, _) in &chunk[..done] {
+                self.summaries.sub(ListKind::BlockExact, net);
+            }
             // A batch stops at the first absent key (ENOENT): finish that chunk one by one.
             if result.is_err() {
-                for &(net, _) in chunk {
+                for &(net, _) in &chunk[done..] {
                     self.remove(ListKind::BlockExact, net)?;
                 }
             }

@@ -134,9 +134,15 @@ impl Object {
         let mut loader = EbpfLoader::new();
         let mut summaries_fresh = true;
         if let Some(maps_dir) = maps_dir {
-            summaries_fresh = !maps_dir
-                .join(groundzero_common::summary::ALLOW_SUM_V4)
-                .exists();
+            // Fresh when any summary is new next to pinned lists: counting every entry again
+            // only over-counts the summaries that were there (a "maybe" too many, never a "no"
+            // for a listed address). The exact summaries came after the prefix ones.
+            summaries_fresh = [
+                groundzero_common::summary::ALLOW_SUM_V4,
+                groundzero_common::summary::BLOCK_SUM_V4,
+            ]
+            .iter()
+            .any(|name| !maps_dir.join(name).exists());
             super::pins::ensure_dir(maps_dir)?;
             for name in names::ALL_MAPS {
                 loader.map_pin_path(name, maps_dir.join(name));

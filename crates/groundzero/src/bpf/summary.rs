@@ -1,5 +1,6 @@
-//! User space's side of the prefix summaries (see `groundzero_common::summary`): the four
-//! summary maps, mapped into this process and counted with atomic byte operations.
+//! User space's side of the summaries (see `groundzero_common::summary`): the six prefix
+//! summary maps and the two exact ones, mapped into this process and counted with atomic byte
+//! operations.
 //!
 //! Atomics, not map updates: several processes may write the same pinned lists at once (the
 //! daemon, the CLI, an application embedding this library), and a read-modify-write through
@@ -13,7 +14,7 @@ use std::{
 
 use aya::maps::{Map, MapData, MapError};
 use groundzero_common::summary::{
-    self as sum, KeyBlock, SUMMARY_KEY_BITS, SUMMARY_SLOT_KEYS, SUMMARY_STICKY,
+    self as sum, KeyBlock, EXACT_KEY_BITS, SUMMARY_KEY_BITS, SUMMARY_STICKY,
 };
 use ipnet::IpNet;
 
@@ -34,9 +35,10 @@ unsafe impl Send for Counts {}
 unsafe impl Sync for Counts {}
 
 impl Counts {
-    fn map(name: &'static str, data: &MapData) -> Result<Self, Error> {
-        let len = (1usize << SUMMARY_KEY_BITS) / SUMMARY_SLOT_KEYS as usize
-            * std::mem::size_of::<sum::SummarySlot>();
+    /// Maps a summary of `2^key_bits` counts.
+    fn map(name: &'static str, data: &MapData, key_bits: u32) -> Result<Self, Error> {
+        // Slots of 64 one-byte counts, no per-element padding: one count per key.
+        let len = 1usize << key_bits;
         let fd = data.fd().as_fd().as_raw_fd();
         // SAFETY: a fresh shared mapping of an mmapable array map of exactly `len` bytes (its
         // slots are 64 bytes, so there is no per-element padding); unmapped in Drop.
@@ -106,36 +108,59 @@ impl Drop for Counts {
     }
 }
 
-/// The summaries of the allowlist and blocked-prefix tries, both families.
+/// The summaries of the allowlist and blocked-prefix tries and of the exact hashes, both
+/// families.
 pub(crate) struct Summaries {
     allow_v4: Counts,
     allow_v6: [Counts; 2],
     cidr_v4: Counts,
     cidr_v6: [Counts; 2],
+    /// `None` for an object without them (an older build's, which the benchmark loads beside
+    /// this one's): its program looks every address up.
+    exact: Option<[Counts; 2]>,
 }
 
 impl Summaries {
     /// Maps the four summary arrays of `object` into this process.
     pub(crate) fn map(object: &Object) -> Result<Self, Error> {
-        let one = |name: &'static str| -> Result<Counts, Error> {
+        let sized = |name: &'static str, bits: u32| -> Result<Counts, Error> {
             match object.map(name)? {
-                Map::Array(data) => Counts::map(name, data),
+                Map::Array(data) => Counts::map(name, data, bits),
                 _ => Err(Error::NoMap { map: name }),
             }
+        };
+        let one = |name| sized(name, SUMMARY_KEY_BITS);
+        let exact = match object.map(sum::BLOCK_SUM_V4) {
+            Ok(_) => Some([
+                sized(sum::BLOCK_SUM_V4, EXACT_KEY_BITS)?,
+                sized(sum::BLOCK_SUM_V6, EXACT_KEY_BITS)?,
+            ]),
+            Err(Error::NoMap { .. }) => None,
+            Err(e) => return Err(e),
         };
         Ok(Summaries {
             allow_v4: one(sum::ALLOW_SUM_V4)?,
             allow_v6: [one(sum::ALLOW_SUM_V6)?, one(sum::ALLOW_SUM_V6_LOW)?],
             cidr_v4: one(sum::BLOCK_NET_SUM_V4)?,
             cidr_v6: [one(sum::BLOCK_NET_SUM_V6)?, one(sum::BLOCK_NET_SUM_V6_LOW)?],
+            exact,
         })
     }
 
-    /// The counts and key blocks of a trie entry (one summary for IPv4, two for IPv6); empty
-    /// for exact entries (a hash, no summary).
+    /// The counts and key blocks of an entry: one summary for an IPv4 prefix, two for an IPv6
+    /// one, one key of the family's exact summary for an exact entry.
     fn of(&self, list: ListKind, net: &IpNet) -> Vec<(&Counts, KeyBlock)> {
+        let one = |start| KeyBlock { start, len: 1 };
         match (list, net) {
-            (ListKind::BlockExact, _) => Vec::new(),
+            (ListKind::BlockExact, net) => match (&self.exact, net) {
+                (None, _) => Vec::new(),
+                (Some([v4, _]), IpNet::V4(n)) => {
+                    vec![(v4, one(sum::exact_key_v4(&n.addr().octets())))]
+                }
+                (Some([_, v6]), IpNet::V6(n)) => {
+                    vec![(v6, one(sum::exact_key_v6(&n.addr().octets())))]
+                }
+            },
             (list, IpNet::V4(n)) => {
                 let counts = match list {
                     ListKind::Allow => &self.allow_v4,
@@ -157,22 +182,22 @@ impl Summaries {
         }
     }
 
-    /// Before a trie insert: count the entry, so the XDP program never skips it.
+    /// Before an insert: count the entry, so the XDP program never skips it.
     pub(crate) fn add(&self, list: ListKind, net: &IpNet) {
         for (counts, block) in self.of(list, net) {
             counts.add(block);
         }
     }
 
-    /// After a trie removal (or an insert that did not add): uncount the entry.
+    /// After a removal (or an insert that did not add): uncount the entry.
     pub(crate) fn sub(&self, list: ListKind, net: &IpNet) {
         for (counts, block) in self.of(list, net) {
             counts.sub(block);
         }
     }
 
-    /// The summaries' counts at `addr`'s keys (one for IPv4, two for IPv6): the XDP program
-    /// walks the trie only when none is 0.
+    /// The summaries' counts at `addr`'s keys (one for IPv4, two for IPv6 prefixes, one for an
+    /// exact entry): the XDP program looks in the map only when none is 0.
     pub(crate) fn counts_at(&self, list: ListKind, addr: std::net::IpAddr) -> Vec<u8> {
         self.of(list, &IpNet::from(addr))
             .into_iter()
