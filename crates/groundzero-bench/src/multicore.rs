@@ -56,6 +56,8 @@ const SERVICE_PORT: u16 = 9000;
 pub enum Program {
     Floor,
     Groundzero,
+    /// `--baseline-object`: an older build of the groundzero program.
+    Baseline,
     XdpFilter,
 }
 
@@ -64,6 +66,7 @@ impl Program {
         match self {
             Program::Floor => "floor (return XDP_PASS)",
             Program::Groundzero => "groundzero",
+            Program::Baseline => "groundzero, baseline build",
             Program::XdpFilter => "xdp-filter",
         }
     }
@@ -184,8 +187,11 @@ pub fn run(config: &Config) -> Result<Multicore> {
     Ok(out)
 }
 
-fn groundzero_with(blocked: &[Ipv4Addr]) -> Result<Shield> {
-    let mut shield = Shield::load(ShieldOptions::default())?;
+fn groundzero_with(blocked: &[Ipv4Addr], object: Option<&[u8]>) -> Result<Shield> {
+    let mut shield = match object {
+        Some(o) => Shield::load_object(ShieldOptions::default(), o)?,
+        None => Shield::load(ShieldOptions::default())?,
+    };
     let nets: Vec<IpNet> = blocked
         .iter()
         .map(|a| IpNet::from(std::net::IpAddr::V4(*a)))
@@ -204,7 +210,18 @@ fn xdp_filter_with(blocked: &[Ipv4Addr]) -> Result<XdpFilter> {
 
 fn test_runs(config: &Config, blocked: &[Ipv4Addr]) -> Result<Vec<TestRunPoint>> {
     let floor = Floor::load()?;
-    let shield = groundzero_with(blocked)?;
+    let shield = groundzero_with(blocked, None)?;
+    let baseline_bytes = match &config.baseline_object {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+        }
+        None => None,
+    };
+    let baseline = baseline_bytes
+        .as_deref()
+        .map(|b| groundzero_with(blocked, Some(b)))
+        .transpose()
+        .context("loading the baseline object")?;
     let xf = xdp_filter_with(blocked)?;
     let shared = frame(SHARED_SOURCE.into());
     // Two blocked sources whose entries are not the shared one.
@@ -215,13 +232,21 @@ fn test_runs(config: &Config, blocked: &[Ipv4Addr]) -> Result<Vec<TestRunPoint>>
     let run = |program: Program, packet: &[u8], repeat: u32| -> Result<(u32, Duration)> {
         match program {
             Program::Floor => floor.test_run(packet, repeat),
-            Program::Groundzero => {
+            Program::Groundzero | Program::Baseline => {
+                let shield = match program {
+                    Program::Baseline => baseline.as_ref().expect("a baseline job only with one"),
+                    _ => &shield,
+                };
                 let (action, d) = shield.test_run_repeat(packet, repeat)?;
                 Ok((action as u32, d))
             }
             Program::XdpFilter => xf.test_run(packet, repeat),
         }
     };
+    let mut programs = vec![Program::Floor, Program::Groundzero, Program::XdpFilter];
+    if baseline.is_some() {
+        programs.insert(2, Program::Baseline);
+    }
     for program in [Program::Groundzero, Program::XdpFilter] {
         for packet in [&shared, &own[0], &own[1]] {
             let (rc, _) = run(program, packet, 100)?;
@@ -234,7 +259,7 @@ fn test_runs(config: &Config, blocked: &[Ipv4Addr]) -> Result<Vec<TestRunPoint>>
         }
     }
     let mut jobs = Vec::new();
-    for program in [Program::Floor, Program::Groundzero, Program::XdpFilter] {
+    for &program in &programs {
         for shared in [true, false] {
             for threads in [1usize, 2] {
                 if threads == 1 && !shared {
@@ -425,7 +450,7 @@ impl Lab {
     fn install(&self, program: Program, blocked: &[Ipv4Addr]) -> Result<Box<dyn std::any::Any>> {
         Ok(match program {
             Program::Groundzero => {
-                let mut shield = groundzero_with(blocked)?;
+                let mut shield = groundzero_with(blocked, None)?;
                 self.target
                     .try_run(|| shield.attach(&self.t_if, AttachMode::Native))??;
                 Box::new(shield)
@@ -435,7 +460,7 @@ impl Lab {
                 self.target.try_run(|| xf.attach_native(&self.t_if))??;
                 Box::new(xf)
             }
-            Program::Floor => bail!("the floor is not attached"),
+            Program::Floor | Program::Baseline => bail!("{} is not flooded", program.label()),
         })
     }
 

@@ -64,7 +64,8 @@ fn test_run_table(md: &mut String, m: &Multicore) -> Result<()> {
          Each program holds the same {} blocked IPv4 sources. One thread runs it {} times on a \
          blocked source; then two threads pinned to CPU 0 and CPU 1 run it at the same time, on \
          one shared source (groundzero's per-entry hit counter is then one cache line written \
-         from both CPUs) or each on its own source. ns per run (mean of the threads), median \
+         from both CPUs) or each on its own source. The baseline build, when given \
+         (`--baseline-object`), is an older build of the groundzero program, measured the same way. ns per run (mean of the threads), median \
          (min–max) over {} rounds; *above floor* subtracts the floor measured the same way.\n\n\
          | program | 1 thread | 2 threads, one source | 2 threads, own sources | above floor: 1 / shared / own | shared ÷ 1 thread, above floor |\n\
          |---|---|---|---|---|---|",
@@ -76,7 +77,12 @@ fn test_run_table(md: &mut String, m: &Multicore) -> Result<()> {
         m.test_run_point(Program::Floor, shared, threads)
             .map(|p| p.ns.median)
     };
-    for program in [Program::Floor, Program::Groundzero, Program::XdpFilter] {
+    for program in [
+        Program::Floor,
+        Program::Groundzero,
+        Program::Baseline,
+        Program::XdpFilter,
+    ] {
         let (Some(one), Some(shared), Some(own)) = (
             m.test_run_point(program, true, 1),
             m.test_run_point(program, true, 2),
