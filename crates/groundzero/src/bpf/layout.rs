@@ -10,10 +10,14 @@
 //! - Layout 1: pins without a stamp (every build up to commit e477daf).
 //! - Layout 2: the stamp, plus whatever maps were added since (they are created fresh when a
 //!   layout-1 directory is migrated).
-//! - Layout 3 ([`LAYOUT`]): the program counts each packet once, in its interface's slot of
+//! - Layout 3: the program counts each packet once, in its interface's slot of
 //!   `iface_counters`, and no longer writes the program-wide `counters` map (user space sums the
 //!   interface slots). A layout-2 build adopting these pins would read totals that never move,
 //!   so the version changes although no map's type did; the list values are unchanged.
+//! - Layout 4 ([`LAYOUT`]): exact summaries (`block_sum_v4`, `block_sum_v6`) in front of the
+//!   exact hashes; the program skips the lookup where their count is zero. A layout-3 build
+//!   adopting these pins would add exact entries without counting them, and this build would
+//!   then skip them: hence a new version, although no existing map changed.
 //!
 //! [`prepare`] runs before a pinned load: it finishes or discards an interrupted migration,
 //! refuses a layout newer than this build's, and migrates an older one (`migrate`).
@@ -24,7 +28,7 @@ use super::{migrate, object::ShieldOptions, pins};
 use crate::error::Error;
 
 /// The map layout this build makes and adopts.
-pub const LAYOUT: u32 = 3;
+pub const LAYOUT: u32 = 4;
 
 /// The layout of unstamped pins: everything before the stamp existed.
 pub const UNSTAMPED_LAYOUT: u32 = 1;

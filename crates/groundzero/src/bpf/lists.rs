@@ -282,7 +282,11 @@ impl Lists {
             let (done, result) = batch::delete(fd, &keys);
             // The kernel deletes key by key and reports how many it deleted before it stopped
             // (generic_map_delete_batch): those are uncounted, after their removal.
-            let done = if result.is_ok() { chunk.len() } else { done.min(chunk.len()) };
+            let done = if result.is_ok() {
+                chunk.len()
+            } else {
+                done.min(chunk.len())
+            };
             for (net, _) in &chunk[..done] {
                 self.summaries.sub(ListKind::BlockExact, net);
             }

@@ -56,6 +56,8 @@ type EntryV1 = EntryStats;
 type EntryV2 = EntryStats;
 /// A list entry's value as layout 3 stores it.
 type EntryV3 = EntryStats;
+/// A list entry's value as layout 4 stores it.
+type EntryV4 = EntryStats;
 
 /// Layout 1 → 2: the list value did not change (hits, last hit).
 fn entry_1_to_2(value: EntryV1) -> EntryV2 {
@@ -68,15 +70,22 @@ fn entry_2_to_3(value: EntryV2) -> EntryV3 {
     value
 }
 
+/// Layout 3 → 4: the list value did not change; what is new are the exact summaries, counted
+/// from the copied lists like the prefix ones.
+fn entry_3_to_4(value: EntryV3) -> EntryV4 {
+    value
+}
+
 /// A list value of layout `from` as this build stores it: the version steps from `from` on,
-/// chained (a layout-1 value takes both steps, a layout-2 value the last one).
-fn convert_entry(from: u32, value: EntryV1) -> EntryV3 {
+/// chained (a layout-1 value takes every step, a layout-3 value the last one).
+fn convert_entry(from: u32, value: EntryV1) -> EntryV4 {
     debug_assert!(
         (1..LAYOUT).contains(&from),
         "layout {from} is not older than {LAYOUT}"
     );
     let value = if from < 2 { entry_1_to_2(value) } else { value };
-    entry_2_to_3(value)
+    let value = if from < 3 { entry_2_to_3(value) } else { value };
+    entry_3_to_4(value)
 }
 
 /// Migrates the pins under `dir` from layout `from` to [`LAYOUT`] (see the module docs for the
@@ -227,7 +236,7 @@ fn copy_list<K: Addr>(
         let old: LpmTrie<MapData, K, EntryV1> =
             LpmTrie::try_from(Map::from_map_data(old).map_err(|e| e.to_string())?)
                 .map_err(|e| format!("{name}: {e}"))?;
-        let mut new: LpmTrie<MapData, K, EntryV2> =
+        let mut new: LpmTrie<MapData, K, EntryV4> =
             LpmTrie::try_from(Map::from_map_data(new).map_err(|e| e.to_string())?)
                 .map_err(|e| format!("{name}: {e}"))?;
         // Tries have no batch operations; prefix lists are short next to the exact ones.
@@ -244,7 +253,7 @@ fn copy_list<K: Addr>(
         let entries = batch::entries::<K, EntryV1>(old.fd().as_fd())
             .map_err(|e| format!("reading {name}: {e}"))?;
         let keys: Vec<K> = entries.iter().map(|(k, _)| *k).collect();
-        let values: Vec<EntryV2> = entries
+        let values: Vec<EntryV4> = entries
             .iter()
             .map(|(_, v)| convert_entry(from, *v))
             .collect();
