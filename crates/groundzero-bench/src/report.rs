@@ -513,8 +513,9 @@ fn per_packet_misses(p: &PerPacket, missed: &[(Family, Verdict)]) -> String {
          IP header, looks the destination and then the source up in one per-CPU hash of 10,000 \
          slots, and counts the verdict once, per CPU. groundzero's full verdict reads the \
          allowlist's prefix summary (and walks the allowlist trie only if a prefix may match: \
-         the allowlist wins over every block), looks the source up in the exact hash (shared by \
-         all CPUs, 1,048,576 slots), then reads the blocked prefixes' summary (and walks that \
+         the allowlist wins over every block), reads the exact summary and looks the source up \
+         in the exact hash (shared by all CPUs, 1,048,576 slots) only if its count is not zero, \
+         then reads the blocked prefixes' summary (and walks that \
          trie only if needed); it counts each packet once, in its interface's per-CPU slot \
          (user space sums the interfaces for the totals), and on a match it adds a hit to the \
          entry with an atomic add and stamps the coarse clock, read at most once per jiffy. \
@@ -526,10 +527,11 @@ fn per_packet_misses(p: &PerPacket, missed: &[(Family, Verdict)]) -> String {
          With xdp-filter's lists, groundzero costs {}× what xdp-filter costs. {} \
          **Few calls; what is left is the instructions around them and the atomic add of a hit.** Part 6 takes the \
          verdict apart and `scripts/verdict-paths.sh` dumps the programs as the kernel runs \
-         them. On the pass and exact-drop paths groundzero makes one real call (the exact \
-         hash's `__htab_map_lookup_elem`; the summaries, the config word and the per-CPU \
-         counters are array lookups the verifier inlines, `bpf_jiffies64` is inlined, the \
-         coarse clock is called once per jiffy), a prefix drop adds the blocked trie's \
+         them. On the exact-drop path groundzero makes one real call (the exact hash's \
+         `__htab_map_lookup_elem`), on the pass path none when the exact summary says no (the \
+         summaries, the config word and the per-CPU counters are array lookups the verifier \
+         inlines, `bpf_jiffies64` is inlined, the \
+         coarse clock is called once per jiffy); a prefix drop adds the blocked trie's \
          `trie_lookup_elem`, an allowlisted source makes the allowlist trie's call only. \
          xdp-filter makes two hash calls on every IPv4 and IPv6 packet (destination, then \
          source), the minimal Rust/Aya program one. So groundzero does not lose on calls: it \
@@ -543,10 +545,11 @@ fn per_packet_misses(p: &PerPacket, missed: &[(Family, Verdict)]) -> String {
          is not inlined by the verifier at all: it becomes the generic `bpf_map_lookup_elem` \
          with an indirect call through a retpoline (the first pieces program did this and \
          measured the hash lookup at twice its real cost; every lookup in the groundzero \
-         program has its own call site). What this commit cut, measured side by side with \
-         the previous build in part 6: a fast path for untagged IPv4 (no options) and IPv6 \
-         with one bounds check instead of five, the IPv6 summary keys from one 8-byte load \
-         instead of byte by byte, and one counter write per packet instead of two. On the \
+         program has its own call site). Cut so far, each measured side by side with the build \
+         before it in part 6: a fast path for untagged IPv4 (no options) and IPv6 with one \
+         bounds check instead of five, the IPv6 summary keys from one 8-byte load instead of \
+         byte by byte, one counter write per packet instead of two, and the exact summary in \
+         front of the exact hash (map layout 4). On the \
          AMD EPYC VM of issue #18 this program measured 0.77 to 0.80× xdp-filter in an \
          earlier run (BENCHMARKS.md at commit 33d38c2) and 1.15 to 1.27× in a later, \
          independent one; the CPU's mitigation lines were not recorded for the first.",

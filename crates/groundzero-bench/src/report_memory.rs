@@ -141,9 +141,12 @@ pub fn section(md: &mut String, s: &Scale) -> Result<()> {
          than the TLB holds: each miss adds a page walk, and under a VM's nested paging a walk is \
          itself up to several dependent loads, mostly cached). The bare lookup pays exactly those; \
          the difference between the two DRAM rows above ({} vs {}) is what the page walks cost \
-         this machine per load. groundzero adds what its program reads besides: the summaries \
-         (one bit per source group, a random line of a 1 MiB array per lookup, plus its page), the \
-         per-entry hit counter written in the element's value, and its per-CPU counters (warm).\n",
+         this machine per load. groundzero adds what its program reads besides: the prefix \
+         summaries (a count per source group, a random line of a 1 MiB array per lookup, plus its \
+         page), the exact summary (a count per hashed address, a random line of a 4 MiB array, \
+         plus its page: with a million entries about one key in five is counted, and a source on \
+         a zero key skips the hash, and its misses, altogether), the per-entry hit counter \
+         written in the element's value, and its per-CPU counters (warm).\n",
         format_args!("{dram:.0} ns on 4 KiB pages"),
         h.dram_huge_ns()
             .map_or_else(|| "–".to_string(), |d| format!("{d:.0} ns on huge pages"))
