@@ -55,6 +55,21 @@ pub fn exact_key_v6(addr: &[u8; 16]) -> u32 {
     (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - EXACT_KEY_BITS)) as u32
 }
 
+/// Every summary map's name.
+pub const ALL_SUMMARIES: [&str; 8] = [
+    ALLOW_SUM_V4,
+    ALLOW_SUM_V6,
+    ALLOW_SUM_V6_LOW,
+    BLOCK_NET_SUM_V4,
+    BLOCK_NET_SUM_V6,
+    BLOCK_NET_SUM_V6_LOW,
+    BLOCK_SUM_V4,
+    BLOCK_SUM_V6,
+];
+
+// The array holds exactly one count per key.
+const _: () = assert!(EXACT_SUMMARY_SLOTS * SUMMARY_SLOT_KEYS == 1 << EXACT_KEY_BITS);
+
 /// Map names: one summary per LPM trie of the verdict, two for the IPv6 tries (`_low`: keyed
 /// by [`key_v6_low`]).
 pub const ALLOW_SUM_V4: &str = "allow_sum_v4";
@@ -187,6 +202,19 @@ mod tests {
         let host_mask = if len >= 128 { 0 } else { u128::MAX >> len };
         let rnd = (u128::from(r.next()) << 64) | u128::from(r.next());
         ((u128::from_be_bytes(net) & !host_mask) | (rnd & host_mask)).to_be_bytes()
+    }
+
+    /// The keys as pinned summaries hold them: a change here (bits, multipliers, folding) makes
+    /// two builds count different keys on the same pins, so it needs a new map layout
+    /// (crates/groundzero/src/bpf/layout.rs) along with new values here.
+    #[test]
+    fn exact_keys_are_those_of_map_layout_4() {
+        assert_eq!(EXACT_KEY_BITS, 22);
+        assert_eq!(exact_key_v4(&[198, 18, 0, 10]), 2_664_240);
+        assert_eq!(
+            exact_key_v6(&0x2001_0002_0000_0000_0000_0000_0000_0010u128.to_be_bytes()),
+            250_990
+        );
     }
 
     /// Exact keys stay in range and spread a run of neighbouring addresses (what lists hold)

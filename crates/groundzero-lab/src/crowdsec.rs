@@ -407,19 +407,26 @@ impl Lapi {
     /// write, and sqlite fails that write at once with `database is locked` when another
     /// connection committed in between (a bouncer's pull records its `last_pull`; seen here
     /// once in a CI run, a 10,000 import during 1 s pulls). Later crowdsec versions retry that
-    /// step; here the import is retried with only the values a bouncer is not yet served, so a
-    /// retry never adds a decision twice.
+    /// step; here the import is retried with only the values a bouncer is not yet served: a
+    /// value the LAPI serves already is not imported again (callers import new values).
     pub fn import_decisions(&self, decisions: &[NewDecision]) -> Result<(), CrowdsecError> {
         const TRIES: usize = 4;
         let mut todo: Vec<&NewDecision> = decisions.iter().collect();
         for attempt in 1..=TRIES {
             match self.import_once(&todo) {
-                Err(CrowdsecError::Cscli { stderr, .. })
-                    if attempt < TRIES && stderr.contains("database is locked") =>
-                {
+                Err(CrowdsecError::Cscli {
+                    args,
+                    status,
+                    stderr,
+                }) if attempt < TRIES && stderr.contains("database is locked") => {
                     log::warn!("cscli decisions import: database is locked (try {attempt}); retrying what is not served");
                     std::thread::sleep(Duration::from_secs(1));
-                    let served = self.served_values()?;
+                    // Failing to tell what is served, the import's own error says more.
+                    let served = self.served_values().map_err(|e| CrowdsecError::Cscli {
+                        args,
+                        status,
+                        stderr: format!("{stderr}\n(then, checking what is served: {e})"),
+                    })?;
                     todo.retain(|d| !served.contains(&d.value));
                     if todo.is_empty() {
                         return Ok(());
@@ -452,15 +459,17 @@ impl Lapi {
     }
 
     /// The values of every live decision, as a bouncer's startup pull serves them (under a
-    /// bouncer key of the lab's own, so no other consumer's pull position moves).
+    /// bouncer key of the lab's own, so no other consumer's pull position moves). Used to retry
+    /// an import whose values are new: a value served already is not imported again.
     pub fn served_values(&self) -> Result<std::collections::HashSet<String>, CrowdsecError> {
         const BOUNCER: &str = "groundzero-lab-check";
-        let key = format!("gzlabcheck{}", std::process::id());
+        // One fixed key: any process driving this LAPI can read with it.
+        let key = "groundzerolabcheck0000000000000000";
         if !self
             .cscli(&["bouncers", "list", "-o", "raw"])?
             .contains(BOUNCER)
         {
-            self.add_bouncer(BOUNCER, &key)?;
+            self.add_bouncer(BOUNCER, key)?;
         }
         let what = "GET /v1/decisions/stream?startup=true";
         let broken = |why: String| CrowdsecError::Output {

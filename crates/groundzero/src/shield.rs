@@ -75,7 +75,8 @@ impl Shield {
         Self::from_loaded(options, loaded)
     }
 
-    /// Loads another build of the XDP program (an ELF object whose maps are this version's),
+    /// Loads another build of the XDP program (an ELF object whose maps are this version's, or
+    /// an older layout's: without exact summaries, or with fewer maps),
     /// unpinned: for benchmarks that compare builds side by side.
     #[doc(hidden)]
     pub fn load_object(options: ShieldOptions, object: &[u8]) -> Result<Self, Error> {
@@ -103,8 +104,13 @@ impl Shield {
         if owner {
             capture::clear_stale(&mut config)?;
         }
+        let lists = Lists::take(&mut object, capacity, loaded.summaries_fresh)?;
+        if let Some(maps_dir) = &loaded.maps_dir {
+            // Only now: a crash before this leaves the pins unmarked, and the next load counts.
+            crate::bpf::object::mark_summaries_counted(maps_dir)?;
+        }
         Ok(Shield {
-            lists: Lists::take(&mut object, capacity, loaded.summaries_fresh)?,
+            lists,
             config,
             counters: CounterMaps::take(&mut object)?,
             rate: RateMaps::take(&mut object)?,
@@ -221,8 +227,9 @@ impl Shield {
         self.lists.failed_inserts()
     }
 
-    /// The prefix summaries' counts of `list` at `addr`'s keys (one for IPv4, two for IPv6):
-    /// the XDP program walks the trie only when none is 0. For tests and diagnostics.
+    /// The summaries' counts of `list` at `addr`'s keys (one for an IPv4 prefix, two for an
+    /// IPv6 one, one for an exact address): the XDP program looks in the map only when none is
+    /// 0. For tests and diagnostics.
     pub fn summary_counts(&self, list: ListKind, addr: std::net::IpAddr) -> Vec<u8> {
         self.lists.summary_counts(list, addr)
     }

@@ -19,10 +19,11 @@ use super::{
 };
 use crate::error::{errno, not_found, EntryOp, Error};
 
-/// The list maps, their prefix summaries and their capacities.
+/// The list maps, their summaries and their capacities.
 pub(crate) struct Lists {
     maps: ListMaps,
-    /// The prefix summaries in front of the tries, counted on every trie insert and removal.
+    /// The summaries in front of the tries and the exact hashes, counted on every insert and
+    /// removal.
     summaries: Summaries,
     /// Per map, by [`ListKind::index`].
     capacity: [u32; 3],
@@ -64,7 +65,7 @@ impl Lists {
         Ok(ListReader::new(self.maps.try_clone()?))
     }
 
-    /// The prefix summaries' counts of `list` at `addr`'s keys.
+    /// The summaries' counts of `list` at `addr`'s keys.
     pub(crate) fn summary_counts(&self, list: ListKind, addr: std::net::IpAddr) -> Vec<u8> {
         self.summaries.counts_at(list, addr)
     }
@@ -279,13 +280,15 @@ impl Lists {
         for chunk in nets.chunks(1 << 16) {
             let keys: Vec<[u8; N]> = chunk.iter().map(|(_, k)| *k).collect();
             let fd = self.maps.borrow_fd(ListKind::BlockExact, family);
-            let (done, result) = batch::delete(fd, &keys);
-            // The kernel deletes key by key and reports how many it deleted before it stopped
-            // (generic_map_delete_batch): those are uncounted, after their removal.
-            let done = if result.is_ok() {
-                chunk.len()
-            } else {
-                done.min(chunk.len())
+            let (reported, result) = batch::delete(fd, &keys);
+            // The kernel deletes key by key and, when a key stops it, reports how many it
+            // deleted before (generic_map_delete_batch): those are uncounted, after their
+            // removal. An error before the loop (a read-only fd, a bad attribute) leaves the
+            // count we passed in: nothing is trusted then, and the chunk goes one by one.
+            let done = match result {
+                Ok(()) => chunk.len(),
+                Err(_) if reported < chunk.len() => reported,
+                Err(_) => 0,
             };
             for (net, _) in &chunk[..done] {
                 self.summaries.sub(ListKind::BlockExact, net);

@@ -6,8 +6,8 @@
 //!
 //! 1. **Build**: the new object is loaded with its maps pinned under `<pin_dir>/next/maps`
 //!    (fresh), every list entry is copied from `<pin_dir>/maps` with its value (hit count, last
-//!    hit) converted by the version steps below, the prefix summaries are counted from the copied
-//!    tries, and the counters and the config are copied (so Prometheus counters do not go
+//!    hit) converted by the version steps below, the summaries are counted from the copied
+//!    lists (and marked counted), and the counters and the config are copied (so Prometheus counters do not go
 //!    backwards and monitor mode stays on). Then `<pin_dir>/next/layout` is stamped: the new set
 //!    is complete. A crash before this stamp: `recover` removes `next/` and the old set, still
 //!    in the links, is migrated again from scratch.
@@ -133,6 +133,7 @@ pub(crate) fn migrate(dir: &Path, from: u32, options: &ShieldOptions) -> Result<
     // told the summaries are fresh, which they are.
     let capacity = ListKind::ALL.map(|list| staged_options.capacity(list));
     drop(Lists::take(&mut staged, capacity, true)?);
+    super::object::mark_summaries_counted(&next_maps)?;
     // Not worth failing an upgrade for: the daemon writes its config again at start, and
     // counters that restart from zero are a reset Prometheus knows how to read.
     if let Err(e) = copy_counters(&old_maps, &next_maps) {

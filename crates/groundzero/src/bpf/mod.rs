@@ -7,7 +7,7 @@
 //! - `list_maps`: the six list maps, with the family × kind × shape dispatch written once;
 //! - `lists`: list edits (one by one, or all-or-nothing in batches) with the summaries counted;
 //! - [`list_reader`]: read-only list handles of their own;
-//! - `summary`: the prefix summaries, mapped into this process;
+//! - `summary`: the prefix and exact summaries, mapped into this process;
 //! - `config`: the config map (monitor mode, rate-limit settings, sampling);
 //! - [`ratelimit`]: exempt prefixes, buckets and the over-limit reports;
 //! - `counters`: the per-reason counter maps;

@@ -5,7 +5,7 @@
 //! object once the XDP program is loaded; what stays here are the programs and the ring
 //! buffers, which a reader takes when it wants them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use aya::{
     maps::{Map, MapData},
@@ -82,12 +82,39 @@ pub(crate) struct Object {
     bpf: Ebpf,
 }
 
+/// The mark, in a maps directory, that its summaries were counted from its lists: a symbolic
+/// link (bpffs takes links, not files), written after counting; without it the next load counts
+/// again.
+const SUMMARIES_COUNTED: &str = "summaries-counted";
+
+/// Whether `maps_dir` has the mark of counted summaries.
+fn summaries_counted(maps_dir: &Path) -> bool {
+    // The link's target is not a file: look at the link itself.
+    std::fs::symlink_metadata(maps_dir.join(SUMMARIES_COUNTED)).is_ok()
+}
+
+/// Marks `maps_dir`'s summaries as counted (once every list entry is in them).
+pub(crate) fn mark_summaries_counted(maps_dir: &Path) -> Result<(), Error> {
+    let path = maps_dir.join(SUMMARIES_COUNTED);
+    match std::os::unix::fs::symlink("1", &path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::Pin {
+            path,
+            message: format!("marking the summaries counted: {e}"),
+        }),
+    }
+}
+
 /// What [`Object::load`] found about pins.
 pub(crate) struct Loaded {
     pub(crate) object: Object,
-    /// True when the prefix summaries were made empty next to tries that may hold entries
-    /// (pins from a version without summaries): they must be counted before the program runs.
+    /// True when the summaries were made empty next to lists that may hold entries (pins from
+    /// a version without them, or never marked counted): they must be counted before the
+    /// program runs.
     pub(crate) summaries_fresh: bool,
+    /// The pinned maps' directory, where the mark goes once they are counted.
+    pub(crate) maps_dir: Option<PathBuf>,
 }
 
 impl Object {
@@ -134,15 +161,15 @@ impl Object {
         let mut loader = EbpfLoader::new();
         let mut summaries_fresh = true;
         if let Some(maps_dir) = maps_dir {
-            // Fresh when any summary is new next to pinned lists: counting every entry again
-            // only over-counts the summaries that were there (a "maybe" too many, never a "no"
-            // for a listed address). The exact summaries came after the prefix ones.
-            summaries_fresh = [
-                groundzero_common::summary::ALLOW_SUM_V4,
-                groundzero_common::summary::BLOCK_SUM_V4,
-            ]
-            .iter()
-            .any(|name| !maps_dir.join(name).exists());
+            // Fresh when any summary is new next to pinned lists, or when the summaries were
+            // never all counted there (pins of a version without some of them, or a crash
+            // between pinning new summaries and counting them): counting every entry again only
+            // over-counts the summaries that were there (a "maybe" too many, never a "no" for a
+            // listed address).
+            summaries_fresh = !summaries_counted(maps_dir)
+                || groundzero_common::summary::ALL_SUMMARIES
+                    .iter()
+                    .any(|name| !maps_dir.join(name).exists());
             super::pins::ensure_dir(maps_dir)?;
             for name in names::ALL_MAPS {
                 loader.map_pin_path(name, maps_dir.join(name));
@@ -162,6 +189,7 @@ impl Object {
         Ok(Loaded {
             object,
             summaries_fresh,
+            maps_dir: maps_dir.map(Path::to_path_buf),
         })
     }
 

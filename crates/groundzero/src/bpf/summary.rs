@@ -121,7 +121,8 @@ pub(crate) struct Summaries {
 }
 
 impl Summaries {
-    /// Maps the four summary arrays of `object` into this process.
+    /// Maps the summary arrays of `object` into this process (the exact ones only if the
+    /// object has them).
     pub(crate) fn map(object: &Object) -> Result<Self, Error> {
         let sized = |name: &'static str, bits: u32| -> Result<Counts, Error> {
             match object.map(name)? {

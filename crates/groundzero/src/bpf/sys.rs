@@ -116,7 +116,8 @@ pub struct TestRunAttr {
 
 /// BPF_MAP_UPDATE_BATCH of `count` elements laid out back to back in `keys` and `values`.
 /// Returns how many the kernel processed and, if it stopped early, why: the element at that
-/// index is the one that failed.
+/// index is the one that failed. An error before the kernel's loop (a bad fd or attribute)
+/// leaves `count` as passed in: callers trust the count only when it is below it.
 pub fn map_update_batch(
     map: BorrowedFd<'_>,
     keys: &[u8],
