@@ -94,13 +94,22 @@ pub struct Config {
     pub multicore_packets: u64,
     pub multicore_repeats: usize,
     pub multicore_rounds: usize,
-    /// Part 6: an older groundzero object to measure next to this build.
+    /// Parts 6 and 7: an older groundzero object to measure next to this build.
     pub baseline_object: Option<PathBuf>,
     /// Which parts to run (1-8); all but 5 in a smoke run, all by default.
     pub parts: Vec<u8>,
 }
 
 impl Config {
+    /// The bytes of `--baseline-object`, if given.
+    pub fn baseline_bytes(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        use anyhow::Context as _;
+        self.baseline_object
+            .as_ref()
+            .map(|path| std::fs::read(path).with_context(|| format!("reading {}", path.display())))
+            .transpose()
+    }
+
     fn full() -> Self {
         Self {
             smoke: false,

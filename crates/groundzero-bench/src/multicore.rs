@@ -211,12 +211,7 @@ fn xdp_filter_with(blocked: &[Ipv4Addr]) -> Result<XdpFilter> {
 fn test_runs(config: &Config, blocked: &[Ipv4Addr]) -> Result<Vec<TestRunPoint>> {
     let floor = Floor::load()?;
     let shield = groundzero_with(blocked, None)?;
-    let baseline_bytes = match &config.baseline_object {
-        Some(path) => {
-            Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
-        }
-        None => None,
-    };
+    let baseline_bytes = config.baseline_bytes()?;
     let baseline = baseline_bytes
         .as_deref()
         .map(|b| groundzero_with(blocked, Some(b)))

@@ -202,12 +202,7 @@ pub fn run(config: &Config) -> Result<Pieces> {
     let mut pieces = Reference::load("pieces", &names)?;
     let mut xdp_filter = XdpFilter::load(None)?;
     let shield = shield_with_lists(None)?;
-    let baseline_bytes = match &config.baseline_object {
-        Some(path) => {
-            Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
-        }
-        None => None,
-    };
+    let baseline_bytes = config.baseline_bytes()?;
     let baseline = baseline_bytes
         .as_deref()
         .map(|b| shield_with_lists(Some(b)))
