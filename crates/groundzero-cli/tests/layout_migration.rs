@@ -332,9 +332,14 @@ fn layout_1_pins_are_migrated_under_a_blocked_flood_without_a_leak() {
             assert!(hits >= 2, "{net}: {hits} hits from the traffic sent");
         }
     }
-    // The prefix summaries were counted for the copied tries (else the program would skip them).
+    // The summaries were counted for the copied lists (else the program would skip them): the
+    // prefix ones for the tries, the exact ones (new in layout 4) for the hashes.
     assert!(kernel
         .summary_counts(ListKind::BlockCidr, FLOOD[0].parse().unwrap())
+        .iter()
+        .all(|&c| c > 0));
+    assert!(kernel
+        .summary_counts(ListKind::BlockExact, BAD[1].parse().unwrap())
         .iter()
         .all(|&c| c > 0));
     // The TTLs and reasons the daemon keeps, and the counters, did not go backwards.

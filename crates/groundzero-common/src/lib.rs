@@ -8,7 +8,8 @@
 //!   host model run the same parsing code;
 //! - [`verdict`]: the decision rules as a pure function over parsed fields and list lookups;
 //! - [`ratelimit`]: the per-source token bucket behind rate-based auto-bans;
-//! - [`summary`]: the prefix summaries that let the verdict skip trie walks that cannot match;
+//! - [`summary`]: the prefix and exact summaries that let the verdict skip trie walks and hash
+//!   lookups that cannot match;
 //! - [`journey`]: what the tracing programs report about sampled packets;
 //! - [`capture`]: the capture filter, its rate bucket and the captured packets' metadata.
 #![no_std]
