@@ -25,7 +25,7 @@ const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
 const HELPER_GET_PRANDOM_U32: i32 = 7;
 
 /// One `struct bpf_insn`.
-fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
+pub(crate) fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
     let off = off.to_le_bytes();
     let imm = imm.to_le_bytes();
     u64::from_le_bytes([
@@ -58,7 +58,7 @@ const CALL: u8 = 0x85;
 const EXIT: u8 = 0x95;
 const LD_IMM64: u8 = 0x18;
 
-fn load_xdp(insns: &[u64], what: &str) -> Result<OwnedFd> {
+pub(crate) fn load_xdp(insns: &[u64], what: &str) -> Result<OwnedFd> {
     let license = c"GPL";
     let mut log = vec![0u8; 64 * 1024];
     let mut attr = ProgLoadAttr {
@@ -66,6 +66,8 @@ fn load_xdp(insns: &[u64], what: &str) -> Result<OwnedFd> {
         insn_cnt: insns.len() as u32,
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,
+        // As aya loads groundzero's: the source walk (part 2) tail-calls into either.
+        expected_attach_type: sys::BPF_XDP,
         log_level: 1,
         log_size: log.len() as u32,
         log_buf: log.as_mut_ptr() as u64,
@@ -168,6 +170,10 @@ impl BareLookup {
 
     pub fn test_run(&self, packet: &[u8], repeat: u32) -> Result<(u32, std::time::Duration)> {
         crate::progs::test_run_fd(self.prog.as_raw_fd(), packet, repeat)
+    }
+
+    pub fn prog_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.prog.as_fd()
     }
 }
 

@@ -17,6 +17,7 @@ mod report_memory;
 mod report_multicore;
 mod report_pieces;
 mod scale;
+mod source_walk;
 mod stats;
 mod sys;
 
@@ -77,6 +78,10 @@ pub struct Config {
     pub exact_levels: Vec<usize>,
     pub cidr_levels: Vec<usize>,
     pub cold_samples: usize,
+    /// Part 2's flood from many sources in one test run (crate::source_walk): sources per walk
+    /// (at most this many, and at most the list's entries), and rounds.
+    pub walk_sources: usize,
+    pub walk_rounds: usize,
     pub scrape_rounds: usize,
     pub load_entries: usize,
     pub load_repeats: usize,
@@ -121,6 +126,8 @@ impl Config {
             exact_levels: vec![1, 1_000, 100_000, 1_000_000],
             cidr_levels: vec![0, 1_000, 100_000],
             cold_samples: 4096,
+            walk_sources: 1 << 19,
+            walk_rounds: 5,
             scrape_rounds: 3,
             load_entries: 1_000_000,
             load_repeats: 5,
@@ -149,6 +156,8 @@ impl Config {
             exact_levels: vec![1, 1_000],
             cidr_levels: vec![0, 100],
             cold_samples: 64,
+            walk_sources: 1 << 10,
+            walk_rounds: 2,
             scrape_rounds: 1,
             load_entries: 10_000,
             load_repeats: 1,

@@ -3,7 +3,7 @@
 //! xdp-tools. Both run under the same `BPF_PROG_TEST_RUN` command as groundzero.
 
 use std::{
-    os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -51,6 +51,8 @@ impl RawXdp {
             insn_cnt: insns.len() as u32,
             insns: insns.as_ptr() as u64,
             license: license.as_ptr() as u64,
+            // As aya loads groundzero's: the source walk (part 2) tail-calls into either.
+            expected_attach_type: sys::BPF_XDP,
             ..Default::default()
         };
         // SAFETY: `attr` is a valid BPF_PROG_LOAD attribute whose pointers outlive the call;
@@ -63,6 +65,10 @@ impl RawXdp {
     /// A program loaded elsewhere (part 7's hand-assembled generator).
     pub fn from_fd(fd: OwnedFd) -> Self {
         Self { fd }
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
     pub fn test_run(&self, packet: &[u8], repeat: u32) -> Result<(u32, Duration)> {

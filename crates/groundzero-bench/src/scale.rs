@@ -9,6 +9,7 @@
 use std::{
     collections::{BTreeMap, HashSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::AsFd,
     time::Instant,
 };
 
@@ -21,6 +22,7 @@ use crate::{
     handmade::BareLookup,
     per_packet::{frame, order, Family, Verdict, XDP_PASS},
     progs::Floor,
+    source_walk::{self, SourceWalk},
     stats::{median, quantile, Summary},
     sys, Config,
 };
@@ -218,6 +220,23 @@ pub struct Cold {
     pub bare_above: Option<f64>,
     /// The same with the bare lookup's map not preallocated (`BPF_F_NO_PREALLOC`).
     pub bare_unpreallocated_above: Option<f64>,
+    /// Distinct sources back to back in one test run (pass and exact drop, no prefixes).
+    pub walk: Option<Walk>,
+}
+
+/// A flood from many sources inside one `BPF_PROG_TEST_RUN` ([`crate::source_walk`]): each
+/// packet has the next source of a random walk through the list (exact drops) or through
+/// addresses on no list (passes), and the program's own state stays as warm as under NAPI.
+/// ns per packet above the walk into the floor program, median over rounds.
+#[derive(Clone, Copy, Debug)]
+pub struct Walk {
+    /// Distinct sources in the walk (each packet of a run has the next one).
+    pub sources: usize,
+    pub packets_per_run: u32,
+    pub rounds: usize,
+    pub groundzero: Summary,
+    pub bare: Summary,
+    pub bare_unpreallocated: Summary,
 }
 
 #[derive(Clone, Debug)]
@@ -433,7 +452,24 @@ pub fn run(config: &Config) -> Result<Scale> {
                     ns[i][program].push(d.as_nanos() as f64);
                 }
             }
-            for (case, [f, g, r]) in cases.iter().zip(&ns) {
+            let walks = if m == 0 {
+                walk(
+                    config,
+                    &cases
+                        .iter()
+                        .map(|c| (c.family, c.verdict))
+                        .collect::<Vec<_>>(),
+                    &lists,
+                    n,
+                    &mut rng,
+                    &floor,
+                    &shield,
+                    [&bare, &bare_unpreallocated],
+                )?
+            } else {
+                vec![None; cases.len()]
+            };
+            for ((case, [f, g, r]), walk) in cases.iter().zip(&ns).zip(walks) {
                 let (mut cf, mut cg, mut cb, mut cu) =
                     (Vec::new(), Vec::new(), Vec::new(), Vec::new());
                 let family = usize::from(case.family == Family::V6);
@@ -495,6 +531,7 @@ pub fn run(config: &Config) -> Result<Scale> {
                         bare_above: (!cb.is_empty()).then(|| median(&cb) - median(&cf)),
                         bare_unpreallocated_above: (!cu.is_empty())
                             .then(|| median(&cu) - median(&cf)),
+                        walk,
                     },
                 });
             }
@@ -532,6 +569,117 @@ pub fn run(config: &Config) -> Result<Scale> {
     settle(config, 4);
 
     out.loads = load_times(config, &lists)?;
+    Ok(out)
+}
+
+/// The flood from many sources of every (family, verdict) in `cases` that is a pass or an exact
+/// drop, at `n` exact entries: a walk through `config.walk_sources` sources (at most `n` for
+/// drops), one source per packet, into the floor, groundzero and both bare lookups, in rotated
+/// order, `config.walk_rounds` rounds.
+#[allow(clippy::too_many_arguments)]
+fn walk(
+    config: &Config,
+    cases: &[(Family, Verdict)],
+    lists: &[Lists; 2],
+    n: usize,
+    rng: &mut Rng,
+    floor: &Floor,
+    shield: &Shield,
+    bare: [&[BareLookup; 2]; 2],
+) -> Result<Vec<Option<Walk>>> {
+    let shield_fd = source_walk::program_fd_by_id(shield.program_id()?)?;
+    let mut out = Vec::new();
+    for &(family, verdict) in cases {
+        if !matches!(verdict, Verdict::Pass | Verdict::ExactDrop) {
+            out.push(None);
+            continue;
+        }
+        let l = &lists[usize::from(family == Family::V6)];
+        // A power of two (the walker wraps with a mask): the largest that fits the list for
+        // drops, each entry once, in random order.
+        let cap = config.walk_sources.min(if verdict == Verdict::ExactDrop {
+            n
+        } else {
+            usize::MAX
+        });
+        let count = 1usize << cap.ilog2();
+        let addrs: Vec<IpAddr> = match verdict {
+            Verdict::ExactDrop => {
+                let mut picked: Vec<usize> = (0..n).collect();
+                // Fisher-Yates, the first `count` only.
+                for i in 0..count {
+                    let j = i + rng.below((n - i) as u64) as usize;
+                    picked.swap(i, j);
+                }
+                picked[..count].iter().map(|&i| l.exact[i].addr()).collect()
+            }
+            _ => (0..count).map(|_| l.pass_source(rng)).collect(),
+        };
+        let octets: Vec<Vec<u8>> = addrs
+            .iter()
+            .map(|a| match a {
+                IpAddr::V4(a) => a.octets().to_vec(),
+                IpAddr::V6(a) => a.octets().to_vec(),
+            })
+            .collect();
+        let walker = SourceWalk::load(family, &octets)?;
+        let packet = frame(addrs[0]);
+        // At least one walk through every source per run, and enough packets that the
+        // syscall's own cost is spread thin.
+        let repeat = count.max(1 << 16) as u32;
+        let fam = usize::from(family == Family::V6);
+        let targets = [
+            floor.fd(),
+            shield_fd.as_fd(),
+            bare[0][fam].prog_fd(),
+            bare[1][fam].prog_fd(),
+        ];
+        for (i, target) in targets.iter().enumerate() {
+            walker.aim(*target)?;
+            let (rc, _) = walker.run(&packet, count as u32)?;
+            let expected = if i == 0 || verdict == Verdict::Pass {
+                XDP_PASS
+            } else {
+                1
+            };
+            ensure!(
+                rc == expected,
+                "the walk into program {i} gave {rc} for {family:?} {verdict:?}, not {expected}"
+            );
+        }
+        let mut ns = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+        for round in 0..config.walk_rounds {
+            for i in order(targets.len(), round) {
+                walker.aim(targets[i])?;
+                let (_, d) = walker.run(&packet, repeat)?;
+                ns[i].push(d.as_nanos() as f64);
+            }
+        }
+        let above = |i: usize| {
+            Summary::of(
+                &ns[i]
+                    .iter()
+                    .zip(&ns[0])
+                    .map(|(t, f)| t - f)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        crate::progress(&format!(
+            "walk: {n} entries, {family:?} {verdict:?}, {count} sources: groundzero {:.0} ns, \
+             bare {:.0} ns, bare not preallocated {:.0} ns above the floor",
+            above(1).median,
+            above(2).median,
+            above(3).median
+        ));
+        out.push(Some(Walk {
+            sources: count,
+            packets_per_run: repeat,
+            rounds: config.walk_rounds,
+            groundzero: above(1),
+            bare: above(2),
+            bare_unpreallocated: above(3),
+        }));
+    }
     Ok(out)
 }
 

@@ -23,7 +23,7 @@ pub const INTERFACE_COUNTERS: &str = "iface_counters";
 pub const CONFIG: &str = "config";
 
 /// Every map, for pinning.
-pub const ALL_MAPS: [&str; 17] = [
+pub const ALL_MAPS: [&str; 19] = [
     ALLOW_V4,
     ALLOW_V6,
     BLOCK_V4,
@@ -38,6 +38,8 @@ pub const ALL_MAPS: [&str; 17] = [
     crate::summary::BLOCK_NET_SUM_V6_LOW,
     crate::summary::BLOCK_SUM_V4,
     crate::summary::BLOCK_SUM_V6,
+    crate::summary::BLOCK_BITS_V4,
+    crate::summary::BLOCK_BITS_V6,
     COUNTERS,
     INTERFACE_COUNTERS,
     CONFIG,

@@ -31,9 +31,25 @@ pub const SUMMARY_STICKY: u8 = u8::MAX;
 pub const EXACT_KEY_BITS: u32 = 22;
 /// Slots per exact summary map (4 MiB of counts).
 pub const EXACT_SUMMARY_SLOTS: u32 = (1 << EXACT_KEY_BITS) / SUMMARY_SLOT_KEYS;
-/// The exact summaries, in front of the exact hashes (`block_v4`, `block_v6`).
+/// The exact summaries' counts (`block_v4`'s and `block_v6`'s): user space's bookkeeping,
+/// which the XDP program does not read (map layout 5; it read them in layout 4).
 pub const BLOCK_SUM_V4: &str = "block_sum_v4";
 pub const BLOCK_SUM_V6: &str = "block_sum_v6";
+/// What the XDP program reads in front of the exact hashes: one bit per exact summary key, set
+/// while the key's count is not zero. 512 KiB per family instead of the counts' 4 MiB: under a
+/// flood from a million sources, the counts' random line was a cache miss and a TLB miss (its
+/// 1,024 pages of 4 KiB) per packet; the bits' 128 pages stay in the TLB and their lines in the
+/// CPU's caches (groundzero-bench part 2 measures both).
+pub const BLOCK_BITS_V4: &str = "block_bits_v4";
+pub const BLOCK_BITS_V6: &str = "block_bits_v6";
+/// 64-bit words per exact bitmap: one bit per exact summary key.
+pub const EXACT_BIT_WORDS: u32 = (1 << EXACT_KEY_BITS) / 64;
+
+/// The word and the bit of an exact summary key in its bitmap.
+#[inline(always)]
+pub fn exact_bit(key: u32) -> (u32, u64) {
+    (key >> 6, 1u64 << (key & 63))
+}
 
 /// The exact summary key of an IPv4 address (network byte order): a multiplicative hash
 /// (Fibonacci hashing: the top bits of the address times 2^32/φ), so that neighbouring
@@ -56,7 +72,7 @@ pub fn exact_key_v6(addr: &[u8; 16]) -> u32 {
 }
 
 /// Every summary map's name.
-pub const ALL_SUMMARIES: [&str; 8] = [
+pub const ALL_SUMMARIES: [&str; 10] = [
     ALLOW_SUM_V4,
     ALLOW_SUM_V6,
     ALLOW_SUM_V6_LOW,
@@ -65,6 +81,8 @@ pub const ALL_SUMMARIES: [&str; 8] = [
     BLOCK_NET_SUM_V6_LOW,
     BLOCK_SUM_V4,
     BLOCK_SUM_V6,
+    BLOCK_BITS_V4,
+    BLOCK_BITS_V6,
 ];
 
 // The array holds exactly one count per key.

@@ -17,8 +17,8 @@ use groundzero_common::{
         RATE_RING_BYTES,
     },
     summary::{
-        exact_key_v4, exact_key_v6, key_v4, key_v6, key_v6_low, SummarySlot, EXACT_SUMMARY_SLOTS,
-        SUMMARY_SLOTS, SUMMARY_SLOT_KEYS,
+        exact_bit, exact_key_v4, exact_key_v6, key_v4, key_v6, key_v6_low, SummarySlot,
+        EXACT_BIT_WORDS, EXACT_SUMMARY_SLOTS, SUMMARY_SLOTS, SUMMARY_SLOT_KEYS,
     },
     Lists,
 };
@@ -63,25 +63,42 @@ pub static ALLOW_SUM_V6_LOW: Array<SummarySlot> =
 pub static BLOCK_NET_SUM_V6_LOW: Array<SummarySlot> =
     Array::with_max_entries(SUMMARY_SLOTS, BPF_F_MMAPABLE);
 
-// The exact lists' summaries (groundzero_common::summary::exact_key_v4): a zero count skips the
-// hash lookup, the one helper call a passing packet would otherwise make.
+// The exact lists' summaries (groundzero_common::summary::exact_key_v4): user space counts the
+// entries per key in `block_sum_*` and keeps a bit per key in `block_bits_*`, set while the
+// count is not zero. The program reads the bits: a clear bit skips the hash lookup, the one
+// helper call a passing packet would otherwise make. The counts stay declared so that they
+// are pinned with the rest.
 #[map(name = "block_sum_v4")]
 pub static BLOCK_SUM_V4: Array<SummarySlot> =
     Array::with_max_entries(EXACT_SUMMARY_SLOTS, BPF_F_MMAPABLE);
 #[map(name = "block_sum_v6")]
 pub static BLOCK_SUM_V6: Array<SummarySlot> =
     Array::with_max_entries(EXACT_SUMMARY_SLOTS, BPF_F_MMAPABLE);
+#[map(name = "block_bits_v4")]
+pub static BLOCK_BITS_V4: Array<u64> = Array::with_max_entries(EXACT_BIT_WORDS, BPF_F_MMAPABLE);
+#[map(name = "block_bits_v6")]
+pub static BLOCK_BITS_V6: Array<u64> = Array::with_max_entries(EXACT_BIT_WORDS, BPF_F_MMAPABLE);
 
 /// Whether the IPv4 exact hash may hold `src`.
 #[inline(always)]
-pub fn may_hold_v4(summary: &Array<SummarySlot>, src: &[u8; 4]) -> bool {
-    may_match(summary, exact_key_v4(src))
+pub fn may_hold_v4(bits: &Array<u64>, src: &[u8; 4]) -> bool {
+    bit_set(bits, exact_key_v4(src))
 }
 
 /// Whether the IPv6 exact hash may hold `src`.
 #[inline(always)]
-pub fn may_hold_v6(summary: &Array<SummarySlot>, src: &[u8; 16]) -> bool {
-    may_match(summary, exact_key_v6(src))
+pub fn may_hold_v6(bits: &Array<u64>, src: &[u8; 16]) -> bool {
+    bit_set(bits, exact_key_v6(src))
+}
+
+/// False only when the exact summary's count at `key` is zero (its bit is clear).
+#[inline(always)]
+fn bit_set(bits: &Array<u64>, key: u32) -> bool {
+    let (word, bit) = exact_bit(key);
+    match bits.get(word) {
+        Some(w) => *w & bit != 0,
+        None => true,
+    }
 }
 
 /// Whether the IPv4 prefix trie behind `summary` may hold a match for `src`.
@@ -315,7 +332,7 @@ kernel_lists!(
     ALLOW_SUM_V4,
     BLOCK_V4,
     may_hold_v4,
-    BLOCK_SUM_V4,
+    BLOCK_BITS_V4,
     BLOCK_NET_V4,
     BLOCK_NET_SUM_V4,
     BLOCK_NET_SUM_V4,
@@ -334,7 +351,7 @@ kernel_lists!(
     ALLOW_SUM_V6_LOW,
     BLOCK_V6,
     may_hold_v6,
-    BLOCK_SUM_V6,
+    BLOCK_BITS_V6,
     BLOCK_NET_V6,
     BLOCK_NET_SUM_V6,
     BLOCK_NET_SUM_V6_LOW,

@@ -234,6 +234,13 @@ impl Shield {
         self.lists.summary_counts(list, addr)
     }
 
+    /// The exact summary's bit at `addr`'s key: what the XDP program reads before the exact
+    /// hash (set while the key's count is not zero; `None` for an object without the bitmaps).
+    /// For tests and diagnostics.
+    pub fn exact_summary_bit(&self, addr: std::net::IpAddr) -> Option<bool> {
+        self.lists.exact_summary_bit(addr)
+    }
+
     // --- counters and program stats ----------------------------------------------------------
 
     /// Per-reason packet and byte counters, summed over CPUs.
@@ -255,6 +262,12 @@ impl Shield {
             self.stats_fd = Some(fd);
         }
         Ok(())
+    }
+
+    /// The kernel's id of this shield's XDP program: what `bpftool prog show id N` and
+    /// `bpftool prog dump xlated id N` take.
+    pub fn program_id(&self) -> Result<u32, Error> {
+        self.object.xdp_id()
     }
 
     /// The kernel's run time and run count of the XDP program (zero unless run stats are on).

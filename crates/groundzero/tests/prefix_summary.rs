@@ -29,6 +29,11 @@ fn counts(shield: &Shield, list: ListKind, addr: &str) -> Vec<u8> {
     shield.summary_counts(list, addr.parse().unwrap())
 }
 
+/// The exact summary's bit at `addr`'s key: what the XDP program reads.
+fn bit(shield: &Shield, addr: &str) -> Option<bool> {
+    shield.exact_summary_bit(addr.parse().unwrap())
+}
+
 #[test]
 fn prefixes_are_counted_on_insert_and_uncounted_on_removal() {
     let mut shield = common::shield();
@@ -139,7 +144,7 @@ fn summaries_missing_from_older_pins_are_rebuilt_from_the_tries() {
     }
     // What a version without summaries leaves: the lists pinned, no summary pins.
     for name in groundzero_common::maps::ALL_MAPS {
-        if name.contains("_sum_") {
+        if name.contains("_sum_") || name.contains("_bits_") {
             std::fs::remove_file(dir.join("maps").join(name)).unwrap();
         }
     }
@@ -153,6 +158,8 @@ fn summaries_missing_from_older_pins_are_rebuilt_from_the_tries() {
         );
         assert_eq!(counts(&second, ListKind::BlockExact, "198.18.0.10"), [1]);
         assert_eq!(counts(&second, ListKind::BlockExact, "2001:2::10"), [1]);
+        assert_eq!(bit(&second, "198.18.0.10"), Some(true));
+        assert_eq!(bit(&second, "2001:2::10"), Some(true));
         assert_eq!(verdict(&second, "198.18.128.5"), Action::Drop);
         assert_eq!(verdict(&second, "198.18.128.7"), Action::Pass);
         assert_eq!(verdict(&second, "2001:2:0:8000::5"), Action::Drop);
@@ -167,6 +174,8 @@ fn summaries_missing_from_older_pins_are_rebuilt_from_the_tries() {
         for name in [
             groundzero_common::summary::BLOCK_SUM_V4,
             groundzero_common::summary::BLOCK_SUM_V6,
+            groundzero_common::summary::BLOCK_BITS_V4,
+            groundzero_common::summary::BLOCK_BITS_V6,
         ] {
             std::fs::remove_file(dir.join("maps").join(name)).unwrap();
         }
@@ -175,6 +184,8 @@ fn summaries_missing_from_older_pins_are_rebuilt_from_the_tries() {
         let checked = std::panic::catch_unwind(|| {
             assert_eq!(counts(&third, ListKind::BlockExact, "198.18.0.10"), [1]);
             assert_eq!(counts(&third, ListKind::BlockExact, "2001:2::10"), [1]);
+            assert_eq!(bit(&third, "198.18.0.10"), Some(true));
+            assert_eq!(bit(&third, "2001:2::10"), Some(true));
             assert_eq!(verdict(&third, "198.18.0.10"), Action::Drop);
             assert_eq!(verdict(&third, "2001:2::10"), Action::Drop);
             assert_eq!(verdict(&third, "198.18.128.5"), Action::Drop);
@@ -188,12 +199,32 @@ fn summaries_missing_from_older_pins_are_rebuilt_from_the_tries() {
         // counting them): counted again, over-counting what was there, and marked.
         checked.and_then(|()| {
             std::fs::remove_file(&marker).unwrap();
-            let fourth = Shield::load(options).unwrap();
-            std::panic::catch_unwind(|| {
+            let fourth = Shield::load(options.clone()).unwrap();
+            let checked = std::panic::catch_unwind(|| {
                 assert_eq!(counts(&fourth, ListKind::BlockExact, "198.18.0.10"), [2]);
                 assert_eq!(counts(&fourth, ListKind::BlockCidr, "198.18.128.5"), [3]);
                 assert_eq!(verdict(&fourth, "198.18.0.10"), Action::Drop);
                 assert!(std::fs::symlink_metadata(&marker).is_ok());
+            });
+            drop(fourth);
+            // Pins with the exact counts but not their bitmaps (map layout 4's maps, marked
+            // counted): the bits are set from a new count of the hashes, and the program,
+            // which reads only the bits, still drops the listed addresses.
+            checked.and_then(|()| {
+                for name in [
+                    groundzero_common::summary::BLOCK_BITS_V4,
+                    groundzero_common::summary::BLOCK_BITS_V6,
+                ] {
+                    std::fs::remove_file(dir.join("maps").join(name)).unwrap();
+                }
+                let fifth = Shield::load(options).unwrap();
+                std::panic::catch_unwind(|| {
+                    assert_eq!(bit(&fifth, "198.18.0.10"), Some(true));
+                    assert_eq!(bit(&fifth, "2001:2::10"), Some(true));
+                    assert_eq!(verdict(&fifth, "198.18.0.10"), Action::Drop);
+                    assert_eq!(verdict(&fifth, "2001:2::10"), Action::Drop);
+                    assert_eq!(bit(&fifth, "198.18.0.11"), Some(false));
+                })
             })
         })
     });
@@ -210,7 +241,16 @@ fn summaries_missing_from_older_pins_are_rebuilt_from_the_tries() {
 #[test]
 fn exact_entries_are_counted_one_by_one_and_in_batches() {
     let mut shield = common::shield();
-    let exact = |shield: &Shield, a: &str| counts(shield, ListKind::BlockExact, a);
+    // The count at `a`'s key, checked against the bit the XDP program reads.
+    let exact = |shield: &Shield, a: &str| {
+        let c = counts(shield, ListKind::BlockExact, a);
+        assert_eq!(
+            bit(shield, a),
+            Some(c[0] != 0),
+            "{a}: count {c:?}, bit disagrees"
+        );
+        c
+    };
     assert_eq!(exact(&shield, "198.18.0.10"), [0]);
     assert_eq!(verdict(&shield, "198.18.0.10"), Action::Pass);
 

@@ -14,10 +14,14 @@
 //!   `iface_counters`, and no longer writes the program-wide `counters` map (user space sums the
 //!   interface slots). A layout-2 build adopting these pins would read totals that never move,
 //!   so the version changes although no map's type did; the list values are unchanged.
-//! - Layout 4 ([`LAYOUT`]): exact summaries (`block_sum_v4`, `block_sum_v6`) in front of the
+//! - Layout 4: exact summaries (`block_sum_v4`, `block_sum_v6`) in front of the
 //!   exact hashes; the program skips the lookup where their count is zero. A layout-3 build
 //!   adopting these pins would add exact entries without counting them, and this build would
 //!   then skip them: hence a new version, although no existing map changed.
+//! - Layout 5 ([`LAYOUT`]): the program reads a bitmap per exact summary (`block_bits_v4`,
+//!   `block_bits_v6`: a bit per key, set while its count is not zero) instead of the counts,
+//!   which stay as user space's bookkeeping. A layout-4 build adopting these pins would count
+//!   new exact entries without setting their bits, and this build would then skip them.
 //!
 //! [`prepare`] runs before a pinned load: it finishes or discards an interrupted migration,
 //! refuses a layout newer than this build's, and migrates an older one (`migrate`).
@@ -28,7 +32,7 @@ use super::{migrate, object::ShieldOptions, pins};
 use crate::error::Error;
 
 /// The map layout this build makes and adopts.
-pub const LAYOUT: u32 = 4;
+pub const LAYOUT: u32 = 5;
 
 /// The layout of unstamped pins: everything before the stamp existed.
 pub const UNSTAMPED_LAYOUT: u32 = 1;

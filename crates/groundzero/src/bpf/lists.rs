@@ -70,6 +70,11 @@ impl Lists {
         self.summaries.counts_at(list, addr)
     }
 
+    /// The exact summary's bit at `addr`'s key, as the XDP program reads it.
+    pub(crate) fn exact_summary_bit(&self, addr: std::net::IpAddr) -> Option<bool> {
+        self.summaries.exact_bit_at(addr)
+    }
+
     /// Every entry of `list`, both families, sorted.
     pub(crate) fn list(&self, list: ListKind) -> Result<Vec<ListEntry>, Error> {
         let mut out = self.maps.list(list)?;

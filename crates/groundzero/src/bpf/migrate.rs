@@ -58,6 +58,8 @@ type EntryV2 = EntryStats;
 type EntryV3 = EntryStats;
 /// A list entry's value as layout 4 stores it.
 type EntryV4 = EntryStats;
+/// A list entry's value as layout 5 stores it.
+type EntryV5 = EntryStats;
 
 /// Layout 1 → 2: the list value did not change (hits, last hit).
 fn entry_1_to_2(value: EntryV1) -> EntryV2 {
@@ -76,16 +78,23 @@ fn entry_3_to_4(value: EntryV3) -> EntryV4 {
     value
 }
 
+/// Layout 4 → 5: the list value did not change; what is new are the exact summaries' bitmaps,
+/// set from the counts as the copied lists are counted.
+fn entry_4_to_5(value: EntryV4) -> EntryV5 {
+    value
+}
+
 /// A list value of layout `from` as this build stores it: the version steps from `from` on,
 /// chained (a layout-1 value takes every step, a layout-3 value the last one).
-fn convert_entry(from: u32, value: EntryV1) -> EntryV4 {
+fn convert_entry(from: u32, value: EntryV1) -> EntryV5 {
     debug_assert!(
         (1..LAYOUT).contains(&from),
         "layout {from} is not older than {LAYOUT}"
     );
     let value = if from < 2 { entry_1_to_2(value) } else { value };
     let value = if from < 3 { entry_2_to_3(value) } else { value };
-    entry_3_to_4(value)
+    let value = if from < 4 { entry_3_to_4(value) } else { value };
+    entry_4_to_5(value)
 }
 
 /// Migrates the pins under `dir` from layout `from` to [`LAYOUT`] (see the module docs for the

@@ -271,6 +271,16 @@ impl Object {
         self.program_mut(names::XDP_PROGRAM)
     }
 
+    /// The kernel's id of the loaded XDP program (as `bpftool prog show` lists it).
+    pub(crate) fn xdp_id(&self) -> Result<u32, Error> {
+        let program: &Xdp = self.program(names::XDP_PROGRAM)?;
+        let info = program.info().map_err(|source| Error::ProgramInfo {
+            program: names::XDP_PROGRAM,
+            source,
+        })?;
+        Ok(info.id())
+    }
+
     /// The kernel's run time and run count of the XDP program (zero unless run stats are on).
     pub(crate) fn xdp_stats(&self) -> Result<ProgramStats, Error> {
         let program: &Xdp = self.program(names::XDP_PROGRAM)?;

@@ -77,7 +77,7 @@ pub struct MapCreateAttr {
     pub map_flags: u32,
 }
 
-/// `union bpf_attr`'s BPF_PROG_LOAD member, up to `prog_flags`.
+/// `union bpf_attr`'s BPF_PROG_LOAD member, up to `expected_attach_type`.
 #[repr(C)]
 #[derive(Default)]
 pub struct ProgLoadAttr {
@@ -90,7 +90,15 @@ pub struct ProgLoadAttr {
     pub log_buf: u64,
     pub kern_version: u32,
     pub prog_flags: u32,
+    pub prog_name: [u8; 16],
+    pub prog_ifindex: u32,
+    /// `BPF_XDP` for an XDP program as aya loads it: a program array takes only programs of
+    /// the same attach type as the program that tail-calls through it.
+    pub expected_attach_type: u32,
 }
+
+/// `enum bpf_attach_type`'s BPF_XDP.
+pub const BPF_XDP: u32 = 37;
 
 /// `union bpf_attr`'s `test` member (BPF_PROG_TEST_RUN), up to `batch_size`.
 #[repr(C)]
