@@ -342,12 +342,18 @@ fn layout_1_pins_are_migrated_under_a_blocked_flood_without_a_leak() {
         .summary_counts(ListKind::BlockExact, BAD[1].parse().unwrap())
         .iter()
         .all(|&c| c > 0));
-    // And the exact summaries' bits, which the program reads (new in layout 5).
+    // And the summaries' bits, which the program reads (new in layout 5).
     assert_eq!(
-        kernel.exact_summary_bit(BAD[1].parse().unwrap()),
-        Some(true),
+        kernel.summary_bits(ListKind::BlockExact, BAD[1].parse().unwrap()),
+        Some(vec![true]),
         "{} is counted but its bit is clear",
         BAD[1]
+    );
+    assert_eq!(
+        kernel.summary_bits(ListKind::BlockCidr, FLOOD[0].parse().unwrap()),
+        Some(vec![true]),
+        "{}'s prefix is counted but its bit is clear",
+        FLOOD[0]
     );
     // The TTLs and reasons the daemon keeps, and the counters, did not go backwards.
     assert_eq!(holds(&new), holds_before);

@@ -23,7 +23,7 @@ pub const INTERFACE_COUNTERS: &str = "iface_counters";
 pub const CONFIG: &str = "config";
 
 /// Every map, for pinning.
-pub const ALL_MAPS: [&str; 19] = [
+pub const ALL_MAPS: [&str; 25] = [
     ALLOW_V4,
     ALLOW_V6,
     BLOCK_V4,
@@ -40,6 +40,12 @@ pub const ALL_MAPS: [&str; 19] = [
     crate::summary::BLOCK_SUM_V6,
     crate::summary::BLOCK_BITS_V4,
     crate::summary::BLOCK_BITS_V6,
+    crate::summary::ALLOW_BITS_V4,
+    crate::summary::ALLOW_BITS_V6,
+    crate::summary::ALLOW_BITS_V6_LOW,
+    crate::summary::BLOCK_NET_BITS_V4,
+    crate::summary::BLOCK_NET_BITS_V6,
+    crate::summary::BLOCK_NET_BITS_V6_LOW,
     COUNTERS,
     INTERFACE_COUNTERS,
     CONFIG,

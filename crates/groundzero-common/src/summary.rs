@@ -5,8 +5,11 @@
 //! packet that no exact entry decides. Most packets come from addresses that no prefix is near,
 //! so each trie gets a summary: an array of 2^[`SUMMARY_KEY_BITS`] one-byte counts, indexed by a
 //! key taken from the address's leading bits, counting the prefixes that cover some address with
-//! that key. A zero count proves the trie has no match; the XDP program then skips the walk. The
-//! array lookup is inlined by the verifier (a few instructions, no call).
+//! that key. A zero count proves the trie has no match; the XDP program then skips the walk.
+//! The program reads a bitmap beside the counts (map layout 5: bit k set while count k is not
+//! zero), an eighth of their size, so that a flood from many sources finds it in the caches;
+//! user space keeps the counts and the bits (groundzero's `bpf/summary.rs`). The array lookup is
+//! inlined by the verifier (a few instructions, no call).
 //!
 //! Keys: IPv4, the first 20 bits (a /20). IPv6 has two summaries per trie, and the walk is
 //! skipped when either says zero: one keyed by bits 0..20 XOR 20..40 (one key per /40; a /32
@@ -44,10 +47,12 @@ pub const BLOCK_BITS_V4: &str = "block_bits_v4";
 pub const BLOCK_BITS_V6: &str = "block_bits_v6";
 /// 64-bit words per exact bitmap: one bit per exact summary key.
 pub const EXACT_BIT_WORDS: u32 = (1 << EXACT_KEY_BITS) / 64;
+/// 64-bit words per prefix summary's bitmap (128 KiB): one bit per key.
+pub const SUMMARY_BIT_WORDS: u32 = (1 << SUMMARY_KEY_BITS) / 64;
 
-/// The word and the bit of an exact summary key in its bitmap.
+/// The word and the bit of a summary key in its bitmap.
 #[inline(always)]
-pub fn exact_bit(key: u32) -> (u32, u64) {
+pub fn key_bit(key: u32) -> (u32, u64) {
     (key >> 6, 1u64 << (key & 63))
 }
 
@@ -72,7 +77,7 @@ pub fn exact_key_v6(addr: &[u8; 16]) -> u32 {
 }
 
 /// Every summary map's name.
-pub const ALL_SUMMARIES: [&str; 10] = [
+pub const ALL_SUMMARIES: [&str; 16] = [
     ALLOW_SUM_V4,
     ALLOW_SUM_V6,
     ALLOW_SUM_V6_LOW,
@@ -81,12 +86,20 @@ pub const ALL_SUMMARIES: [&str; 10] = [
     BLOCK_NET_SUM_V6_LOW,
     BLOCK_SUM_V4,
     BLOCK_SUM_V6,
+    ALLOW_BITS_V4,
+    ALLOW_BITS_V6,
+    ALLOW_BITS_V6_LOW,
+    BLOCK_NET_BITS_V4,
+    BLOCK_NET_BITS_V6,
+    BLOCK_NET_BITS_V6_LOW,
     BLOCK_BITS_V4,
     BLOCK_BITS_V6,
 ];
 
-// The array holds exactly one count per key.
+// The array holds exactly one count per key, and each bitmap one bit per key.
 const _: () = assert!(EXACT_SUMMARY_SLOTS * SUMMARY_SLOT_KEYS == 1 << EXACT_KEY_BITS);
+const _: () = assert!(EXACT_BIT_WORDS * 64 == 1 << EXACT_KEY_BITS);
+const _: () = assert!(SUMMARY_BIT_WORDS * 64 == 1 << SUMMARY_KEY_BITS);
 
 /// Map names: one summary per LPM trie of the verdict, two for the IPv6 tries (`_low`: keyed
 /// by [`key_v6_low`]).
@@ -96,6 +109,15 @@ pub const ALLOW_SUM_V6_LOW: &str = "allow_sum_v6_low";
 pub const BLOCK_NET_SUM_V4: &str = "block_net_sum_v4";
 pub const BLOCK_NET_SUM_V6: &str = "block_net_sum_v6";
 pub const BLOCK_NET_SUM_V6_LOW: &str = "block_net_sum_v6_low";
+/// Each prefix summary's bitmap, which the XDP program reads (map layout 5): a bit per key,
+/// set while the key's count is not zero. 128 KiB (32 pages) instead of the counts' 1 MiB (256
+/// pages): under a flood from many sources it stays in the CPU's caches and TLB.
+pub const ALLOW_BITS_V4: &str = "allow_bits_v4";
+pub const ALLOW_BITS_V6: &str = "allow_bits_v6";
+pub const ALLOW_BITS_V6_LOW: &str = "allow_bits_v6_low";
+pub const BLOCK_NET_BITS_V4: &str = "block_net_bits_v4";
+pub const BLOCK_NET_BITS_V6: &str = "block_net_bits_v6";
+pub const BLOCK_NET_BITS_V6_LOW: &str = "block_net_bits_v6_low";
 
 /// One array slot: the counts of [`SUMMARY_SLOT_KEYS`] consecutive keys.
 #[repr(C)]

@@ -17,8 +17,8 @@ use groundzero_common::{
         RATE_RING_BYTES,
     },
     summary::{
-        exact_bit, exact_key_v4, exact_key_v6, key_v4, key_v6, key_v6_low, SummarySlot,
-        EXACT_BIT_WORDS, EXACT_SUMMARY_SLOTS, SUMMARY_SLOTS, SUMMARY_SLOT_KEYS,
+        exact_key_v4, exact_key_v6, key_bit, key_v4, key_v6, key_v6_low, SummarySlot,
+        EXACT_BIT_WORDS, EXACT_SUMMARY_SLOTS, SUMMARY_BIT_WORDS, SUMMARY_SLOTS,
     },
     Lists,
 };
@@ -63,6 +63,26 @@ pub static ALLOW_SUM_V6_LOW: Array<SummarySlot> =
 pub static BLOCK_NET_SUM_V6_LOW: Array<SummarySlot> =
     Array::with_max_entries(SUMMARY_SLOTS, BPF_F_MMAPABLE);
 
+// What the program reads of the prefix summaries: a bit per key, set by user space while the
+// key's count (above, user space's bookkeeping) is not zero. An eighth of the counts' size, so
+// a flood from many sources finds them in the caches.
+#[map(name = "allow_bits_v4")]
+pub static ALLOW_BITS_V4: Array<u64> = Array::with_max_entries(SUMMARY_BIT_WORDS, BPF_F_MMAPABLE);
+#[map(name = "allow_bits_v6")]
+pub static ALLOW_BITS_V6: Array<u64> = Array::with_max_entries(SUMMARY_BIT_WORDS, BPF_F_MMAPABLE);
+#[map(name = "allow_bits_v6_low")]
+pub static ALLOW_BITS_V6_LOW: Array<u64> =
+    Array::with_max_entries(SUMMARY_BIT_WORDS, BPF_F_MMAPABLE);
+#[map(name = "block_net_bits_v4")]
+pub static BLOCK_NET_BITS_V4: Array<u64> =
+    Array::with_max_entries(SUMMARY_BIT_WORDS, BPF_F_MMAPABLE);
+#[map(name = "block_net_bits_v6")]
+pub static BLOCK_NET_BITS_V6: Array<u64> =
+    Array::with_max_entries(SUMMARY_BIT_WORDS, BPF_F_MMAPABLE);
+#[map(name = "block_net_bits_v6_low")]
+pub static BLOCK_NET_BITS_V6_LOW: Array<u64> =
+    Array::with_max_entries(SUMMARY_BIT_WORDS, BPF_F_MMAPABLE);
+
 // The exact lists' summaries (groundzero_common::summary::exact_key_v4): user space counts the
 // entries per key in `block_sum_*` and keeps a bit per key in `block_bits_*`, set while the
 // count is not zero. The program reads the bits: a clear bit skips the hash lookup, the one
@@ -91,47 +111,31 @@ pub fn may_hold_v6(bits: &Array<u64>, src: &[u8; 16]) -> bool {
     bit_set(bits, exact_key_v6(src))
 }
 
-/// False only when the exact summary's count at `key` is zero (its bit is clear).
+/// False only when the summary's count at `key` is zero (its bit is clear): no entry behind
+/// it can match, and the lookup is skipped.
 #[inline(always)]
 fn bit_set(bits: &Array<u64>, key: u32) -> bool {
-    let (word, bit) = exact_bit(key);
+    let (word, bit) = key_bit(key);
     match bits.get(word) {
         Some(w) => *w & bit != 0,
         None => true,
     }
 }
 
-/// Whether the IPv4 prefix trie behind `summary` may hold a match for `src`.
+/// Whether the IPv4 prefix trie behind `summary` (its bitmap) may hold a match for `src`.
 #[inline(always)]
-pub fn may_match_v4(
-    summary: &Array<SummarySlot>,
-    _low: &Array<SummarySlot>,
-    src: &[u8; 4],
-) -> bool {
-    may_match(summary, key_v4(src))
+pub fn may_match_v4(summary: &Array<u64>, _low: &Array<u64>, src: &[u8; 4]) -> bool {
+    bit_set(summary, key_v4(src))
 }
 
-/// Whether the IPv6 prefix trie behind the two summaries may hold a match for `src`.
+/// Whether the IPv6 prefix trie behind the two summaries (their bitmaps) may hold a match for
+/// `src`.
 #[inline(always)]
-pub fn may_match_v6(
-    summary: &Array<SummarySlot>,
-    low: &Array<SummarySlot>,
-    src: &[u8; 16],
-) -> bool {
-    may_match(summary, key_v6(src)) && may_match(low, key_v6_low(src))
+pub fn may_match_v6(summary: &Array<u64>, low: &Array<u64>, src: &[u8; 16]) -> bool {
+    bit_set(summary, key_v6(src)) && bit_set(low, key_v6_low(src))
 }
 
 const BPF_F_MMAPABLE: u32 = aya_ebpf::bindings::BPF_F_MMAPABLE as u32;
-
-/// False only when no prefix in the summarised trie can match the key (see
-/// groundzero_common::summary): then the trie walk is skipped.
-#[inline(always)]
-fn may_match(summary: &Array<SummarySlot>, key: u32) -> bool {
-    match summary.get(key / SUMMARY_SLOT_KEYS) {
-        Some(slot) => slot.counts[(key % SUMMARY_SLOT_KEYS) as usize] != 0,
-        None => true,
-    }
-}
 
 // Names as in groundzero_common::ratelimit.
 #[map(name = "rate_v4")]
@@ -328,14 +332,14 @@ kernel_lists!(
     4,
     may_match_v4,
     ALLOW_V4,
-    ALLOW_SUM_V4,
-    ALLOW_SUM_V4,
+    ALLOW_BITS_V4,
+    ALLOW_BITS_V4,
     BLOCK_V4,
     may_hold_v4,
     BLOCK_BITS_V4,
     BLOCK_NET_V4,
-    BLOCK_NET_SUM_V4,
-    BLOCK_NET_SUM_V4,
+    BLOCK_NET_BITS_V4,
+    BLOCK_NET_BITS_V4,
     RATE_V4,
     RATE_EXEMPT_V4,
     Config::rate_prefix_v4_in,
@@ -347,14 +351,14 @@ kernel_lists!(
     6,
     may_match_v6,
     ALLOW_V6,
-    ALLOW_SUM_V6,
-    ALLOW_SUM_V6_LOW,
+    ALLOW_BITS_V6,
+    ALLOW_BITS_V6_LOW,
     BLOCK_V6,
     may_hold_v6,
     BLOCK_BITS_V6,
     BLOCK_NET_V6,
-    BLOCK_NET_SUM_V6,
-    BLOCK_NET_SUM_V6_LOW,
+    BLOCK_NET_BITS_V6,
+    BLOCK_NET_BITS_V6_LOW,
     RATE_V6,
     RATE_EXEMPT_V6,
     Config::rate_prefix_v6_in,

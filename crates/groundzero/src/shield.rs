@@ -234,11 +234,12 @@ impl Shield {
         self.lists.summary_counts(list, addr)
     }
 
-    /// The exact summary's bit at `addr`'s key: what the XDP program reads before the exact
-    /// hash (set while the key's count is not zero; `None` for an object without the bitmaps).
-    /// For tests and diagnostics.
-    pub fn exact_summary_bit(&self, addr: std::net::IpAddr) -> Option<bool> {
-        self.lists.exact_summary_bit(addr)
+    /// The summaries' bits of `list` at `addr`'s keys, one per count of
+    /// [`Shield::summary_counts`]: what the XDP program reads before the trie or the hash (a
+    /// bit is set while its count is not zero; `None` for an object without the bitmaps). For
+    /// tests and diagnostics.
+    pub fn summary_bits(&self, list: ListKind, addr: std::net::IpAddr) -> Option<Vec<bool>> {
+        self.lists.summary_bits(list, addr)
     }
 
     // --- counters and program stats ----------------------------------------------------------

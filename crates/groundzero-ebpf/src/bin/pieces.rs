@@ -90,8 +90,8 @@ macro_rules! per_family {
 per_family!(
     piece_allow_summary_v4,
     piece_allow_summary_v6,
-    |src| verdict(may_match_v4(&ALLOW_SUM_V4, &ALLOW_SUM_V4, &src)),
-    verdict(may_match_v6(&ALLOW_SUM_V6, &ALLOW_SUM_V6_LOW, &src))
+    |src| verdict(may_match_v4(&ALLOW_BITS_V4, &ALLOW_BITS_V4, &src)),
+    verdict(may_match_v6(&ALLOW_BITS_V6, &ALLOW_BITS_V6_LOW, &src))
 );
 
 // Parse, then the exact blocklist's hash lookup (no hit counted).
@@ -125,8 +125,12 @@ per_family!(
 per_family!(
     piece_prefix_summary_v4,
     piece_prefix_summary_v6,
-    |src| verdict(may_match_v4(&BLOCK_NET_SUM_V4, &BLOCK_NET_SUM_V4, &src)),
-    verdict(may_match_v6(&BLOCK_NET_SUM_V6, &BLOCK_NET_SUM_V6_LOW, &src))
+    |src| verdict(may_match_v4(&BLOCK_NET_BITS_V4, &BLOCK_NET_BITS_V4, &src)),
+    verdict(may_match_v6(
+        &BLOCK_NET_BITS_V6,
+        &BLOCK_NET_BITS_V6_LOW,
+        &src
+    ))
 );
 
 /// Parse, then the program-wide counter write.

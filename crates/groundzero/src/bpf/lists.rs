@@ -70,9 +70,9 @@ impl Lists {
         self.summaries.counts_at(list, addr)
     }
 
-    /// The exact summary's bit at `addr`'s key, as the XDP program reads it.
-    pub(crate) fn exact_summary_bit(&self, addr: std::net::IpAddr) -> Option<bool> {
-        self.summaries.exact_bit_at(addr)
+    /// The summaries' bits of `list` at `addr`'s keys, as the XDP program reads them.
+    pub(crate) fn summary_bits(&self, list: ListKind, addr: std::net::IpAddr) -> Option<Vec<bool>> {
+        self.summaries.bits_at(list, addr)
     }
 
     /// Every entry of `list`, both families, sorted.

@@ -6,8 +6,7 @@
 //! daemon, the CLI, an application embedding this library), and a read-modify-write through
 //! syscalls could lose a count, leaving a prefix in its trie that the XDP program skips.
 //!
-//! The exact summaries also have a bitmap each (map layout 5), which is what the XDP program
-//! reads: a key's bit is set after its count goes up and, after its count goes down, set or
+//! Every summary also has a bitmap (map layout 5), which is what the XDP program reads: a key's bit is set after its count goes up and, after its count goes down, set or
 //! cleared to match the count until the count reads the same before and after (see
 //! [`Bits::publish`]), so that a writer clearing a bit never hides another's new entry.
 
@@ -19,7 +18,7 @@ use std::{
 
 use aya::maps::{Map, MapData, MapError};
 use groundzero_common::summary::{
-    self as sum, KeyBlock, EXACT_BIT_WORDS, EXACT_KEY_BITS, SUMMARY_KEY_BITS, SUMMARY_STICKY,
+    self as sum, KeyBlock, EXACT_KEY_BITS, SUMMARY_KEY_BITS, SUMMARY_STICKY,
 };
 use ipnet::IpNet;
 
@@ -78,14 +77,14 @@ impl Drop for Shared {
     }
 }
 
-/// An exact summary's bitmap: bit k set while count k is not zero.
+/// A summary's bitmap: bit k set while count k is not zero.
 struct Bits(Shared);
 
 impl Bits {
     fn word(&self, key: u32) -> (&AtomicU64, u64) {
-        let (word, bit) = sum::exact_bit(key);
+        let (word, bit) = sum::key_bit(key);
         let i = word as usize;
-        assert!(i < self.0.len / 8, "exact summary key {key} out of range");
+        assert!(i < self.0.len / 8, "summary key {key} out of range");
         // SAFETY: in bounds (checked above) of a live mapping of u64 words, which mmap aligns
         // to a page; AtomicU64 has u64's layout.
         (
@@ -123,8 +122,7 @@ fn publish((word, bit): (&AtomicU64, u64), count: &AtomicU8) {
     }
 }
 
-/// The counts of one summary map, mapped shared with the kernel, and for an exact summary its
-/// bitmap.
+/// The counts of one summary map, mapped shared with the kernel, and its bitmap.
 struct Counts {
     counts: Shared,
     bits: Option<Bits>,
@@ -139,10 +137,11 @@ impl Counts {
         key_bits: u32,
         bits: Option<(&'static str, &MapData)>,
     ) -> Result<Self, Error> {
+        let words = (1usize << key_bits) / 64;
         Ok(Counts {
             counts: Shared::map(name, data, 1usize << key_bits)?,
             bits: bits
-                .map(|(name, data)| Shared::map(name, data, EXACT_BIT_WORDS as usize * 8))
+                .map(|(name, data)| Shared::map(name, data, words * 8))
                 .transpose()?
                 .map(Bits),
         })
@@ -208,30 +207,37 @@ impl Summaries {
                 _ => Err(Error::NoMap { map: name }),
             }
         };
-        let one = |name| Counts::map(name, array(name)?, SUMMARY_KEY_BITS, None);
-        // Objects of layout 4 (the benchmark's baseline builds) have the counts and no bits:
-        // their program reads the counts.
-        let exact = |counts: &'static str, bits: &'static str| -> Result<Counts, Error> {
-            let bits = match array(bits) {
-                Ok(data) => Some((bits, data)),
-                Err(Error::NoMap { .. }) => None,
-                Err(e) => return Err(e),
+        // Objects of layout 4 and older (the benchmark's baseline builds) have the counts and
+        // no bits: their program reads the counts.
+        let with_bits =
+            |counts: &'static str, bits: &'static str, key_bits: u32| -> Result<Counts, Error> {
+                let bits = match array(bits) {
+                    Ok(data) => Some((bits, data)),
+                    Err(Error::NoMap { .. }) => None,
+                    Err(e) => return Err(e),
+                };
+                Counts::map(counts, array(counts)?, key_bits, bits)
             };
-            Counts::map(counts, array(counts)?, EXACT_KEY_BITS, bits)
-        };
+        let one = |counts, bits| with_bits(counts, bits, SUMMARY_KEY_BITS);
         let exact = match object.map(sum::BLOCK_SUM_V4) {
             Ok(_) => Some([
-                exact(sum::BLOCK_SUM_V4, sum::BLOCK_BITS_V4)?,
-                exact(sum::BLOCK_SUM_V6, sum::BLOCK_BITS_V6)?,
+                with_bits(sum::BLOCK_SUM_V4, sum::BLOCK_BITS_V4, EXACT_KEY_BITS)?,
+                with_bits(sum::BLOCK_SUM_V6, sum::BLOCK_BITS_V6, EXACT_KEY_BITS)?,
             ]),
             Err(Error::NoMap { .. }) => None,
             Err(e) => return Err(e),
         };
         Ok(Summaries {
-            allow_v4: one(sum::ALLOW_SUM_V4)?,
-            allow_v6: [one(sum::ALLOW_SUM_V6)?, one(sum::ALLOW_SUM_V6_LOW)?],
-            cidr_v4: one(sum::BLOCK_NET_SUM_V4)?,
-            cidr_v6: [one(sum::BLOCK_NET_SUM_V6)?, one(sum::BLOCK_NET_SUM_V6_LOW)?],
+            allow_v4: one(sum::ALLOW_SUM_V4, sum::ALLOW_BITS_V4)?,
+            allow_v6: [
+                one(sum::ALLOW_SUM_V6, sum::ALLOW_BITS_V6)?,
+                one(sum::ALLOW_SUM_V6_LOW, sum::ALLOW_BITS_V6_LOW)?,
+            ],
+            cidr_v4: one(sum::BLOCK_NET_SUM_V4, sum::BLOCK_NET_BITS_V4)?,
+            cidr_v6: [
+                one(sum::BLOCK_NET_SUM_V6, sum::BLOCK_NET_BITS_V6)?,
+                one(sum::BLOCK_NET_SUM_V6_LOW, sum::BLOCK_NET_BITS_V6_LOW)?,
+            ],
             exact,
         })
     }
@@ -294,13 +300,13 @@ impl Summaries {
             .collect()
     }
 
-    /// The exact summary's bit at `addr`'s key, which the XDP program reads (`None` for an
-    /// object without the bitmaps).
-    pub(crate) fn exact_bit_at(&self, addr: std::net::IpAddr) -> Option<bool> {
-        self.of(ListKind::BlockExact, &IpNet::from(addr))
+    /// The summaries' bits at `addr`'s keys, as [`Summaries::counts_at`] gives the counts: what
+    /// the XDP program reads (`None` for an object without the bitmaps).
+    pub(crate) fn bits_at(&self, list: ListKind, addr: std::net::IpAddr) -> Option<Vec<bool>> {
+        self.of(list, &IpNet::from(addr))
             .into_iter()
-            .next()
-            .and_then(|(counts, block)| counts.bits.as_ref().map(|b| b.get(block.start)))
+            .map(|(counts, block)| counts.bits.as_ref().map(|b| b.get(block.start)))
+            .collect()
     }
 }
 
