@@ -151,19 +151,22 @@ pub fn section(md: &mut String, s: &Scale) -> Result<()> {
     writeln!(
         md,
         "\nWhat a lookup touches that a different source per packet finds cold: the hash map's \
-         bucket (an 8-byte head in an array of up to a few MiB, a random one per source), the \
-         element it points to (the key and, inline after it, the value: one line, sometimes two), \
-         and, for each of those two, the TLB entry of its 4 KiB page (the map is vmalloc'd in 4 KiB \
-         pages, so at a million entries both the bucket array and the elements span more pages \
-         than the TLB holds: each miss adds a page walk, and under a VM's nested paging a walk is \
-         itself up to several dependent loads, mostly cached). The bare lookup pays exactly those; \
-         the difference between the two DRAM rows above ({} vs {}) is what the page walks cost \
-         this machine per load. groundzero adds what its program reads besides: the prefix \
-         summaries (a count per source group, a random line of a 1 MiB array per lookup, plus its \
-         page), the exact summary (a count per hashed address, a random line of a 4 MiB array, \
-         plus its page: with a million entries about one key in five is counted, and a source on \
-         a zero key skips the hash, and its misses, altogether), the per-entry hit counter \
-         written in the element's value, and its per-CPU counters (warm).\n",
+         bucket (16 bytes in an array of 16 bytes per slot of capacity, 16 MiB at the default \
+         1,048,576, a random one per source), the element it points to (the key and, inline \
+         after it, the value: one line, sometimes two), and, for each of those two, the TLB \
+         entry of its 4 KiB page (the map is vmalloc'd in 4 KiB pages, so at a million entries \
+         both the bucket array and the elements span more pages than the TLB holds: each miss \
+         adds a page walk, and under a VM's nested paging a walk is itself up to several \
+         dependent loads, mostly cached). The bare lookup pays exactly those; the difference \
+         between the two DRAM rows above ({} vs {}) is what the page walks cost this machine \
+         per load. groundzero adds what its program reads besides: the allowlist's and the \
+         blocked prefixes' summaries and the exact summary, as bitmaps (map layout 5: a bit per \
+         key, 128 KiB per prefix summary and 512 KiB per exact summary, so that a flood finds \
+         them in the caches and their few pages in the TLB; up to layout 4 the program read \
+         the counts, 1 MiB and 4 MiB, a random line and page of each per source), the per-entry \
+         hit counter written in the element's value, and its per-CPU counters (warm). A source \
+         whose exact summary bit is clear skips the hash, and its misses, altogether: with a \
+         million entries about four keys in five are clear.\n",
         format_args!("{dram:.0} ns on 4 KiB pages"),
         h.dram_huge_ns()
             .map_or_else(|| "–".to_string(), |d| format!("{d:.0} ns on huge pages"))
