@@ -197,7 +197,10 @@ fn walk_table(md: &mut String, s: &Scale, dram: f64) -> Result<()> {
          keeps the frame's data from run to run, so the walker keeps its position in the \
          payload, and checks it moved once per packet). Exact drops walk a random subset of the \
          list, each entry once per walk; passes walk random addresses on no list. The same walk \
-         into the floor program is subtracted, so the walker and the tail call cancel. ns per \
+         into the floor program is subtracted, so the walker and the tail call cancel; what \
+         does not cancel is that the walker streams its list of sources (16 bytes each) through \
+         the cache beside what the program reads, as a NIC's receive buffers stream beside a \
+         real flood. ns per \
          packet above that, median (min–max) over {} rounds, and in DRAM latencies ({dram:.0} \
          ns).\n\n\
          | family | verdict | entries | sources walked | groundzero, ns | in DRAM latencies | bare lookup, ns | in DRAM latencies | groundzero − bare, DRAM latencies | bare, not preallocated, ns | target ≤ 3 (at the largest list) |\n\

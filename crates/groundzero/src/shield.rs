@@ -104,7 +104,8 @@ impl Shield {
         if owner {
             capture::clear_stale(&mut config)?;
         }
-        let lists = Lists::take(&mut object, capacity, loaded.summaries_fresh)?;
+        let maps_dir = loaded.maps_dir.as_deref();
+        let lists = Lists::take(&mut object, capacity, loaded.summaries_fresh, maps_dir)?;
         if let Some(maps_dir) = &loaded.maps_dir {
             // Only now: a crash before this leaves the pins unmarked, and the next load counts.
             crate::bpf::object::mark_summaries_counted(maps_dir)?;
@@ -229,7 +230,7 @@ impl Shield {
 
     /// The summaries' counts of `list` at `addr`'s keys (one for an IPv4 prefix, two for an
     /// IPv6 one, one for an exact address): the XDP program looks in the map only when none is
-    /// 0. For tests and diagnostics.
+    /// 0 (it reads the bits that say so, [`Shield::summary_bits`]). For tests and diagnostics.
     pub fn summary_counts(&self, list: ListKind, addr: std::net::IpAddr) -> Vec<u8> {
         self.lists.summary_counts(list, addr)
     }

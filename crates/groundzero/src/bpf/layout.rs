@@ -18,10 +18,11 @@
 //!   exact hashes; the program skips the lookup where their count is zero. A layout-3 build
 //!   adopting these pins would add exact entries without counting them, and this build would
 //!   then skip them: hence a new version, although no existing map changed.
-//! - Layout 5 ([`LAYOUT`]): the program reads a bitmap per exact summary (`block_bits_v4`,
-//!   `block_bits_v6`: a bit per key, set while its count is not zero) instead of the counts,
-//!   which stay as user space's bookkeeping. A layout-4 build adopting these pins would count
-//!   new exact entries without setting their bits, and this build would then skip them.
+//! - Layout 5 ([`LAYOUT`]): the program reads a bitmap beside every summary (`allow_bits_*`,
+//!   `block_net_bits_*`, `block_bits_*`: a bit per key, set while its count is not zero)
+//!   instead of the counts, which stay as user space's bookkeeping. A layout-4 build adopting
+//!   these pins would count new entries without setting their bits, and this build would then
+//!   skip them.
 //!
 //! [`prepare`] runs before a pinned load: it finishes or discards an interrupted migration,
 //! refuses a layout newer than this build's, and migrates an older one (`migrate`).

@@ -34,22 +34,23 @@ pub(crate) struct Lists {
 impl Lists {
     /// Takes the list and summary maps out of `object`. `summaries_fresh`: the summaries were
     /// just made next to tries that may hold entries, so count those now.
+    /// `maps_dir`: where the maps are pinned, if they are (other processes may write them).
     pub(crate) fn take(
         object: &mut Object,
         capacity: [u32; 3],
         summaries_fresh: bool,
+        maps_dir: Option<&std::path::Path>,
     ) -> Result<Self, Error> {
         let lists = Lists {
-            summaries: Summaries::map(object)?,
+            summaries: Summaries::map(object, maps_dir)?,
             maps: ListMaps::take(object)?,
             capacity,
             failed_inserts: 0,
         };
         if summaries_fresh {
             for list in ListKind::ALL {
-                for entry in lists.list(list)? {
-                    lists.summaries.add(list, &entry.net);
-                }
+                let nets: Vec<IpNet> = lists.list(list)?.iter().map(|e| e.net).collect();
+                lists.summaries.add_all(list, &nets)?;
             }
         }
         Ok(lists)
@@ -100,10 +101,10 @@ impl Lists {
     pub(crate) fn insert(&mut self, list: ListKind, net: IpNet) -> Result<bool, Error> {
         // Counted before the insert: the summary may say "maybe" for a while, never "no" for an
         // entry that is in the trie.
-        self.summaries.add(list, &net);
+        self.summaries.add(list, &net)?;
         let result = self.maps.insert(list, net);
         if result.is_err() {
-            self.summaries.sub(list, &net);
+            self.summaries.sub(list, &net)?;
         }
         match result {
             Ok(()) => Ok(true),
@@ -121,7 +122,7 @@ impl Lists {
         let result = self.maps.remove(list, net);
         if result.is_ok() {
             // Uncounted only after the removal, for the same reason as in `insert`.
-            self.summaries.sub(list, &net);
+            self.summaries.sub(list, &net)?;
         }
         match result {
             Ok(()) => Ok(true),
@@ -240,9 +241,7 @@ impl Lists {
             // Counted before the insert, as in `insert`; what a failed batch did not add stays
             // counted (the rollback below uncounts what it removes): a summary may say "maybe"
             // for an absent address, never "no" for a present one.
-            for net in &new[start..end] {
-                self.summaries.add(list, net);
-            }
+            self.summaries.add_all(list, &new[start..end])?;
             let (_, result) = batch::update(fd, &keys[start..end], &values[start..end], 0);
             // How far a failed batch got is not reliably reported: count it all as added so
             // the caller's rollback removes whatever did go in.
@@ -295,9 +294,8 @@ impl Lists {
                 Err(_) if reported < chunk.len() => reported,
                 Err(_) => 0,
             };
-            for (net, _) in &chunk[..done] {
-                self.summaries.sub(ListKind::BlockExact, net);
-            }
+            let removed: Vec<IpNet> = chunk[..done].iter().map(|(net, _)| *net).collect();
+            self.summaries.sub_all(ListKind::BlockExact, &removed)?;
             // A batch stops at the first absent key (ENOENT): finish that chunk one by one.
             if result.is_err() {
                 for &(net, _) in &chunk[done..] {

@@ -78,8 +78,8 @@ fn entry_3_to_4(value: EntryV3) -> EntryV4 {
     value
 }
 
-/// Layout 4 → 5: the list value did not change; what is new are the exact summaries' bitmaps,
-/// set from the counts as the copied lists are counted.
+/// Layout 4 → 5: the list value did not change; what is new are the summaries' bitmaps, set
+/// as the copied lists are counted.
 fn entry_4_to_5(value: EntryV4) -> EntryV5 {
     value
 }
@@ -141,7 +141,7 @@ pub(crate) fn migrate(dir: &Path, from: u32, options: &ShieldOptions) -> Result<
     // Counting the summaries from the copied tries: taking the lists does exactly that when
     // told the summaries are fresh, which they are.
     let capacity = ListKind::ALL.map(|list| staged_options.capacity(list));
-    drop(Lists::take(&mut staged, capacity, true)?);
+    drop(Lists::take(&mut staged, capacity, true, Some(&next_maps))?);
     super::object::mark_summaries_counted(&next_maps)?;
     // Not worth failing an upgrade for: the daemon writes its config again at start, and
     // counters that restart from zero are a reset Prometheus knows how to read.

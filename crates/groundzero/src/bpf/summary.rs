@@ -6,9 +6,13 @@
 //! daemon, the CLI, an application embedding this library), and a read-modify-write through
 //! syscalls could lose a count, leaving a prefix in its trie that the XDP program skips.
 //!
-//! Every summary also has a bitmap (map layout 5), which is what the XDP program reads: a key's bit is set after its count goes up and, after its count goes down, set or
-//! cleared to match the count until the count reads the same before and after (see
-//! [`Bits::publish`]), so that a writer clearing a bit never hides another's new entry.
+//! Every summary also has a bitmap (map layout 5), which is what the XDP program reads: a key's
+//! bit is set right after its count goes up, and cleared when a removal takes the count to
+//! zero. Count and bit are two words, so a clear could undo another writer's set in between
+//! (its entry then in the map with a clear bit: skipped). Writers therefore hold a `flock` on
+//! the pinned maps' directory: shared while counting up (adds do not disturb each other),
+//! exclusive while counting down and clearing. The kernel drops a dead writer's lock, and a
+//! writer dies holding it with its count and bit written in the one order that is safe.
 
 use std::{
     os::fd::{AsFd, AsRawFd},
@@ -93,31 +97,86 @@ impl Bits {
         )
     }
 
-    /// Makes `key`'s bit say whether `count` is zero, until the count reads the same after
-    /// the bit was written as before. A writer that clears the bit and then finds the count
-    /// changed (another writer counted an entry in between) writes it again, so the last bit
-    /// written matches a count no writer changed since: a counted key never keeps a clear bit.
-    fn publish(&self, key: u32, count: &AtomicU8) {
-        publish(self.word(key), count);
-    }
-
     fn get(&self, key: u32) -> bool {
         let (word, bit) = self.word(key);
         word.load(Ordering::SeqCst) & bit != 0
     }
 }
 
-/// [`Bits::publish`] on one word: the bit of `word` follows `count`.
-fn publish((word, bit): (&AtomicU64, u64), count: &AtomicU8) {
-    loop {
-        let c = count.load(Ordering::SeqCst);
-        if c == 0 {
+/// One more entry on a key: its count up (a count at the sticky value stays), then its bit set.
+/// Under the shared lock.
+fn count_up(count: &AtomicU8, bit: Option<(&AtomicU64, u64)>) {
+    let _ = count.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+        (c < SUMMARY_STICKY).then(|| c + 1)
+    });
+    if let Some((word, bit)) = bit {
+        word.fetch_or(bit, Ordering::SeqCst);
+    }
+}
+
+/// One entry less on a key: its count down (zero and sticky counts stay), then its bit cleared
+/// if the count is zero. Under the exclusive lock: no count goes up between the test and the
+/// clear.
+fn count_down(count: &AtomicU8, bit: Option<(&AtomicU64, u64)>) {
+    let _ = count.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+        (c != 0 && c < SUMMARY_STICKY).then(|| c - 1)
+    });
+    if let Some((word, bit)) = bit {
+        if count.load(Ordering::SeqCst) == 0 {
+            #[cfg(test)]
+            tests::between_test_and_clear();
             word.fetch_and(!bit, Ordering::SeqCst);
-        } else {
-            word.fetch_or(bit, Ordering::SeqCst);
         }
-        if count.load(Ordering::SeqCst) == c {
-            return;
+    }
+}
+
+/// The writers' lock on a pin directory's maps (see the module docs), `None` for maps that are
+/// not pinned (this process's own: one writer, a `&mut Shield`).
+struct WriteLock(Option<std::fs::File>);
+
+/// Held while it lives.
+struct Locked<'a>(Option<&'a std::fs::File>);
+
+impl WriteLock {
+    fn open(maps_dir: Option<&std::path::Path>) -> Result<Self, Error> {
+        maps_dir
+            .map(|dir| {
+                std::fs::File::open(dir).map_err(|e| Error::Pin {
+                    path: dir.to_path_buf(),
+                    message: format!("opening the maps directory to lock the summaries: {e}"),
+                })
+            })
+            .transpose()
+            .map(WriteLock)
+    }
+
+    /// Shared (`adding`) or exclusive.
+    fn lock(&self, adding: bool) -> Result<Locked<'_>, Error> {
+        let Some(file) = &self.0 else {
+            return Ok(Locked(None));
+        };
+        let op = if adding { libc::LOCK_SH } else { libc::LOCK_EX };
+        loop {
+            // SAFETY: flock on an fd this struct owns.
+            if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+                return Ok(Locked(Some(file)));
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(Error::Pin {
+                    path: std::path::PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())),
+                    message: format!("locking the summaries for writing: {e}"),
+                });
+            }
+        }
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if let Some(file) = self.0 {
+            // SAFETY: unlocks what `lock` locked, on the same fd.
+            unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
         }
     }
 }
@@ -154,29 +213,19 @@ impl Counts {
         unsafe { &*self.counts.base.as_ptr().cast::<AtomicU8>().add(i) }
     }
 
-    /// Counts one more prefix on every key of `block`; a count at the sticky value stays.
+    /// Counts one more prefix on every key of `block` (a count at the sticky value stays), and
+    /// sets their bits. Under the shared lock.
     fn add(&self, block: KeyBlock) {
         for key in block.start..block.start + block.len {
-            let cell = self.cell(key);
-            let _ = cell.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
-                (c < SUMMARY_STICKY).then(|| c + 1)
-            });
-            if let Some(bits) = &self.bits {
-                bits.publish(key, cell);
-            }
+            count_up(self.cell(key), self.bits.as_ref().map(|b| b.word(key)));
         }
     }
 
-    /// Counts one prefix less; zero and sticky counts stay.
+    /// Counts one prefix less (zero and sticky counts stay), and clears the bits of the counts
+    /// that reach zero. Under the exclusive lock.
     fn sub(&self, block: KeyBlock) {
         for key in block.start..block.start + block.len {
-            let cell = self.cell(key);
-            let _ = cell.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
-                (c != 0 && c < SUMMARY_STICKY).then(|| c - 1)
-            });
-            if let Some(bits) = &self.bits {
-                bits.publish(key, cell);
-            }
+            count_down(self.cell(key), self.bits.as_ref().map(|b| b.word(key)));
         }
     }
 
@@ -195,12 +244,14 @@ pub(crate) struct Summaries {
     /// `None` for an object without them (an older build's, which the benchmark loads beside
     /// this one's): its program looks every address up.
     exact: Option<[Counts; 2]>,
+    lock: WriteLock,
 }
 
 impl Summaries {
     /// Maps the summary arrays of `object` into this process (the exact ones only if the
     /// object has them).
-    pub(crate) fn map(object: &Object) -> Result<Self, Error> {
+    /// `maps_dir`: where the maps are pinned, if they are (other processes may write them).
+    pub(crate) fn map(object: &Object, maps_dir: Option<&std::path::Path>) -> Result<Self, Error> {
         let array = |name: &'static str| -> Result<&MapData, Error> {
             match object.map(name)? {
                 Map::Array(data) => Ok(data),
@@ -211,8 +262,10 @@ impl Summaries {
         // no bits: their program reads the counts.
         let with_bits =
             |counts: &'static str, bits: &'static str, key_bits: u32| -> Result<Counts, Error> {
-                let bits = match array(bits) {
-                    Ok(data) => Some((bits, data)),
+                // Absent: an older object. Present but not an array: an error, not "no bits"
+                // (this build's program would then skip every lookup).
+                let bits = match object.map(bits) {
+                    Ok(_) => Some((bits, array(bits)?)),
                     Err(Error::NoMap { .. }) => None,
                     Err(e) => return Err(e),
                 };
@@ -239,6 +292,7 @@ impl Summaries {
                 one(sum::BLOCK_NET_SUM_V6_LOW, sum::BLOCK_NET_BITS_V6_LOW)?,
             ],
             exact,
+            lock: WriteLock::open(maps_dir)?,
         })
     }
 
@@ -278,21 +332,39 @@ impl Summaries {
     }
 
     /// Before an insert: count the entry, so the XDP program never skips it.
-    pub(crate) fn add(&self, list: ListKind, net: &IpNet) {
-        for (counts, block) in self.of(list, net) {
-            counts.add(block);
+    pub(crate) fn add(&self, list: ListKind, net: &IpNet) -> Result<(), Error> {
+        self.add_all(list, std::slice::from_ref(net))
+    }
+
+    /// [`Summaries::add`] for many entries, under one lock.
+    pub(crate) fn add_all(&self, list: ListKind, nets: &[IpNet]) -> Result<(), Error> {
+        let _locked = self.lock.lock(true)?;
+        for net in nets {
+            for (counts, block) in self.of(list, net) {
+                counts.add(block);
+            }
         }
+        Ok(())
     }
 
     /// After a removal (or an insert that did not add): uncount the entry.
-    pub(crate) fn sub(&self, list: ListKind, net: &IpNet) {
-        for (counts, block) in self.of(list, net) {
-            counts.sub(block);
+    pub(crate) fn sub(&self, list: ListKind, net: &IpNet) -> Result<(), Error> {
+        self.sub_all(list, std::slice::from_ref(net))
+    }
+
+    /// [`Summaries::sub`] for many entries, under one lock.
+    pub(crate) fn sub_all(&self, list: ListKind, nets: &[IpNet]) -> Result<(), Error> {
+        let _locked = self.lock.lock(false)?;
+        for net in nets {
+            for (counts, block) in self.of(list, net) {
+                counts.sub(block);
+            }
         }
+        Ok(())
     }
 
     /// The summaries' counts at `addr`'s keys (one for IPv4, two for IPv6 prefixes, one for an
-    /// exact entry): the XDP program looks in the map only when none is 0.
+    /// exact entry): the XDP program looks in the map only when none is 0 (it reads their bits).
     pub(crate) fn counts_at(&self, list: ListKind, addr: std::net::IpAddr) -> Vec<u8> {
         self.of(list, &IpNet::from(addr))
             .into_iter()
@@ -313,46 +385,77 @@ impl Summaries {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicBool;
 
-    /// Two writers adding and removing entries on one key, as two processes sharing pins do:
-    /// whenever both have stopped, the bit says whether the count is zero. (A bit cleared after
-    /// another writer's count went up would let the XDP program skip a listed address.)
+    /// Widens the window between a removal's test of the count and its clear, which is where
+    /// an adder's set could be undone without the lock: long enough for the other writer to
+    /// count and insert, and for the reader to look.
+    pub(super) fn between_test_and_clear() {
+        std::thread::sleep(std::time::Duration::from_micros(50));
+    }
+
+    /// Two writers with locks of their own on one directory (as two processes sharing pins
+    /// have), each adding and removing an entry on the same key, and a reader that checks what
+    /// the XDP program relies on: while an entry is in the map, its key's bit is set. The reader
+    /// only trusts a reading if the writer's entry was in the map before and after it.
     #[test]
-    fn the_bit_follows_the_count_under_concurrent_writers() {
+    fn an_entry_in_the_map_always_has_its_bit_set() {
+        let dir = std::env::temp_dir().join(format!("gz-summary-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
         let count = AtomicU8::new(0);
         let word = AtomicU64::new(0);
-        let bit = 1u64 << 5;
-        for round in 0..200usize {
-            // Both writers add an entry and remove it again, 200 times each, at once: the
-            // count goes back to where it was, and so must the bit.
-            std::thread::scope(|s| {
-                for _ in 0..2 {
-                    let (count, word) = (&count, &word);
-                    s.spawn(move || {
-                        for _ in 0..200 {
-                            count.fetch_add(1, Ordering::SeqCst);
-                            publish((word, bit), count);
-                            count.fetch_sub(1, Ordering::SeqCst);
-                            publish((word, bit), count);
+        let bit = 1u64 << 9;
+        // Per writer: whether its entry is in the map, and how many times it went in.
+        let present = [AtomicBool::new(false), AtomicBool::new(false)];
+        let generation = [AtomicU64::new(0), AtomicU64::new(0)];
+        let done = AtomicU64::new(0);
+        let mut checked = 0u64;
+        std::thread::scope(|s| {
+            for w in 0..2 {
+                let (count, word, present, generation, done, dir) =
+                    (&count, &word, &present[w], &generation[w], &done, &dir);
+                s.spawn(move || {
+                    let lock = WriteLock::open(Some(dir)).unwrap();
+                    for _ in 0..5_000 {
+                        {
+                            let _l = lock.lock(true).unwrap();
+                            count_up(count, Some((word, bit)));
                         }
-                    });
+                        generation.fetch_add(1, Ordering::SeqCst);
+                        present.store(true, Ordering::SeqCst); // inserted
+                        std::thread::sleep(std::time::Duration::from_micros(20));
+                        present.store(false, Ordering::SeqCst); // removed
+                        {
+                            let _l = lock.lock(false).unwrap();
+                            count_down(count, Some((word, bit)));
+                        }
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+            while done.load(Ordering::SeqCst) < 2 {
+                for w in 0..2 {
+                    let g = generation[w].load(Ordering::SeqCst);
+                    if !present[w].load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    let set = word.load(Ordering::SeqCst) & bit != 0;
+                    if present[w].load(Ordering::SeqCst)
+                        && generation[w].load(Ordering::SeqCst) == g
+                    {
+                        assert!(set, "writer {w}'s entry was in the map with its bit clear");
+                        checked += 1;
+                    }
                 }
-            });
-            let c = count.load(Ordering::SeqCst);
-            assert_eq!(c as usize, round, "round {round}");
-            assert_eq!(
-                word.load(Ordering::SeqCst) & bit != 0,
-                c != 0,
-                "round {round}"
-            );
-            // One more entry stays for the next round.
-            count.fetch_add(1, Ordering::SeqCst);
-            publish((&word, bit), &count);
-        }
-        // And back to zero: the bit clears.
-        count.store(1, Ordering::SeqCst);
-        count.fetch_sub(1, Ordering::SeqCst);
-        publish((&word, bit), &count);
-        assert_eq!(word.load(Ordering::SeqCst), 0);
+            }
+        });
+        let _ = std::fs::remove_dir(&dir);
+        assert_eq!(count.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            word.load(Ordering::SeqCst),
+            0,
+            "the last removal left the bit set"
+        );
+        assert!(checked > 0, "the reader never saw an entry in the map");
     }
 }
