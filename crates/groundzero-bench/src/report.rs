@@ -514,7 +514,7 @@ fn per_packet_misses(p: &PerPacket, missed: &[(Family, Verdict)]) -> String {
          slots, and counts the verdict once, per CPU. groundzero's full verdict reads the \
          allowlist's prefix summary (and walks the allowlist trie only if a prefix may match: \
          the allowlist wins over every block), reads the exact summary and looks the source up \
-         in the exact hash (shared by all CPUs, 1,048,576 slots) only if its count is not zero, \
+         in the exact hash (shared by all CPUs, 1,048,576 slots) only if its bit is set, \
          then reads the blocked prefixes' summary (and walks that \
          trie only if needed); it counts each packet once, in its interface's per-CPU slot \
          (user space sums the interfaces for the totals), and on a match it adds a hit to the \
@@ -548,8 +548,9 @@ fn per_packet_misses(p: &PerPacket, missed: &[(Family, Verdict)]) -> String {
          program has its own call site). Cut so far, each measured side by side with the build \
          before it in part 6: a fast path for untagged IPv4 (no options) and IPv6 with one \
          bounds check instead of five, the IPv6 summary keys from one 8-byte load instead of \
-         byte by byte, one counter write per packet instead of two, and the exact summary in \
-         front of the exact hash (map layout 4). On the \
+         byte by byte, one counter write per packet instead of two, the exact summary in \
+         front of the exact hash (map layout 4), and every summary read as a bitmap, an eighth \
+         of its counts' size (map layout 5: it matters when the lines are cold, part 2). On the \
          AMD EPYC VM of issue #18 this program measured 0.77 to 0.80× xdp-filter in an \
          earlier run (BENCHMARKS.md at commit 33d38c2) and 1.15 to 1.27× in a later, \
          independent one; the CPU's mitigation lines were not recorded for the first.",
