@@ -239,12 +239,13 @@ fn spray_program(frame: &mut [u8], low_base: u16, mask: u16) -> Result<OwnedFd> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use groundzero_lab::craft;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
-    fn root() -> bool {
+    /// Whether the test may load BPF programs; says why not when it may not.
+    pub(crate) fn root() -> bool {
         // SAFETY: geteuid has no preconditions.
         let root = unsafe { libc::geteuid() } == 0;
         if !root {

@@ -267,21 +267,12 @@ impl SourceWalk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handmade::BareLookup;
+    use crate::handmade::{tests::root, BareLookup};
     use groundzero_lab::craft;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
-    fn root() -> bool {
-        // SAFETY: geteuid has no preconditions.
-        let root = unsafe { libc::geteuid() } == 0;
-        if !root {
-            eprintln!("skipped: loading BPF programs needs root");
-        }
-        root
-    }
-
-    /// Four sources, one of them blocked: over 4 × k runs the bare lookup drops exactly k
-    /// packets, which only happens if every run had the next source.
+    /// Four sources, the third blocked: the verdict of a run of n packets is the n-th source's
+    /// (wrapping after four), which only happens if every packet had the next source.
     #[test]
     fn each_run_takes_the_next_source() {
         if !root() {

@@ -92,17 +92,18 @@ fn a_flood_is_held_to_the_rate_and_the_rest_counted_lost() {
         ..Default::default()
     };
     let mut reader = shield.start_capture(&filter).unwrap();
-    // 20,000 runs on one CPU take well under a second: that CPU's share of the rate is its
-    // burst (a tenth of a second) plus what it earns while they run. Earned by the wall clock:
-    // the kernel's own timing of the runs leaves out the times it let other work run between
-    // them (seen here under CI load: 10 captured where the runs' own time allowed 7).
+    // 20,000 runs take well under a second. Each CPU's share of the rate starts as its burst
+    // (a tenth of a second) and earns while the runs go on. The runs start on one CPU, but when
+    // the kernel lets other work in between them it re-enables migration, and they may finish
+    // on the other CPU, whose bucket is full too (seen under CI load: 10 captured, 5 + 5). So
+    // the bound is the whole rate's: every CPU's burst plus what all of them earn, by the wall
+    // clock (the kernel's own timing of the runs leaves out the times it let other work run).
     let started = std::time::Instant::now();
     shield.test_run_repeat(&blocked, 20_000).unwrap();
     let elapsed_s = started.elapsed().as_secs_f64();
     let got = drain(&mut reader);
     let lost = reader.lost().unwrap();
-    let cpus = aya::util::online_cpus().unwrap().len() as f64;
-    let allowed = (100.0 / cpus) * (0.1 + elapsed_s) + 2.0;
+    let allowed = 100.0 * (0.1 + elapsed_s) + 2.0;
     assert!(
         (got.len() as f64) <= allowed && !got.is_empty(),
         "{} captured, at most {allowed} allowed",
