@@ -63,7 +63,7 @@ are inlined; `bpf_jiffies64` is inlined; hash lookups become a direct call to \
 |---|---|---|---|---|\n\
 | minimal Rust/Aya | 21 | 116 | 1 hash | 1 hash |\n\
 | xdp-filter `xdpfilt_alw_ip` | 317 | 1615 | 2 hash (destination, source) | 2 hash |\n\
-| groundzero | 1584 (tracing, capture and rate limit included) | 7744 | 1 hash | 1 hash (+ the coarse clock once per jiffy) |\n\n\
+| groundzero | 1887 at ea391ca (tracing, capture and rate limit included; 1584 at ff85772) | 9085 at ea391ca (7744 at ff85772) | 1 hash | 1 hash (+ the coarse clock once per jiffy) |\n\n\
 groundzero's other paths: a prefix drop makes the hash call and the blocked trie's \
 `trie_lookup_elem`; an allowlisted source makes only the allowlist trie's call (the \
 allowlist is asked first). The IPv4 pass path executes about 160 instructions (89 before the \
