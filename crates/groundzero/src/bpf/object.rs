@@ -271,23 +271,23 @@ impl Object {
         self.program_mut(names::XDP_PROGRAM)
     }
 
-    /// The kernel's id of the loaded XDP program (as `bpftool prog show` lists it).
-    pub(crate) fn xdp_id(&self) -> Result<u32, Error> {
+    /// The kernel's information on the loaded XDP program.
+    fn xdp_info(&self) -> Result<aya::programs::ProgramInfo, Error> {
         let program: &Xdp = self.program(names::XDP_PROGRAM)?;
-        let info = program.info().map_err(|source| Error::ProgramInfo {
+        program.info().map_err(|source| Error::ProgramInfo {
             program: names::XDP_PROGRAM,
             source,
-        })?;
-        Ok(info.id())
+        })
+    }
+
+    /// The kernel's id of the loaded XDP program (as `bpftool prog show` lists it).
+    pub(crate) fn xdp_id(&self) -> Result<u32, Error> {
+        Ok(self.xdp_info()?.id())
     }
 
     /// The kernel's run time and run count of the XDP program (zero unless run stats are on).
     pub(crate) fn xdp_stats(&self) -> Result<ProgramStats, Error> {
-        let program: &Xdp = self.program(names::XDP_PROGRAM)?;
-        let info = program.info().map_err(|source| Error::ProgramInfo {
-            program: names::XDP_PROGRAM,
-            source,
-        })?;
+        let info = self.xdp_info()?;
         Ok(ProgramStats {
             run_time_ns: info.run_time().as_nanos() as u64,
             run_count: info.run_count(),

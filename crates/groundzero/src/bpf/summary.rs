@@ -338,13 +338,7 @@ impl Summaries {
 
     /// [`Summaries::add`] for many entries, under one lock.
     pub(crate) fn add_all(&self, list: ListKind, nets: &[IpNet]) -> Result<(), Error> {
-        let _locked = self.lock.lock(true)?;
-        for net in nets {
-            for (counts, block) in self.of(list, net) {
-                counts.add(block);
-            }
-        }
-        Ok(())
+        self.each_key(true, list, nets, Counts::add)
     }
 
     /// After a removal (or an insert that did not add): uncount the entry.
@@ -354,10 +348,22 @@ impl Summaries {
 
     /// [`Summaries::sub`] for many entries, under one lock.
     pub(crate) fn sub_all(&self, list: ListKind, nets: &[IpNet]) -> Result<(), Error> {
-        let _locked = self.lock.lock(false)?;
+        self.each_key(false, list, nets, Counts::sub)
+    }
+
+    /// `step` on every summary key of every entry in `nets`, under the shared lock (`adding`)
+    /// or the exclusive one.
+    fn each_key(
+        &self,
+        adding: bool,
+        list: ListKind,
+        nets: &[IpNet],
+        step: fn(&Counts, KeyBlock),
+    ) -> Result<(), Error> {
+        let _locked = self.lock.lock(adding)?;
         for net in nets {
             for (counts, block) in self.of(list, net) {
-                counts.sub(block);
+                step(counts, block);
             }
         }
         Ok(())
