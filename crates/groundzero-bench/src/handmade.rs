@@ -19,9 +19,9 @@ use crate::per_packet::Family;
 
 const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_MAP_TYPE_HASH: u32 = 1;
-const BPF_PSEUDO_MAP_FD: u8 = 1;
+pub(crate) const BPF_PSEUDO_MAP_FD: u8 = 1;
 const BPF_F_NO_PREALLOC: u32 = 1;
-const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
+pub(crate) const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
 const HELPER_GET_PRANDOM_U32: i32 = 7;
 
 /// One `struct bpf_insn`.
@@ -40,23 +40,26 @@ pub(crate) fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
     ])
 }
 
-// Opcodes (include/uapi/linux/bpf.h): class | size/op | source.
-const LDX_W: u8 = 0x61;
+// Opcodes (include/uapi/linux/bpf.h): class | size/op | source. Shared with the source walk.
+pub(crate) const LDX_W: u8 = 0x61;
 const LDX_H: u8 = 0x69;
+pub(crate) const LDX_DW: u8 = 0x79;
 const STX_B: u8 = 0x73;
-const MOV_K: u8 = 0xb7;
-const MOV_X: u8 = 0xbf;
-const ADD_K: u8 = 0x07;
+pub(crate) const STX_W: u8 = 0x63;
+pub(crate) const STX_DW: u8 = 0x7b;
+pub(crate) const MOV_K: u8 = 0xb7;
+pub(crate) const MOV_X: u8 = 0xbf;
+pub(crate) const ADD_K: u8 = 0x07;
 const SUB_X: u8 = 0x1f;
-const AND_K: u8 = 0x57;
+pub(crate) const AND_K: u8 = 0x57;
 const RSH_K: u8 = 0x77;
-const JGT_X: u8 = 0x2d;
+pub(crate) const JGT_X: u8 = 0x2d;
 const JNE_K: u8 = 0x55;
-const JEQ_K: u8 = 0x15;
+pub(crate) const JEQ_K: u8 = 0x15;
 const JSGE_K: u8 = 0x75;
-const CALL: u8 = 0x85;
-const EXIT: u8 = 0x95;
-const LD_IMM64: u8 = 0x18;
+pub(crate) const CALL: u8 = 0x85;
+pub(crate) const EXIT: u8 = 0x95;
+pub(crate) const LD_IMM64: u8 = 0x18;
 
 pub(crate) fn load_xdp(insns: &[u64], what: &str) -> Result<OwnedFd> {
     let license = c"GPL";

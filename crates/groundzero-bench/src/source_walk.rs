@@ -21,33 +21,19 @@ use anyhow::{ensure, Context, Result};
 use groundzero::sys::{self, MapCreateAttr, TestRunAttr};
 
 use crate::{
-    handmade::{insn, load_xdp},
+    handmade::{
+        insn, load_xdp, ADD_K, AND_K, BPF_PSEUDO_MAP_FD, CALL, EXIT, HELPER_MAP_LOOKUP_ELEM, JEQ_K,
+        JGT_X, LDX_DW, LDX_W, LD_IMM64, MOV_K, MOV_X, STX_DW, STX_W,
+    },
     per_packet::Family,
 };
 
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_PROG_ARRAY: u32 = 3;
-const BPF_PSEUDO_MAP_FD: u8 = 1;
-const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
 const HELPER_TAIL_CALL: i32 = 12;
 /// `enum bpf_cmd`: BPF_MAP_UPDATE_ELEM, BPF_PROG_GET_FD_BY_ID.
 const CMD_MAP_UPDATE_ELEM: libc::c_long = 2;
 const CMD_PROG_GET_FD_BY_ID: libc::c_long = 13;
-
-// Opcodes (include/uapi/linux/bpf.h).
-const LDX_W: u8 = 0x61;
-const LDX_DW: u8 = 0x79;
-const STX_W: u8 = 0x63;
-const STX_DW: u8 = 0x7b;
-const MOV_K: u8 = 0xb7;
-const MOV_X: u8 = 0xbf;
-const ADD_K: u8 = 0x07;
-const AND_K: u8 = 0x57;
-const JGT_X: u8 = 0x2d;
-const JEQ_K: u8 = 0x15;
-const CALL: u8 = 0x85;
-const EXIT: u8 = 0x95;
-const LD_IMM64: u8 = 0x18;
 
 /// Where the walker keeps its position: the first payload bytes of an untagged UDP frame
 /// (Ethernet 14 + IPv4 20 + UDP 8; IPv6's header is 40).

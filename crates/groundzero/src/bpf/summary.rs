@@ -132,7 +132,7 @@ fn count_down(count: &AtomicU8, bit: Option<(&AtomicU64, u64)>) {
 
 /// The writers' lock on a pin directory's maps (see the module docs), `None` for maps that are
 /// not pinned (this process's own: one writer, a `&mut Shield`).
-struct WriteLock(Option<std::fs::File>);
+struct WriteLock(Option<(std::fs::File, std::path::PathBuf)>);
 
 /// Held while it lives.
 struct Locked<'a>(Option<&'a std::fs::File>);
@@ -141,10 +141,12 @@ impl WriteLock {
     fn open(maps_dir: Option<&std::path::Path>) -> Result<Self, Error> {
         maps_dir
             .map(|dir| {
-                std::fs::File::open(dir).map_err(|e| Error::Pin {
-                    path: dir.to_path_buf(),
-                    message: format!("opening the maps directory to lock the summaries: {e}"),
-                })
+                std::fs::File::open(dir)
+                    .map(|file| (file, dir.to_path_buf()))
+                    .map_err(|e| Error::Pin {
+                        path: dir.to_path_buf(),
+                        message: format!("opening the maps directory to lock the summaries: {e}"),
+                    })
             })
             .transpose()
             .map(WriteLock)
@@ -152,7 +154,7 @@ impl WriteLock {
 
     /// Shared (`adding`) or exclusive.
     fn lock(&self, adding: bool) -> Result<Locked<'_>, Error> {
-        let Some(file) = &self.0 else {
+        let Some((file, dir)) = &self.0 else {
             return Ok(Locked(None));
         };
         let op = if adding { libc::LOCK_SH } else { libc::LOCK_EX };
@@ -164,7 +166,7 @@ impl WriteLock {
             let e = std::io::Error::last_os_error();
             if e.kind() != std::io::ErrorKind::Interrupted {
                 return Err(Error::Pin {
-                    path: std::path::PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())),
+                    path: dir.clone(),
                     message: format!("locking the summaries for writing: {e}"),
                 });
             }
