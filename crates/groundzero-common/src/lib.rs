@@ -10,6 +10,7 @@
 //! - [`ratelimit`]: the per-source token bucket behind rate-based auto-bans;
 //! - [`summary`]: the prefix and exact summaries that let the verdict skip trie walks and hash
 //!   lookups that cannot match;
+//! - [`slots`]: the exact lists' slot tables, which answer an exact lookup without a call;
 //! - [`journey`]: what the tracing programs report about sampled packets;
 //! - [`capture`]: the capture filter, its rate bucket and the captured packets' metadata.
 #![no_std]
@@ -21,6 +22,7 @@ pub mod maps;
 pub mod parse;
 pub mod ratelimit;
 pub mod reason;
+pub mod slots;
 pub mod summary;
 pub mod verdict;
 

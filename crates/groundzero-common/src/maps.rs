@@ -23,7 +23,7 @@ pub const INTERFACE_COUNTERS: &str = "iface_counters";
 pub const CONFIG: &str = "config";
 
 /// Every map, for pinning.
-pub const ALL_MAPS: [&str; 25] = [
+pub const ALL_MAPS: [&str; 27] = [
     ALLOW_V4,
     ALLOW_V6,
     BLOCK_V4,
@@ -46,6 +46,8 @@ pub const ALL_MAPS: [&str; 25] = [
     crate::summary::BLOCK_NET_BITS_V4,
     crate::summary::BLOCK_NET_BITS_V6,
     crate::summary::BLOCK_NET_BITS_V6_LOW,
+    crate::slots::BLOCK_SLOTS_V4,
+    crate::slots::BLOCK_SLOTS_V6,
     COUNTERS,
     INTERFACE_COUNTERS,
     CONFIG,
@@ -242,4 +244,7 @@ mod pod {
     unsafe impl aya::Pod for crate::capture::CaptureMeta {}
     // SAFETY: an array of bytes.
     unsafe impl aya::Pod for crate::summary::SummarySlot {}
+    // SAFETY: #[repr(C)], u32/u64 fields and byte arrays, explicit padding.
+    unsafe impl aya::Pod for crate::slots::SlotV4 {}
+    unsafe impl aya::Pod for crate::slots::SlotV6 {}
 }

@@ -16,6 +16,10 @@ use groundzero_common::{
         rate_key_v4, rate_key_v6, Bucket, RateEvent, RATE_BUCKETS, RATE_EXEMPT_ENTRIES,
         RATE_RING_BYTES,
     },
+    slots::{
+        home_v4, home_v6, probe, SlotV4, SlotV6, EXACT_SLOTS, SLOT_EMPTY, SLOT_LIVE, SLOT_PROBES,
+        SLOT_STATE, SLOT_TOMB,
+    },
     summary::{
         exact_key_v4, exact_key_v6, key_bit, key_v4, key_v6, key_v6_low, SummarySlot,
         EXACT_BIT_WORDS, EXACT_SUMMARY_SLOTS, SUMMARY_BIT_WORDS, SUMMARY_SLOTS,
@@ -98,6 +102,102 @@ pub static BLOCK_SUM_V6: Array<SummarySlot> =
 pub static BLOCK_BITS_V4: Array<u64> = Array::with_max_entries(EXACT_BIT_WORDS, BPF_F_MMAPABLE);
 #[map(name = "block_bits_v6")]
 pub static BLOCK_BITS_V6: Array<u64> = Array::with_max_entries(EXACT_BIT_WORDS, BPF_F_MMAPABLE);
+
+// The exact lists' slot tables (groundzero_common::slots): an index of the exact hashes that
+// the verifier inlines, so that a blocked address is found without a helper call.
+#[map(name = "block_slots_v4")]
+pub static BLOCK_SLOTS_V4: Array<SlotV4> = Array::with_max_entries(EXACT_SLOTS, BPF_F_MMAPABLE);
+#[map(name = "block_slots_v6")]
+pub static BLOCK_SLOTS_V6: Array<SlotV6> = Array::with_max_entries(EXACT_SLOTS, BPF_F_MMAPABLE);
+
+/// What a slot table says of an address.
+pub enum Found {
+    /// Listed: its slot, whose stats take the hit.
+    Slot(*const EntryStats),
+    /// Not listed: the probe met an empty slot first.
+    Absent,
+    /// Ask the hash: the window was full, or a slot changed under the probe.
+    Hash,
+}
+
+/// Reads a slot's field as it is now (user space writes it at any time).
+#[inline(always)]
+unsafe fn now<T: Copy>(field: *const T) -> T {
+    // SAFETY: the caller passes a field of a live array value.
+    unsafe { core::ptr::read_volatile(field) }
+}
+
+/// The probe of the IPv4 slot table for `src` (see groundzero_common::slots).
+#[inline(always)]
+pub fn find_v4(src: &[u8; 4]) -> Found {
+    let home = home_v4(src);
+    let want = u32::from_ne_bytes(*src);
+    let mut i = 0;
+    while i < SLOT_PROBES {
+        let Some(slot) = BLOCK_SLOTS_V4.get_ptr(probe(home, i)) else {
+            return Found::Hash;
+        };
+        // SAFETY: a live array value; fields read one by one, the tag around the key.
+        unsafe {
+            let tag = now(core::ptr::addr_of!((*slot).tag));
+            match tag & SLOT_STATE {
+                SLOT_EMPTY => return Found::Absent,
+                SLOT_TOMB => {}
+                SLOT_LIVE => {
+                    let key = now(core::ptr::addr_of!((*slot).key) as *const u32);
+                    if key == want {
+                        if now(core::ptr::addr_of!((*slot).tag)) != tag {
+                            return Found::Hash;
+                        }
+                        return Found::Slot(core::ptr::addr_of!((*slot).stats));
+                    }
+                }
+                _ => return Found::Hash,
+            }
+        }
+        i += 1;
+    }
+    Found::Hash
+}
+
+/// The probe of the IPv6 slot table for `src`.
+#[inline(always)]
+pub fn find_v6(src: &[u8; 16]) -> Found {
+    let home = home_v6(src);
+    // SAFETY: [u8; 16] read as two unaligned native words.
+    let (want_hi, want_lo) = unsafe {
+        (
+            core::ptr::read_unaligned(src.as_ptr() as *const u64),
+            core::ptr::read_unaligned(src.as_ptr().add(8) as *const u64),
+        )
+    };
+    let mut i = 0;
+    while i < SLOT_PROBES {
+        let Some(slot) = BLOCK_SLOTS_V6.get_ptr(probe(home, i)) else {
+            return Found::Hash;
+        };
+        // SAFETY: as in find_v4; the key is 8-byte aligned in the slot.
+        unsafe {
+            let tag = now(core::ptr::addr_of!((*slot).tag));
+            match tag & SLOT_STATE {
+                SLOT_EMPTY => return Found::Absent,
+                SLOT_TOMB => {}
+                SLOT_LIVE => {
+                    let key = core::ptr::addr_of!((*slot).key) as *const u64;
+                    if now(key) == want_hi && now(key.add(1)) == want_lo {
+                        if now(core::ptr::addr_of!((*slot).tag)) != tag {
+                            return Found::Hash;
+                        }
+                        return Found::Slot(core::ptr::addr_of!((*slot).stats));
+                    }
+                }
+                _ => return Found::Hash,
+            }
+        }
+        i += 1;
+    }
+    Found::Hash
+}
 
 /// Whether the IPv4 exact hash may hold `src`.
 #[inline(always)]
@@ -255,7 +355,7 @@ fn report(lists: &KernelLists, now: u64, family: u32, prefix_len: u32, addr: &[u
 }
 
 macro_rules! kernel_lists {
-    ($addr:ty, $bits:expr, $family:expr, $may_match:ident, $allow:ident, $allow_sum:ident, $allow_low:ident, $exact:ident, $may_hold:ident, $exact_sum:ident, $cidr:ident, $cidr_sum:ident, $cidr_low:ident, $rate:ident, $exempt:ident, $rate_prefix:path, $rate_key:ident) => {
+    ($addr:ty, $bits:expr, $family:expr, $may_match:ident, $allow:ident, $allow_sum:ident, $allow_low:ident, $exact:ident, $find:ident, $may_hold:ident, $exact_sum:ident, $cidr:ident, $cidr_sum:ident, $cidr_low:ident, $rate:ident, $exempt:ident, $rate_prefix:path, $rate_key:ident) => {
         impl Lists<$addr> for KernelLists {
             #[inline(always)]
             fn allowed(&self, src: &$addr) -> bool {
@@ -274,6 +374,14 @@ macro_rules! kernel_lists {
             fn blocked_exact(&self, src: &$addr) -> bool {
                 if !$may_hold(&$exact_sum, src) {
                     return false;
+                }
+                match $find(src) {
+                    Found::Slot(stats) => {
+                        hit(stats);
+                        return true;
+                    }
+                    Found::Absent => return false,
+                    Found::Hash => {}
                 }
                 match $exact.get_ptr(src) {
                     Some(stats) => {
@@ -335,6 +443,7 @@ kernel_lists!(
     ALLOW_BITS_V4,
     ALLOW_BITS_V4,
     BLOCK_V4,
+    find_v4,
     may_hold_v4,
     BLOCK_BITS_V4,
     BLOCK_NET_V4,
@@ -354,6 +463,7 @@ kernel_lists!(
     ALLOW_BITS_V6,
     ALLOW_BITS_V6_LOW,
     BLOCK_V6,
+    find_v6,
     may_hold_v6,
     BLOCK_BITS_V6,
     BLOCK_NET_V6,

@@ -243,6 +243,14 @@ impl Shield {
         self.lists.summary_bits(list, addr)
     }
 
+    /// Whether the exact blocked address `addr` has a slot in its family's slot table, where
+    /// the XDP program finds it without asking the hash (`None` for an object without the
+    /// tables). An entry whose probe window was full has none and is found in the hash. For
+    /// tests and diagnostics.
+    pub fn exact_slot(&self, addr: std::net::IpAddr) -> Option<bool> {
+        self.lists.exact_slot(addr)
+    }
+
     // --- counters and program stats ----------------------------------------------------------
 
     /// Per-reason packet and byte counters, summed over CPUs.

@@ -5,7 +5,7 @@ use groundzero_common::lists::Family;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 /// An address family's map key.
-pub(crate) trait Addr: aya::Pod + Default + Ord + std::hash::Hash {
+pub(crate) trait Addr: aya::Pod + Default + Ord + std::hash::Hash + AsRef<[u8]> {
     /// The family whose addresses these are.
     const FAMILY: Family;
 

@@ -18,11 +18,16 @@
 //!   exact hashes; the program skips the lookup where their count is zero. A layout-3 build
 //!   adopting these pins would add exact entries without counting them, and this build would
 //!   then skip them: hence a new version, although no existing map changed.
-//! - Layout 5 ([`LAYOUT`]): the program reads a bitmap beside every summary (`allow_bits_*`,
+//! - Layout 5: the program reads a bitmap beside every summary (`allow_bits_*`,
 //!   `block_net_bits_*`, `block_bits_*`: a bit per key, set while its count is not zero)
 //!   instead of the counts, which stay as user space's bookkeeping. A layout-4 build adopting
 //!   these pins would count new entries without setting their bits, and this build would then
 //!   skip them.
+//! - Layout 6 ([`LAYOUT`]): the exact slot tables (`block_slots_v4`, `block_slots_v6`), an
+//!   index of the exact hashes that the program reads without a helper call, and that holds
+//!   the hits of the entries it indexes. A layout-5 build adopting these pins would add exact
+//!   entries without slots and count their hits in the hash only; this build would not see
+//!   those entries where the probe meets an empty slot.
 //!
 //! [`prepare`] runs before a pinned load: it finishes or discards an interrupted migration,
 //! refuses a layout newer than this build's, and migrates an older one (`migrate`).
@@ -33,7 +38,7 @@ use super::{migrate, object::ShieldOptions, pins};
 use crate::error::Error;
 
 /// The map layout this build makes and adopts.
-pub const LAYOUT: u32 = 5;
+pub const LAYOUT: u32 = 6;
 
 /// The layout of unstamped pins: everything before the stamp existed.
 pub const UNSTAMPED_LAYOUT: u32 = 1;

@@ -3,7 +3,10 @@
 //! once: the family picks the table array ([`by_family`]), the kind indexes it, and the table
 //! knows its shape. Everything above names an entry by its [`ListKind`] and [`IpNet`].
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::{
+    os::fd::{AsFd, BorrowedFd},
+    sync::Arc,
+};
 
 use aya::maps::{lpm_trie::Key, HashMap, IterableMap, LpmTrie, Map, MapData, MapError};
 use groundzero_common::{
@@ -15,6 +18,7 @@ use ipnet::IpNet;
 use super::{
     keys::{by_family, Addr},
     object::Object,
+    slots::{self, Slots},
 };
 use crate::error::Error;
 
@@ -90,14 +94,16 @@ impl<K: Addr> Table<K> {
 
     /// Every entry; a hash in batches (a million entries in a few dozen syscalls, not two
     /// million), a trie key by key (the kernel has no batch lookup for tries).
-    fn entries(&self, out: &mut Vec<ListEntry>) -> Result<(), MapError> {
+    /// `slots`: the exact list's slot tables, whose hits are added to the hash's.
+    fn entries(&self, out: &mut Vec<ListEntry>, slots: Option<&Slots>) -> Result<(), MapError> {
         match self {
             Table::Hash(m) => {
                 let all = super::batch::entries::<K, EntryStats>(m.map().fd().as_fd())
                     .map_err(MapError::IoError)?;
                 for (k, v) in all {
                     if let Some(net) = k.net(K::FAMILY.bits().into()) {
-                        out.push(ListEntry::new(net, v));
+                        let extra = slots.and_then(|s| s.stats(K::FAMILY, k.as_ref()));
+                        out.push(ListEntry::new(net, slots::merged(v, extra)));
                     }
                 }
             }
@@ -115,22 +121,52 @@ impl<K: Addr> Table<K> {
     }
 }
 
-/// The six list maps, indexed by [`ListKind::index`] within each family.
+/// The six list maps, indexed by [`ListKind::index`] within each family, and the exact
+/// lists' slot tables.
 pub(crate) struct ListMaps {
     v4: [Table<[u8; 4]>; 3],
     v6: [Table<[u8; 16]>; 3],
+    /// `None` for an object without them (an older build's).
+    slots: Option<Arc<Slots>>,
+}
+
+/// An exact entry's key bytes and family.
+fn exact_key(net: &IpNet) -> (Family, [u8; 16], usize) {
+    let mut key = [0u8; 16];
+    match net {
+        IpNet::V4(n) => {
+            key[..4].copy_from_slice(&n.addr().octets());
+            (Family::V4, key, 4)
+        }
+        IpNet::V6(n) => {
+            key.copy_from_slice(&n.addr().octets());
+            (Family::V6, key, 16)
+        }
+    }
 }
 
 impl ListMaps {
-    /// Takes the list maps out of the loaded object.
-    pub(crate) fn take(object: &mut Object) -> Result<Self, Error> {
-        Self::open(|kind, family| object.take_map(kind.map_name(family)))
+    /// Takes the list maps out of the loaded object, and maps its slot tables.
+    /// `maps_dir`: where the maps are pinned, if they are (other processes may write them).
+    pub(crate) fn take(
+        object: &mut Object,
+        maps_dir: Option<&std::path::Path>,
+    ) -> Result<Self, Error> {
+        let slots = Slots::map(object, maps_dir)?.map(Arc::new);
+        let mut maps = Self::open(|kind, family| object.take_map(kind.map_name(family)))?;
+        maps.slots = slots;
+        Ok(maps)
+    }
+
+    /// The exact lists' slot tables, if the object has them.
+    pub(crate) fn slots(&self) -> Option<&Slots> {
+        self.slots.as_deref()
     }
 
     /// Handles of their own on the same kernel maps (new file descriptors), usable apart from
     /// these.
     pub(crate) fn try_clone(&self) -> Result<Self, Error> {
-        Self::open(|kind, family| {
+        let mut maps = Self::open(|kind, family| {
             let map = kind.map_name(family);
             let read_err = |source| Error::MapRead { map, source };
             let fd = self
@@ -143,13 +179,16 @@ impl ListMaps {
             } else {
                 Map::HashMap(data)
             })
-        })
+        })?;
+        maps.slots = self.slots.clone();
+        Ok(maps)
     }
 
     fn open(mut map: impl FnMut(ListKind, Family) -> Result<Map, Error>) -> Result<Self, Error> {
         Ok(ListMaps {
             v4: tables(Family::V4, &mut map)?,
             v6: tables(Family::V6, &mut map)?,
+            slots: None,
         })
     }
 
@@ -162,29 +201,70 @@ impl ListMaps {
         data.fd().as_fd()
     }
 
-    /// Adds `net` to `kind`'s map of its family, never overwriting.
-    pub(crate) fn insert(&mut self, kind: ListKind, net: IpNet) -> Result<(), MapError> {
+    /// Adds `net` to `kind`'s map of its family, never overwriting. An exact entry also gets
+    /// a slot: after the hash insert, both under the writers' exclusive lock (see `slots`).
+    /// The outer error is the lock's; the inner one the map's.
+    pub(crate) fn insert(
+        &mut self,
+        kind: ListKind,
+        net: IpNet,
+    ) -> Result<Result<(), MapError>, Error> {
         let i = kind.index();
-        by_family!(net, &mut self.v4[i], &mut self.v6[i], |table, addr, len| {
+        let slots = self.slots.clone().filter(|_| kind == ListKind::BlockExact);
+        let _locked = slots.as_deref().map(Slots::lock).transpose()?;
+        let result = by_family!(net, &mut self.v4[i], &mut self.v6[i], |table, addr, len| {
             table.insert(addr, len)
-        })
+        });
+        // Also when it was there already (EEXIST): a slot it lacked is given now.
+        let listed = match &result {
+            Ok(()) => true,
+            Err(e) => crate::error::errno(e) == Some(libc::EEXIST),
+        };
+        if let (Some(slots), true) = (slots.as_deref(), listed) {
+            let (family, key, len) = exact_key(&net);
+            slots.publish(family, &key[..len]);
+        }
+        Ok(result)
     }
 
-    /// Removes exactly `net` from `kind`'s map of its family.
-    pub(crate) fn remove(&mut self, kind: ListKind, net: IpNet) -> Result<(), MapError> {
+    /// Removes exactly `net` from `kind`'s map of its family; an exact entry's slot first.
+    /// The outer error is the lock's; the inner one the map's.
+    pub(crate) fn remove(
+        &mut self,
+        kind: ListKind,
+        net: IpNet,
+    ) -> Result<Result<(), MapError>, Error> {
         let i = kind.index();
-        by_family!(net, &mut self.v4[i], &mut self.v6[i], |table, addr, len| {
-            table.remove(addr, len)
-        })
+        let slots = self.slots.clone().filter(|_| kind == ListKind::BlockExact);
+        let _locked = slots.as_deref().map(Slots::lock).transpose()?;
+        if let Some(slots) = slots.as_deref() {
+            let (family, key, len) = exact_key(&net);
+            slots.withdraw(family, &key[..len]);
+        }
+        Ok(by_family!(
+            net,
+            &mut self.v4[i],
+            &mut self.v6[i],
+            |table, addr, len| { table.remove(addr, len) }
+        ))
     }
 
-    /// The stats of `net`. For prefixes the kernel answers with the longest *covering* prefix
-    /// (LPM semantics hold for user-space lookups too).
+    /// The stats of `net` (an exact entry's with its slot's hits). For prefixes the kernel
+    /// answers with the longest *covering* prefix (LPM semantics hold for user-space lookups
+    /// too).
     pub(crate) fn get(&self, kind: ListKind, net: IpNet) -> Result<EntryStats, MapError> {
         let i = kind.index();
-        by_family!(net, &self.v4[i], &self.v6[i], |table, addr, len| {
+        let stats = by_family!(net, &self.v4[i], &self.v6[i], |table, addr, len| {
             table.get(addr, len)
-        })
+        })?;
+        let extra = match (kind, self.slots.as_deref()) {
+            (ListKind::BlockExact, Some(slots)) => {
+                let (family, key, len) = exact_key(&net);
+                slots.stats(family, &key[..len])
+            }
+            _ => None,
+        };
+        Ok(slots::merged(stats, extra))
     }
 
     /// Every entry of `list`, both families (IPv4 first), in no particular order.
@@ -196,11 +276,15 @@ impl ListMaps {
             }
         };
         let mut out = Vec::new();
+        let slots = self
+            .slots
+            .as_deref()
+            .filter(|_| list == ListKind::BlockExact);
         self.v4[list.index()]
-            .entries(&mut out)
+            .entries(&mut out, slots)
             .map_err(read_err(Family::V4))?;
         self.v6[list.index()]
-            .entries(&mut out)
+            .entries(&mut out, slots)
             .map_err(read_err(Family::V6))?;
         Ok(out)
     }

@@ -43,7 +43,7 @@ impl Lists {
     ) -> Result<Self, Error> {
         let lists = Lists {
             summaries: Summaries::map(object, maps_dir)?,
-            maps: ListMaps::take(object)?,
+            maps: ListMaps::take(object, maps_dir)?,
             capacity,
             failed_inserts: 0,
         };
@@ -53,7 +53,40 @@ impl Lists {
                 lists.summaries.add_all(list, &nets)?;
             }
         }
+        lists.reconcile_slots::<4>(Family::V4)?;
+        lists.reconcile_slots::<16>(Family::V6)?;
         Ok(lists)
+    }
+
+    /// Makes `family`'s slot table an index of its exact hash again: a writer may have died
+    /// between its two steps, and pins of an older layout have no slots at all.
+    fn reconcile_slots<const N: usize>(&self, family: Family) -> Result<(), Error>
+    where
+        [u8; N]: Default,
+    {
+        let Some(slots) = self.maps.slots() else {
+            return Ok(());
+        };
+        let list = ListKind::BlockExact;
+        let fd = self.maps.borrow_fd(list, family);
+        let keys: Vec<[u8; N]> = batch::entries::<[u8; N], EntryStats>(fd)
+            .map_err(|e| Error::MapRead {
+                map: list.map_name(family),
+                source: syscall_error("BPF_MAP_LOOKUP_BATCH", e),
+            })?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+        let done = slots.reconcile(family, &keys)?;
+        if done != Default::default() {
+            log::info!(
+                "exact {family:?} slots rebuilt from the hash: {} given a slot, {} withdrawn",
+                done.published,
+                done.withdrawn
+            );
+        }
+        Ok(())
     }
 
     /// Inserts refused because a map was full, since load.
@@ -74,6 +107,15 @@ impl Lists {
     /// The summaries' bits of `list` at `addr`'s keys, as the XDP program reads them.
     pub(crate) fn summary_bits(&self, list: ListKind, addr: std::net::IpAddr) -> Option<Vec<bool>> {
         self.summaries.bits_at(list, addr)
+    }
+
+    /// Whether `addr` has a live exact slot; `None` without slot tables.
+    pub(crate) fn exact_slot(&self, addr: std::net::IpAddr) -> Option<bool> {
+        let slots = self.maps.slots()?;
+        Some(match addr {
+            std::net::IpAddr::V4(a) => slots.holds(Family::V4, &a.octets()),
+            std::net::IpAddr::V6(a) => slots.holds(Family::V6, &a.octets()),
+        })
     }
 
     /// Every entry of `list`, both families, sorted.
@@ -102,7 +144,7 @@ impl Lists {
         // Counted before the insert: the summary may say "maybe" for a while, never "no" for an
         // entry that is in the trie.
         self.summaries.add(list, &net)?;
-        let result = self.maps.insert(list, net);
+        let result = self.maps.insert(list, net)?;
         if result.is_err() {
             self.summaries.sub(list, &net)?;
         }
@@ -119,7 +161,7 @@ impl Lists {
 
     /// Removes exactly `net`; `Ok(false)` if it was not there.
     pub(crate) fn remove(&mut self, list: ListKind, net: IpNet) -> Result<bool, Error> {
-        let result = self.maps.remove(list, net);
+        let result = self.maps.remove(list, net)?;
         if result.is_ok() {
             // Uncounted only after the removal, for the same reason as in `insert`.
             self.summaries.sub(list, &net)?;
@@ -242,7 +284,17 @@ impl Lists {
             // counted (the rollback below uncounts what it removes): a summary may say "maybe"
             // for an absent address, never "no" for a present one.
             self.summaries.add_all(list, &new[start..end])?;
+            // The hash edit and the slots under the writers' exclusive lock (see `slots`); the
+            // slots only for a batch that went in whole (a failed one is rolled back).
+            let slots = self.maps.slots();
+            let locked = slots.map(|s| s.lock()).transpose()?;
             let (_, result) = batch::update(fd, &keys[start..end], &values[start..end], 0);
+            if let (Some(slots), Ok(())) = (slots, &result) {
+                for key in &keys[start..end] {
+                    slots.publish(family, key.as_slice());
+                }
+            }
+            drop(locked);
             // How far a failed batch got is not reliably reported: count it all as added so
             // the caller's rollback removes whatever did go in.
             added.extend(new[start..end].iter().map(|n| (list, *n)));
@@ -284,7 +336,16 @@ impl Lists {
         for chunk in nets.chunks(1 << 16) {
             let keys: Vec<[u8; N]> = chunk.iter().map(|(_, k)| *k).collect();
             let fd = self.maps.borrow_fd(ListKind::BlockExact, family);
+            // Slots first, then the hash, under the writers' exclusive lock (see `slots`).
+            let slots = self.maps.slots();
+            let locked = slots.map(|s| s.lock()).transpose()?;
+            if let Some(slots) = slots {
+                for key in &keys {
+                    slots.withdraw(family, key.as_slice());
+                }
+            }
             let (reported, result) = batch::delete(fd, &keys);
+            drop(locked);
             // The kernel deletes key by key and, when a key stops it, reports how many it
             // deleted before (generic_map_delete_batch): those are uncounted, after their
             // removal. An error before the loop (a read-only fd, a bad attribute) leaves the

@@ -60,6 +60,10 @@ type EntryV3 = EntryStats;
 type EntryV4 = EntryStats;
 /// A list entry's value as layout 5 stores it.
 type EntryV5 = EntryStats;
+/// A list entry's value as layout 6 stores it in the hash. Layout 6's slot tables hold the hits
+/// of the entries that have a slot: a migration *from* layout 6 must add those to the values
+/// it copies (what `ListMaps::list` reports), not copy the hash's alone.
+type EntryV6 = EntryStats;
 
 /// Layout 1 → 2: the list value did not change (hits, last hit).
 fn entry_1_to_2(value: EntryV1) -> EntryV2 {
@@ -84,9 +88,15 @@ fn entry_4_to_5(value: EntryV4) -> EntryV5 {
     value
 }
 
+/// Layout 5 → 6: the hash's value did not change; what is new are the exact slot tables,
+/// built from the copied hashes when the staged lists are taken, with no hits yet.
+fn entry_5_to_6(value: EntryV5) -> EntryV6 {
+    value
+}
+
 /// A list value of layout `from` as this build stores it: the version steps from `from` on,
 /// chained (a layout-1 value takes every step, a layout-3 value the last one).
-fn convert_entry(from: u32, value: EntryV1) -> EntryV5 {
+fn convert_entry(from: u32, value: EntryV1) -> EntryV6 {
     debug_assert!(
         (1..LAYOUT).contains(&from),
         "layout {from} is not older than {LAYOUT}"
@@ -94,7 +104,8 @@ fn convert_entry(from: u32, value: EntryV1) -> EntryV5 {
     let value = if from < 2 { entry_1_to_2(value) } else { value };
     let value = if from < 3 { entry_2_to_3(value) } else { value };
     let value = if from < 4 { entry_3_to_4(value) } else { value };
-    entry_4_to_5(value)
+    let value = if from < 5 { entry_4_to_5(value) } else { value };
+    entry_5_to_6(value)
 }
 
 /// Migrates the pins under `dir` from layout `from` to [`LAYOUT`] (see the module docs for the

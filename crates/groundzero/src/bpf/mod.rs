@@ -8,6 +8,7 @@
 //! - `lists`: list edits (one by one, or all-or-nothing in batches) with the summaries counted;
 //! - [`list_reader`]: read-only list handles of their own;
 //! - `summary`: the prefix and exact summaries, mapped into this process;
+//! - `slots`: the exact lists' slot tables (an index of the hashes the program reads inline);
 //! - `config`: the config map (monitor mode, rate-limit settings, sampling);
 //! - [`ratelimit`]: exempt prefixes, buckets and the over-limit reports;
 //! - `counters`: the per-reason counter maps;
@@ -31,6 +32,7 @@ pub mod mode;
 pub(crate) mod object;
 pub mod pins;
 pub mod ratelimit;
+pub(crate) mod slots;
 pub(crate) mod summary;
 pub mod sys;
 

@@ -32,7 +32,7 @@ use super::object::Object;
 use crate::error::Error;
 
 /// An mmapable array map, mapped shared with the kernel.
-struct Shared {
+pub(super) struct Shared {
     base: NonNull<u8>,
     len: usize,
 }
@@ -44,7 +44,7 @@ unsafe impl Sync for Shared {}
 
 impl Shared {
     /// Maps the first `len` bytes of `data` (an mmapable array whose elements have no padding).
-    fn map(name: &'static str, data: &MapData, len: usize) -> Result<Self, Error> {
+    pub(super) fn map(name: &'static str, data: &MapData, len: usize) -> Result<Self, Error> {
         let fd = data.fd().as_fd().as_raw_fd();
         // SAFETY: a fresh shared mapping of an mmapable array map of at least `len` bytes;
         // unmapped in Drop.
@@ -71,6 +71,18 @@ impl Shared {
             base: NonNull::new(ptr.cast()).expect("mmap does not return null on success"),
             len,
         })
+    }
+}
+
+impl Shared {
+    /// The mapping's first byte.
+    pub(super) fn base(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    /// The mapping's length in bytes.
+    pub(super) fn len(&self) -> usize {
+        self.len
     }
 }
 
@@ -132,13 +144,13 @@ fn count_down(count: &AtomicU8, bit: Option<(&AtomicU64, u64)>) {
 
 /// The writers' lock on a pin directory's maps (see the module docs), `None` for maps that are
 /// not pinned (this process's own: one writer, a `&mut Shield`).
-struct WriteLock(Option<(std::fs::File, std::path::PathBuf)>);
+pub(super) struct WriteLock(Option<(std::fs::File, std::path::PathBuf)>);
 
 /// Held while it lives.
-struct Locked<'a>(Option<&'a std::fs::File>);
+pub(crate) struct Locked<'a>(Option<&'a std::fs::File>);
 
 impl WriteLock {
-    fn open(maps_dir: Option<&std::path::Path>) -> Result<Self, Error> {
+    pub(super) fn open(maps_dir: Option<&std::path::Path>) -> Result<Self, Error> {
         maps_dir
             .map(|dir| {
                 std::fs::File::open(dir)
@@ -153,7 +165,7 @@ impl WriteLock {
     }
 
     /// Shared (`adding`) or exclusive.
-    fn lock(&self, adding: bool) -> Result<Locked<'_>, Error> {
+    pub(super) fn lock(&self, adding: bool) -> Result<Locked<'_>, Error> {
         let Some((file, dir)) = &self.0 else {
             return Ok(Locked(None));
         };

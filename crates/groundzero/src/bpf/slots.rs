@@ -1,0 +1,305 @@
+//! User space's side of the exact lists' slot tables (see `groundzero_common::slots`): mapped
+//! into this process, written under the exclusive lock on the pinned maps' directory, read
+//! for the hits they hold.
+//!
+//! The order of each write is the one that never drops an address the hash does not hold:
+//! - an add goes into the hash first, then into a slot;
+//! - a removal takes the slot first (a tombstone), then the entry out of the hash.
+//!
+//! Both happen under the exclusive lock, so no other writer runs between the two steps (a
+//! removal by another process cannot leave a slot behind an entry it just deleted). A writer
+//! that dies between the steps leaves an entry in the hash without a slot: still blocked where
+//! its window is full, not blocked where the probe meets an empty slot, until the next load
+//! rebuilds the slots from the hash ([`Slots::reconcile`]).
+
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+use groundzero_common::{
+    lists::Family,
+    maps::EntryStats,
+    slots::{
+        self as sl, next_tag, EXACT_SLOTS, SLOT_LIVE, SLOT_PROBES, SLOT_STATE, SLOT_TOMB,
+        SLOT_WRITING,
+    },
+};
+
+use super::{
+    object::Object,
+    summary::{Locked, Shared, WriteLock},
+};
+use crate::error::Error;
+
+/// One family's table, mapped.
+struct Table {
+    mem: Shared,
+    /// Bytes per slot, and where the key and the stats start in one.
+    size: usize,
+    key_at: usize,
+    stats_at: usize,
+    key_len: usize,
+    home: fn(&[u8]) -> u32,
+}
+
+fn home4(key: &[u8]) -> u32 {
+    sl::home_v4(key.try_into().expect("an IPv4 key is 4 bytes"))
+}
+
+fn home6(key: &[u8]) -> u32 {
+    sl::home_v6(key.try_into().expect("an IPv6 key is 16 bytes"))
+}
+
+impl Table {
+    fn slot(&self, i: u32) -> *mut u8 {
+        let at = i as usize * self.size;
+        assert!(at + self.size <= self.mem.len(), "slot {i} out of range");
+        // SAFETY: in bounds (checked above) of a live mapping.
+        unsafe { self.mem.base().add(at) }
+    }
+
+    fn tag(&self, i: u32) -> &AtomicU32 {
+        // SAFETY: a slot starts with its u32 tag, 8-byte aligned (slot sizes are multiples of 8).
+        unsafe { &*self.slot(i).cast::<AtomicU32>() }
+    }
+
+    fn stat(&self, i: u32, word: usize) -> &AtomicU64 {
+        // SAFETY: the stats are two u64 words, 8-byte aligned within the slot.
+        unsafe {
+            &*self
+                .slot(i)
+                .add(self.stats_at + 8 * word)
+                .cast::<AtomicU64>()
+        }
+    }
+
+    fn key_is(&self, i: u32, key: &[u8]) -> bool {
+        let mut now = [0u8; 16];
+        for (j, byte) in now[..self.key_len].iter_mut().enumerate() {
+            // SAFETY: within the slot's key; volatile because the kernel side reads it too and
+            // the tag, read around it, is what makes it consistent.
+            *byte = unsafe { std::ptr::read_volatile(self.slot(i).add(self.key_at + j)) };
+        }
+        now[..self.key_len] == *key
+    }
+
+    fn write_key(&self, i: u32, key: &[u8]) {
+        for (j, byte) in key.iter().enumerate() {
+            // SAFETY: within the slot's key; the slot's tag says "being written" meanwhile.
+            unsafe { std::ptr::write_volatile(self.slot(i).add(self.key_at + j), *byte) };
+        }
+    }
+
+    /// The live slot holding `key`, read as the XDP program reads it: `None` if the probe meets
+    /// an empty slot or the end of the window first.
+    fn find(&self, key: &[u8]) -> Option<u32> {
+        let home = (self.home)(key);
+        for p in 0..SLOT_PROBES {
+            let i = sl::probe(home, p);
+            let tag = self.tag(i).load(Ordering::Acquire);
+            match tag & SLOT_STATE {
+                sl::SLOT_EMPTY => return None,
+                SLOT_LIVE if self.key_is(i, key) && self.tag(i).load(Ordering::Acquire) == tag => {
+                    return Some(i)
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// The hits the program counted in `key`'s slot, if it has one.
+    fn stats(&self, key: &[u8]) -> Option<EntryStats> {
+        let i = self.find(key)?;
+        Some(EntryStats {
+            hits: self.stat(i, 0).load(Ordering::Relaxed),
+            last_hit_ns: self.stat(i, 1).load(Ordering::Relaxed),
+        })
+    }
+
+    /// Gives `key` a slot, if it has none and its window has room: false when it stays in the
+    /// hash only. Under the exclusive lock.
+    fn publish(&self, key: &[u8]) -> bool {
+        if self.find(key).is_some() {
+            return true;
+        }
+        let home = (self.home)(key);
+        let Some(i) = (0..SLOT_PROBES)
+            .map(|p| sl::probe(home, p))
+            .find(|&i| self.tag(i).load(Ordering::Acquire) & SLOT_STATE != SLOT_LIVE)
+        else {
+            return false;
+        };
+        let tag = self.tag(i);
+        let writing = next_tag(tag.load(Ordering::Acquire), SLOT_WRITING);
+        tag.store(writing, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        self.write_key(i, key);
+        self.stat(i, 0).store(0, Ordering::Relaxed);
+        self.stat(i, 1).store(0, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        tag.store(next_tag(writing, SLOT_LIVE), Ordering::SeqCst);
+        true
+    }
+
+    /// Takes `key`'s slot, if it has one: it becomes a tombstone. Under the exclusive lock.
+    fn withdraw(&self, key: &[u8]) {
+        if let Some(i) = self.find(key) {
+            let tag = self.tag(i);
+            tag.store(
+                next_tag(tag.load(Ordering::Acquire), SLOT_TOMB),
+                Ordering::SeqCst,
+            );
+        }
+    }
+
+    /// Every live slot's key.
+    fn live_keys(&self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for i in 0..EXACT_SLOTS {
+            let tag = self.tag(i).load(Ordering::Acquire);
+            if tag & SLOT_STATE == SLOT_LIVE {
+                let mut key = vec![0u8; self.key_len];
+                for (j, byte) in key.iter_mut().enumerate() {
+                    // SAFETY: within the slot's key.
+                    *byte = unsafe { std::ptr::read_volatile(self.slot(i).add(self.key_at + j)) };
+                }
+                out.push(key);
+            }
+        }
+        out
+    }
+}
+
+/// Both families' slot tables and the writers' lock.
+pub(crate) struct Slots {
+    v4: Table,
+    v6: Table,
+    lock: WriteLock,
+}
+
+impl std::fmt::Debug for Slots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slots").finish_non_exhaustive()
+    }
+}
+
+/// How far the slot tables were from the hashes, as [`Slots::reconcile`] found them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Reconciled {
+    /// Entries of the hash given a slot they lacked.
+    pub(crate) published: usize,
+    /// Live slots whose address the hash no longer holds, made tombstones.
+    pub(crate) withdrawn: usize,
+}
+
+impl Slots {
+    /// Maps `object`'s slot tables; `None` for an object without them (an older build's, which
+    /// the benchmark loads beside this one's: its program asks the hash every time).
+    pub(crate) fn map(
+        object: &Object,
+        maps_dir: Option<&std::path::Path>,
+    ) -> Result<Option<Self>, Error> {
+        let array = |name: &'static str| -> Result<Option<Shared>, Error> {
+            match object.map(name) {
+                Ok(aya::maps::Map::Array(data)) => {
+                    let size = match name {
+                        sl::BLOCK_SLOTS_V4 => std::mem::size_of::<sl::SlotV4>(),
+                        _ => std::mem::size_of::<sl::SlotV6>(),
+                    };
+                    Shared::map(name, data, size * EXACT_SLOTS as usize).map(Some)
+                }
+                // Present but not an array: an error, not "no slots".
+                Ok(_) => Err(Error::NoMap { map: name }),
+                Err(Error::NoMap { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        let (Some(v4), Some(v6)) = (array(sl::BLOCK_SLOTS_V4)?, array(sl::BLOCK_SLOTS_V6)?) else {
+            return Ok(None);
+        };
+        Ok(Some(Slots {
+            v4: Table {
+                mem: v4,
+                size: std::mem::size_of::<sl::SlotV4>(),
+                key_at: std::mem::offset_of!(sl::SlotV4, key),
+                stats_at: std::mem::offset_of!(sl::SlotV4, stats),
+                key_len: 4,
+                home: home4,
+            },
+            v6: Table {
+                mem: v6,
+                size: std::mem::size_of::<sl::SlotV6>(),
+                key_at: std::mem::offset_of!(sl::SlotV6, key),
+                stats_at: std::mem::offset_of!(sl::SlotV6, stats),
+                key_len: 16,
+                home: home6,
+            },
+            lock: WriteLock::open(maps_dir)?,
+        }))
+    }
+
+    fn table(&self, family: Family) -> &Table {
+        match family {
+            Family::V4 => &self.v4,
+            Family::V6 => &self.v6,
+        }
+    }
+
+    /// The writers' exclusive lock, held while it lives: around a hash edit and its slots.
+    pub(crate) fn lock(&self) -> Result<Locked<'_>, Error> {
+        self.lock.lock(false)
+    }
+
+    /// Gives `key` a slot (see [`Table::publish`]); under [`Self::lock`], after the hash insert.
+    pub(crate) fn publish(&self, family: Family, key: &[u8]) -> bool {
+        self.table(family).publish(key)
+    }
+
+    /// Takes `key`'s slot; under [`Self::lock`], before the hash removal.
+    pub(crate) fn withdraw(&self, family: Family, key: &[u8]) {
+        self.table(family).withdraw(key)
+    }
+
+    /// The hits counted in `key`'s slot.
+    pub(crate) fn stats(&self, family: Family, key: &[u8]) -> Option<EntryStats> {
+        self.table(family).stats(key)
+    }
+
+    /// Whether `key` has a live slot, as the XDP program would find it.
+    pub(crate) fn holds(&self, family: Family, key: &[u8]) -> bool {
+        self.table(family).find(key).is_some()
+    }
+
+    /// Makes `family`'s table an index of exactly `keys` (the hash's): a slot for each key that
+    /// lacks one and has room, a tombstone for each live slot whose key is not there. For a
+    /// load, which cannot know whether a writer died between its two steps.
+    pub(crate) fn reconcile(&self, family: Family, keys: &[&[u8]]) -> Result<Reconciled, Error> {
+        let _locked = self.lock()?;
+        let table = self.table(family);
+        let listed: std::collections::HashSet<&[u8]> = keys.iter().copied().collect();
+        let mut done = Reconciled::default();
+        for key in table.live_keys() {
+            if !listed.contains(key.as_slice()) {
+                table.withdraw(&key);
+                done.withdrawn += 1;
+            }
+        }
+        for key in keys {
+            if table.find(key).is_none() && table.publish(key) {
+                done.published += 1;
+            }
+        }
+        Ok(done)
+    }
+}
+
+/// Adds `extra` (a slot's hits) to `stats` (the hash value's): the entry's hits are the sum,
+/// its last hit the later of the two.
+pub(crate) fn merged(stats: EntryStats, extra: Option<EntryStats>) -> EntryStats {
+    match extra {
+        None => stats,
+        Some(s) => EntryStats {
+            hits: stats.hits + s.hits,
+            last_hit_ns: stats.last_hit_ns.max(s.last_hit_ns),
+        },
+    }
+}
