@@ -355,6 +355,16 @@ fn layout_1_pins_are_migrated_under_a_blocked_flood_without_a_leak() {
         "{}'s prefix is counted but its bit is clear",
         FLOOD[0]
     );
+    // And every exact entry has its slot, where the program finds it (new in layout 6).
+    for (list, net) in before.keys() {
+        if *list == ListKind::BlockExact {
+            assert_eq!(
+                kernel.exact_slot(net.addr()),
+                Some(true),
+                "{net} was copied without a slot"
+            );
+        }
+    }
     // The TTLs and reasons the daemon keeps, and the counters, did not go backwards.
     assert_eq!(holds(&new), holds_before);
     assert!(interface_counter(&new, &dev, "blocked_cidr") > dropped_before);

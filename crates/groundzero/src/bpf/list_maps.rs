@@ -241,12 +241,10 @@ impl ListMaps {
             let (family, key, len) = exact_key(&net);
             slots.withdraw(family, &key[..len]);
         }
-        Ok(by_family!(
-            net,
-            &mut self.v4[i],
-            &mut self.v6[i],
-            |table, addr, len| { table.remove(addr, len) }
-        ))
+        let result = by_family!(net, &mut self.v4[i], &mut self.v6[i], |table, addr, len| {
+            table.remove(addr, len)
+        });
+        Ok(result)
     }
 
     /// The stats of `net` (an exact entry's with its slot's hits). For prefixes the kernel
