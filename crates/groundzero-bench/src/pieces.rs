@@ -25,7 +25,7 @@ use crate::{
 
 /// The pieces object's programs: (function, what it adds to the parser). Pieces that read a
 /// map have one program per family, `_v4` and `_v6` appended to the name here.
-pub const PIECES: [(&str, &str); 8] = [
+pub const PIECES: [(&str, &str); 9] = [
     ("piece_parse", "parse (Ethernet, VLAN, IP header checks)"),
     ("piece_config", "config word read (array lookup)"),
     (
@@ -33,7 +33,10 @@ pub const PIECES: [(&str, &str); 8] = [
         "allowlist summary (array lookup; IPv6: two)",
     ),
     ("piece_exact", "exact lookup (hash)"),
-    ("piece_exact_hit", "exact lookup + hit counter and clock"),
+    (
+        "piece_exact_hit",
+        "exact lookup in the slot table + hit counter and clock",
+    ),
     (
         "piece_prefix_summary",
         "prefix summary (array lookup; IPv6: two)",
@@ -45,6 +48,10 @@ pub const PIECES: [(&str, &str); 8] = [
     (
         "piece_count_interface",
         "counter write, per interface (per-CPU array)",
+    ),
+    (
+        "piece_exact_slot",
+        "exact lookup (slot table: inlined array reads)",
     ),
 ];
 
@@ -131,12 +138,41 @@ impl Reference {
         Ok(())
     }
 
-    /// Adds `addr` to the pieces' exact blocklist (values are `EntryStats`, 16 bytes).
+    /// Adds `addr` to the pieces' exact blocklist (values are `EntryStats`, 16 bytes) and to
+    /// its slot table, in its home slot (the table is otherwise empty).
     fn block(&mut self, addr: IpAddr) -> Result<()> {
+        use groundzero_common::slots::{self as sl, next_tag, SLOT_EMPTY, SLOT_LIVE};
+        let live = next_tag(SLOT_EMPTY, SLOT_LIVE);
         match addr {
-            IpAddr::V4(a) => self.insert("block_v4", a.octets(), [0u64; 2]),
-            IpAddr::V6(a) => self.insert("block_v6", a.octets(), [0u64; 2]),
+            IpAddr::V4(a) => {
+                self.insert("block_v4", a.octets(), [0u64; 2])?;
+                let slot = sl::SlotV4 {
+                    tag: live,
+                    key: a.octets(),
+                    ..Default::default()
+                };
+                self.set(sl::BLOCK_SLOTS_V4, sl::home_v4(&a.octets()), slot)
+            }
+            IpAddr::V6(a) => {
+                self.insert("block_v6", a.octets(), [0u64; 2])?;
+                let slot = sl::SlotV6 {
+                    tag: live,
+                    key: a.octets(),
+                    ..Default::default()
+                };
+                self.set(sl::BLOCK_SLOTS_V6, sl::home_v6(&a.octets()), slot)
+            }
         }
+    }
+
+    fn set<V: aya::Pod>(&mut self, map: &str, index: u32, value: V) -> Result<()> {
+        let mut m: aya::maps::Array<_, V> = aya::maps::Array::try_from(
+            self.bpf
+                .map_mut(map)
+                .with_context(|| format!("map {map}"))?,
+        )?;
+        m.set(index, value, 0)?;
+        Ok(())
     }
 
     fn test_run(&self, program: &str, packet: &[u8], repeat: u32) -> Result<(u32, Duration)> {
@@ -169,7 +205,8 @@ enum Prog {
 fn piece_program(k: usize, family: Family) -> String {
     let name = PIECES[k].0;
     match k {
-        2..=5 => format!("{name}_{}", if family == Family::V4 { "v4" } else { "v6" }),
+        // The pieces that read a map have a program per family.
+        2..=5 | 8 => format!("{name}_{}", if family == Family::V4 { "v4" } else { "v6" }),
         _ => name.to_string(),
     }
 }
@@ -258,9 +295,9 @@ pub fn run(config: &Config) -> Result<Pieces> {
             jobs.push((i, Prog::Baseline));
         }
         let piece_set: &[usize] = if case.packet == Packet::Exact {
-            &[3, 4]
+            &[3, 8, 4]
         } else {
-            &[1, 2, 3, 5, 6, 7]
+            &[1, 2, 3, 8, 5, 6, 7]
         };
         jobs.extend(piece_set.iter().map(|&k| (i, Prog::Piece(k))));
     }

@@ -514,7 +514,8 @@ fn per_packet_misses(p: &PerPacket, missed: &[(Family, Verdict)]) -> String {
          slots, and counts the verdict once, per CPU. groundzero's full verdict reads the \
          allowlist's prefix summary (and walks the allowlist trie only if a prefix may match: \
          the allowlist wins over every block), reads the exact summary and looks the source up \
-         in the exact hash (shared by all CPUs, 1,048,576 slots) only if its bit is set, \
+         in the exact slot table (an array the verifier inlines; the exact hash, shared by all \
+         CPUs, 1,048,576 slots, only when the address's window is full) only if its bit is set, \
          then reads the blocked prefixes' summary (and walks that \
          trie only if needed); it counts each packet once, in its interface's per-CPU slot \
          (user space sums the interfaces for the totals), and on a match it adds a hit to the \
@@ -527,8 +528,9 @@ fn per_packet_misses(p: &PerPacket, missed: &[(Family, Verdict)]) -> String {
          With xdp-filter's lists, groundzero costs {}× what xdp-filter costs. {} \
          **Few calls; what is left is the instructions around them and the atomic add of a hit.** Part 6 takes the \
          verdict apart and `scripts/verdict-paths.sh` dumps the programs as the kernel runs \
-         them. On the exact-drop path groundzero makes one real call (the exact hash's \
-         `__htab_map_lookup_elem`), on the pass path none when the exact summary says no (the \
+         them. On the exact-drop path groundzero makes no call when the address is in its slot \
+         (map layout 6), one (the exact hash's `__htab_map_lookup_elem`) when its window of \
+         slots is full, on the pass path none when the exact summary says no (the \
          summaries, the config word and the per-CPU counters are array lookups the verifier \
          inlines, `bpf_jiffies64` is inlined, the \
          coarse clock is called once per jiffy); a prefix drop adds the blocked trie's \
@@ -786,8 +788,8 @@ fn scale_section(md: &mut String, s: &Scale, fig_dir: &Path) -> Result<()> {
         "### Kernel memory\n\n\
          The kernel's own accounting of each map (`memlock` in `/proc/self/fdinfo`, which is \
          `map_mem_usage()`), read at every step. The exact maps are hash maps preallocated at \
-         their capacity: their memory is fixed at load time, whatever the fill. The prefix maps \
-         are LPM tries and grow with their entries.\n\n\
+         their capacity: their memory is fixed at load time, whatever the fill; so are the slot \
+         tables in front of them. The prefix maps are LPM tries and grow with their entries.\n\n\
          | map | capacity | entries | kernel memory | per entry |\n|---|---|---|---|---|"
     )?;
     let mem = |n: usize, m: usize, name: &str| {
@@ -808,6 +810,19 @@ fn scale_section(md: &mut String, s: &Scale, fig_dir: &Path) -> Result<()> {
                     x.bytes as f64 / x.capacity as f64
                 )?;
             }
+        }
+    }
+    // The slot tables (map layout 6) are arrays of a fixed size, whatever the lists hold.
+    for name in ["block_slots_v4", "block_slots_v6"] {
+        if let Some(x) = mem(max_exact, 0, name) {
+            writeln!(
+                md,
+                "| `{name}` (array, the exact slot table) | {} slots | {} | {:.1} MiB | {:.1} B per slot |",
+                x.capacity,
+                plot::human(max_exact as f64),
+                x.bytes as f64 / 1048576.0,
+                x.bytes as f64 / x.capacity as f64
+            )?;
         }
     }
     for name in ["block_net_v4", "block_net_v6"] {
@@ -837,8 +852,11 @@ fn scale_section(md: &mut String, s: &Scale, fig_dir: &Path) -> Result<()> {
          share alone: `BPF_MAP_UPDATE_BATCH` of the same keys, in the same chunks, into a bare \
          hash map of the same shape (preallocated, 1,048,576 slots, 16-byte values), with no \
          other work. Rotated order; each measurement starts after a 250 ms pause, so that the \
-         kernel's deferred freeing of the previous shield's maps does not run during it.\n\n\
-         | family | entries | batched s | one by one s | kernel alone s | batched ÷ one by one |\n|---|---|---|---|---|---|"
+         kernel's deferred freeing of the previous shield's maps does not run during it. \
+         *Reload*: `Shield::load` of pins that already hold the entries, by their owner (a \
+         daemon restarting), which rebuilds the exact slot tables from the hashes (map layout \
+         6: it reads every key of the hash and probes its slot).\n\n\
+         | family | entries | batched s | one by one s | kernel alone s | batched ÷ one by one | reload s |\n|---|---|---|---|---|---|---|"
     )?;
     let load = |family: Family, method: LoadMethod| {
         s.loads
@@ -853,13 +871,14 @@ fn scale_section(md: &mut String, s: &Scale, fig_dir: &Path) -> Result<()> {
         ) {
             writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {:.2} |",
+                "| {} | {} | {} | {} | {} | {:.2} | {} |",
                 family.label(),
                 plot::human(b.entries as f64),
                 b.seconds.show(2),
                 o.seconds.show(2),
                 k.seconds.show(2),
-                b.seconds.median / o.seconds.median
+                b.seconds.median / o.seconds.median,
+                load(family, LoadMethod::Reload).map_or("–".into(), |r| r.seconds.show(2)),
             )?;
         }
     }

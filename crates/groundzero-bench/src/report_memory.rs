@@ -159,14 +159,19 @@ pub fn section(md: &mut String, s: &Scale) -> Result<()> {
          adds a page walk, and under a VM's nested paging a walk is itself up to several \
          dependent loads, mostly cached). The bare lookup pays exactly those; the difference \
          between the two DRAM rows above ({} vs {}) is what the page walks cost this machine \
-         per load. groundzero adds what its program reads besides: the allowlist's and the \
-         blocked prefixes' summaries and the exact summary, as bitmaps (map layout 5: a bit per \
-         key, 128 KiB per prefix summary and 512 KiB per exact summary, so that a flood finds \
-         them in the caches and their few pages in the TLB; up to layout 4 the program read \
-         the counts, 1 MiB and 4 MiB, a random line and page of each per source), the per-entry \
-         hit counter written in the element's value, and its per-CPU counters (warm). A source \
-         whose exact summary bit is clear skips the hash, and its misses, altogether: with a \
-         million entries about four keys in five are clear.\n",
+         per load. groundzero does not take that path for a listed source (map layout 6): it \
+         reads the source's slot in the exact slot table (an array of 2,097,152 slots of 24 \
+         bytes for IPv4, 40 for IPv6: 48 and 80 MiB, a random slot per source, so one line, \
+         the next one too when the probe goes on or a slot straddles two, and the TLB entry of \
+         its page), and the hit counter it writes is in that same slot. The hash and its two \
+         misses are left to the addresses whose window of 8 slots is full. Besides that, its \
+         program reads the allowlist's and the blocked prefixes' summaries and the exact \
+         summary, as bitmaps (map layout 5: a bit per key, 128 KiB per prefix summary and 512 \
+         KiB per exact summary, so that a flood finds them in the caches and their few pages \
+         in the TLB; up to layout 4 the program read the counts, 1 MiB and 4 MiB, a random \
+         line and page of each per source), and its per-CPU counters (warm). A source whose \
+         exact summary bit is clear skips the slots and the hash altogether: with a million \
+         entries about four keys in five are clear.\n",
         format_args!("{dram:.0} ns on 4 KiB pages"),
         h.dram_huge_ns()
             .map_or_else(|| "–".to_string(), |d| format!("{d:.0} ns on huge pages"))

@@ -256,6 +256,9 @@ pub enum LoadMethod {
     OneByOne,
     /// `BPF_MAP_UPDATE_BATCH` alone into a bare map of the same shape: the kernel's share.
     KernelOnly,
+    /// `Shield::load` of pins that hold the entries, by their owner (a daemon's restart): it
+    /// rebuilds the exact slot tables from the hashes.
+    Reload,
 }
 
 #[derive(Clone, Debug)]
@@ -725,13 +728,45 @@ fn scrape(shield: &Shield, exact: usize, cidr: usize, rounds: usize) -> Result<S
     })
 }
 
+/// Pins a shield holding `entries`, lets it go, and times the next load of those pins (its
+/// owner's: the slot tables are rebuilt from the hashes). The pins are removed after.
+fn reload_time(entries: &[IpNet]) -> Result<f64> {
+    groundzero::pins::ensure_bpffs()?;
+    let dir = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/gz-bench-reload-{}",
+        std::process::id()
+    ));
+    let options = ShieldOptions {
+        pin_dir: Some(dir.clone()),
+        ..ShieldOptions::default()
+    };
+    let timed = (|| -> Result<f64> {
+        let mut shield = Shield::load(options.clone())?;
+        shield.block_all(entries)?;
+        drop(shield);
+        let start = Instant::now();
+        let shield = Shield::load(options.clone())?;
+        let seconds = start.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            shield.blocked()?.len() == entries.len(),
+            "the reloaded shield does not hold the {} entries",
+            entries.len()
+        );
+        Ok(seconds)
+    })();
+    groundzero::pins::remove_all(&dir)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    timed
+}
+
 /// Loading `config.load_entries` exact entries into a fresh shield: batched (`block_all`) and
 /// one `block` call per entry, and the kernel's batch update alone, alternating.
 fn load_times(config: &Config, lists: &[Lists; 2]) -> Result<Vec<LoadTime>> {
-    const METHODS: [LoadMethod; 3] = [
+    const METHODS: [LoadMethod; 4] = [
         LoadMethod::Batched,
         LoadMethod::OneByOne,
         LoadMethod::KernelOnly,
+        LoadMethod::Reload,
     ];
     let n = config.load_entries;
     let mut out = Vec::new();
@@ -759,7 +794,7 @@ fn load_times(config: &Config, lists: &[Lists; 2]) -> Result<Vec<LoadTime>> {
                 16,
             ),
         };
-        let mut times = [Vec::new(), Vec::new(), Vec::new()];
+        let mut times = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
         for rep in 0..config.load_repeats {
             for k in order(METHODS.len(), rep) {
                 settle(config, 1);
@@ -770,6 +805,7 @@ fn load_times(config: &Config, lists: &[Lists; 2]) -> Result<Vec<LoadTime>> {
                         ShieldOptions::default().exact_capacity,
                     )?
                     .as_secs_f64(),
+                    LoadMethod::Reload => reload_time(entries)?,
                     method => {
                         let mut shield = Shield::load(ShieldOptions::default())?;
                         let start = Instant::now();

@@ -97,6 +97,7 @@ impl Shield {
         let mut config = ConfigMap::take(&mut object)?;
         // A capture bit left set by a crashed capture is cleared by the owner of the pins
         // only: another loader (an application's fallback) must not end a daemon's capture.
+        // Likewise the exact slot tables are rebuilt from the hashes by the owner only.
         let owner = options
             .pin_dir
             .as_deref()
@@ -105,7 +106,13 @@ impl Shield {
             capture::clear_stale(&mut config)?;
         }
         let maps_dir = loaded.maps_dir.as_deref();
-        let lists = Lists::take(&mut object, capacity, loaded.summaries_fresh, maps_dir)?;
+        let lists = Lists::take(
+            &mut object,
+            capacity,
+            loaded.summaries_fresh,
+            maps_dir,
+            owner,
+        )?;
         if let Some(maps_dir) = &loaded.maps_dir {
             // Only now: a crash before this leaves the pins unmarked, and the next load counts.
             crate::bpf::object::mark_summaries_counted(maps_dir)?;

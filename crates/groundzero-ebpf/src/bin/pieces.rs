@@ -113,12 +113,30 @@ fn counted(found: Option<*const groundzero_common::maps::EntryStats>) -> u32 {
     }
 }
 
-// Parse, then the exact lookup and, on a hit, the entry's hit counter and clock.
+// Parse, then the exact slot table's probe (no hit counted): what the verdict asks before the
+// hash (map layout 6), an inlined array read.
+per_family!(
+    piece_exact_slot_v4,
+    piece_exact_slot_v6,
+    |src| verdict(matches!(find_v4(&src), Found::Slot(_))),
+    verdict(matches!(find_v6(&src), Found::Slot(_)))
+);
+
+#[inline(always)]
+fn slot(found: Found) -> Option<*const groundzero_common::maps::EntryStats> {
+    match found {
+        Found::Slot(stats) => Some(stats),
+        _ => None,
+    }
+}
+
+// Parse, then the exact lookup as the verdict makes it (the slot table) and, on a hit, the
+// entry's hit counter and clock.
 per_family!(
     piece_exact_hit_v4,
     piece_exact_hit_v6,
-    |src| counted(BLOCK_V4.get_ptr(&src)),
-    counted(BLOCK_V6.get_ptr(&src))
+    |src| counted(slot(find_v4(&src))),
+    counted(slot(find_v6(&src)))
 );
 
 // Parse, then the blocked prefixes' summary.

@@ -35,11 +35,15 @@ impl Lists {
     /// Takes the list and summary maps out of `object`. `summaries_fresh`: the summaries were
     /// just made next to tries that may hold entries, so count those now.
     /// `maps_dir`: where the maps are pinned, if they are (other processes may write them).
+    /// `owner`: this process holds the pins (or they are its own): it rebuilds the exact slot
+    /// tables from the hashes, which another loader (a tool, an application's fallback while
+    /// the daemon restarts) leaves to the owner, as it leaves recovery and migration.
     pub(crate) fn take(
         object: &mut Object,
         capacity: [u32; 3],
         summaries_fresh: bool,
         maps_dir: Option<&std::path::Path>,
+        owner: bool,
     ) -> Result<Self, Error> {
         let lists = Lists {
             summaries: Summaries::map(object, maps_dir)?,
@@ -53,8 +57,10 @@ impl Lists {
                 lists.summaries.add_all(list, &nets)?;
             }
         }
-        lists.reconcile_slots::<4>(Family::V4)?;
-        lists.reconcile_slots::<16>(Family::V6)?;
+        if owner {
+            lists.reconcile_slots::<4>(Family::V4)?;
+            lists.reconcile_slots::<16>(Family::V6)?;
+        }
         Ok(lists)
     }
 

@@ -150,9 +150,16 @@ pub(crate) fn migrate(dir: &Path, from: u32, options: &ShieldOptions) -> Result<
         copied += copy_list::<[u8; 16]>(&old_maps, &next_maps, list, from).map_err(&fail)?;
     }
     // Counting the summaries from the copied tries: taking the lists does exactly that when
-    // told the summaries are fresh, which they are.
+    // told the summaries are fresh, which they are; as the pins' owner, it also builds the
+    // exact slot tables from the copied hashes.
     let capacity = ListKind::ALL.map(|list| staged_options.capacity(list));
-    drop(Lists::take(&mut staged, capacity, true, Some(&next_maps))?);
+    drop(Lists::take(
+        &mut staged,
+        capacity,
+        true,
+        Some(&next_maps),
+        true,
+    )?);
     super::object::mark_summaries_counted(&next_maps)?;
     // Not worth failing an upgrade for: the daemon writes its config again at start, and
     // counters that restart from zero are a reset Prometheus knows how to read.
