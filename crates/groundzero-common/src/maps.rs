@@ -126,6 +126,11 @@ impl Config {
     /// A capture runs: the program checks [`crate::capture::CaptureCtl`] after the verdict.
     /// Clear, capture costs the verdict path this one bit test.
     pub const CAPTURE: u32 = 1 << 1;
+    /// The exact slot tables may be read (map layout 6, see [`crate::slots`]). Set by the pins'
+    /// owner once it has rebuilt them, and only on x86-64, whose loads are not reordered with
+    /// one another: the program's check of a slot's tag around its key is a sequence lock with
+    /// no read barrier, which BPF does not have. Clear, every exact lookup asks the hash.
+    pub const EXACT_SLOTS: u32 = 1 << 2;
     /// Bits 8..15: how many low bits of an IPv4 source the rate limit ignores (32 minus the
     /// prefix length of a bucket). Bits 16..23: the same for IPv6 (128 minus the prefix length).
     /// Host bits rather than prefix lengths so that 0, what a config written before these
@@ -143,6 +148,12 @@ impl Config {
     #[inline(always)]
     pub const fn monitor_in(flags: u32) -> bool {
         flags & Self::MONITOR != 0
+    }
+
+    /// [`Self::EXACT_SLOTS`] of a `flags` value already read.
+    #[inline(always)]
+    pub const fn exact_slots_in(flags: u32) -> bool {
+        flags & Self::EXACT_SLOTS != 0
     }
 
     /// [`Self::CAPTURE`] of a `flags` value already read.

@@ -17,12 +17,19 @@
 //!   [`SLOT_PROBES`] from there that is empty or a tombstone, or in no slot when all are live
 //!   (it is then in the hash only). A removal leaves a tombstone, never an empty slot. So a
 //!   probe that meets an empty slot has proof that the address is not listed; one that meets
-//!   only live slots and tombstones asks the hash.
+//!   only live slots and tombstones asks the hash. The owner's load, holding the writers' lock
+//!   and every key of the hash, turns tombstones back into empty slots where no probe needs
+//!   them (a tombstone before an empty slot, outside the window of an entry in the hash only).
 //! - **Torn reads.** A slot's `tag` holds its state in its low two bits and a generation above,
 //!   bumped on every change. The program reads the tag, then the key, then the tag again, and
 //!   trusts the key only if the tag did not change (a sequence lock): a slot being rewritten
 //!   for another address can never match a third one. A slot mid-write sends the packet to the
-//!   hash. (Ordered by x86's loads; the reads are volatile so that the compiler keeps them.)
+//!   hash. The reads are volatile so that the compiler keeps their order, and the CPU must
+//!   too: BPF has no read barrier, so the program reads the slots only when user space set
+//!   `Config::EXACT_SLOTS`, which it does on x86-64 alone (loads are not reordered with loads
+//!   there); elsewhere every exact lookup asks the hash, as up to layout 5.
+//! - **A hit may land on the wrong entry** when a slot is withdrawn and reused between a
+//!   packet's check and its hit: one hit, on an entry that was being removed and re-added.
 
 use crate::maps::EntryStats;
 

@@ -375,13 +375,15 @@ macro_rules! kernel_lists {
                 if !$may_hold(&$exact_sum, src) {
                     return false;
                 }
-                match $find(src) {
-                    Found::Slot(stats) => {
-                        hit(stats);
-                        return true;
+                if Config::exact_slots_in(self.flags) {
+                    match $find(src) {
+                        Found::Slot(stats) => {
+                            hit(stats);
+                            return true;
+                        }
+                        Found::Absent => return false,
+                        Found::Hash => {}
                     }
-                    Found::Absent => return false,
-                    Found::Hash => {}
                 }
                 match $exact.get_ptr(src) {
                     Some(stats) => {

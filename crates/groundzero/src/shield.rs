@@ -113,6 +113,18 @@ impl Shield {
             maps_dir,
             owner,
         )?;
+        if owner {
+            // The slots are an index of the hashes now: the program may read them (see
+            // `Config::EXACT_SLOTS` for why x86-64 only).
+            let on = lists.has_slots() && cfg!(target_arch = "x86_64");
+            config.update(|c| {
+                c.flags = if on {
+                    c.flags | Config::EXACT_SLOTS
+                } else {
+                    c.flags & !Config::EXACT_SLOTS
+                };
+            })?;
+        }
         if let Some(maps_dir) = &loaded.maps_dir {
             // Only now: a crash before this leaves the pins unmarked, and the next load counts.
             crate::bpf::object::mark_summaries_counted(maps_dir)?;

@@ -49,7 +49,9 @@ fn same_home_v4(n: u32) -> Vec<IpAddr> {
     let home = 0x1234u32;
     let addrs: Vec<IpAddr> = (0..n)
         .map(|j| {
-            let product = (home << (32 - EXACT_SLOT_BITS)) | (j * 7 + 1);
+            // j ↦ 7j + 1 is a bijection of the low bits: n distinct addresses up to 2048.
+            let low = (j * 7 + 1) & ((1 << (32 - EXACT_SLOT_BITS)) - 1);
+            let product = (home << (32 - EXACT_SLOT_BITS)) | low;
             IpAddr::V4(Ipv4Addr::from(product.wrapping_mul(inv)))
         })
         .collect();
@@ -152,21 +154,42 @@ fn full_window(addrs: Vec<IpAddr>) {
         assert_eq!(shield.exact_slot(a), Some(false), "{a}");
         assert_eq!(verdict(&shield, a), Action::Pass, "{a}");
     }
-    // 100 more than the one-by-one limit, so that block_all takes the batch path.
+    // 100 more of the same family than the one-by-one limit, so that block_all takes the
+    // batch path (and unblock_all the batch removal).
     let mut batch: Vec<IpNet> = addrs.iter().map(|&a| net(a)).collect();
-    let filler: Vec<IpNet> = (0..100u32)
-        .map(|i| net(IpAddr::V4(Ipv4Addr::from(0xC612_4000 + i))))
+    let filler: Vec<IpAddr> = (0..100u32)
+        .map(|i| match over {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(0xC612_4000 + i)),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(
+                0x2001_0002_0000_0000_0000_0000_0004_0000u128 + u128::from(i),
+            )),
+        })
         .collect();
-    batch.extend(&filler);
+    batch.extend(filler.iter().map(|&a| net(a)));
     shield.block_all(&batch).unwrap();
-    for &a in &addrs {
+    for &a in addrs.iter().chain(&filler) {
         assert_eq!(verdict(&shield, a), Action::Drop, "{a} after block_all");
     }
     assert_eq!(shield.exact_slot(over), Some(false));
-    assert_eq!(
-        verdict(&shield, IpAddr::V4(Ipv4Addr::from(0xC612_4000 + 7))),
-        Action::Drop
-    );
+    assert_eq!(shield.exact_slot(filler[7]), Some(true));
+    // A batch removal that the kernel stops at an absent key (the second one here) finishes
+    // one by one, and leaves nothing listed without its slot.
+    let absent = match over {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(0xC612_5000u32)),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(
+            0x2001_0002_0000_0000_0000_0000_0005_0000u128,
+        )),
+    };
+    let mut removal: Vec<IpNet> = vec![net(filler[0]), net(absent)];
+    removal.extend(filler[1..90].iter().map(|&a| net(a)));
+    shield.unblock_all(&removal).unwrap();
+    for &a in &filler[..90] {
+        assert_eq!(verdict(&shield, a), Action::Pass, "{a} after unblock_all");
+        assert_eq!(shield.exact_slot(a), Some(false), "{a}");
+    }
+    for &a in filler[90..].iter().chain(&addrs) {
+        assert_eq!(verdict(&shield, a), Action::Drop, "{a} kept");
+    }
 }
 
 #[test]
@@ -190,6 +213,7 @@ fn a_load_rebuilds_the_slots_from_the_hash() {
         pin_dir: Some(dir.clone()),
         ..ShieldOptions::default()
     };
+    let window = same_home_v4(SLOT_PROBES + 1);
     let kept: IpAddr = "198.18.7.1".parse().unwrap();
     let gone: IpAddr = "198.18.7.2".parse().unwrap();
     let bare: IpAddr = "2001:2::7:3".parse().unwrap();
@@ -198,6 +222,15 @@ fn a_load_rebuilds_the_slots_from_the_hash() {
             let mut first = Shield::load(options.clone()).unwrap();
             first.block(net(kept)).unwrap();
             first.block(net(gone)).unwrap();
+            // A full window and one in the hash only; then the window's last slot and another
+            // become tombstones. The load gives the one in the hash a slot (a tombstone of its
+            // window), and its sweep empties no slot a probe still needs.
+            for &a in &window {
+                first.block(net(a)).unwrap();
+            }
+            assert_eq!(first.exact_slot(window[SLOT_PROBES as usize]), Some(false));
+            first.unblock(net(window[7])).unwrap();
+            first.unblock(net(window[2])).unwrap();
             for _ in 0..3 {
                 assert_eq!(verdict(&first, kept), Action::Drop);
             }
@@ -254,6 +287,15 @@ fn a_load_rebuilds_the_slots_from_the_hash() {
         assert_eq!(verdict(&second, gone), Action::Pass);
         assert_eq!(verdict(&second, bare), Action::Drop);
         assert_eq!(verdict(&second, kept), Action::Drop);
+        assert_eq!(second.exact_slot(window[SLOT_PROBES as usize]), Some(true));
+        for (j, &a) in window.iter().enumerate() {
+            let expected = if j == 7 || j == 2 {
+                Action::Pass
+            } else {
+                Action::Drop
+            };
+            assert_eq!(verdict(&second, a), expected, "window address {j}: {a}");
+        }
         // The hits counted in the slot by the first load's program survived the second load.
         assert_eq!(hits(&second, kept), 4);
         assert_eq!(hits(&second, bare), 1);
@@ -281,6 +323,10 @@ fn a_slot_rewritten_under_the_probe_never_changes_a_verdict() {
         ..ShieldOptions::default()
     };
     let result = std::panic::catch_unwind(|| {
+        // (A torn key read, half one address and half the other, could only match a third
+        // address of the same home whose bytes are such a mix; none of the 2048 IPv4
+        // addresses of the home these tests use is, so this test does not provoke that case: the tag read
+        // after the key is what rules it out.)
         for addrs in [same_home_v4(4), same_home_v6(4)] {
             let [churned, listed, unlisted, other] = addrs[..] else {
                 unreachable!()

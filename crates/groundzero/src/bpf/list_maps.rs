@@ -244,6 +244,14 @@ impl ListMaps {
         let result = by_family!(net, &mut self.v4[i], &mut self.v6[i], |table, addr, len| {
             table.remove(addr, len)
         });
+        // A removal that failed for another reason than absence leaves the entry listed: it
+        // gets its slot back, still under the lock.
+        if let (Some(slots), Err(e)) = (slots.as_deref(), &result) {
+            if !crate::error::not_found(e) {
+                let (family, key, len) = exact_key(&net);
+                slots.publish(family, &key[..len]);
+            }
+        }
         Ok(result)
     }
 

@@ -74,6 +74,8 @@ impl Lists {
             return Ok(());
         };
         let list = ListKind::BlockExact;
+        // Held from the read of the hash to the last slot written (see `Slots::reconcile`).
+        let _locked = slots.lock()?;
         let fd = self.maps.borrow_fd(list, family);
         let keys: Vec<[u8; N]> = batch::entries::<[u8; N], EntryStats>(fd)
             .map_err(|e| Error::MapRead {
@@ -84,14 +86,15 @@ impl Lists {
             .map(|(k, _)| k)
             .collect();
         let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
-        let done = slots.reconcile(family, &keys)?;
-        if done != Default::default() {
+        let done = slots.reconcile(family, &keys);
+        if done.published + done.withdrawn > 0 {
             log::info!(
                 "exact {family:?} slots rebuilt from the hash: {} given a slot, {} withdrawn",
                 done.published,
                 done.withdrawn
             );
         }
+        log::debug!("exact {family:?} slots: {} tombstones swept", done.swept);
         Ok(())
     }
 
@@ -113,6 +116,11 @@ impl Lists {
     /// The summaries' bits of `list` at `addr`'s keys, as the XDP program reads them.
     pub(crate) fn summary_bits(&self, list: ListKind, addr: std::net::IpAddr) -> Option<Vec<bool>> {
         self.summaries.bits_at(list, addr)
+    }
+
+    /// Whether the object has the exact slot tables.
+    pub(crate) fn has_slots(&self) -> bool {
+        self.maps.slots().is_some()
     }
 
     /// Whether `addr` has a live exact slot; `None` without slot tables.
@@ -296,9 +304,7 @@ impl Lists {
             let locked = slots.map(|s| s.lock()).transpose()?;
             let (_, result) = batch::update(fd, &keys[start..end], &values[start..end], 0);
             if let (Some(slots), Ok(())) = (slots, &result) {
-                for key in &keys[start..end] {
-                    slots.publish(family, key.as_slice());
-                }
+                slots.publish_all(family, &keys[start..end]);
             }
             drop(locked);
             // How far a failed batch got is not reliably reported: count it all as added so
@@ -351,7 +357,6 @@ impl Lists {
                 }
             }
             let (reported, result) = batch::delete(fd, &keys);
-            drop(locked);
             // The kernel deletes key by key and, when a key stops it, reports how many it
             // deleted before (generic_map_delete_batch): those are uncounted, after their
             // removal. An error before the loop (a read-only fd, a bad attribute) leaves the
@@ -361,6 +366,17 @@ impl Lists {
                 Err(_) if reported < chunk.len() => reported,
                 Err(_) => 0,
             };
+            if let Some(slots) = slots {
+                // The keys the batch did not reach and the hash still holds get their slots
+                // back before the lock goes: the one-by-one removal below takes each again,
+                // and none stays listed without a slot if that removal stops too.
+                for (net, key) in &chunk[done..] {
+                    if self.maps.get(ListKind::BlockExact, *net).is_ok() {
+                        slots.publish(family, key.as_slice());
+                    }
+                }
+            }
+            drop(locked);
             let removed: Vec<IpNet> = chunk[..done].iter().map(|(net, _)| *net).collect();
             self.summaries.sub_all(ListKind::BlockExact, &removed)?;
             // A batch stops at the first absent key (ENOENT): finish that chunk one by one.

@@ -88,6 +88,21 @@ impl Table {
         }
     }
 
+    /// Asks the CPU to fetch `key`'s home slot (and the line after it) ahead of a write or a
+    /// probe: a million keys otherwise cost a cache miss each, one after the other.
+    fn prefetch(&self, key: &[u8]) {
+        let at = self.slot((self.home)(key));
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(at as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(64) as *const i8);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = at;
+    }
+
     /// The live slot holding `key`, read as the XDP program reads it: `None` if the probe meets
     /// an empty slot or the end of the window first.
     fn find(&self, key: &[u8]) -> Option<u32> {
@@ -151,21 +166,64 @@ impl Table {
         }
     }
 
-    /// Every live slot's key.
-    fn live_keys(&self) -> Vec<Vec<u8>> {
+    /// Every live slot's index and key. Under the exclusive lock (no slot changes meanwhile).
+    /// Keys come padded to 16 bytes (no allocation per slot: a million of them at a load).
+    fn live_keys(&self) -> Vec<(u32, [u8; 16])> {
         let mut out = Vec::new();
         for i in 0..EXACT_SLOTS {
             let tag = self.tag(i).load(Ordering::Acquire);
             if tag & SLOT_STATE == SLOT_LIVE {
-                let mut key = vec![0u8; self.key_len];
-                for (j, byte) in key.iter_mut().enumerate() {
+                let mut key = [0u8; 16];
+                for (j, byte) in key[..self.key_len].iter_mut().enumerate() {
                     // SAFETY: within the slot's key.
                     *byte = unsafe { std::ptr::read_volatile(self.slot(i).add(self.key_at + j)) };
                 }
-                out.push(key);
+                out.push((i, key));
             }
         }
         out
+    }
+
+    /// Sets slot `i`'s state, as a new generation.
+    fn set_state(&self, i: u32, state: u32) {
+        let tag = self.tag(i);
+        tag.store(
+            next_tag(tag.load(Ordering::Acquire), state),
+            Ordering::SeqCst,
+        );
+    }
+
+    fn state(&self, i: u32) -> u32 {
+        self.tag(i).load(Ordering::Acquire) & SLOT_STATE
+    }
+
+    /// Turns tombstones back into empty slots where no probe needs them: a tombstone whose
+    /// next slot is empty ends every probe that reaches it (nothing was ever placed past an
+    /// empty slot), unless it lies in the window of an entry that is in the hash only, whose
+    /// probe must keep meeting no empty slot. Walks back from each empty slot. Under the
+    /// exclusive lock, with `hash_only` the homes of every entry without a slot. (Reconcile
+    /// gives those a slot first wherever their window has a tombstone, so their windows are
+    /// all live by now; the check keeps the rule true whatever the order.)
+    fn sweep(&self, hash_only: &[u32]) -> usize {
+        let mut protected = vec![false; EXACT_SLOTS as usize];
+        for &home in hash_only {
+            for p in 0..SLOT_PROBES {
+                protected[sl::probe(home, p) as usize] = true;
+            }
+        }
+        let mut swept = 0;
+        for start in 0..EXACT_SLOTS {
+            if self.state(start) != sl::SLOT_EMPTY {
+                continue;
+            }
+            let mut i = sl::probe(start, EXACT_SLOTS - 1); // the slot before, wrapping
+            while self.state(i) == SLOT_TOMB && !protected[i as usize] {
+                self.set_state(i, sl::SLOT_EMPTY);
+                swept += 1;
+                i = sl::probe(i, EXACT_SLOTS - 1);
+            }
+        }
+        swept
     }
 }
 
@@ -187,8 +245,11 @@ impl std::fmt::Debug for Slots {
 pub(crate) struct Reconciled {
     /// Entries of the hash given a slot they lacked.
     pub(crate) published: usize,
-    /// Live slots whose address the hash no longer holds, made tombstones.
+    /// Live slots whose address the hash no longer holds, and half-written ones, made
+    /// tombstones.
     pub(crate) withdrawn: usize,
+    /// Tombstones made empty slots again.
+    pub(crate) swept: usize,
 }
 
 impl Slots {
@@ -254,6 +315,19 @@ impl Slots {
         self.table(family).publish(key)
     }
 
+    /// [`Self::publish`] for each of `keys`, with the slots of the keys a few ahead fetched
+    /// meanwhile (a batch of a million new entries spends its time waiting on memory).
+    pub(crate) fn publish_all<K: AsRef<[u8]>>(&self, family: Family, keys: &[K]) {
+        const AHEAD: usize = 16;
+        let table = self.table(family);
+        for (i, key) in keys.iter().enumerate() {
+            if let Some(next) = keys.get(i + AHEAD) {
+                table.prefetch(next.as_ref());
+            }
+            table.publish(key.as_ref());
+        }
+    }
+
     /// Takes `key`'s slot; under [`Self::lock`], before the hash removal.
     pub(crate) fn withdraw(&self, family: Family, key: &[u8]) {
         self.table(family).withdraw(key)
@@ -269,26 +343,48 @@ impl Slots {
         self.table(family).find(key).is_some()
     }
 
-    /// Makes `family`'s table an index of exactly `keys` (the hash's): a slot for each key that
-    /// lacks one and has room, a tombstone for each live slot whose key is not there. For a
+    /// Makes `family`'s table an index of exactly `keys` (the hash's, read under the same
+    /// lock): a slot for each key that lacks one and has room, a tombstone for each live slot
+    /// whose key is not there (or that repeats another's) and for each slot a writer left
+    /// half-written, and empty slots again for the tombstones no probe needs. For the owner's
     /// load, which cannot know whether a writer died between its two steps.
-    pub(crate) fn reconcile(&self, family: Family, keys: &[&[u8]]) -> Result<Reconciled, Error> {
-        let _locked = self.lock()?;
+    ///
+    /// The caller holds [`Self::lock`] from before it read `keys` until this returns: a writer
+    /// in between could otherwise remove a key this then gives a slot (an address dropped
+    /// that no list holds), or add one this then withdraws.
+    pub(crate) fn reconcile(&self, family: Family, keys: &[&[u8]]) -> Reconciled {
         let table = self.table(family);
         let listed: std::collections::HashSet<&[u8]> = keys.iter().copied().collect();
         let mut done = Reconciled::default();
-        for key in table.live_keys() {
-            if !listed.contains(key.as_slice()) {
-                table.withdraw(&key);
+        let mut seen = std::collections::HashSet::new();
+        for (i, key) in table.live_keys() {
+            if !listed.contains(&key[..table.key_len]) || !seen.insert(key) {
+                table.set_state(i, SLOT_TOMB);
                 done.withdrawn += 1;
             }
         }
-        for key in keys {
-            if table.find(key).is_none() && table.publish(key) {
-                done.published += 1;
+        for i in 0..EXACT_SLOTS {
+            if table.state(i) == SLOT_WRITING {
+                table.set_state(i, SLOT_TOMB);
+                done.withdrawn += 1;
             }
         }
-        Ok(done)
+        let mut hash_only = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            if let Some(next) = keys.get(i + 16) {
+                table.prefetch(next);
+            }
+            if table.find(key).is_some() {
+                continue;
+            }
+            if table.publish(key) {
+                done.published += 1;
+            } else {
+                hash_only.push((table.home)(key));
+            }
+        }
+        done.swept = table.sweep(&hash_only);
+        done
     }
 }
 
