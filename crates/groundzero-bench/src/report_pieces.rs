@@ -64,7 +64,7 @@ hash lookups become a direct call to `__htab_map_lookup_elem`; LPM trie lookups 
 |---|---|---|---|---|\n\
 | minimal Rust/Aya | 21 | 116 | 1 hash | 1 hash |\n\
 | xdp-filter `xdpfilt_alw_ip` | 317 | 1615 | 2 hash (destination, source) | 2 hash |\n\
-| groundzero | JIT_GZ_INSNS (tracing, capture and rate limit included; 1887 at ea391ca, 1584 at ff85772) | JIT_GZ_BYTES | none (the exact summary says no) | none: the address is found in its slot (+ the coarse clock once per jiffy); 1 hash if its window of 8 slots is full |\n\n\
+| groundzero | 1887 at 0d3576f (tracing, capture and rate limit included; 1887 at ea391ca, 1584 at ff85772) | 11703 at 0d3576f (9085 at ea391ca) | none (the exact summary says no) | none: the address is found in its slot (+ the coarse clock once per jiffy); 1 hash if its window of 8 slots is full |\n\n\
 groundzero's other paths: a prefix drop reads the exact summary (and the slots, if its bit is \
 set) and makes the blocked trie's `trie_lookup_elem`; an allowlisted source makes only the \
 allowlist trie's call (the allowlist is asked first). Before the slot tables (up to map layout \
