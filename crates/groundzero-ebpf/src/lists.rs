@@ -127,43 +127,81 @@ unsafe fn now<T: Copy>(field: *const T) -> T {
     unsafe { core::ptr::read_volatile(field) }
 }
 
-/// The probe of the IPv4 slot table for `src` (see groundzero_common::slots).
+/// What the probe needs of a slot type: where its tag and its stats are.
+trait Slot {
+    fn tag(slot: *const Self) -> *const u32;
+    fn stats(slot: *const Self) -> *const EntryStats;
+}
+
+impl Slot for SlotV4 {
+    #[inline(always)]
+    fn tag(slot: *const Self) -> *const u32 {
+        // SAFETY: a field address of a live array value, no read.
+        unsafe { core::ptr::addr_of!((*slot).tag) }
+    }
+    #[inline(always)]
+    fn stats(slot: *const Self) -> *const EntryStats {
+        // SAFETY: as above.
+        unsafe { core::ptr::addr_of!((*slot).stats) }
+    }
+}
+
+impl Slot for SlotV6 {
+    #[inline(always)]
+    fn tag(slot: *const Self) -> *const u32 {
+        // SAFETY: as above.
+        unsafe { core::ptr::addr_of!((*slot).tag) }
+    }
+    #[inline(always)]
+    fn stats(slot: *const Self) -> *const EntryStats {
+        // SAFETY: as above.
+        unsafe { core::ptr::addr_of!((*slot).stats) }
+    }
+}
+
+/// The probe of a slot table from `home` (see groundzero_common::slots); `key_is` reads a live
+/// slot's key and compares it with the source's.
 #[inline(always)]
-pub fn find_v4(src: &[u8; 4]) -> Found {
-    let home = home_v4(src);
-    let want = u32::from_ne_bytes(*src);
+fn find<S: Slot>(table: &Array<S>, home: u32, key_is: impl Fn(*const S) -> bool) -> Found {
     let mut i = 0;
     while i < SLOT_PROBES {
-        let Some(slot) = BLOCK_SLOTS_V4.get_ptr(probe(home, i)) else {
+        let Some(slot) = table.get_ptr(probe(home, i)) else {
             return Found::Hash;
         };
-        // SAFETY: a live array value; fields read one by one, the tag around the key.
-        unsafe {
-            let tag = now(core::ptr::addr_of!((*slot).tag));
-            match tag & SLOT_STATE {
-                SLOT_EMPTY => return Found::Absent,
-                SLOT_TOMB => {}
-                SLOT_LIVE => {
-                    let key = now(core::ptr::addr_of!((*slot).key) as *const u32);
-                    if key == want {
-                        if now(core::ptr::addr_of!((*slot).tag)) != tag {
-                            return Found::Hash;
-                        }
-                        return Found::Slot(core::ptr::addr_of!((*slot).stats));
+        // SAFETY: a live array value; the tag is read around the key.
+        let tag = unsafe { now(S::tag(slot)) };
+        match tag & SLOT_STATE {
+            SLOT_EMPTY => return Found::Absent,
+            SLOT_TOMB => {}
+            SLOT_LIVE => {
+                if key_is(slot) {
+                    // SAFETY: as above.
+                    if unsafe { now(S::tag(slot)) } != tag {
+                        return Found::Hash;
                     }
+                    return Found::Slot(S::stats(slot));
                 }
-                _ => return Found::Hash,
             }
+            _ => return Found::Hash,
         }
         i += 1;
     }
     Found::Hash
 }
 
+/// The probe of the IPv4 slot table for `src`.
+#[inline(always)]
+pub fn find_v4(src: &[u8; 4]) -> Found {
+    let want = u32::from_ne_bytes(*src);
+    find(&BLOCK_SLOTS_V4, home_v4(src), |slot| {
+        // SAFETY: the key of a live array value, read as one word.
+        unsafe { now(core::ptr::addr_of!((*slot).key) as *const u32) == want }
+    })
+}
+
 /// The probe of the IPv6 slot table for `src`.
 #[inline(always)]
 pub fn find_v6(src: &[u8; 16]) -> Found {
-    let home = home_v6(src);
     // SAFETY: [u8; 16] read as two unaligned native words.
     let (want_hi, want_lo) = unsafe {
         (
@@ -171,32 +209,13 @@ pub fn find_v6(src: &[u8; 16]) -> Found {
             core::ptr::read_unaligned(src.as_ptr().add(8) as *const u64),
         )
     };
-    let mut i = 0;
-    while i < SLOT_PROBES {
-        let Some(slot) = BLOCK_SLOTS_V6.get_ptr(probe(home, i)) else {
-            return Found::Hash;
-        };
-        // SAFETY: as in find_v4; the key is 8-byte aligned in the slot.
+    find(&BLOCK_SLOTS_V6, home_v6(src), |slot| {
+        // SAFETY: the key of a live array value, 8-byte aligned in the slot.
         unsafe {
-            let tag = now(core::ptr::addr_of!((*slot).tag));
-            match tag & SLOT_STATE {
-                SLOT_EMPTY => return Found::Absent,
-                SLOT_TOMB => {}
-                SLOT_LIVE => {
-                    let key = core::ptr::addr_of!((*slot).key) as *const u64;
-                    if now(key) == want_hi && now(key.add(1)) == want_lo {
-                        if now(core::ptr::addr_of!((*slot).tag)) != tag {
-                            return Found::Hash;
-                        }
-                        return Found::Slot(core::ptr::addr_of!((*slot).stats));
-                    }
-                }
-                _ => return Found::Hash,
-            }
+            let key = core::ptr::addr_of!((*slot).key) as *const u64;
+            now(key) == want_hi && now(key.add(1)) == want_lo
         }
-        i += 1;
-    }
-    Found::Hash
+    })
 }
 
 /// Whether the IPv4 exact hash may hold `src`.

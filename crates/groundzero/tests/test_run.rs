@@ -1257,9 +1257,20 @@ fn set_rate_limit_refuses_out_of_range_prefixes_and_keeps_the_other_flags() {
     assert_eq!((c.rate_prefix_v4(), c.rate_prefix_v6()), (24, 56));
     shield.set_rate_limit(0, 1, 32, 128).unwrap();
     let c = shield.config().unwrap();
+    // Every flag the rate limit and monitor mode own is clear; the slot tables' switch, set by
+    // the load, is left alone.
     assert_eq!(
-        (c.rate_prefix_v4(), c.rate_prefix_v6(), c.flags),
+        (
+            c.rate_prefix_v4(),
+            c.rate_prefix_v6(),
+            c.flags & !groundzero_common::maps::Config::EXACT_SLOTS
+        ),
         (32, 128, 0)
+    );
+    assert_eq!(
+        groundzero_common::maps::Config::exact_slots_in(c.flags),
+        cfg!(target_arch = "x86_64"),
+        "the load's slot switch was lost"
     );
 }
 
