@@ -133,31 +133,24 @@ trait Slot {
     fn stats(slot: *const Self) -> *const EntryStats;
 }
 
-impl Slot for SlotV4 {
-    #[inline(always)]
-    fn tag(slot: *const Self) -> *const u32 {
-        // SAFETY: a field address of a live array value, no read.
-        unsafe { core::ptr::addr_of!((*slot).tag) }
-    }
-    #[inline(always)]
-    fn stats(slot: *const Self) -> *const EntryStats {
-        // SAFETY: as above.
-        unsafe { core::ptr::addr_of!((*slot).stats) }
-    }
+// Both slot types have their tag and stats under the same field names.
+macro_rules! impl_slot {
+    ($($ty:ty),*) => {$(
+        impl Slot for $ty {
+            #[inline(always)]
+            fn tag(slot: *const Self) -> *const u32 {
+                // SAFETY: a field address of a live array value, no read.
+                unsafe { core::ptr::addr_of!((*slot).tag) }
+            }
+            #[inline(always)]
+            fn stats(slot: *const Self) -> *const EntryStats {
+                // SAFETY: as above.
+                unsafe { core::ptr::addr_of!((*slot).stats) }
+            }
+        }
+    )*};
 }
-
-impl Slot for SlotV6 {
-    #[inline(always)]
-    fn tag(slot: *const Self) -> *const u32 {
-        // SAFETY: as above.
-        unsafe { core::ptr::addr_of!((*slot).tag) }
-    }
-    #[inline(always)]
-    fn stats(slot: *const Self) -> *const EntryStats {
-        // SAFETY: as above.
-        unsafe { core::ptr::addr_of!((*slot).stats) }
-    }
-}
+impl_slot!(SlotV4, SlotV6);
 
 /// The probe of a slot table from `home` (see groundzero_common::slots); `key_is` reads a live
 /// slot's key and compares it with the source's.

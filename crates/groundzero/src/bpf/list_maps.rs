@@ -158,6 +158,12 @@ impl ListMaps {
         Ok(maps)
     }
 
+    /// Whether the exact address `addr` has a live slot; `None` without slot tables.
+    pub(crate) fn exact_slot(&self, addr: std::net::IpAddr) -> Option<bool> {
+        let (family, key, len) = exact_key(&IpNet::from(addr));
+        Some(self.slots()?.holds(family, &key[..len]))
+    }
+
     /// The exact lists' slot tables, if the object has them.
     pub(crate) fn slots(&self) -> Option<&Slots> {
         self.slots.as_deref()

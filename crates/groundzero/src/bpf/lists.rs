@@ -125,11 +125,7 @@ impl Lists {
 
     /// Whether `addr` has a live exact slot; `None` without slot tables.
     pub(crate) fn exact_slot(&self, addr: std::net::IpAddr) -> Option<bool> {
-        let slots = self.maps.slots()?;
-        Some(match addr {
-            std::net::IpAddr::V4(a) => slots.holds(Family::V4, &a.octets()),
-            std::net::IpAddr::V6(a) => slots.holds(Family::V6, &a.octets()),
-        })
+        self.maps.exact_slot(addr)
     }
 
     /// Every entry of `list`, both families, sorted.

@@ -29,6 +29,9 @@ use super::{
 };
 use crate::error::Error;
 
+/// How many keys ahead a batch fetches the home slots of.
+const AHEAD: usize = 16;
+
 /// One family's table, mapped.
 struct Table {
     mem: Shared,
@@ -71,14 +74,20 @@ impl Table {
         }
     }
 
-    fn key_is(&self, i: u32, key: &[u8]) -> bool {
+    /// Slot `i`'s key as it is now, padded to 16 bytes (no allocation: a load reads a
+    /// million of them).
+    fn read_key(&self, i: u32) -> [u8; 16] {
         let mut now = [0u8; 16];
         for (j, byte) in now[..self.key_len].iter_mut().enumerate() {
             // SAFETY: within the slot's key; volatile because the kernel side reads it too and
             // the tag, read around it, is what makes it consistent.
             *byte = unsafe { std::ptr::read_volatile(self.slot(i).add(self.key_at + j)) };
         }
-        now[..self.key_len] == *key
+        now
+    }
+
+    fn key_is(&self, i: u32, key: &[u8]) -> bool {
+        self.read_key(i)[..self.key_len] == *key
     }
 
     fn write_key(&self, i: u32, key: &[u8]) {
@@ -101,6 +110,17 @@ impl Table {
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = at;
+    }
+
+    /// Calls `f` on each of `keys` in order, with the home slots of the keys [`AHEAD`] on
+    /// fetched meanwhile.
+    fn each_prefetched<K: AsRef<[u8]>>(&self, keys: &[K], mut f: impl FnMut(&[u8])) {
+        for (i, key) in keys.iter().enumerate() {
+            if let Some(next) = keys.get(i + AHEAD) {
+                self.prefetch(next.as_ref());
+            }
+            f(key.as_ref());
+        }
     }
 
     /// The live slot holding `key`, read as the XDP program reads it: `None` if the probe meets
@@ -139,49 +159,25 @@ impl Table {
         let home = (self.home)(key);
         let Some(i) = (0..SLOT_PROBES)
             .map(|p| sl::probe(home, p))
-            .find(|&i| self.tag(i).load(Ordering::Acquire) & SLOT_STATE != SLOT_LIVE)
+            .find(|&i| self.state(i) != SLOT_LIVE)
         else {
             return false;
         };
-        let tag = self.tag(i);
-        let writing = next_tag(tag.load(Ordering::Acquire), SLOT_WRITING);
-        tag.store(writing, Ordering::SeqCst);
+        self.set_state(i, SLOT_WRITING);
         fence(Ordering::SeqCst);
         self.write_key(i, key);
         self.stat(i, 0).store(0, Ordering::Relaxed);
         self.stat(i, 1).store(0, Ordering::Relaxed);
         fence(Ordering::SeqCst);
-        tag.store(next_tag(writing, SLOT_LIVE), Ordering::SeqCst);
+        self.set_state(i, SLOT_LIVE);
         true
     }
 
     /// Takes `key`'s slot, if it has one: it becomes a tombstone. Under the exclusive lock.
     fn withdraw(&self, key: &[u8]) {
         if let Some(i) = self.find(key) {
-            let tag = self.tag(i);
-            tag.store(
-                next_tag(tag.load(Ordering::Acquire), SLOT_TOMB),
-                Ordering::SeqCst,
-            );
+            self.set_state(i, SLOT_TOMB);
         }
-    }
-
-    /// Every live slot's index and key. Under the exclusive lock (no slot changes meanwhile).
-    /// Keys come padded to 16 bytes (no allocation per slot: a million of them at a load).
-    fn live_keys(&self) -> Vec<(u32, [u8; 16])> {
-        let mut out = Vec::new();
-        for i in 0..EXACT_SLOTS {
-            let tag = self.tag(i).load(Ordering::Acquire);
-            if tag & SLOT_STATE == SLOT_LIVE {
-                let mut key = [0u8; 16];
-                for (j, byte) in key[..self.key_len].iter_mut().enumerate() {
-                    // SAFETY: within the slot's key.
-                    *byte = unsafe { std::ptr::read_volatile(self.slot(i).add(self.key_at + j)) };
-                }
-                out.push((i, key));
-            }
-        }
-        out
     }
 
     /// Sets slot `i`'s state, as a new generation.
@@ -318,14 +314,10 @@ impl Slots {
     /// [`Self::publish`] for each of `keys`, with the slots of the keys a few ahead fetched
     /// meanwhile (a batch of a million new entries spends its time waiting on memory).
     pub(crate) fn publish_all<K: AsRef<[u8]>>(&self, family: Family, keys: &[K]) {
-        const AHEAD: usize = 16;
         let table = self.table(family);
-        for (i, key) in keys.iter().enumerate() {
-            if let Some(next) = keys.get(i + AHEAD) {
-                table.prefetch(next.as_ref());
-            }
-            table.publish(key.as_ref());
-        }
+        table.each_prefetched(keys, |key| {
+            table.publish(key);
+        });
     }
 
     /// Takes `key`'s slot; under [`Self::lock`], before the hash removal.
@@ -356,33 +348,32 @@ impl Slots {
         let table = self.table(family);
         let listed: std::collections::HashSet<&[u8]> = keys.iter().copied().collect();
         let mut done = Reconciled::default();
+        // One pass over the slots (no slot changes under the lock but by this pass).
         let mut seen = std::collections::HashSet::new();
-        for (i, key) in table.live_keys() {
-            if !listed.contains(&key[..table.key_len]) || !seen.insert(key) {
-                table.set_state(i, SLOT_TOMB);
-                done.withdrawn += 1;
-            }
-        }
         for i in 0..EXACT_SLOTS {
-            if table.state(i) == SLOT_WRITING {
+            let stale = match table.state(i) {
+                SLOT_LIVE => {
+                    let key = table.read_key(i);
+                    !listed.contains(&key[..table.key_len]) || !seen.insert(key)
+                }
+                state => state == SLOT_WRITING,
+            };
+            if stale {
                 table.set_state(i, SLOT_TOMB);
                 done.withdrawn += 1;
             }
         }
         let mut hash_only = Vec::new();
-        for (i, key) in keys.iter().enumerate() {
-            if let Some(next) = keys.get(i + 16) {
-                table.prefetch(next);
-            }
+        table.each_prefetched(keys, |key| {
             if table.find(key).is_some() {
-                continue;
+                return;
             }
             if table.publish(key) {
                 done.published += 1;
             } else {
                 hash_only.push((table.home)(key));
             }
-        }
+        });
         done.swept = table.sweep(&hash_only);
         done
     }
